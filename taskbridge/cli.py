@@ -1,0 +1,95 @@
+"""The ``taskbridge`` command: worker, enqueue, contract, demo, status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .config import load_settings, set_settings
+from .errors import TaskbridgeError
+
+
+def _configure(**overrides: Any) -> None:
+    """Apply command-line overrides on top of the environment and files."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    set_settings(load_settings(**overrides))
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR")
+def main(log_level: str) -> None:
+    """taskbridge: one @job API over Celery, Dramatiq and the embedded engine."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+
+
+@main.command()
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--queues", "-Q", default="", help="comma-separated queues to consume (default: every job's queue)")
+@click.option("--concurrency", "-c", type=int, default=None, help="parallel jobs (Celery: prefork children)")
+@click.option("--processes", "-p", type=int, default=None, help="Dramatiq: worker processes")
+@click.option("--threads", "-t", type=int, default=None, help="Dramatiq: threads per process")
+@click.option("--reload", is_flag=True, default=None, help="restart when code changes (development)")
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+def worker(
+    modules: tuple[str, ...], queues: str, concurrency: int | None, processes: int | None,
+    threads: int | None, reload: bool | None, metrics_port: int | None,
+) -> None:
+    """Run a worker for the jobs declared in MODULES on the configured engine."""
+    from .worker import run_worker
+
+    try:
+        _configure(
+            worker_concurrency=concurrency, worker_processes=processes, worker_threads=threads,
+            worker_reload=reload, metrics_port=metrics_port,
+        )
+        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency)
+    except TaskbridgeError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("job_name")
+@click.argument("arguments", default="[]")
+@click.option("--countdown", default=None, help="run after this delay, e.g. 30s, 2h")
+@click.option("--queue", default=None, help="send to this queue instead of the job's own")
+def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | None) -> None:
+    """Enqueue JOB_NAME (module.function) with ARGUMENTS as a JSON list (args) or object (kwargs)."""
+    from .job import lookup
+    from .worker import import_job_modules
+
+    try:
+        _configure()
+        if lookup(job_name) is None and "." in job_name:
+            import_job_modules([job_name.rsplit(".", 1)[0]])
+        handle = lookup(job_name)
+        if handle is None:
+            raise click.BadParameter(f"no job named {job_name!r}; use module.function", param_hint="JOB_NAME")
+        try:
+            parsed = json.loads(arguments)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="ARGUMENTS") from None
+        if isinstance(parsed, dict):
+            args, kwargs = [], parsed
+        elif isinstance(parsed, list):
+            args, kwargs = parsed, {}
+        else:
+            raise click.BadParameter("must be a JSON list or object", param_hint="ARGUMENTS")
+        envelope = handle.options(countdown=countdown, queue=queue).enqueue(*args, **kwargs)
+        click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
+    except TaskbridgeError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The coordination store port: shared state for locks, concurrency, uniqueness and rate limits."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..units import Rate
+
+
+@runtime_checkable
+class Coordination(Protocol):
+    """Shared by every worker that must respect the same locks and limits.
+
+    ``shared`` is False for the in-process memory store: engines that run jobs in several
+    processes refuse to start with it when a job uses a lock, a concurrency limit or a rate limit.
+    """
+
+    shared: bool
+
+    def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
+        """Reserve the next slot of the GCRA limiter ``key`` and return seconds until it (0 = now).
+
+        The slot is taken by this call: a caller that waits the returned time may run without
+        asking again, so a backlog of deferred jobs comes back spread over distinct slots.
+        """
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """Take the lock ``key`` for ``ttl`` seconds; return an owner token, or None if it is held."""
+
+    def release_lock(self, key: str, token: str) -> bool:
+        """Release ``key`` if ``token`` still owns it; False if it expired or another owner has it."""
+
+    def lock_ttl(self, key: str) -> float | None:
+        """Seconds until the lock ``key`` expires, or None when it is free."""
+
+    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
+        """Take one of ``limit`` concurrency leases on ``key`` for ``ttl`` seconds; token or None."""
+
+    def release_slot(self, key: str, token: str) -> None:
+        """Give back a concurrency lease."""
+
+    def claim_unique(self, key: str, ttl: float) -> bool:
+        """Mark ``key`` as enqueued for ``ttl`` seconds; False if it already is."""
+
+    def release_unique(self, key: str) -> None:
+        """Forget a uniqueness mark (the job finished)."""
+
+    def close(self) -> None:
+        """Release connections."""

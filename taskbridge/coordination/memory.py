@@ -1,0 +1,115 @@
+"""The in-process coordination store: locks, limits and uniqueness marks for one process."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from ..units import Rate
+
+_SWEEP_INTERVAL = 60.0
+
+
+class MemoryCoordination:
+    """Coordination state held in this process's memory (``shared`` is False).
+
+    Thread-safe and timed by the monotonic clock; it keeps the same promises as
+    :class:`~taskbridge.coordination.RedisCoordination`, for the threads of one process.
+    Entries that expired are dropped when touched and by a sweep at most once a minute.
+    """
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rates: dict[str, float] = {}  # key -> theoretical arrival time of the next slot
+        self._locks: dict[str, tuple[str, float]] = {}  # key -> (token, expiry)
+        self._slots: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
+        self._uniques: dict[str, float] = {}  # key -> expiry
+        self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
+
+    def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
+        interval = rate.interval
+        with self._lock:
+            now = self._now()
+            tat = max(self._rates.get(key, now), now)
+            self._rates[key] = tat + interval
+            return max(0.0, tat - interval * (burst - 1) - now)
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        with self._lock:
+            now = self._now()
+            held = self._locks.get(key)
+            if held is not None and held[1] > now:
+                return None
+            token = uuid.uuid4().hex
+            self._locks[key] = (token, now + ttl)
+            return token
+
+    def release_lock(self, key: str, token: str) -> bool:
+        with self._lock:
+            now = self._now()
+            held = self._locks.get(key)
+            if held is None or held[0] != token:
+                return False
+            del self._locks[key]
+            return held[1] > now
+
+    def lock_ttl(self, key: str) -> float | None:
+        with self._lock:
+            now = self._now()
+            held = self._locks.get(key)
+            if held is None or held[1] <= now:
+                return None
+            return held[1] - now
+
+    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
+        with self._lock:
+            now = self._now()
+            leases = {token: expiry for token, expiry in self._slots.get(key, {}).items() if expiry > now}
+            if len(leases) >= limit:
+                self._slots[key] = leases
+                return None
+            token = uuid.uuid4().hex
+            leases[token] = now + ttl
+            self._slots[key] = leases
+            return token
+
+    def release_slot(self, key: str, token: str) -> None:
+        with self._lock:
+            leases = self._slots.get(key)
+            if leases is not None:
+                leases.pop(token, None)
+                if not leases:
+                    del self._slots[key]
+
+    def claim_unique(self, key: str, ttl: float) -> bool:
+        with self._lock:
+            now = self._now()
+            if self._uniques.get(key, now) > now:
+                return False
+            self._uniques[key] = now + ttl
+            return True
+
+    def release_unique(self, key: str) -> None:
+        with self._lock:
+            self._uniques.pop(key, None)
+
+    def close(self) -> None:
+        pass
+
+    def _now(self) -> float:
+        """The monotonic time; first drops every expired entry if a sweep is due (lock held)."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_INTERVAL
+            self._rates = {key: tat for key, tat in self._rates.items() if tat > now}
+            self._locks = {key: held for key, held in self._locks.items() if held[1] > now}
+            self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
+            self._slots = {
+                key: live
+                for key, leases in self._slots.items()
+                if (live := {token: expiry for token, expiry in leases.items() if expiry > now})
+            }
+        return now

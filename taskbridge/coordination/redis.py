@@ -1,0 +1,119 @@
+"""The Redis coordination store: locks, limits and uniqueness marks shared by every worker host."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from ..units import Rate
+
+try:
+    import redis
+    from redis.exceptions import LockNotOwnedError
+except ImportError as exc:
+    raise ImportError(
+        "the Redis coordination store needs the redis package: pip install 'taskbridge[redis]'"
+    ) from exc
+
+# GCRA with reservation: the caller always takes the next slot and learns how long until it.
+# Times are integer microseconds of the server clock, so every host agrees on "now".
+# KEYS[1] holds the theoretical arrival time (TAT) of the next slot and expires when it passes.
+# ARGV[1] = emission interval, ARGV[2] = burst tolerance; returns the wait.
+_RESERVE_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then
+    tat = now
+end
+local next_tat = tat + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
+local wait = tat - tonumber(ARGV[2]) - now
+if wait < 0 then
+    return 0
+end
+return wait
+"""
+
+# KEYS[1] is a sorted set of lease token -> expiry (server milliseconds).
+# ARGV[1] = token, ARGV[2] = limit, ARGV[3] = ttl in ms; returns 1 if the lease was granted.
+_ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+end
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+"""
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisCoordination:
+    """Coordination state in Redis, shared by every worker on every host (``shared`` is True).
+
+    Each operation is one atomic command or Lua script; expiry and rate limits follow the
+    Redis server's clock, so hosts with skewed clocks agree. Keys are
+    ``<namespace>:<rate|lock|slots|unique>:<key>`` and all of them expire.
+    """
+
+    shared = True
+
+    def __init__(self, url: str, namespace: str = "taskbridge") -> None:
+        self.namespace = namespace
+        self._client = redis.Redis.from_url(url)
+        self._reserve_rate = self._client.register_script(_RESERVE_RATE)
+        self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
+
+    def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
+        interval = max(1, round(rate.interval * 1_000_000))
+        wait = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
+        return int(wait) / 1_000_000
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        token = uuid.uuid4().hex
+        lock = self._client.lock(self._key("lock", key), timeout=_milliseconds(ttl) / 1000, thread_local=False)
+        return token if lock.acquire(blocking=False, token=token) else None
+
+    def release_lock(self, key: str, token: str) -> bool:
+        try:
+            self._client.lock(self._key("lock", key), thread_local=False).do_release(token)
+        except LockNotOwnedError:
+            return False
+        return True
+
+    def lock_ttl(self, key: str) -> float | None:
+        milliseconds = int(self._client.pttl(self._key("lock", key)))
+        if milliseconds == -2:
+            return None
+        if milliseconds == -1:
+            return math.inf  # a key written without an expiry by someone else: held for good
+        return milliseconds / 1000
+
+    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
+        token = uuid.uuid4().hex
+        granted = self._acquire_slot(keys=[self._key("slots", key)], args=[token, limit, _milliseconds(ttl)])
+        return token if granted else None
+
+    def release_slot(self, key: str, token: str) -> None:
+        self._client.zrem(self._key("slots", key), token)
+
+    def claim_unique(self, key: str, ttl: float) -> bool:
+        return bool(self._client.set(self._key("unique", key), 1, nx=True, px=_milliseconds(ttl)))
+
+    def release_unique(self, key: str) -> None:
+        self._client.delete(self._key("unique", key))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.namespace}:{kind}:{key}"

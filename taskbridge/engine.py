@@ -1,0 +1,115 @@
+"""The Engine port every adapter implements, and the registry of engines by name."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .errors import UnknownEngineError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .envelope import Envelope
+    from .job import JobSpec
+    from .outcomes import Outcome
+
+ENTRY_POINT_GROUP = "taskbridge.engines"
+
+RunMessage = Callable[[str | bytes], "Outcome"]
+"""What an engine calls with each raw message body; it decodes, runs the policies and carries out
+the outcome (republish or dead-letter) before returning. If it raises, the message must not be
+acknowledged, so that it is delivered again."""
+
+
+@dataclass(frozen=True)
+class TransportFacts:
+    """What an engine and its transport can do natively; the core makes up for the rest."""
+
+    max_native_delay: float
+    """Longest delay (seconds) the transport holds safely; longer delays hop through the core."""
+    max_message_size: int
+    """Largest envelope (bytes) the transport accepts."""
+    multi_process: bool
+    """Jobs run in several OS processes, so locks and rate limits need a shared coordination store."""
+    native_hard_timeout: bool = False
+    """The engine can kill a job that overruns ``hard_timeout``."""
+    native_soft_timeout: bool = False
+    """The engine raises :class:`JobTimeout` in the job itself; the runner then sets no timer of its own."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An engine adapter: only what the engine must do natively."""
+
+    name: str
+    facts: TransportFacts
+
+    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+        """Make the engine able to run ``spec``'s messages by handing each body to ``run``."""
+
+    def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
+        """Send envelopes to their queues, delivered after ``delay`` <= ``facts.max_native_delay``."""
+
+    def work(self, queues: Sequence[str], concurrency: int) -> None:
+        """Run a worker on ``queues`` in the foreground until it is stopped."""
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (approximate where the transport only knows that)."""
+
+    def purge(self, queue: str) -> int:
+        """Drop every waiting message of ``queue``; returns how many were dropped where known."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+EngineFactory = Callable[["Settings"], Engine]
+
+
+def available_engines() -> dict[str, str]:
+    """Registered engine names and where each comes from."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_engine_factory(name: str) -> EngineFactory:
+    """The engine class registered under ``name`` in the ``taskbridge.engines`` entry-point group."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            try:
+                factory: EngineFactory = ep.load()
+            except ImportError as exc:
+                raise UnknownEngineError(
+                    f"engine {name!r} is registered but cannot be imported ({exc}); "
+                    f"install it with: pip install 'taskbridge[{name}]'"
+                ) from exc
+            return factory
+    known = ", ".join(sorted(available_engines())) or "none"
+    raise UnknownEngineError(f"no engine named {name!r} (TASKBRIDGE_ENGINE); registered engines: {known}")
+
+
+_lock = threading.RLock()
+_engine: Engine | None = None
+
+
+def get_engine() -> Engine:
+    """The process-wide engine, built from settings on first use."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            from .config import get_settings
+
+            settings = get_settings()
+            _engine = load_engine_factory(settings.engine)(settings)
+        return _engine
+
+
+def set_engine(engine: Engine | None) -> None:
+    """Replace the process-wide engine (``None``: close it and build anew from settings on next use)."""
+    global _engine
+    with _lock:
+        if _engine is not None and _engine is not engine:
+            _engine.close()
+        _engine = engine

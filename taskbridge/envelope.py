@@ -1,0 +1,136 @@
+"""The envelope: the one JSON message every engine carries for a job, and its strict codec."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import EnqueueError, EnvelopeError
+
+VERSION = 1
+_FIELDS = {
+    "id": str,
+    "job": str,
+    "args": list,
+    "kwargs": dict,
+    "queue": str,
+    "attempt": int,
+    "enqueued_at": float,
+    "expires_at": (float, type(None)),
+    "not_before": (float, type(None)),
+    "chain": list,
+    "headers": dict,
+    "v": int,
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One job invocation as it travels through a transport.
+
+    ``attempt`` starts at 1 and grows only on retries; rate-limit, lock and delay
+    deferrals republish the same attempt.
+    """
+
+    job: str
+    queue: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempt: int = 1
+    enqueued_at: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    not_before: float | None = None
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, Any] = field(default_factory=dict)
+    v: int = VERSION
+
+    def with_changes(self, **changes: Any) -> Envelope:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> str:
+        """The JSON text sent over the wire."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+
+def check_json_arguments(job: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+    """Raise :class:`EnqueueError` naming the job and argument if any argument is not plain JSON."""
+    for index, value in enumerate(args):
+        _check_json_value(job, f"positional argument {index}", value)
+    for name, value in kwargs.items():
+        if not isinstance(name, str):
+            raise EnqueueError(f"job {job!r}: keyword argument names must be strings, got {name!r}")
+        _check_json_value(job, f"argument {name!r}", value)
+
+
+def _check_json_value(job: str, where: str, value: Any) -> None:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EnqueueError(
+            f"job {job!r}: {where} is not JSON-serializable ({type(value).__name__}: {exc}); "
+            "pass plain JSON values (str, int, float, bool, None, list, dict with str keys), "
+            "e.g. an id instead of an object"
+        ) from None
+    if json.loads(text) != value:
+        raise EnqueueError(
+            f"job {job!r}: {where} does not survive a JSON round trip "
+            f"({type(value).__name__} would arrive changed); pass lists, dicts with str keys and plain values"
+        )
+
+
+def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
+    """Parse and validate a message body; raise :class:`EnvelopeError` on anything malformed."""
+    if isinstance(body, bytes | bytearray):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"message body is not UTF-8: {exc}") from None
+    if isinstance(body, str):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise EnvelopeError(f"message body is not JSON: {exc}") from None
+    else:
+        data = body
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    missing = [name for name in ("id", "job", "queue") if name not in data]
+    if missing:
+        raise EnvelopeError(f"envelope lacks required fields: {', '.join(missing)}")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise EnvelopeError(f"envelope has unknown fields: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, kind in _FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if kind is float or (isinstance(kind, tuple) and float in kind):
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise EnvelopeError(f"envelope field {name!r} has the wrong type: {value!r}")
+        values[name] = value
+    if values.get("v", VERSION) > VERSION:
+        raise EnvelopeError(f"envelope version {values['v']} is newer than this worker understands ({VERSION})")
+    if values.get("attempt", 1) < 1:
+        raise EnvelopeError("envelope field 'attempt' must be at least 1")
+    return Envelope(**values)
+
+
+def peek_job_name(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
+    """Best-effort job name of a possibly malformed body, for error reports."""
+    try:
+        data = body if isinstance(body, dict) else json.loads(body)
+    except (ValueError, TypeError):
+        return None
+    name = data.get("job") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None

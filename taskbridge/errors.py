@@ -1,0 +1,35 @@
+"""Exceptions raised by taskbridge, each naming what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class TaskbridgeError(Exception):
+    """Base class of every taskbridge error."""
+
+
+class ConfigurationError(TaskbridgeError):
+    """A setting is missing, malformed or contradicts another one."""
+
+
+class JobDefinitionError(TaskbridgeError, ValueError):
+    """An option given to ``@job`` is invalid; raised at decoration time."""
+
+
+class EnqueueError(TaskbridgeError, ValueError):
+    """A job cannot be enqueued as asked (bad arguments, envelope too large, ...)."""
+
+
+class DuplicateJobError(EnqueueError):
+    """A ``unique=`` job is already enqueued or running with the same key."""
+
+
+class EnvelopeError(TaskbridgeError, ValueError):
+    """A message body is not a valid taskbridge envelope."""
+
+
+class UnknownEngineError(ConfigurationError):
+    """No engine is registered under the configured name."""
+
+
+class JobTimeout(Exception):  # noqa: N818 - the name users catch, like Celery's SoftTimeLimitExceeded
+    """Raised inside a running job when its ``timeout`` has passed."""

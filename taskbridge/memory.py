@@ -1,0 +1,182 @@
+"""The embedded engine: in-process queues, worker threads and delays; the reference Engine."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from .config import Settings, get_settings
+from .engine import RunMessage, TransportFacts
+from .envelope import Envelope
+from .job import JobSpec
+
+log = logging.getLogger("taskbridge.memory")
+
+
+class MemoryEngine:
+    """Runs jobs in worker threads of the current process. No server, nothing survives the process.
+
+    By default workers start on the first publish (``memory://``); with ``memory://?autostart=0``
+    they run only under :meth:`start` or :meth:`work`.
+    """
+
+    name = "memory"
+    facts = TransportFacts(
+        max_native_delay=float("inf"), max_message_size=1024 * 1024, multi_process=False
+    )
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        query = parse_qs(urlsplit(self.settings.broker_url).query)
+        self.autostart = query.get("autostart", ["1"])[0] not in ("0", "false", "no")
+        self._cond = threading.Condition()
+        self._ready: dict[str, deque[str]] = {}
+        self._delayed: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._in_flight = 0
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._run: RunMessage | None = None
+
+    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+        self._run = run
+
+    def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
+        due = time.monotonic() + delay
+        with self._cond:
+            for envelope in envelopes:
+                body = envelope.encode()
+                if delay > 0:
+                    heapq.heappush(self._delayed, (due, next(self._seq), envelope.queue, body))
+                else:
+                    self._ready.setdefault(envelope.queue, deque()).append(body)
+            self._cond.notify_all()
+        if self.autostart and not self._threads:
+            self.start()
+
+    def start(self, queues: Sequence[str] | None = None, concurrency: int | None = None) -> None:
+        """Start worker threads on ``queues`` (None: every queue but dead letters) and return."""
+        with self._cond:
+            if self._threads:
+                return
+            if self._run is None:
+                from .runner import Runner
+
+                self._run = Runner(self, self.settings).run
+            self._stopping.clear()
+            count = concurrency or self.settings.worker_concurrency
+            for index in range(count):
+                thread = threading.Thread(
+                    target=self._work_loop, args=(tuple(queues) if queues else None,),
+                    name=f"taskbridge-memory-{index}", daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def work(self, queues: Sequence[str], concurrency: int) -> None:
+        self.start(queues or None, concurrency)
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers after their current job."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def join(self, timeout: float | None = None, include_delayed: bool = True) -> bool:
+        """Wait until no job is ready, running (or, by default, delayed); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._busy(include_delayed):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+            return True
+
+    def depth(self, queue: str) -> int:
+        with self._cond:
+            return len(self._ready.get(queue, ())) + sum(1 for d in self._delayed if d[2] == queue)
+
+    def purge(self, queue: str) -> int:
+        with self._cond:
+            dropped = len(self._ready.pop(queue, ()))
+            kept = [d for d in self._delayed if d[2] != queue]
+            dropped += len(self._delayed) - len(kept)
+            heapq.heapify(kept)
+            self._delayed = kept
+            return dropped
+
+    def messages(self, queue: str) -> list[str]:
+        """Bodies waiting in ``queue`` (for inspecting dead letters)."""
+        with self._cond:
+            return list(self._ready.get(queue, ()))
+
+    def close(self) -> None:
+        self.stop()
+
+    def _busy(self, include_delayed: bool) -> bool:
+        if self._in_flight or any(self._ready[q] for q in self._consumed_queues()):
+            return True
+        return include_delayed and bool(self._delayed)
+
+    def _consumed_queues(self) -> list[str]:
+        suffix = self.settings.dead_letter_suffix
+        return [q for q in self._ready if not q.endswith(suffix)]
+
+    def _take(self, queues: tuple[str, ...] | None) -> str | None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, queue, body = heapq.heappop(self._delayed)
+            self._ready.setdefault(queue, deque()).append(body)
+        for queue in queues or self._consumed_queues():
+            pending = self._ready.get(queue)
+            if pending:
+                return pending.popleft()
+        return None
+
+    def _work_loop(self, queues: tuple[str, ...] | None) -> None:
+        run = self._run
+        assert run is not None
+        while not self._stopping.is_set():
+            with self._cond:
+                body = self._take(queues)
+                if body is None:
+                    wait = 0.5
+                    if self._delayed:
+                        wait = min(wait, max(0.0, self._delayed[0][0] - time.monotonic()))
+                    self._cond.wait(wait)
+                    continue
+                self._in_flight += 1
+            try:
+                run(body)
+            except Exception:
+                log.exception("memory engine: carrying out a message failed; it is put back")
+                with self._cond:
+                    self._ready.setdefault(_queue_of(body), deque()).appendleft(body)
+                time.sleep(0.1)
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+
+
+def _queue_of(body: str) -> str:
+    from .envelope import decode
+
+    return decode(body).queue

@@ -1,0 +1,95 @@
+"""Soft timeout: raise :class:`JobTimeout` inside the running job once its ``timeout`` has passed.
+
+In a process's main thread a SIGALRM timer interrupts even a blocking sleep; in worker threads a
+single watchdog thread raises the exception asynchronously (it lands at the job's next Python
+bytecode, as with Dramatiq's TimeLimit). Written by hand because no maintained library offers a
+per-thread timeout that raises inside the job.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import JobTimeout
+
+
+class _Watchdog:
+    """One thread that raises JobTimeout in threads whose deadline passed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int]] = []
+        self._active: dict[int, int] = {}
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, thread_id: int, seconds: float) -> int:
+        with self._cond:
+            token = next(self._seq)
+            self._active[token] = thread_id
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, thread_id))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="taskbridge-timeouts", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._active.pop(token, None)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._active:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, token, thread_id = self._heap[0]
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                heapq.heappop(self._heap)
+                if self._active.pop(token, None) is not None:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeout)
+                    )
+
+
+_watchdog = _Watchdog()
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise JobTimeout()
+
+
+@contextmanager
+def soft_timeout(seconds: float | None) -> Iterator[None]:
+    """Run the block with a soft timeout; ``None`` means no limit."""
+    if not seconds:
+        yield
+        return
+    in_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if in_main and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None, _raise_timeout):
+        previous = signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    token = _watchdog.arm(threading.get_ident(), seconds)
+    try:
+        yield
+    finally:
+        _watchdog.disarm(token)

@@ -1,0 +1,216 @@
+"""The runner: takes one raw message through the policies, carries out the outcome, reports it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from . import events
+from .config import Settings, get_settings
+from .coordination import Coordination, get_coordination
+from .engine import Engine
+from .envelope import Envelope, decode, peek_job_name
+from .errors import ConfigurationError, EnvelopeError, JobTimeout
+from .job import JobSpec, lookup, registry
+from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
+from .policies import arguments, delay, expiry, lock, rate_limit, retry
+from .policies.timeout import soft_timeout
+from .publishing import publish_dead_letter, schedule
+
+log = logging.getLogger("taskbridge.runner")
+
+
+class Runner:
+    """Runs messages for one engine. Adapters call :meth:`run` with each body and acknowledge the
+    message only after it returns: the republish or dead-letter write has then succeeded."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings | None = None,
+        coordination: Coordination | None = None,
+        *,
+        soft_timeouts: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or get_settings()
+        self.coordination = coordination or get_coordination()
+        self.soft_timeouts = (
+            not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
+        )
+
+    def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
+        """Refuse to start a multi-process worker whose jobs need a store it does not share."""
+        specs = specs if specs is not None else [j.spec for j in registry().values()]
+        if not self.engine.facts.multi_process or self.coordination.shared:
+            return
+        needy = sorted(s.name for s in specs if s.needs_coordination)
+        if needy:
+            raise ConfigurationError(
+                f"jobs {', '.join(needy)} use locks, concurrency, uniqueness or rate limits, but the "
+                f"{self.engine.name} engine runs them in several processes and the coordination store is "
+                "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
+            )
+
+    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job, and carry out the outcome."""
+        outcome = self._decide(raw, queue)
+        self._carry_out(outcome, queue)
+        self._report(outcome)
+        return outcome
+
+    __call__ = run
+
+    def fail_externally(self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None) -> Outcome:
+        """The engine killed the job (hard timeout, lost child): retry or dead-letter it per its policy."""
+        try:
+            envelope = decode(raw)
+        except EnvelopeError as exc:
+            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=_text(raw))
+        else:
+            handle = lookup(envelope.job)
+            if handle is None:
+                outcome = Dead(envelope, f"unknown job {envelope.job!r}")
+            else:
+                outcome = self._failed(handle.spec, envelope, None, reason, 0.0, timed_out)
+        self._carry_out(outcome, queue)
+        self._report(outcome)
+        return outcome
+
+    def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
+        try:
+            envelope = decode(raw)
+        except EnvelopeError as exc:
+            return Dead(None, f"malformed message: {exc}", raw=_text(raw))
+        handle = lookup(envelope.job)
+        if handle is None:
+            return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
+        spec = handle.spec
+        now = time.time()
+        if expiry.is_expired(envelope, now):
+            return Expired(envelope)
+        due_in = delay.remaining(envelope, now)
+        if due_in > 0:
+            if due_in > self.settings.inline_wait_max:
+                return Defer(envelope, due_in, "delay")
+            time.sleep(due_in)
+        try:
+            bound, _dropped = arguments.bind(spec, envelope)
+        except arguments.BadArguments as exc:
+            return Dead(envelope, str(exc))
+        wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        if wait > 0:
+            if wait > self.settings.inline_wait_max:
+                slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
+                return Defer(envelope.with_changes(headers=slot), wait, "rate limit")
+            time.sleep(wait)
+        envelope = _without_slot(envelope)
+        timeout = spec.resolved_timeout(self.settings.default_timeout)
+        guard = lock.acquire(spec, bound, self.coordination, timeout)
+        if guard is None:
+            if spec.on_lock == "skip":
+                return Skip(envelope, "lock busy")
+            return Defer(envelope, self.settings.lock_retry, "lock busy")
+        events.emit(_event("started", envelope))
+        started = time.monotonic()
+        try:
+            with soft_timeout(timeout if self.soft_timeouts else None):
+                spec.func(*bound.args, **bound.kwargs)
+        except Exception as exc:
+            duration = time.monotonic() - started
+            return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
+        finally:
+            guard.release()
+        return Done(envelope, time.monotonic() - started)
+
+    def _failed(
+        self, spec: JobSpec, envelope: Envelope, error: BaseException | None, reason: str,
+        duration: float, timed_out: bool,
+    ) -> Outcome:
+        if retry.should_retry(spec, envelope.attempt, error):
+            wait = retry.delay(spec, envelope.attempt)
+            return Retry(envelope, wait, reason, duration, timed_out)
+        attempts = envelope.attempt
+        why = f"failed on attempt {attempts} of {spec.retry.max_retries + 1}: {reason}"
+        return Dead(envelope, why, duration=duration, timed_out=timed_out)
+
+    def _carry_out(self, outcome: Outcome, queue: str | None) -> None:
+        if isinstance(outcome, Retry):
+            next_attempt = outcome.envelope.with_changes(attempt=outcome.envelope.attempt + 1)
+            schedule(self.engine, [next_attempt], outcome.delay, self.settings)
+            return
+        if isinstance(outcome, Defer):
+            schedule(self.engine, [outcome.envelope], outcome.delay, self.settings)
+            return
+        if isinstance(outcome, Dead):
+            env = outcome.envelope
+            target = (env.queue if env else None) or queue or self.settings.default_queue
+            publish_dead_letter(
+                self.engine, queue=target, reason=outcome.reason, envelope=env, raw=outcome.raw,
+                settings=self.settings,
+            )
+        if isinstance(outcome, Done) and outcome.envelope.chain:
+            self._continue_chain(outcome.envelope)
+        envelope = outcome.envelope
+        if envelope is not None and "unique" in envelope.headers:
+            self.coordination.release_unique(envelope.headers["unique"])
+
+    def _continue_chain(self, envelope: Envelope) -> None:
+        from .job import JobCall
+        from .publishing import enqueue_one
+
+        step, *rest = envelope.chain
+        handle = lookup(step["job"])
+        if handle is None:
+            publish_dead_letter(
+                self.engine, queue=envelope.queue, reason=f"chain step {step['job']!r} is not declared",
+                envelope=envelope, raw=None, settings=self.settings,
+            )
+            return
+        enqueue_one(JobCall(handle), tuple(step.get("args", ())), dict(step.get("kwargs", {})), chain=rest)
+
+    def _report(self, outcome: Outcome) -> None:
+        event = _event(outcome.kind, outcome.envelope)
+        for name in ("duration", "delay", "reason", "error", "timed_out"):
+            if hasattr(outcome, name):
+                event[name] = getattr(outcome, name)
+        if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
+            event["job"] = peek_job_name(outcome.raw)
+        level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
+        log.log(
+            level,
+            "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
+            event.get("job"), event.get("id"), event.get("attempt"), outcome.kind,
+            event.get("duration", 0.0),
+            "".join(f" {k}={event[k]!r}" for k in ("delay", "reason", "error") if k in event),
+        )
+        events.emit(event)
+
+
+def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"event": kind, "time": time.time(), "pid": os.getpid()}
+    if envelope is not None:
+        event.update(
+            job=envelope.job, id=envelope.id, attempt=envelope.attempt, queue=envelope.queue,
+            enqueued_at=envelope.enqueued_at,
+        )
+    return event
+
+
+def _without_slot(envelope: Envelope) -> Envelope:
+    if rate_limit.SLOT_HEADER not in envelope.headers:
+        return envelope
+    headers = {k: v for k, v in envelope.headers.items() if k != rate_limit.SLOT_HEADER}
+    return envelope.with_changes(headers=headers)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, JobTimeout):
+        return "JobTimeout: the job ran past its timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(raw: str | bytes) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
