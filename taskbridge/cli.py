@@ -42,16 +42,24 @@ def main(log_level: str) -> None:
 @click.option("--reload", is_flag=True, default=None, help="restart when code changes (development)")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
 def worker(
-    modules: tuple[str, ...], queues: str, concurrency: int | None, processes: int | None,
-    threads: int | None, reload: bool | None, metrics_port: int | None,
+    modules: tuple[str, ...],
+    queues: str,
+    concurrency: int | None,
+    processes: int | None,
+    threads: int | None,
+    reload: bool | None,
+    metrics_port: int | None,
 ) -> None:
     """Run a worker for the jobs declared in MODULES on the configured engine."""
     from .worker import run_worker
 
     try:
         _configure(
-            worker_concurrency=concurrency, worker_processes=processes, worker_threads=threads,
-            worker_reload=reload, metrics_port=metrics_port,
+            worker_concurrency=concurrency,
+            worker_processes=processes,
+            worker_threads=threads,
+            worker_reload=reload,
+            metrics_port=metrics_port,
         )
         run_worker(list(modules), [q for q in queues.split(",") if q], concurrency)
     except TaskbridgeError as exc:
@@ -89,6 +97,26 @@ def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | N
         click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
     except TaskbridgeError as exc:
         _fail(exc)
+
+
+@main.command()
+def demo() -> None:
+    """Run example jobs using every option on the embedded engine and show what happened."""
+    from .demo import run_demo
+
+    sys.exit(run_demo())
+
+
+@main.command()
+@click.option("--engine", default=None, help="engine to test (default: TASKBRIDGE_ENGINE)")
+@click.option("--broker", default=None, help="broker URL (default: TASKBRIDGE_BROKER_URL)")
+@click.option("--coordination", default=None, help="redis:// URL workers share (default: TASKBRIDGE_COORDINATION_URL)")
+@click.option("-k", "keyword", default=None, help="only cases matching this pytest expression")
+def contract(engine: str | None, broker: str | None, coordination: str | None, keyword: str | None) -> None:
+    """Run the contract suite on one engine x transport; exits non-zero if any case fails."""
+    from .testing.report import run_contract
+
+    sys.exit(run_contract(engine=engine, broker=broker, coordination=coordination, keyword=keyword))
 
 
 if __name__ == "__main__":

@@ -65,8 +65,13 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
 
     @field_validator(
-        "default_timeout", "default_expires", "max_native_delay", "inline_wait_max", "lock_retry",
-        "visibility_timeout", mode="before",
+        "default_timeout",
+        "default_expires",
+        "max_native_delay",
+        "inline_wait_max",
+        "lock_retry",
+        "visibility_timeout",
+        mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:

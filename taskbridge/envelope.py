@@ -113,9 +113,9 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
         if name not in data:
             continue
         value = data[name]
-        if kind is float or (isinstance(kind, tuple) and float in kind):
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+        wants_float = kind is float or (isinstance(kind, tuple) and float in kind)
+        if wants_float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise EnvelopeError(f"envelope field {name!r} has the wrong type: {value!r}")
         values[name] = value

@@ -31,5 +31,5 @@ class UnknownEngineError(ConfigurationError):
     """No engine is registered under the configured name."""
 
 
-class JobTimeout(Exception):  # noqa: N818 - the name users catch, like Celery's SoftTimeLimitExceeded
+class JobTimeout(Exception):
     """Raised inside a running job when its ``timeout`` has passed."""

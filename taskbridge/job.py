@@ -36,9 +36,9 @@ class JobSpec:
     name: str
     func: Callable[..., Any]
     queue: str | None = None
-    timeout: float | None | _Default = DEFAULT
+    timeout: float | _Default | None = DEFAULT
     hard_timeout: float | None = None
-    expires: float | None | _Default = DEFAULT
+    expires: float | _Default | None = DEFAULT
     retry: Backoff = NO_RETRY
     lock: str | None = None
     lock_ttl: float | None = None
@@ -116,7 +116,7 @@ class Job(Generic[P, R]):
         countdown: Duration | None = None,
         eta: Any = None,
         queue: str | None = None,
-        expires: Duration | None | _Default = DEFAULT,
+        expires: Duration | _Default | None = DEFAULT,
     ) -> JobCall:
         """Per-call options: ``.options(countdown=60).enqueue(...)``."""
         return JobCall(self, countdown=countdown, eta=eta, queue=queue, expires=expires)
@@ -151,7 +151,7 @@ class JobCall:
     countdown: Duration | None = None
     eta: Any = None
     queue: str | None = None
-    expires: Duration | None | _Default = DEFAULT
+    expires: Duration | _Default | None = DEFAULT
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Any:
         from .publishing import enqueue_one
@@ -198,7 +198,7 @@ def _template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
-def _duration_option(name: str, job_name: str, value: Any, *, allow_none: bool) -> float | None | _Default:
+def _duration_option(name: str, job_name: str, value: Any, *, allow_none: bool) -> float | _Default | None:
     if isinstance(value, _Default):
         return value
     if value is None:
@@ -219,9 +219,9 @@ def job(
     *,
     name: str | None = None,
     queue: str | None = None,
-    timeout: Duration | None | _Default = DEFAULT,
+    timeout: Duration | _Default | None = DEFAULT,
     hard_timeout: Duration | None = None,
-    expires: Duration | None | _Default = DEFAULT,
+    expires: Duration | _Default | None = DEFAULT,
     retry: Backoff | None = None,
     lock: str | None = None,
     lock_ttl: Duration | None = None,
@@ -250,7 +250,9 @@ def job(
         job_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if not callable(fn):
             raise JobDefinitionError(f"@job must decorate a function, got {fn!r}")
-        if queue is not None and (not isinstance(queue, str) or not queue.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        if queue is not None and (
+            not isinstance(queue, str) or not queue.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
             raise JobDefinitionError(
                 f"job {job_name!r}: option queue= must be letters, digits, '-', '_' or '.', got {queue!r}"
             )
@@ -259,11 +261,7 @@ def job(
         parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)
         parsed_lock_ttl = _duration_option("lock_ttl", job_name, lock_ttl, allow_none=True)
         parsed_unique_ttl = _duration_option("unique_ttl", job_name, unique_ttl, allow_none=True)
-        if (
-            isinstance(parsed_hard, float)
-            and isinstance(parsed_timeout, float)
-            and parsed_hard <= parsed_timeout
-        ):
+        if isinstance(parsed_hard, float) and isinstance(parsed_timeout, float) and parsed_hard <= parsed_timeout:
             raise JobDefinitionError(
                 f"job {job_name!r}: hard_timeout ({parsed_hard:g}s) must be longer than timeout ({parsed_timeout:g}s)"
             )
@@ -300,11 +298,14 @@ def job(
             try:
                 fields = _template_fields(template)
             except ValueError as exc:
-                raise JobDefinitionError(f"job {job_name!r}: option {option}={template!r} is not a valid template: {exc}") from None
+                raise JobDefinitionError(
+                    f"job {job_name!r}: option {option}={template!r} is not a valid template: {exc}"
+                ) from None
             for field_name in fields:
                 if not field_name.isidentifier():
                     raise JobDefinitionError(
-                        f"job {job_name!r}: option {option}={template!r} may only use plain argument names like {{user_id}}"
+                        f"job {job_name!r}: option {option}={template!r} may only use plain argument names "
+                        "like {user_id}"
                     )
                 if field_name not in params and not takes_any:
                     raise JobDefinitionError(

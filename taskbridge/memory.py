@@ -27,9 +27,7 @@ class MemoryEngine:
     """
 
     name = "memory"
-    facts = TransportFacts(
-        max_native_delay=float("inf"), max_message_size=1024 * 1024, multi_process=False
-    )
+    facts = TransportFacts(max_native_delay=float("inf"), max_message_size=1024 * 1024, multi_process=False)
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
@@ -73,8 +71,10 @@ class MemoryEngine:
             count = concurrency or self.settings.worker_concurrency
             for index in range(count):
                 thread = threading.Thread(
-                    target=self._work_loop, args=(tuple(queues) if queues else None,),
-                    name=f"taskbridge-memory-{index}", daemon=True,
+                    target=self._work_loop,
+                    args=(tuple(queues) if queues else None,),
+                    name=f"taskbridge-memory-{index}",
+                    daemon=True,
                 )
                 self._threads.append(thread)
                 thread.start()

@@ -138,13 +138,17 @@ class _Publisher:
                     "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
                 )
 
-    def build(self, args: Sequence[Any], kwargs: dict[str, Any], chain: list[dict[str, Any]] | None = None) -> Envelope | None:
+    def build(
+        self, args: Sequence[Any], kwargs: dict[str, Any], chain: list[dict[str, Any]] | None = None
+    ) -> Envelope | None:
         name = self.spec.name
         check_json_arguments(name, args, kwargs)
         try:
             self.spec.bind(args, kwargs)
         except TypeError as exc:
-            raise EnqueueError(f"job {name!r}: arguments do not match {self.spec.func.__qualname__}{self.spec.signature}: {exc}") from None
+            raise EnqueueError(
+                f"job {name!r}: arguments do not match {self.spec.func.__qualname__}{self.spec.signature}: {exc}"
+            ) from None
         now = time.time()
         due = now + self.delay
         headers: dict[str, Any] = {}
@@ -179,7 +183,9 @@ class _Publisher:
         schedule(self.engine, envelopes, self.delay, self.settings)
 
 
-def enqueue_one(call: JobCall, args: Sequence[Any], kwargs: dict[str, Any], *, chain: list[dict[str, Any]] | None = None) -> Envelope | None:
+def enqueue_one(
+    call: JobCall, args: Sequence[Any], kwargs: dict[str, Any], *, chain: list[dict[str, Any]] | None = None
+) -> Envelope | None:
     """Check, build and publish one envelope; None if a ``unique`` twin is already pending."""
     publisher = _Publisher(call)
     envelope = publisher.build(args, kwargs, chain)
@@ -191,12 +197,7 @@ def enqueue_one(call: JobCall, args: Sequence[Any], kwargs: dict[str, Any], *, c
 def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
     if isinstance(item, dict):
         return (), item
-    if (
-        isinstance(item, tuple)
-        and len(item) == 2
-        and isinstance(item[0], list | tuple)
-        and isinstance(item[1], dict)
-    ):
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], list | tuple) and isinstance(item[1], dict):
         return item[0], item[1]
     if isinstance(item, list | tuple):
         return item, {}

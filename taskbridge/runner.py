@@ -37,9 +37,7 @@ class Runner:
         self.engine = engine
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
-        self.soft_timeouts = (
-            not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
-        )
+        self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a multi-process worker whose jobs need a store it does not share."""
@@ -63,7 +61,9 @@ class Runner:
 
     __call__ = run
 
-    def fail_externally(self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None) -> Outcome:
+    def fail_externally(
+        self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
+    ) -> Outcome:
         """The engine killed the job (hard timeout, lost child): retry or dead-letter it per its policy."""
         try:
             envelope = decode(raw)
@@ -126,8 +126,13 @@ class Runner:
         return Done(envelope, time.monotonic() - started)
 
     def _failed(
-        self, spec: JobSpec, envelope: Envelope, error: BaseException | None, reason: str,
-        duration: float, timed_out: bool,
+        self,
+        spec: JobSpec,
+        envelope: Envelope,
+        error: BaseException | None,
+        reason: str,
+        duration: float,
+        timed_out: bool,
     ) -> Outcome:
         if retry.should_retry(spec, envelope.attempt, error):
             wait = retry.delay(spec, envelope.attempt)
@@ -148,7 +153,11 @@ class Runner:
             env = outcome.envelope
             target = (env.queue if env else None) or queue or self.settings.default_queue
             publish_dead_letter(
-                self.engine, queue=target, reason=outcome.reason, envelope=env, raw=outcome.raw,
+                self.engine,
+                queue=target,
+                reason=outcome.reason,
+                envelope=env,
+                raw=outcome.raw,
                 settings=self.settings,
             )
         if isinstance(outcome, Done) and outcome.envelope.chain:
@@ -165,8 +174,12 @@ class Runner:
         handle = lookup(step["job"])
         if handle is None:
             publish_dead_letter(
-                self.engine, queue=envelope.queue, reason=f"chain step {step['job']!r} is not declared",
-                envelope=envelope, raw=None, settings=self.settings,
+                self.engine,
+                queue=envelope.queue,
+                reason=f"chain step {step['job']!r} is not declared",
+                envelope=envelope,
+                raw=None,
+                settings=self.settings,
             )
             return
         enqueue_one(JobCall(handle), tuple(step.get("args", ())), dict(step.get("kwargs", {})), chain=rest)
@@ -182,7 +195,10 @@ class Runner:
         log.log(
             level,
             "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
-            event.get("job"), event.get("id"), event.get("attempt"), outcome.kind,
+            event.get("job"),
+            event.get("id"),
+            event.get("attempt"),
+            outcome.kind,
             event.get("duration", 0.0),
             "".join(f" {k}={event[k]!r}" for k in ("delay", "reason", "error") if k in event),
         )
@@ -193,7 +209,10 @@ def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
     event: dict[str, Any] = {"event": kind, "time": time.time(), "pid": os.getpid()}
     if envelope is not None:
         event.update(
-            job=envelope.job, id=envelope.id, attempt=envelope.attempt, queue=envelope.queue,
+            job=envelope.job,
+            id=envelope.id,
+            attempt=envelope.attempt,
+            queue=envelope.queue,
             enqueued_at=envelope.enqueued_at,
         )
     return event

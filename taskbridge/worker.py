@@ -48,7 +48,10 @@ def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int |
         queues = sorted({h.spec.resolved_queue(settings.default_queue) for h in registry().values()})
     log.info(
         "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d",
-        engine.name, mask_url(settings.broker_url), mask_url(settings.effective_coordination_url),
-        ",".join(queues), len(registry()),
+        engine.name,
+        mask_url(settings.broker_url),
+        mask_url(settings.effective_coordination_url),
+        ",".join(queues),
+        len(registry()),
     )
     engine.work(list(queues), concurrency or settings.worker_concurrency)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import NoReturn
 
 import pytest
 
@@ -12,7 +13,7 @@ from taskbridge.config import mask_url
 REDIS_URL = os.environ.get("TASKBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip the test because a server is missing; in CI (``CI=true``) fail it instead."""
     if os.environ.get("CI") == "true":
         pytest.fail(reason)

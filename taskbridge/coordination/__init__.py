@@ -45,8 +45,7 @@ def open_coordination(url: str, namespace: str = "taskbridge") -> Coordination:
 
         return RedisCoordination(url, namespace)
     raise ValueError(
-        f"cannot open the coordination store {mask_url(url)!r}: "
-        "use memory:// or a redis://, rediss:// or unix:// URL"
+        f"cannot open the coordination store {mask_url(url)!r}: use memory:// or a redis://, rediss:// or unix:// URL"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import cast
 
 from ..units import Rate
 
@@ -11,9 +12,7 @@ try:
     import redis
     from redis.exceptions import LockNotOwnedError
 except ImportError as exc:
-    raise ImportError(
-        "the Redis coordination store needs the redis package: pip install 'taskbridge[redis]'"
-    ) from exc
+    raise ImportError("the Redis coordination store needs the redis package: pip install 'taskbridge[redis]'") from exc
 
 # GCRA with reservation: the caller always takes the next slot and learns how long until it.
 # Times are integer microseconds of the server clock, so every host agrees on "now".
@@ -91,7 +90,7 @@ class RedisCoordination:
         return True
 
     def lock_ttl(self, key: str) -> float | None:
-        milliseconds = int(self._client.pttl(self._key("lock", key)))
+        milliseconds = cast(int, self._client.pttl(self._key("lock", key)))
         if milliseconds == -2:
             return None
         if milliseconds == -1:

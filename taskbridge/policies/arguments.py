@@ -12,7 +12,7 @@ from ..job import JobSpec
 log = logging.getLogger("taskbridge.arguments")
 
 
-class BadArguments(Exception):  # noqa: N818
+class BadArguments(Exception):
     """The envelope's arguments cannot be bound to the job's function."""
 
 
@@ -23,14 +23,14 @@ def bind(spec: JobSpec, envelope: Envelope) -> tuple[inspect.BoundArguments, lis
     if spec.drop_unknown_kwargs and not spec.accepts_any_kwargs():
         params = spec.signature.parameters
         dropped = [
-            name
-            for name in kwargs
-            if name not in params or params[name].kind is inspect.Parameter.POSITIONAL_ONLY
+            name for name in kwargs if name not in params or params[name].kind is inspect.Parameter.POSITIONAL_ONLY
         ]
         if dropped:
             log.warning(
                 "job %s id %s: dropping unknown keyword arguments %s (sent by an older or newer producer?)",
-                spec.name, envelope.id, ", ".join(sorted(dropped)),
+                spec.name,
+                envelope.id,
+                ", ".join(sorted(dropped)),
             )
             kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
     try:

@@ -35,9 +35,7 @@ class Guard:
         self.held.clear()
 
 
-def acquire(
-    spec: JobSpec, bound: inspect.BoundArguments, store: Coordination, timeout: float | None
-) -> Guard | None:
+def acquire(spec: JobSpec, bound: inspect.BoundArguments, store: Coordination, timeout: float | None) -> Guard | None:
     """Take the job's lock and concurrency lease; None (nothing held) if either is busy."""
     guard = Guard(store)
     ttl = lease_ttl(spec, timeout)

@@ -60,9 +60,7 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 if self._active.pop(token, None) is not None:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeout)
-                    )
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeout))
 
 
 _watchdog = _Watchdog()

@@ -1,0 +1,195 @@
+"""The contract: one test per promise of DESIGN.md, run unchanged on every engine x transport.
+
+Run it with ``taskbridge contract --engine NAME --broker URL`` or
+``pytest -p taskbridge.testing.plugin --pyargs taskbridge.testing.contract --taskbridge-engine NAME
+--taskbridge-broker URL``. Each test gets a ``harness`` (see harness.py) with fresh queues.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from taskbridge import EnqueueError, Envelope, get_engine
+
+from . import jobs
+from .harness import Harness
+
+ROUND_TRIP = [1, -2.5, "zürich ✓", None, True, [1, [2, {"x": "y"}]], {"nested": {"list": [1, 2], "n": None}}]
+
+
+def _publish_raw(harness: Harness, envelope: Envelope) -> None:
+    get_engine().publish([envelope], 0)
+
+
+def _ran(harness: Harness, job: str) -> list[dict[str, Any]]:
+    return harness.events("ran", job)
+
+
+def test_enqueue_run_and_arguments_round_trip(harness: Harness) -> None:
+    harness.start_workers()
+    envelope = jobs.echo.enqueue(*ROUND_TRIP, key="value", items=[{"a": 1}])
+    assert envelope is not None and envelope.queue == harness.queue
+    [ran] = harness.wait_for(lambda: _ran(harness, "echo"), 30, "echo never ran")
+    assert ran["args"] == ROUND_TRIP
+    assert ran["kwargs"] == {"key": "value", "items": [{"a": 1}]}
+    [done] = harness.wait_for(lambda: harness.events("outcome:done", "echo"), 10, "no done outcome")
+    assert done["id"] == envelope.id and done["attempt"] == 1
+
+
+def test_enqueue_many_runs_each_call_once(harness: Harness) -> None:
+    count = jobs.echo.enqueue_many(((i,) for i in range(120)), batch_size=25)
+    assert count == 120
+    harness.start_workers()
+    harness.wait_for(lambda: len(_ran(harness, "echo")) >= 120, 60, "not every enqueue_many call ran")
+    time.sleep(1.0)
+    values = sorted(event["args"][0] for event in _ran(harness, "echo"))
+    assert values == list(range(120))
+
+
+def test_enqueue_rejects_arguments_that_are_not_json(harness: Harness) -> None:
+    with pytest.raises(EnqueueError, match=r"echo.*argument 'when'"):
+        jobs.echo.enqueue(when=object())
+    with pytest.raises(EnqueueError, match=r"two_args.*arguments do not match"):
+        jobs.two_args.enqueue(1)
+    assert harness.depth(harness.queue) == 0
+
+
+def test_enqueue_rejects_a_message_over_the_transport_limit(harness: Harness) -> None:
+    too_big = "x" * harness.engine.facts.max_message_size
+    with pytest.raises(EnqueueError, match=r"echo.*bytes, over the"):
+        jobs.echo.enqueue(too_big)
+    assert harness.depth(harness.queue) == 0
+
+
+def test_timeout_raises_jobtimeout_in_the_job_then_retries_and_dead_letters(harness: Harness) -> None:
+    harness.start_workers()
+    jobs.sleepy.enqueue(10)
+    harness.wait_for(lambda: harness.events("outcome:dead", "sleepy"), 40, "timed-out job was not dead-lettered")
+    assert len(harness.events("saw_timeout", "sleepy")) == 2, "each of the 2 attempts should see JobTimeout"
+    assert not _ran(harness, "sleepy")
+    [retried] = harness.events("outcome:retried", "sleepy")
+    assert retried["timed_out"] is True
+    harness.wait_for(lambda: harness.depth(harness.dead_queue) == 1, 15, "dead-letter queue should hold it")
+
+
+def test_expired_job_never_runs(harness: Harness) -> None:
+    stale = jobs.echo.options(expires=1).enqueue("stale")
+    time.sleep(2.0)
+    harness.start_workers()
+    jobs.echo.enqueue("fresh")
+    harness.wait_for(lambda: _ran(harness, "echo"), 30, "the fresh job never ran")
+    [expired] = harness.wait_for(lambda: harness.events("outcome:expired", "echo"), 10, "no expired outcome")
+    assert stale is not None and expired["id"] == stale.id
+    assert [e["args"] for e in _ran(harness, "echo")] == [["fresh"]]
+
+
+def test_backoff_gaps_follow_the_policy_then_dead_letter(harness: Harness) -> None:
+    harness.start_workers()
+    jobs.flaky.enqueue("t1")
+    harness.wait_for(lambda: harness.events("outcome:dead", "flaky"), 60, "flaky never reached the dead letters")
+    times = [e["time"] for e in harness.events("attempt", "flaky")]
+    assert len(times) == 4, "max_retries=3 means 4 attempts"
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    for gap, expected in zip(gaps, [1.0, 2.0, 4.0], strict=True):
+        assert expected - 0.05 <= gap <= expected + 1.5, f"gaps {gaps} do not follow base 1s doubling"
+    harness.wait_for(lambda: harness.depth(harness.dead_queue) == 1, 15, "dead-letter queue should hold it")
+
+
+def test_error_not_in_retry_on_goes_straight_to_dead_letters(harness: Harness) -> None:
+    harness.start_workers()
+    jobs.fatal.enqueue("t2")
+    harness.wait_for(lambda: harness.events("outcome:dead", "fatal"), 30, "fatal was not dead-lettered")
+    assert len(harness.events("attempt", "fatal")) == 1
+
+
+def test_lock_never_lets_two_run_at_once(harness: Harness) -> None:
+    jobs.locked.enqueue_many({"key": "k", "hold": 0.3, "n": n} for n in range(6))
+    harness.start_workers(count=2, concurrency=3)
+    harness.wait_for(lambda: len(_ran(harness, "locked")) >= 6, 90, "not every locked job ran")
+    runs = sorted((e["start"], e["end"]) for e in _ran(harness, "locked"))
+    assert sorted(e["n"] for e in _ran(harness, "locked")) == list(range(6))
+    for (_, end), (start, _) in itertools.pairwise(runs):
+        assert start >= end - 0.005, f"two runs held the lock at once: {runs}"
+    assert harness.events("outcome:deferred", "locked"), "contention should have deferred some runs"
+
+
+def test_lock_with_skip_drops_runs_while_held(harness: Harness) -> None:
+    harness.start_workers(count=2, concurrency=2)
+    jobs.skipping.enqueue(key="s", hold=3.0, n=0)
+    harness.wait_for(lambda: harness.events("started", "skipping"), 30, "first run never started")
+    jobs.skipping.enqueue(key="s", hold=0.0, n=1)
+    harness.wait_for(lambda: harness.events("outcome:skipped", "skipping"), 30, "second run was not skipped")
+    harness.wait_for(lambda: _ran(harness, "skipping"), 30, "first run never finished")
+    assert [e["n"] for e in _ran(harness, "skipping")] == [0]
+
+
+def test_rate_limit_holds_across_workers(harness: Harness) -> None:
+    jobs.limited.enqueue_many((n,) for n in range(40))
+    harness.start_workers(count=2, concurrency=2)
+    harness.wait_for(lambda: len(_ran(harness, "limited")) >= 40, 90, "not every rate-limited job ran")
+    times = sorted(e["time"] for e in _ran(harness, "limited"))
+    assert sorted(e["n"] for e in _ran(harness, "limited")) == list(range(40))
+    span = times[-1] - times[0]
+    assert 39 / span <= 10 * 1.1, f"observed {39 / span:.1f}/s over {span:.1f}s, limit is 10/s"
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 12, f"{busiest} runs within one second, limit is 10/s"
+
+
+def test_countdown_longer_than_the_transport_holds_runs_once_on_time(harness: Harness) -> None:
+    harness.start_workers()
+    countdown = 6.0
+    assert countdown > harness.engine.facts.max_native_delay or countdown > 2.0
+    sent = time.time()
+    jobs.echo.options(countdown=countdown).enqueue("later")
+    [ran] = harness.wait_for(lambda: _ran(harness, "echo"), 40, "delayed job never ran")
+    assert sent + countdown - 0.05 <= ran["time"] <= sent + countdown + 3.0, (
+        f"ran {ran['time'] - sent:.2f}s after enqueue, countdown was {countdown}s"
+    )
+    time.sleep(4.0)
+    assert len(_ran(harness, "echo")) == 1, "the delayed job ran more than once"
+    assert harness.events("outcome:deferred", "echo"), "a delay over the native maximum should hop"
+
+
+def test_bad_messages_go_to_dead_letters_and_the_worker_survives(harness: Harness) -> None:
+    harness.start_workers()
+    queue = harness.queue
+    wrong_shape = Envelope(job=jobs.echo.name, queue=queue, args="not a list")  # type: ignore[arg-type]
+    unknown = Envelope(job="taskbridge.testing.jobs.no_such_job", queue=queue)
+    wrong_args = Envelope(job=jobs.two_args.name, queue=queue, args=[1])
+    for envelope in (wrong_shape, unknown, wrong_args):
+        _publish_raw(harness, envelope)
+    harness.wait_for(lambda: len(harness.events("outcome:dead")) >= 3 or None, 30, "bad messages not dead-lettered")
+    jobs.echo.enqueue("still alive")
+    harness.wait_for(lambda: _ran(harness, "echo"), 30, "the worker stopped working after bad messages")
+    harness.wait_for(lambda: harness.depth(harness.dead_queue) == 3, 15, "dead-letter queue should hold all 3")
+    assert not _ran(harness, "two_args")
+
+
+def test_unknown_keyword_arguments_are_dropped_unless_the_job_opts_out(harness: Harness) -> None:
+    harness.start_workers()
+    queue = harness.queue
+    _publish_raw(harness, Envelope(job=jobs.two_args.name, queue=queue, kwargs={"a": 1, "b": 2, "added_later": 3}))
+    _publish_raw(harness, Envelope(job=jobs.strict.name, queue=queue, kwargs={"a": 1, "added_later": 3}))
+    [ran] = harness.wait_for(lambda: _ran(harness, "two_args"), 30, "tolerant job did not run")
+    assert (ran["a"], ran["b"]) == (1, 2)
+    harness.wait_for(lambda: harness.events("outcome:dead", "strict"), 30, "strict job was not dead-lettered")
+    assert not _ran(harness, "strict")
+
+
+@pytest.mark.processes
+def test_a_job_whose_worker_is_killed_runs_again(harness: Harness) -> None:
+    token = uuid.uuid4().hex
+    marker = harness.workdir / f"crashy-{token}"
+    harness.start_workers()
+    jobs.crashy.enqueue(token, str(marker))
+    harness.wait_for(lambda: harness.events("started", "crashy"), 40, "crashy never started")
+    harness.kill_workers()
+    assert not _ran(harness, "crashy")
+    harness.start_workers()
+    [ran] = harness.wait_for(lambda: _ran(harness, "crashy"), 90, "the killed job never ran again")
+    assert ran["token"] == token

@@ -1,0 +1,258 @@
+"""Runs contract cases against one engine x transport: configures both sides, starts and kills
+real worker processes, and reads back what the jobs recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from taskbridge import configure, get_engine
+from taskbridge.config import mask_url
+from taskbridge.engine import Engine, load_engine_factory
+from taskbridge.errors import UnknownEngineError
+
+from .jobs import EVENTS_ENV
+
+DEFAULT_SQS_ENDPOINT = "http://127.0.0.1:4566"
+DEFAULT_COORDINATION = "redis://127.0.0.1:6379/1"
+
+# Short enough that the suite stays quick, long enough for 2-core CI machines.
+CONTRACT_SETTINGS = {
+    "TASKBRIDGE_VISIBILITY_TIMEOUT": "10",
+    "TASKBRIDGE_MAX_NATIVE_DELAY": "2",
+    "TASKBRIDGE_LOCK_RETRY": "0.25",
+    "TASKBRIDGE_INLINE_WAIT_MAX": "0.5",
+    "TASKBRIDGE_DEFAULT_TIMEOUT": "60",
+}
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One engine on one transport, with the coordination store its workers share."""
+
+    engine: str
+    broker_url: str
+    coordination_url: str | None = None
+
+    @property
+    def name(self) -> str:
+        scheme = urlsplit(self.broker_url).scheme
+        return self.engine if scheme == "memory" else f"{self.engine}-{scheme}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+KNOWN: dict[str, Combination] = {
+    c.name: c
+    for c in [
+        Combination("memory", "memory://?autostart=0"),
+        *(
+            Combination(engine, url)
+            for engine in ("celery", "dramatiq")
+            for url in ("redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672//", "sqs://")
+        ),
+    ]
+}
+
+
+def unavailable_reason(combination: Combination) -> str | None:
+    """Why this combination cannot run here (engine not installed, server unreachable), or None."""
+    try:
+        load_engine_factory(combination.engine)
+    except UnknownEngineError as exc:
+        return str(exc)
+    targets = [combination.broker_url]
+    if combination.engine != "memory":
+        targets.append(
+            combination.coordination_url or os.environ.get("TASKBRIDGE_COORDINATION_URL") or DEFAULT_COORDINATION
+        )
+    for url in targets:
+        parts = urlsplit(url)
+        if parts.scheme == "memory":
+            continue
+        if parts.scheme == "sqs":
+            endpoint = urlsplit(os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", DEFAULT_SQS_ENDPOINT))
+            host, port = endpoint.hostname or "127.0.0.1", endpoint.port or 443
+        else:
+            default_port = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}.get(parts.scheme, 0)
+            host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError as exc:
+            return f"{mask_url(url)}: cannot connect to {host}:{port} ({exc})"
+    return None
+
+
+class Harness:
+    """Everything one contract case needs: a fresh queue, the settings, workers and the events."""
+
+    def __init__(self, combination: Combination, workdir: Path) -> None:
+        self.combination = combination
+        self.workdir = workdir
+        run = uuid.uuid4().hex[:10]
+        self.queue = f"tb{run}"
+        self.events_path = workdir / "events.jsonl"
+        self.events_path.touch()
+        self.env: dict[str, str] = {
+            **CONTRACT_SETTINGS,
+            "TASKBRIDGE_ENGINE": combination.engine,
+            "TASKBRIDGE_BROKER_URL": combination.broker_url,
+            "TASKBRIDGE_NAMESPACE": f"tbc{run}",
+            "TASKBRIDGE_DEFAULT_QUEUE": self.queue,
+            EVENTS_ENV: str(self.events_path),
+        }
+        if self.multi_process:
+            self.env["TASKBRIDGE_COORDINATION_URL"] = (
+                combination.coordination_url or os.environ.get("TASKBRIDGE_COORDINATION_URL") or DEFAULT_COORDINATION
+            )
+            if urlsplit(combination.broker_url).scheme == "sqs":
+                self.env.setdefault(
+                    "TASKBRIDGE_SQS_ENDPOINT_URL",
+                    os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", DEFAULT_SQS_ENDPOINT),
+                )
+        self._saved_env = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        configure()
+        self.engine: Engine = get_engine()
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Path] = []
+
+    @property
+    def multi_process(self) -> bool:
+        return self.combination.engine != "memory"
+
+    @property
+    def dead_queue(self) -> str:
+        from taskbridge.publishing import dead_letter_queue
+
+        return dead_letter_queue(self.queue)
+
+    def start_workers(self, count: int = 1, concurrency: int = 2) -> None:
+        """Start ``count`` worker processes (the memory engine: threads in this process)."""
+        if not self.multi_process:
+            from taskbridge.memory import MemoryEngine
+            from taskbridge.worker import prepare
+
+            assert isinstance(self.engine, MemoryEngine)
+            prepare(self.engine)
+            self.engine.start([self.queue], count * concurrency)
+            return
+        for _ in range(count):
+            log_path = self.workdir / f"worker-{len(self._logs)}.log"
+            self._logs.append(log_path)
+            with open(log_path, "wb") as log:
+                self.workers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "taskbridge",
+                            "worker",
+                            "taskbridge.testing.jobs",
+                            "--queues",
+                            self.queue,
+                            "--concurrency",
+                            str(concurrency),
+                        ],
+                        env={**os.environ, **self.env},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker process and its children, as a crash would."""
+        for worker in self.workers:
+            _signal_group(worker, signal.SIGKILL)
+            worker.wait(10)
+        self.workers = []
+
+    def stop_workers(self, grace: float = 5.0) -> None:
+        if not self.multi_process:
+            self.engine.stop()  # type: ignore[attr-defined]
+            return
+        for worker in self.workers:
+            _signal_group(worker, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for worker in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(max(0.1, deadline - time.monotonic()))
+            _signal_group(worker, signal.SIGKILL)
+            worker.wait(10)
+        self.workers = []
+
+    def events(self, kind: str | None = None, job: str | None = None) -> list[dict[str, Any]]:
+        """Recorded events, oldest first, optionally of one kind and job."""
+        found = []
+        for line in self.events_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if kind is not None and event["event"] != kind:
+                continue
+            if job is not None and not str(event.get("job", "")).endswith(job):
+                continue
+            found.append(event)
+        return found
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll ``check`` until it returns something truthy; fail with ``what`` and worker logs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.combination}: {what} (waited {timeout:g}s)\n{self.diagnostics()}")
+            self._check_workers_alive()
+            time.sleep(0.1)
+
+    def depth(self, queue: str) -> int:
+        return self.engine.depth(queue)
+
+    def diagnostics(self) -> str:
+        parts = [f"events: {self.events_path.read_text()[-3000:]}"]
+        for log in self._logs:
+            parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    def _check_workers_alive(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is not None:
+                raise AssertionError(
+                    f"{self.combination}: a worker exited with code {worker.returncode}\n{self.diagnostics()}"
+                )
+
+    def close(self) -> None:
+        try:
+            self.stop_workers(grace=3.0)
+            for queue in (self.queue, self.dead_queue):
+                with contextlib.suppress(Exception):
+                    self.engine.purge(queue)
+        finally:
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            configure()
+
+
+def _signal_group(worker: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, sig)

@@ -1,0 +1,3 @@
+"""The contract suite over every engine x transport this project supports."""
+
+from taskbridge.testing.contract import *  # noqa: F403

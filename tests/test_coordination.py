@@ -1,0 +1,293 @@
+"""The coordination stores keep the port's promises, in memory and on a real Redis server."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from taskbridge.config import load_settings, set_settings
+from taskbridge.coordination import (
+    Coordination,
+    MemoryCoordination,
+    RedisCoordination,
+    get_coordination,
+    open_coordination,
+    set_coordination,
+)
+from taskbridge.units import Rate
+
+RATE = Rate(count=20, period=1.0)
+T = RATE.interval
+SLACK = 0.005
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def coordination(request: pytest.FixtureRequest, namespace: str) -> Iterator[Coordination]:
+    if request.param == "memory":
+        store: Coordination = MemoryCoordination()
+    else:
+        store = RedisCoordination(request.getfixturevalue("redis_url"), namespace)
+    yield store
+    store.close()
+
+
+def slot_times(coordination: Coordination, key: str, count: int, burst: int = 1) -> list[float]:
+    """Monotonic times at which ``count`` successive reservations may run."""
+    slots = []
+    for _ in range(count):
+        asked = time.monotonic()
+        slots.append(asked + coordination.reserve_rate(key, RATE, burst))
+    return slots
+
+
+def test_isinstance_of_the_port(coordination: Coordination) -> None:
+    assert isinstance(coordination, Coordination)
+    assert coordination.shared is isinstance(coordination, RedisCoordination)
+
+
+# rate limits
+
+
+def test_first_reservation_is_immediate(coordination: Coordination) -> None:
+    assert coordination.reserve_rate("jobs", RATE) == 0
+
+
+def test_reservations_are_spaced_one_interval_apart(coordination: Coordination) -> None:
+    slots = slot_times(coordination, "jobs", 6)
+    for earlier, later in itertools.pairwise(slots):
+        assert later - earlier == pytest.approx(T, abs=SLACK)
+
+
+def test_burst_admits_that_many_at_once(coordination: Coordination) -> None:
+    waits = [coordination.reserve_rate("jobs", RATE, burst=3) for _ in range(4)]
+    assert waits[:3] == [0, 0, 0]
+    assert 0 < waits[3] <= T
+    slots = slot_times(coordination, "jobs", 2, burst=3)
+    assert slots[1] - slots[0] == pytest.approx(T, abs=SLACK)
+
+
+def test_idle_limiter_refills(coordination: Coordination) -> None:
+    waits = [coordination.reserve_rate("jobs", RATE, burst=2) for _ in range(3)]
+    assert waits[:2] == [0, 0]
+    assert waits[2] > 0
+    time.sleep(3 * T + 0.02)
+    assert [coordination.reserve_rate("jobs", RATE, burst=2) for _ in range(2)] == [0, 0]
+
+
+def test_limiters_with_different_keys_are_independent(coordination: Coordination) -> None:
+    assert coordination.reserve_rate("a", RATE) == 0
+    assert coordination.reserve_rate("b", RATE) == 0
+    assert coordination.reserve_rate("a", RATE) > 0
+
+
+# locks
+
+
+def test_held_lock_is_refused(coordination: Coordination) -> None:
+    token = coordination.acquire_lock("user:1", ttl=5)
+    assert isinstance(token, str)
+    assert coordination.acquire_lock("user:1", ttl=5) is None
+    assert coordination.acquire_lock("user:2", ttl=5) is not None
+
+
+def test_release_with_wrong_token_keeps_the_lock(coordination: Coordination) -> None:
+    token = coordination.acquire_lock("user:1", ttl=5)
+    assert token is not None
+    assert coordination.release_lock("user:1", "not-the-owner") is False
+    assert coordination.acquire_lock("user:1", ttl=5) is None
+    assert coordination.release_lock("user:1", token) is True
+    assert coordination.release_lock("user:1", token) is False
+    assert coordination.acquire_lock("user:1", ttl=5) is not None
+
+
+def test_lock_expires_after_its_ttl(coordination: Coordination) -> None:
+    first = coordination.acquire_lock("user:1", ttl=0.1)
+    assert first is not None
+    time.sleep(0.15)
+    second = coordination.acquire_lock("user:1", ttl=5)
+    assert second is not None
+    assert coordination.release_lock("user:1", first) is False
+    assert coordination.lock_ttl("user:1") is not None
+
+
+def test_lock_ttl_is_the_time_left(coordination: Coordination) -> None:
+    assert coordination.lock_ttl("user:1") is None
+    token = coordination.acquire_lock("user:1", ttl=5)
+    assert token is not None
+    ttl = coordination.lock_ttl("user:1")
+    assert ttl is not None and 4.9 < ttl <= 5
+    coordination.release_lock("user:1", token)
+    assert coordination.lock_ttl("user:1") is None
+
+
+# concurrency leases
+
+
+def test_semaphore_grants_limit_leases(coordination: Coordination) -> None:
+    tokens = [coordination.acquire_slot("reports", limit=3, ttl=5) for _ in range(3)]
+    assert None not in tokens
+    assert len(set(tokens)) == 3
+    assert coordination.acquire_slot("reports", limit=3, ttl=5) is None
+
+
+def test_released_lease_frees_one_slot(coordination: Coordination) -> None:
+    tokens = [coordination.acquire_slot("reports", limit=2, ttl=5) for _ in range(2)]
+    assert tokens[0] is not None
+    coordination.release_slot("reports", tokens[0])
+    assert coordination.acquire_slot("reports", limit=2, ttl=5) is not None
+    assert coordination.acquire_slot("reports", limit=2, ttl=5) is None
+    coordination.release_slot("reports", "unknown-token")
+
+
+def test_expired_lease_frees_its_slot(coordination: Coordination) -> None:
+    assert coordination.acquire_slot("reports", limit=1, ttl=0.1) is not None
+    assert coordination.acquire_slot("reports", limit=1, ttl=0.1) is None
+    time.sleep(0.15)
+    assert coordination.acquire_slot("reports", limit=1, ttl=5) is not None
+
+
+def test_concurrent_threads_never_exceed_the_limit(coordination: Coordination) -> None:
+    start = threading.Barrier(16)
+    granted: list[str | None] = []
+
+    def take() -> None:
+        start.wait()
+        granted.append(coordination.acquire_slot("reports", limit=5, ttl=5))
+
+    threads = [threading.Thread(target=take) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([token for token in granted if token is not None]) == 5
+
+
+# uniqueness
+
+
+def test_second_unique_claim_is_refused(coordination: Coordination) -> None:
+    assert coordination.claim_unique("report:42", ttl=5) is True
+    assert coordination.claim_unique("report:42", ttl=5) is False
+    assert coordination.claim_unique("report:43", ttl=5) is True
+
+
+def test_released_unique_mark_can_be_claimed_again(coordination: Coordination) -> None:
+    assert coordination.claim_unique("report:42", ttl=5) is True
+    coordination.release_unique("report:42")
+    assert coordination.claim_unique("report:42", ttl=5) is True
+
+
+def test_unique_mark_expires(coordination: Coordination) -> None:
+    assert coordination.claim_unique("report:42", ttl=0.1) is True
+    time.sleep(0.15)
+    assert coordination.claim_unique("report:42", ttl=5) is True
+
+
+# Redis keys
+
+
+@pytest.mark.redis
+def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespace: str) -> None:
+    import redis
+
+    store = RedisCoordination(redis_url, namespace)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store.reserve_rate("jobs", RATE)
+        store.acquire_lock("user:1", ttl=5)
+        store.acquire_slot("reports", limit=2, ttl=5)
+        store.claim_unique("report:42", ttl=5)
+        keys = {key.decode() for key in client.scan_iter(f"{namespace}:*")}
+        assert keys == {
+            f"{namespace}:rate:jobs",
+            f"{namespace}:lock:user:1",
+            f"{namespace}:slots:reports",
+            f"{namespace}:unique:report:42",
+        }
+        assert all(0 < client.pttl(key) <= 5000 for key in keys)
+        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= T * 1000
+        time.sleep(T + 0.02)
+        assert not client.exists(f"{namespace}:rate:jobs")
+    finally:
+        client.close()
+        store.close()
+
+
+# opening a store
+
+
+def test_memory_url_opens_an_in_process_store() -> None:
+    store = open_coordination("memory://")
+    assert isinstance(store, MemoryCoordination)
+    assert store.shared is False
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/1", "rediss://:pw@example.com:6380/0", "unix:///run/redis.sock"]
+)
+def test_redis_urls_open_a_shared_store(url: str) -> None:
+    store = open_coordination(url, namespace="app")
+    assert isinstance(store, RedisCoordination)
+    assert store.shared is True
+    assert store.namespace == "app"
+    store.close()
+
+
+def test_unknown_scheme_is_refused_with_the_password_masked() -> None:
+    with pytest.raises(ValueError, match=r"amqp://guest:\*\*\*@rabbit:5672//") as error:
+        open_coordination("amqp://guest:secret@rabbit:5672//")
+    assert "secret" not in str(error.value)
+
+
+def test_missing_redis_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "taskbridge.coordination.redis")
+    with pytest.raises(ImportError, match=r"pip install 'taskbridge\[redis\]'"):
+        open_coordination("redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def process_wide() -> Iterator[None]:
+    set_coordination(None)
+    yield
+    set_coordination(None)
+    set_settings(None)
+
+
+@pytest.mark.usefixtures("process_wide")
+def test_process_wide_store_is_opened_from_the_settings() -> None:
+    set_settings(load_settings(coordination_url="redis://127.0.0.1:6379/3", namespace="shop"))
+    store = get_coordination()
+    assert isinstance(store, RedisCoordination)
+    assert store.namespace == "shop"
+    assert get_coordination() is store
+
+
+@pytest.mark.usefixtures("process_wide")
+def test_process_wide_store_is_one_instance_across_threads() -> None:
+    set_settings(load_settings(coordination_url="memory://"))
+    seen: list[Coordination] = []
+    threads = [threading.Thread(target=lambda: seen.append(get_coordination())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8
+    assert all(store is seen[0] for store in seen)
+
+
+@pytest.mark.usefixtures("process_wide")
+def test_set_coordination_replaces_the_process_wide_store() -> None:
+    set_settings(load_settings(coordination_url="memory://"))
+    mine = MemoryCoordination()
+    set_coordination(mine)
+    assert get_coordination() is mine
+    set_coordination(None)
+    rebuilt = get_coordination()
+    assert isinstance(rebuilt, MemoryCoordination)
+    assert rebuilt is not mine
