@@ -25,6 +25,7 @@ class Retry:
     error: str
     duration: float = 0.0
     timed_out: bool = False
+    error_type: str | None = None
     kind: str = "retried"
 
 
@@ -64,6 +65,7 @@ class Dead:
     raw: str | None = None
     duration: float = 0.0
     timed_out: bool = False
+    error_type: str | None = None
     kind: str = "dead"
 
 

@@ -105,6 +105,7 @@ class Runner:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
                 return Defer(envelope.with_changes(headers=slot), wait, "rate limit")
+            events.emit({**_event("waited", envelope), "reason": "rate limit", "wait": wait})
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
@@ -136,10 +137,10 @@ class Runner:
     ) -> Outcome:
         if retry.should_retry(spec, envelope.attempt, error):
             wait = retry.delay(spec, envelope.attempt)
-            return Retry(envelope, wait, reason, duration, timed_out)
+            return Retry(envelope, wait, reason, duration, timed_out, _error_type(error, timed_out))
         attempts = envelope.attempt
         why = f"failed on attempt {attempts} of {spec.retry.max_retries + 1}: {reason}"
-        return Dead(envelope, why, duration=duration, timed_out=timed_out)
+        return Dead(envelope, why, duration=duration, timed_out=timed_out, error_type=_error_type(error, timed_out))
 
     def _carry_out(self, outcome: Outcome, queue: str | None) -> None:
         if isinstance(outcome, Retry):
@@ -186,7 +187,7 @@ class Runner:
 
     def _report(self, outcome: Outcome) -> None:
         event = _event(outcome.kind, outcome.envelope)
-        for name in ("duration", "delay", "reason", "error", "timed_out"):
+        for name in ("duration", "delay", "reason", "error", "error_type", "timed_out"):
             if hasattr(outcome, name):
                 event[name] = getattr(outcome, name)
         if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
@@ -223,6 +224,12 @@ def _without_slot(envelope: Envelope) -> Envelope:
         return envelope
     headers = {k: v for k, v in envelope.headers.items() if k != rate_limit.SLOT_HEADER}
     return envelope.with_changes(headers=headers)
+
+
+def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
+    if error is not None:
+        return type(error).__name__
+    return "JobTimeout" if timed_out else "WorkerLost"
 
 
 def _describe(exc: BaseException) -> str:
