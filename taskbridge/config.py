@@ -127,12 +127,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if Path("taskbridge.toml").is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls))
-        if Path("pyproject.toml").is_file():
-            sources.append(PyprojectTomlConfigSettingsSource(settings_cls, Path("pyproject.toml")))
-        return tuple(sources)
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            PyprojectTomlConfigSettingsSource(settings_cls, Path("pyproject.toml")),
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:
