@@ -27,7 +27,7 @@ class Backoff:
             raise ValueError(f"Backoff.max_retries must be a whole number >= 0, got {self.max_retries!r}")
         object.__setattr__(self, "base", parse_duration(self.base, what="Backoff.base"))
         object.__setattr__(self, "cap", parse_duration(self.cap, what="Backoff.cap"))
-        on = self.on if isinstance(self.on, tuple) else (self.on,)
+        on = tuple(self.on) if isinstance(self.on, tuple | list) else (self.on,)
         for kind in on:
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
                 raise ValueError(f"Backoff.on must hold exception classes, got {kind!r}")
@@ -35,7 +35,8 @@ class Backoff:
 
     def bounds(self, retry: int) -> tuple[float, float]:
         """Smallest and largest wait before retry number ``retry`` (1 = the first retry)."""
-        wait = min(float(self.cap), float(self.base) * 2 ** (retry - 1))
+        # The exponent is bounded so that a large retry budget cannot overflow a float.
+        wait = min(float(self.cap), float(self.base) * 2.0 ** min(max(retry - 1, 0), 1000))
         return (wait / 2, wait) if self.jitter else (wait, wait)
 
     def delay(self, retry: int) -> float:

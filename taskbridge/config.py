@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     worker_max_memory_mb: int | None = Field(None, ge=1)
     prefetch: int = Field(1, ge=1)
     metrics_port: int | None = None
+    sentry_dsn: str | None = Field(None, description="report job exceptions to Sentry (default: SENTRY_DSN)")
 
     @field_validator(
         "default_timeout",
@@ -79,7 +80,11 @@ class Settings(BaseSettings):
             if info.field_name in ("inline_wait_max", "lock_retry", "visibility_timeout"):
                 raise ValueError("must be a duration")
             return None
-        return parse_duration(value, what=info.field_name)
+        seconds = parse_duration(value, what=info.field_name)
+        if seconds == 0 and info.field_name != "inline_wait_max":
+            hint = "" if info.field_name in ("lock_retry", "visibility_timeout") else " (or 'none' for no limit)"
+            raise ValueError(f"must be greater than zero{hint}")
+        return seconds
 
     @field_validator("broker_url")
     @classmethod

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EnqueueError, EnvelopeError
 
 VERSION = 1
-_FIELDS = {
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "job": str,
     "args": list,
@@ -53,21 +56,38 @@ class Envelope:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; arguments and headers are shared with the envelope, not copied."""
+        return dict(vars(self))
 
     def encode(self) -> str:
         """The JSON text sent over the wire."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(vars(self))
 
 
-def check_json_arguments(job: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
-    """Raise :class:`EnqueueError` naming the job and argument if any argument is not plain JSON."""
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON as on the wire (ASCII only, so its length is its size in bytes); NaN is refused."""
+    return _ENCODER.encode(value)
+
+
+def check_json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) -> int:
+    """Raise :class:`EnqueueError` naming the job and argument if any argument is not plain JSON;
+    return the size in bytes of the arguments' JSON."""
+    try:
+        text = _ENCODER.encode([args, kwargs])
+        if json.loads(text) == [list(args), kwargs]:
+            return len(text)  # the common case; the checks below find and name the offending argument
+    except (TypeError, ValueError):
+        pass
     for index, value in enumerate(args):
         _check_json_value(job, f"positional argument {index}", value)
     for name, value in kwargs.items():
         if not isinstance(name, str):
             raise EnqueueError(f"job {job!r}: keyword argument names must be strings, got {name!r}")
         _check_json_value(job, f"argument {name!r}", value)
+    return len(_ENCODER.encode([list(args), kwargs]))
 
 
 def _check_json_value(job: str, where: str, value: Any) -> None:
@@ -86,6 +106,10 @@ def _check_json_value(job: str, where: str, value: Any) -> None:
         )
 
 
+def _reject_constant(name: str) -> Any:
+    raise EnvelopeError(f"{name} is not a JSON value")
+
+
 def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
     """Parse and validate a message body; raise :class:`EnvelopeError` on anything malformed."""
     if isinstance(body, bytes | bytearray):
@@ -95,17 +119,21 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
             raise EnvelopeError(f"message body is not UTF-8: {exc}") from None
     if isinstance(body, str):
         try:
-            data = json.loads(body)
-        except json.JSONDecodeError as exc:
+            data = json.loads(body, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, EnvelopeError) as exc:
             raise EnvelopeError(f"message body is not JSON: {exc}") from None
     else:
         data = body
     if not isinstance(data, dict):
         raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    version = data.get("v", VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        # Checked first: a newer producer's envelope may well carry fields this worker does not know.
+        raise EnvelopeError(f"envelope version {version} is newer than this worker understands ({VERSION})")
     missing = [name for name in ("id", "job", "queue") if name not in data]
     if missing:
         raise EnvelopeError(f"envelope lacks required fields: {', '.join(missing)}")
-    unknown = sorted(set(data) - set(_FIELDS))
+    unknown = sorted(str(name) for name in set(data) - set(_FIELDS))
     if unknown:
         raise EnvelopeError(f"envelope has unknown fields: {', '.join(unknown)}")
     values: dict[str, Any] = {}
@@ -119,18 +147,42 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
         if isinstance(value, bool) or not isinstance(value, kind):
             raise EnvelopeError(f"envelope field {name!r} has the wrong type: {value!r}")
         values[name] = value
-    if values.get("v", VERSION) > VERSION:
-        raise EnvelopeError(f"envelope version {values['v']} is newer than this worker understands ({VERSION})")
     if values.get("attempt", 1) < 1:
         raise EnvelopeError("envelope field 'attempt' must be at least 1")
+    for step in values.get("chain", ()):
+        if not (
+            isinstance(step, dict)
+            and isinstance(step.get("job"), str)
+            and isinstance(step.get("args", []), list)
+            and isinstance(step.get("kwargs", {}), dict)
+            and set(step) <= {"job", "args", "kwargs"}
+        ):
+            raise EnvelopeError(f"envelope field 'chain' holds a malformed step: {step!r}")
     return Envelope(**values)
+
+
+def is_queue_name(name: object) -> bool:
+    """Whether ``name`` is usable as a queue on every transport: ASCII letters, digits, '-', '_', '.'."""
+    return isinstance(name, str) and _QUEUE_NAME.match(name) is not None
 
 
 def peek_job_name(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
     """Best-effort job name of a possibly malformed body, for error reports."""
+    name = _peek(body, "job")
+    return name or None
+
+
+def peek_queue(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
+    """Best-effort queue of a possibly malformed body, to dead-letter it next to its queue; None
+    unless it is a plain queue name (letters, digits, '-', '_', '.')."""
+    queue = _peek(body, "queue")
+    return queue if is_queue_name(queue) else None
+
+
+def _peek(body: str | bytes | bytearray | dict[str, Any], name: str) -> str | None:
     try:
         data = body if isinstance(body, dict) else json.loads(body)
     except (ValueError, TypeError):
         return None
-    name = data.get("job") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None

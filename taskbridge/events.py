@@ -10,8 +10,10 @@ log = logging.getLogger("taskbridge.events")
 
 Event = dict[str, Any]
 Subscriber = Callable[[Event], None]
+ExceptionSubscriber = Callable[[BaseException, Event], None]
 
 _subscribers: list[Subscriber] = []
+_exception_subscribers: list[ExceptionSubscriber] = []
 
 
 def subscribe(subscriber: Subscriber) -> Subscriber:
@@ -33,3 +35,24 @@ def emit(event: Event) -> None:
             subscriber(event)
         except Exception:
             log.exception("event subscriber %r failed", subscriber)
+
+
+def subscribe_exceptions(subscriber: ExceptionSubscriber) -> ExceptionSubscriber:
+    """Call ``subscriber(exc, event)`` with each exception a job raises (error reporting), before its outcome."""
+    if subscriber not in _exception_subscribers:
+        _exception_subscribers.append(subscriber)
+    return subscriber
+
+
+def unsubscribe_exceptions(subscriber: ExceptionSubscriber) -> None:
+    if subscriber in _exception_subscribers:
+        _exception_subscribers.remove(subscriber)
+
+
+def emit_exception(exc: BaseException, event: Event) -> None:
+    """Hand a job's exception to the exception subscribers; kept out of ``emit`` so events stay plain JSON."""
+    for subscriber in list(_exception_subscribers):
+        try:
+            subscriber(exc, event)
+        except Exception:
+            log.exception("exception subscriber %r failed", subscriber)

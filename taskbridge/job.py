@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from .backoff import NO_RETRY, Backoff
+from .envelope import is_queue_name
 from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class KeyTemplateError(ValueError):
+    """A ``lock``/``unique``/``rate_key`` template names an argument the call does not pass."""
 
 
 class _Default:
@@ -55,9 +60,18 @@ class JobSpec:
         object.__setattr__(self, "signature", inspect.signature(self.func))
 
     @property
+    def described(self) -> str:
+        """The function and its parameters without annotations, for messages: ``send_report(user_id, day='x')``."""
+        plain = self.signature.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in self.signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        return f"{self.func.__qualname__}{plain}"
+
+    @property
     def needs_coordination(self) -> bool:
         """Whether the job uses state that every worker must share."""
-        return bool(self.lock or self.concurrency or self.rate_limit or self.unique)
+        return bool(self.lock or self.concurrency or self.rate_limit) or self.unique is not None
 
     def resolved_queue(self, default: str) -> str:
         return self.queue or default
@@ -78,8 +92,21 @@ class JobSpec:
         return bound
 
     def render_key(self, template: str, bound: inspect.BoundArguments) -> str:
-        """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments."""
-        return template.format_map(bound.arguments)
+        """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments.
+
+        Names passed through ``**kwargs`` count as arguments; a name this call lacks raises
+        :class:`KeyTemplateError`.
+        """
+        values = dict(bound.arguments)
+        for parameter in self.signature.parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                values.update(values.pop(parameter.name, {}))
+        try:
+            return template.format_map(values)
+        except KeyError as exc:
+            raise KeyTemplateError(
+                f"job {self.name!r}: the key {template!r} needs the argument {exc.args[0]!r}, which this call lacks"
+            ) from None
 
 
 _registry: dict[str, Job[..., Any]] = {}
@@ -138,8 +165,13 @@ class Job(Generic[P, R]):
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
         from .envelope import check_json_arguments
+        from .errors import EnqueueError
 
         check_json_arguments(self.name, args, kwargs)
+        try:
+            self.spec.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise EnqueueError(f"job {self.name!r}: arguments do not match {self.spec.described}: {exc}") from None
         return Signature(self.name, list(args), dict(kwargs))
 
 
@@ -247,12 +279,12 @@ def job(
         return Job(_build_spec(fn))
 
     def _build_spec(fn: Callable[..., Any]) -> JobSpec:
-        job_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if not callable(fn):
-            raise JobDefinitionError(f"@job must decorate a function, got {fn!r}")
-        if queue is not None and (
-            not isinstance(queue, str) or not queue.replace("-", "").replace("_", "").replace(".", "").isalnum()
-        ):
+            raise JobDefinitionError(f"@job must decorate a function (options go in as keywords), got {fn!r}")
+        job_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if not isinstance(job_name, str) or not job_name:
+            raise JobDefinitionError(f"@job on {fn!r}: option name= must be a non-empty string, got {name!r}")
+        if queue is not None and not is_queue_name(queue):
             raise JobDefinitionError(
                 f"job {job_name!r}: option queue= must be letters, digits, '-', '_' or '.', got {queue!r}"
             )
@@ -293,8 +325,10 @@ def job(
         for option, template in (("lock", lock), ("unique", unique_template), ("rate_key", rate_key)):
             if template is None:
                 continue
-            if not isinstance(template, str):
-                raise JobDefinitionError(f"job {job_name!r}: option {option}= must be a string, got {template!r}")
+            if not isinstance(template, str) or (option != "unique" and not template):
+                raise JobDefinitionError(
+                    f"job {job_name!r}: option {option}= must be a non-empty string, got {template!r}"
+                )
             try:
                 fields = _template_fields(template)
             except ValueError as exc:
@@ -312,6 +346,10 @@ def job(
                         f"job {job_name!r}: option {option}={template!r} uses {{{field_name}}}, which is not an "
                         f"argument of {fn.__qualname__}{inspect.signature(fn)}"
                     )
+        if not isinstance(drop_unknown_kwargs, bool):
+            raise JobDefinitionError(
+                f"job {job_name!r}: option drop_unknown_kwargs= must be True or False, got {drop_unknown_kwargs!r}"
+            )
         if rate_key is not None and parsed_rate is None:
             raise JobDefinitionError(f"job {job_name!r}: option rate_key= needs rate_limit= as well")
         if job_name in _registry and _registry[job_name].spec.func is not fn:

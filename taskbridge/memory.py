@@ -122,10 +122,13 @@ class MemoryEngine:
             self._delayed = kept
             return dropped
 
-    def messages(self, queue: str) -> list[str]:
-        """Bodies waiting in ``queue`` (for inspecting dead letters)."""
+    def messages(self, queue: str, include_delayed: bool = False) -> list[str]:
+        """Bodies waiting in ``queue`` (for inspecting dead letters), delayed ones last if asked for."""
         with self._cond:
-            return list(self._ready.get(queue, ()))
+            ready = list(self._ready.get(queue, ()))
+            if not include_delayed:
+                return ready
+            return ready + [body for _, _, name, body in sorted(self._delayed) if name == queue]
 
     def close(self) -> None:
         self.stop()
@@ -139,7 +142,8 @@ class MemoryEngine:
         suffix = self.settings.dead_letter_suffix
         return [q for q in self._ready if not q.endswith(suffix)]
 
-    def _take(self, queues: tuple[str, ...] | None) -> str | None:
+    def _take(self, queues: tuple[str, ...] | None) -> tuple[str, str] | None:
+        """The next ready (queue, body), after moving due delayed messages to their queues."""
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             _, _, queue, body = heapq.heappop(self._delayed)
@@ -147,7 +151,7 @@ class MemoryEngine:
         for queue in queues or self._consumed_queues():
             pending = self._ready.get(queue)
             if pending:
-                return pending.popleft()
+                return queue, pending.popleft()
         return None
 
     def _work_loop(self, queues: tuple[str, ...] | None) -> None:
@@ -155,28 +159,23 @@ class MemoryEngine:
         assert run is not None
         while not self._stopping.is_set():
             with self._cond:
-                body = self._take(queues)
-                if body is None:
+                taken = self._take(queues)
+                if taken is None:
                     wait = 0.5
                     if self._delayed:
                         wait = min(wait, max(0.0, self._delayed[0][0] - time.monotonic()))
                     self._cond.wait(wait)
                     continue
+                queue, body = taken
                 self._in_flight += 1
             try:
                 run(body)
             except Exception:
-                log.exception("memory engine: carrying out a message failed; it is put back")
+                log.exception("memory engine: carrying out a message failed; it is put back on %s", queue)
                 with self._cond:
-                    self._ready.setdefault(_queue_of(body), deque()).appendleft(body)
+                    self._ready.setdefault(queue, deque()).appendleft(body)
                 time.sleep(0.1)
             finally:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
-
-
-def _queue_of(body: str) -> str:
-    from .envelope import decode
-
-    return decode(body).queue

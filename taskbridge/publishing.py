@@ -8,15 +8,17 @@ import itertools
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import events
 from .config import Settings, get_settings
 from .engine import Engine, get_engine
-from .envelope import Envelope, check_json_arguments
+from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
-from .job import JobCall, JobSpec, _Default
+from .job import JobCall, JobSpec, KeyTemplateError, _Default
 from .units import parse_duration
 
 if TYPE_CHECKING:
@@ -69,12 +71,19 @@ def publish_dead_letter(
         queue=dead_letter_queue(queue, settings),
         headers={
             "reason": reason,
-            "job": envelope.job if envelope else None,
+            "job": envelope.job if envelope else peek_job_name(body),
             "id": envelope.id if envelope else None,
             "attempt": envelope.attempt if envelope else None,
             "body": body,
         },
     )
+    limit = engine.facts.max_message_size
+    if len(record.encode()) > limit:
+        # The body was within the limit, but quoted inside the record it may not be; a record the
+        # transport refuses would leave the message unacknowledged, to fail again forever.
+        record.headers.update(truncated=True, body_size=len(body))
+        while len(record.encode()) > limit and record.headers["body"]:
+            record.headers["body"] = record.headers["body"][: len(record.headers["body"]) * 3 // 4]
     engine.publish([record], 0)
 
 
@@ -109,10 +118,15 @@ def _expires(call: JobCall, settings: Settings) -> float | None:
 
 
 def unique_key(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    """The uniqueness key of one call: the rendered template, or a digest of the arguments."""
+    """The uniqueness key of one call: the rendered template, or a digest of the bound arguments
+    (so ``f(1)`` and ``f(x=1)`` are the same call)."""
+    bound = spec.bind(args, kwargs)
     if spec.unique:
-        return f"unique:{spec.name}:{spec.render_key(spec.unique, spec.bind(args, kwargs))}"
-    digest = hashlib.sha1(json.dumps([list(args), kwargs], sort_keys=True).encode()).hexdigest()
+        try:
+            return f"unique:{spec.name}:{spec.render_key(spec.unique, bound)}"
+        except KeyTemplateError as exc:
+            raise EnqueueError(str(exc)) from None
+    digest = hashlib.sha1(json.dumps(bound.arguments, sort_keys=True).encode()).hexdigest()
     return f"unique:{spec.name}:{digest}"
 
 
@@ -124,9 +138,15 @@ class _Publisher:
         self.spec = call.job.spec
         self.settings = get_settings()
         self.engine = get_engine()
+        if call.queue is not None and not is_queue_name(call.queue):
+            raise EnqueueError(
+                f"job {self.spec.name!r}: queue= must be letters, digits, '-', '_' or '.', got {call.queue!r}"
+            )
         self.queue = call.queue or self.spec.resolved_queue(self.settings.default_queue)
         self.delay = _countdown(call)
         self.expires = _expires(call, self.settings)
+        self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()
+        self._empty_frame = len(Envelope(job=self.spec.name, queue=self.queue).encode())
         self.coordination: Coordination | None = None
         if self.spec.unique is not None:
             from .coordination import get_coordination
@@ -138,17 +158,34 @@ class _Publisher:
                     "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
                 )
 
+    def _check_shape(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        # Whether arguments bind depends only on their count and keyword names, so each shape is
+        # bound once per publisher: enqueue_many of millions does not pay for inspect every time.
+        shape = (len(args), tuple(kwargs))
+        if shape in self._good_shapes:
+            return
+        try:
+            self.spec.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise EnqueueError(f"job {self.spec.name!r}: arguments do not match {self.spec.described}: {exc}") from None
+        if len(self._good_shapes) < 64:
+            self._good_shapes.add(shape)
+
+    def _size_bound(self, arguments_size: int, chain: list[dict[str, Any]], headers: dict[str, Any]) -> int:
+        """More than the encoded envelope can be: its arguments' JSON, an empty envelope with the same
+        chain, the headers, and room for the timestamps and attempt number."""
+        if chain:
+            frame = len(Envelope(job=self.spec.name, queue=self.queue, chain=chain).encode())
+        else:
+            frame = self._empty_frame
+        return arguments_size + frame + (len(encode_json(headers)) if headers else 0) + 100
+
     def build(
         self, args: Sequence[Any], kwargs: dict[str, Any], chain: list[dict[str, Any]] | None = None
     ) -> Envelope | None:
         name = self.spec.name
-        check_json_arguments(name, args, kwargs)
-        try:
-            self.spec.bind(args, kwargs)
-        except TypeError as exc:
-            raise EnqueueError(
-                f"job {name!r}: arguments do not match {self.spec.func.__qualname__}{self.spec.signature}: {exc}"
-            ) from None
+        arguments_size = check_json_arguments(name, args, kwargs)
+        self._check_shape(args, kwargs)
         now = time.time()
         due = now + self.delay
         headers: dict[str, Any] = {}
@@ -166,11 +203,15 @@ class _Publisher:
             kwargs=dict(kwargs),
             enqueued_at=now,
             expires_at=None if self.expires is None else due + self.expires,
+            not_before=due if self.delay > 0 else None,
             chain=list(chain or []),
             headers=headers,
         )
+        limit = self.engine.facts.max_message_size
+        if self._size_bound(arguments_size, envelope.chain, headers) <= limit:
+            return envelope
         size = len(envelope.encode().encode("utf-8"))
-        if size > self.engine.facts.max_message_size:
+        if size > limit:
             if self.coordination is not None:
                 self.coordination.release_unique(headers["unique"])
             raise EnqueueError(
@@ -179,8 +220,26 @@ class _Publisher:
             )
         return envelope
 
+    def forget(self, envelopes: Sequence[Envelope]) -> None:
+        """Release the uniqueness marks of envelopes built but never sent."""
+        if self.coordination is not None:
+            for envelope in envelopes:
+                self.coordination.release_unique(envelope.headers["unique"])
+
     def send(self, envelopes: Sequence[Envelope]) -> None:
         schedule(self.engine, envelopes, self.delay, self.settings)
+        if envelopes:
+            events.emit(
+                {
+                    "event": "enqueued",
+                    "job": self.spec.name,
+                    "queue": self.queue,
+                    "count": len(envelopes),
+                    "delay": self.delay,
+                    "time": time.time(),
+                    "pid": os.getpid(),
+                }
+            )
 
 
 def enqueue_one(
@@ -209,17 +268,22 @@ def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
 def enqueue_batches(call: JobCall, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
     """Publish many calls in batches of ``batch_size``; memory is bounded by one batch."""
     publisher = _Publisher(call)
-    size = batch_size or publisher.settings.enqueue_batch_size
-    if size < 1:
+    size = publisher.settings.enqueue_batch_size if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise EnqueueError(f"job {call.job.name!r}: batch_size must be at least 1")
-    total = 0
+    total = consumed = 0
     iterator = iter(calls)
     while chunk := list(itertools.islice(iterator, size)):
-        batch = [
-            envelope
-            for envelope in (publisher.build(*_split_call(call.job.name, item)) for item in chunk)
-            if envelope is not None
-        ]
+        batch: list[Envelope] = []
+        for item in chunk:
+            consumed += 1
+            try:
+                envelope = publisher.build(*_split_call(call.job.name, item))
+            except EnqueueError as exc:
+                publisher.forget(batch)
+                raise EnqueueError(f"{exc} (item {consumed}; {total} earlier calls were published)") from None
+            if envelope is not None:
+                batch.append(envelope)
         publisher.send(batch)
         total += len(batch)
     return total

@@ -11,8 +11,8 @@ from . import events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .engine import Engine
-from .envelope import Envelope, decode, peek_job_name
-from .errors import ConfigurationError, EnvelopeError, JobTimeout
+from .envelope import Envelope, decode, peek_job_name, peek_queue
+from .errors import ConfigurationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
@@ -121,6 +121,7 @@ class Runner:
                 spec.func(*bound.args, **bound.kwargs)
         except Exception as exc:
             duration = time.monotonic() - started
+            events.emit_exception(exc, _event("raised", envelope))
             return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
         finally:
             guard.release()
@@ -152,7 +153,8 @@ class Runner:
             return
         if isinstance(outcome, Dead):
             env = outcome.envelope
-            target = (env.queue if env else None) or queue or self.settings.default_queue
+            peeked = peek_queue(outcome.raw) if env is None and outcome.raw is not None else None
+            target = (env.queue if env else None) or queue or peeked or self.settings.default_queue
             publish_dead_letter(
                 self.engine,
                 queue=target,
@@ -174,16 +176,17 @@ class Runner:
         step, *rest = envelope.chain
         handle = lookup(step["job"])
         if handle is None:
-            publish_dead_letter(
-                self.engine,
-                queue=envelope.queue,
-                reason=f"chain step {step['job']!r} is not declared",
-                envelope=envelope,
-                raw=None,
-                settings=self.settings,
-            )
-            return
-        enqueue_one(JobCall(handle), tuple(step.get("args", ())), dict(step.get("kwargs", {})), chain=rest)
+            reason = f"chain step {step['job']!r} is not declared"
+        else:
+            try:
+                enqueue_one(JobCall(handle), tuple(step.get("args", ())), dict(step.get("kwargs", {})), chain=rest)
+                return
+            except EnqueueError as exc:
+                # Raising would leave the finished job unacknowledged, to run again and fail here again.
+                reason = f"chain step {step['job']!r} cannot be enqueued: {exc}"
+        publish_dead_letter(
+            self.engine, queue=envelope.queue, reason=reason, envelope=envelope, raw=None, settings=self.settings
+        )
 
     def _report(self, outcome: Outcome) -> None:
         event = _event(outcome.kind, outcome.envelope)
@@ -192,6 +195,7 @@ class Runner:
                 event[name] = getattr(outcome, name)
         if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
             event["job"] = peek_job_name(outcome.raw)
+            event["queue"] = peek_queue(outcome.raw)
         level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
         log.log(
             level,
@@ -215,6 +219,7 @@ def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
             attempt=envelope.attempt,
             queue=envelope.queue,
             enqueued_at=envelope.enqueued_at,
+            not_before=envelope.not_before,
         )
     return event
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ def parse_duration(value: Duration, *, what: str = "duration") -> float:
         seconds = float(match.group(1)) * _SECONDS[match.group(2)]
     else:
         raise ValueError(f"{what}: expected seconds or a string like '30s', got {type(value).__name__}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what}: must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError(f"{what}: must not be negative, got {value!r}")
     return seconds
@@ -38,6 +41,12 @@ class Rate:
 
     count: float
     period: float
+
+    def __post_init__(self) -> None:
+        for name in ("count", "period"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError(f"Rate.{name} must be a positive number, got {value!r}")
 
     @property
     def interval(self) -> float:

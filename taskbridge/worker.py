@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import get_settings, mask_url
-from .engine import Engine, get_engine
+from .config import Settings, get_settings, mask_url
+from .engine import Engine, get_engine, load_engine_factory
 from .errors import ConfigurationError
 from .job import registry
 from .runner import Runner
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("taskbridge.worker")
 
@@ -29,6 +35,7 @@ def import_job_modules(modules: Sequence[str]) -> None:
 
 def prepare(engine: Engine | None = None) -> Runner:
     """Declare every registered job on the engine, after checking the coordination store fits it."""
+    init_process()
     engine = engine or get_engine()
     runner = Runner(engine, get_settings())
     specs = [handle.spec for handle in registry().values()]
@@ -38,20 +45,104 @@ def prepare(engine: Engine | None = None) -> Runner:
     return runner
 
 
+def init_process() -> None:
+    """Turn on metrics and error reporting in a process that runs jobs, as the worker configured them.
+
+    Engines that fork their worker processes from the prepared worker (Celery prefork, the
+    Dramatiq adapter's supervisor) need not call it: a forked process inherits both. An engine
+    that starts processes another way (spawn, exec) calls it first thing in each new process.
+    Calling it again is harmless.
+    """
+    from . import error_reporting, metrics
+
+    if os.environ.get(metrics.ACTIVE_ENV) and os.environ.get(metrics.MULTIPROC_ENV):
+        metrics.install()
+    error_reporting.install()
+
+
+def process_exited(pid: int) -> None:
+    """An engine's supervisor calls this in the worker's main process when a worker process exits
+    (recycled, crashed, killed): its metric files are archived at once. Optional: exited
+    processes are also found on each scrape."""
+    from . import metrics
+
+    metrics.process_exited(pid)
+
+
 def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int | None) -> None:
-    """Import the job modules and run the configured engine's worker in the foreground."""
-    import_job_modules(modules)
+    """Import the job modules and run the configured engine's worker in the foreground.
+
+    With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
+    engine runs jobs in (prometheus-client multiprocess mode, set up before anything else).
+    """
+    from .logging_setup import install_password_masking
+
+    install_password_masking()
     settings = get_settings()
+    directory: Path | None = None
+    owns_directory = False
+    if settings.metrics_port is not None:
+        from . import metrics
+
+        owns_directory = not os.environ.get(metrics.MULTIPROC_ENV)
+        directory = metrics.use_directory()
+        os.environ[metrics.ACTIVE_ENV] = "1"
+        metrics.install()  # before the job modules, whose import may enqueue
+    import_job_modules(modules)
     engine = get_engine()
     prepare(engine)
     if not queues:
         queues = sorted({h.spec.resolved_queue(settings.default_queue) for h in registry().values()})
+    server = None
+    if settings.metrics_port is not None:
+        server = _serve_metrics(settings, engine, list(queues), directory, owns_directory)
     log.info(
-        "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d",
+        "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d%s",
         engine.name,
         mask_url(settings.broker_url),
         mask_url(settings.effective_coordination_url),
         ",".join(queues),
         len(registry()),
+        f" metrics=:{server.port}/metrics" if server is not None else "",
     )
-    engine.work(list(queues), concurrency or settings.worker_concurrency)
+    try:
+        engine.work(list(queues), concurrency or settings.worker_concurrency)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _serve_metrics(
+    settings: Settings, engine: Engine, queues: list[str], directory: Path | None, owns_directory: bool
+) -> MetricsServer:
+    from . import metrics
+    from .publishing import dead_letter_queue
+
+    assert settings.metrics_port is not None
+    depth, done = _depth_reader(engine, settings)
+    collector = metrics.QueueDepthCollector(queues, depth, lambda q: dead_letter_queue(q, settings), done=done)
+    return metrics.serve(settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector)
+
+
+def _depth_reader(engine: Engine, settings: Settings) -> tuple[Callable[[str], int], Callable[[], None] | None]:
+    """Queue depths for the metrics thread, and what to call after each scrape.
+
+    The embedded engine's queues live in this process, so it is asked directly. A multi-process
+    engine's queues live on the broker: each scrape opens a client engine of its own and closes
+    it, so the metrics thread never touches the connections the worker consumes on, and no
+    connection of it is open (and inherited) when the engine forks a new worker process.
+    """
+    if not engine.facts.multi_process:
+        return engine.depth, None
+    client: list[Engine] = []
+
+    def depth(queue: str) -> int:
+        if not client:
+            client.append(load_engine_factory(settings.engine)(settings))
+        return client[0].depth(queue)
+
+    def done() -> None:
+        while client:
+            client.pop().close()
+
+    return depth, done

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import pytest
+from support import Embedded, EmbeddedFactory
 
-from taskbridge.config import mask_url
+from taskbridge.config import load_settings, mask_url, set_settings
+from taskbridge.coordination import MemoryCoordination, set_coordination
+from taskbridge.engine import set_engine
+from taskbridge.memory import MemoryEngine
+from taskbridge.runner import Runner
 
 REDIS_URL = os.environ.get("TASKBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -41,3 +47,38 @@ def redis_url() -> str:
 def namespace() -> str:
     """A fresh key prefix, so tests and runs sharing one server never see each other's keys."""
     return f"tbtest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TASKBRIDGE_* variable of the surrounding shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("TASKBRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_embedded(clean_env: None) -> Iterator[EmbeddedFactory]:
+    """Build an :class:`Embedded` with settings overrides, e.g. ``make_embedded(inline_wait_max=0)``."""
+
+    def make(**overrides: Any) -> Embedded:
+        settings = load_settings(**{"engine": "memory", "broker_url": "memory://?autostart=0", **overrides})
+        set_settings(settings)
+        engine = MemoryEngine(settings)
+        set_engine(engine)
+        coordination = MemoryCoordination()
+        set_coordination(coordination)
+        return Embedded(settings, engine, coordination, Runner(engine, settings, coordination))
+
+    try:
+        yield make
+    finally:
+        set_engine(None)
+        set_coordination(None)
+        set_settings(None)
+
+
+@pytest.fixture
+def embedded(make_embedded: EmbeddedFactory) -> Embedded:
+    """The embedded engine with default settings."""
+    return make_embedded()

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ..envelope import Envelope
-from ..job import JobSpec
+from ..job import JobSpec, KeyTemplateError
 
 log = logging.getLogger("taskbridge.arguments")
 
@@ -36,7 +36,13 @@ def bind(spec: JobSpec, envelope: Envelope) -> tuple[inspect.BoundArguments, lis
     try:
         bound = spec.bind(envelope.args, kwargs)
     except TypeError as exc:
-        raise BadArguments(f"arguments do not match {spec.func.__qualname__}{spec.signature}: {exc}") from None
+        raise BadArguments(f"arguments do not match {spec.described}: {exc}") from None
+    for template in (spec.lock, spec.rate_key):
+        if template:
+            try:
+                spec.render_key(template, bound)
+            except KeyTemplateError as exc:
+                raise BadArguments(str(exc)) from None
     return bound, dropped
 
 

@@ -1,0 +1,69 @@
+"""The Celery app built from taskbridge settings: JSON only, late acks, no Celery retries,
+rate limits or result backend (the core runner owns those)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from taskbridge import Settings
+
+from .broker import Broker
+
+DEFAULT_EXCHANGE = Exchange("", type="direct")
+"""Messages go through the broker's default exchange straight to the queue named by the routing
+key, so no exchange or binding has to exist (and Redis needs no binding table)."""
+
+
+@lru_cache(maxsize=4096)
+def queue(name: str) -> Queue:
+    """The kombu queue for a taskbridge queue name, declared the same by producers and workers."""
+    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=True)
+
+
+def build_app(settings: Settings, broker: Broker) -> Celery:
+    """A Celery app configured for taskbridge; it is not set as Celery's current app."""
+    app = Celery("taskbridge", set_as_current=False)
+    config: dict[str, Any] = {
+        "broker_url": broker.url,
+        "broker_transport_options": broker.transport_options,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
+        "task_default_queue": settings.default_queue,
+        "task_default_exchange": "",
+        "task_default_routing_key": settings.default_queue,
+        "task_create_missing_queues": True,
+        "worker_prefetch_multiplier": settings.prefetch,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_disable_rate_limits": True,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_consumer": "taskbridge_celery.consumer:EnvelopeConsumer",
+        "enable_utc": True,
+    }
+    if settings.worker_max_memory_mb:
+        config["worker_max_memory_per_child"] = settings.worker_max_memory_mb * 1024
+    if broker.scheme == "sqs":
+        # Remote control needs fanout, which kombu's SQS transport only offers through SNS.
+        config["worker_enable_remote_control"] = False
+    app.conf.update(config)
+    return app
+
+
+def consume(app: Celery, queues: Sequence[str]) -> None:
+    """Make the worker consume exactly ``queues``."""
+    app.conf.task_queues = [queue(name) for name in queues]

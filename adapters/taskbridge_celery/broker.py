@@ -1,0 +1,161 @@
+"""Per transport: the broker URL and transport options Celery gets, and what the transport holds.
+
+Celery keeps a countdown/ETA message *in the worker*, unacknowledged, until it is due. Every
+transport redelivers an unacknowledged message after some time: Redis after the visibility
+timeout (kombu restores it to the queue, so a second worker runs it too), SQS after the queue's
+VisibilityTimeout, RabbitMQ after ``consumer_timeout`` (it closes the channel and requeues every
+unacknowledged delivery). A delay handed to Celery must therefore end, with the queueing and the
+run time of the job after it, before that time: ``max_native_delay = hold_limit - margin``.
+Longer delays hop through the core (the runner republishes the envelope until it is due).
+
+SQS is the exception: the adapter publishes delays as SQS ``DelaySeconds`` (at most 900 s), so the
+queue itself holds the message invisible and the worker only receives it when due.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from taskbridge import Settings, TransportFacts
+from taskbridge.errors import ConfigurationError
+
+from .settings import CelerySettings
+
+SQS_MAX_DELAY = 900.0
+SQS_MAX_BODY = 256 * 1024
+_SQS_HEADROOM = 4 * 1024
+"""Bytes of the SQS body taken by Celery headers and kombu's message fields around the envelope."""
+_MAX_MARGIN = 900.0
+REDIS_MAX_MESSAGE = 8 * 1024 * 1024
+AMQP_MAX_MESSAGE = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The transport as Celery sees it."""
+
+    scheme: str
+    """``redis``, ``amqp`` or ``sqs``."""
+    url: str
+    transport_options: dict[str, Any] = field(default_factory=dict)
+    hold_limit: float = float("inf")
+    """Seconds an unacknowledged message may stay with a worker before the broker redelivers it."""
+    max_message_size: int = REDIS_MAX_MESSAGE
+
+    def facts(self, options: CelerySettings) -> TransportFacts:
+        if self.scheme == "sqs":
+            max_delay = SQS_MAX_DELAY
+        else:
+            margin = options.delay_margin
+            if margin is None:
+                margin = min(self.hold_limit / 2, _MAX_MARGIN)
+            max_delay = max(0.0, self.hold_limit - margin)
+        return TransportFacts(
+            max_native_delay=max_delay,
+            max_message_size=self.max_message_size,
+            multi_process=True,
+            native_hard_timeout=True,
+            # The runner's SIGALRM timer raises JobTimeout in the prefork child's main thread at
+            # the exact moment; Celery's soft_time_limit would raise its own exception, up to a
+            # second late (billiard checks time limits once a second).
+            native_soft_timeout=False,
+        )
+
+
+def broker_for(settings: Settings, options: CelerySettings) -> Broker:
+    """The Celery broker for ``settings.broker_url``."""
+    scheme = settings.broker_scheme
+    if scheme in ("redis", "rediss"):
+        return _redis(settings)
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return _amqp(settings, options)
+    if scheme == "sqs":
+        return _sqs(settings, options)
+    raise ConfigurationError(
+        f"the celery engine cannot use broker {scheme}:// (TASKBRIDGE_BROKER_URL); use redis://, amqp:// or sqs://"
+    )
+
+
+def _redis(settings: Settings) -> Broker:
+    vt = settings.visibility_timeout
+    return Broker(
+        scheme="redis",
+        url=settings.broker_url,
+        transport_options={
+            "visibility_timeout": vt,
+            # kombu scans for messages whose worker died every interval x throttle seconds
+            # (100 s by default); scan often enough that such a job comes back soon after vt.
+            "unacked_restore_interval": max(1.0, min(10.0, vt / 4)),
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+        },
+        hold_limit=vt,
+        max_message_size=REDIS_MAX_MESSAGE,
+    )
+
+
+def _amqp(settings: Settings, options: CelerySettings) -> Broker:
+    transport_options: dict[str, Any] = {}
+    if options.amqp_confirm_publish:
+        transport_options["confirm_publish"] = True
+    return Broker(
+        scheme="amqp",
+        url=settings.broker_url,
+        transport_options=transport_options,
+        hold_limit=options.amqp_consumer_timeout,
+        max_message_size=AMQP_MAX_MESSAGE,
+    )
+
+
+def _sqs(settings: Settings, options: CelerySettings) -> Broker:
+    url = settings.broker_url
+    transport_options: dict[str, Any] = {
+        "region": settings.sqs_region,
+        "visibility_timeout": max(1, int(settings.visibility_timeout)),
+        "queue_name_prefix": f"{settings.namespace}-",
+        "wait_time_seconds": options.sqs_wait_time_seconds,
+        "polling_interval": options.sqs_polling_interval,
+        # Plain JSON bodies: base64 over kombu's own base64 body would leave 190 KiB of 256.
+        "sqs_base64_encoding": False,
+    }
+    if settings.sqs_endpoint_url:
+        url, secure = _sqs_url_for_endpoint(url, settings.sqs_endpoint_url)
+        transport_options["is_secure"] = secure
+    # kombu base64-encodes the Celery body inside its JSON message: 4 bytes for every 3.
+    size = (SQS_MAX_BODY - _SQS_HEADROOM) * 3 // 4
+    return Broker(
+        scheme="sqs",
+        url=url,
+        transport_options=transport_options,
+        hold_limit=float(transport_options["visibility_timeout"]),
+        max_message_size=size,
+    )
+
+
+def _sqs_url_for_endpoint(url: str, endpoint: str) -> tuple[str, bool]:
+    """kombu takes the SQS endpoint only from the broker URL's host (it ignores ``endpoint_url``)."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}"
+        )
+    given = urlsplit(url)
+    user = unquote(given.username) if given.username else None
+    secret = unquote(given.password) if given.password else None
+    if user is None and not _aws_credentials_configured():
+        # A local endpoint (moto, localstack) accepts any credentials; boto needs some.
+        user, secret = "testing", "testing"
+    auth = f"{quote(user, safe='')}:{quote(secret or '', safe='')}@" if user else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"sqs://{auth}{parts.hostname}{port}", parts.scheme == "https"
+
+
+def _aws_credentials_configured() -> bool:
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return True
+    import boto3
+
+    return boto3.Session().get_credentials() is not None

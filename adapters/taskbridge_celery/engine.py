@@ -1,0 +1,142 @@
+"""CeleryEngine: the taskbridge Engine port over Celery, on Redis, RabbitMQ and SQS."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+
+from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
+from taskbridge.engine import RunMessage
+from taskbridge.envelope import decode, peek_job_name
+from taskbridge.errors import EnvelopeError
+from taskbridge.job import lookup
+from taskbridge.publishing import publish_dead_letter
+from taskbridge.runner import Runner
+
+from .app import build_app, consume
+from .broker import broker_for
+from .connection import ProcessConnection
+from .publisher import Publisher
+from .queues import BrokerQueues
+from .settings import CelerySettings, load_celery_settings
+from .sqs import SqsQueues
+from .tasks import register
+
+log = logging.getLogger("taskbridge.celery")
+
+
+class CeleryEngine:
+    """Runs taskbridge jobs on a Celery worker (prefork pool).
+
+    Each job is a Celery task named after the job whose only argument is the envelope; the core
+    runner applies every policy. Delays longer than ``facts.max_native_delay`` hop through the core.
+    """
+
+    name = "celery"
+
+    def __init__(self, settings: Settings | None = None, options: CelerySettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.options = options or load_celery_settings()
+        self.broker = broker_for(self.settings, self.options)
+        self.facts: TransportFacts = self.broker.facts(self.options)
+        self.app = build_app(self.settings, self.broker)
+        self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
+        self._connection = ProcessConnection(self.app)
+        if self.broker.scheme == "sqs":
+            sqs = SqsQueues(self._connection)
+            self._publish = sqs.publish
+            self._queues: SqsQueues | BrokerQueues = sqs
+        else:
+            self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
+            self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
+        self._run: RunMessage | None = None
+        self._runner: Runner | None = None
+
+    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+        """Register ``spec`` as a Celery task whose body hands the envelope to ``run``."""
+        self._run = run
+        owner = getattr(run, "__self__", None)
+        self._runner = owner if isinstance(owner, Runner) else None
+        register(self.app, spec, self._run_message)
+        longest = spec.hard_timeout or spec.resolved_timeout(self.settings.default_timeout)
+        if self.broker.scheme in ("redis", "sqs") and longest and longest >= self.broker.hold_limit:
+            log.warning(
+                "job %s may run %gs, but %s delivers an unacknowledged message again after %gs "
+                "(TASKBRIDGE_VISIBILITY_TIMEOUT): a run that long would also start on another worker",
+                spec.name, longest, self.broker.scheme, self.broker.hold_limit,
+            )
+
+    def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
+        """Send envelopes over this process's producer connection, in batches."""
+        self._publish(envelopes, delay)
+
+    def work(self, queues: Sequence[str], concurrency: int) -> None:
+        """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
+        names = list(queues) or [self.settings.default_queue]
+        consume(self.app, names)
+        worker = self.app.Worker(
+            hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",
+            queues=names,
+            concurrency=concurrency,
+            pool="prefork",
+            loglevel=self.options.loglevel,
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            optimization="fair",
+            quiet=True,
+        )
+        worker.start()
+        if worker.exitcode:
+            raise SystemExit(worker.exitcode)
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""
+        return self._queues.depth(queue)
+
+    def purge(self, queue: str) -> int:
+        """Drop the waiting messages of ``queue``; returns how many there were."""
+        return self._queues.purge(queue)
+
+    def close(self) -> None:
+        """Release this process's broker connection."""
+        self._connection.close()
+
+    def fail_killed(self, raw: str, reason: str, queue: str | None) -> None:
+        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy."""
+        self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
+
+    def dead_letter(self, raw: str, reason: str, queue: str | None) -> None:
+        """A message Celery could not turn into a job run goes to the dead letters, never lost.
+
+        Malformed envelopes and unknown jobs go through the runner, which dead-letters them without
+        running anything; a valid envelope in a broken Celery message is dead-lettered as it is.
+        """
+        job = peek_job_name(raw)
+        log.warning("dead-lettering a message of job %s that Celery cannot run: %s", job, reason)
+        if job is None or lookup(job) is None:
+            self._run_message(raw, queue)
+            return
+        try:
+            envelope: Envelope | None = decode(raw)
+        except EnvelopeError:
+            envelope = None
+        target = (envelope.queue if envelope else None) or queue or self.settings.default_queue
+        publish_dead_letter(
+            self, queue=target, reason=reason, envelope=envelope, raw=None if envelope else raw,
+            settings=self.settings,
+        )
+
+    def _run_message(self, raw: str, queue: str | None) -> object:
+        if self._runner is not None:
+            return self._runner.run(raw, queue)
+        if self._run is not None:
+            return self._run(raw)
+        return self._runner_or_new().run(raw, queue)
+
+    def _runner_or_new(self) -> Runner:
+        if self._runner is None:
+            self._runner = Runner(self, self.settings)
+        return self._runner

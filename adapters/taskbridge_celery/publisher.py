@@ -1,0 +1,60 @@
+"""Publishing envelopes as Celery messages: one producer per process, batched per call."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kombu import Connection, Producer
+
+from taskbridge import Envelope
+
+from .app import queue
+from .connection import ProcessConnection
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
+
+BATCH_OPERATIONS = 1000
+"""Redis commands buffered in one pipeline before it is sent."""
+
+
+class Publisher:
+    """Redis and RabbitMQ: kombu's producer; on Redis a batch goes out as one pipeline."""
+
+    def __init__(self, connection: ProcessConnection, *, declare_queues: bool) -> None:
+        self._connection = connection
+        self._declare_queues = declare_queues
+
+    def publish(self, envelopes: Sequence[Envelope], delay: float) -> None:
+        """Send ``envelopes``; each is delivered ``delay`` seconds from now (Celery's ETA)."""
+        if not envelopes:
+            return
+        eta = time.time() + delay if delay > 0 else None
+        self._connection.call(lambda connection: self._send(connection, envelopes, eta))
+
+    def _send(self, connection: Connection, envelopes: Sequence[Envelope], eta: float | None) -> None:
+        producer = Producer(connection.default_channel)
+        # RabbitMQ drops a message routed to a queue that does not exist yet (a fresh dead-letter
+        # queue, or a queue no worker consumed so far): declare it first, once per channel.
+        with _batch(producer):
+            for envelope in envelopes:
+                task_id = new_task_id()
+                producer.publish(
+                    message_body(envelope.encode()),
+                    exchange="",
+                    routing_key=envelope.queue,
+                    headers=message_headers(envelope, task_id, eta),
+                    content_type=CONTENT_TYPE,
+                    content_encoding=CONTENT_ENCODING,
+                    correlation_id=task_id,
+                    reply_to="",
+                    delivery_mode=2,
+                    declare=[queue(envelope.queue)] if self._declare_queues else None,
+                )
+
+
+def _batch(producer: Producer) -> Any:
+    """kombu >= 5.7 pipelines a batch on Redis (other transports publish at once); older: no batch."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=BATCH_OPERATIONS) if batch is not None else contextlib.nullcontext()

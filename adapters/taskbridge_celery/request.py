@@ -1,0 +1,52 @@
+"""The Celery request of a job, in the worker's main process: a child killed at ``hard_timeout``
+is carried out as a failure of the job (retried or dead-lettered by its policy), never dropped."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.einfo import ExceptionWithTraceback
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.exceptions import Ignore, Reject, Retry, Terminated
+from celery.worker import state
+from celery.worker.request import Request
+
+from .wire import payload_text
+
+log = logging.getLogger("taskbridge.celery")
+
+_CELERY_OWN = (Reject, Ignore, Retry, Terminated, WorkerLostError, SystemExit, KeyboardInterrupt, MemoryError)
+"""Failures Celery itself carries out: Reject(requeue) when the runner could not finish, a lost
+child (requeued: reject_on_worker_lost), revocation and shutdown."""
+
+
+class EnvelopeRequest(Request):
+    """Adds to Celery's request: hard timeout -> ``fail_externally``; any other failure of the
+    task machinery (the body never reached the runner) -> dead letter. Acknowledged after that."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if not isinstance(exc, _CELERY_OWN) and not state.should_terminate:
+            if not self._carry_out(exc):
+                self.reject(requeue=True)
+                return
+            self.acknowledge()
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _carry_out(self, exc: BaseException) -> bool:
+        engine = self._app.taskbridge_engine
+        text = payload_text((self.args, self.kwargs, None))
+        queue = (self.delivery_info or {}).get("routing_key")
+        try:
+            if isinstance(exc, TimeLimitExceeded):
+                limit = exc.args[0] if exc.args else "?"
+                engine.fail_killed(text or "", f"killed at its hard_timeout ({limit}s)", queue)
+            else:
+                engine.dead_letter(text or "", f"the Celery task failed before the job ran: {exc!r}", queue)
+        except Exception:
+            log.exception("job %s: could not carry out %r; the message goes back to the queue", self.name, exc)
+            return False
+        return True

@@ -1,0 +1,59 @@
+"""One Celery task per job: its body hands the envelope to the runner, nothing else."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+
+from taskbridge import JobSpec
+
+from .wire import envelope_text
+
+log = logging.getLogger("taskbridge.celery")
+
+RunWithQueue = Callable[[str, "str | None"], Any]
+
+REQUEUE_PAUSE = 1.0
+"""Seconds a child waits before requeueing a message whose outcome could not be carried out
+(broker or coordination store down), so a persistent outage does not spin."""
+
+
+class EnvelopeTask(Task):  # type: ignore[misc]
+    """Base of every job's task: late acks, requeue on a lost child, no Celery retries or results."""
+
+    Request = "taskbridge_celery.request:EnvelopeRequest"
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    typing = False
+    max_retries = 0
+
+
+def register(app: Celery, spec: JobSpec, run: RunWithQueue) -> Task:
+    """Register the task named after ``spec``; ``hard_timeout`` becomes Celery's ``time_limit``."""
+
+    def handle(task: Task, *args: Any, **kwargs: Any) -> None:
+        queue = (task.request.delivery_info or {}).get("routing_key")
+        try:
+            run(envelope_text(args, kwargs), queue)
+        except Exception as exc:
+            # The runner raises only when it could not republish or dead-letter: keep the message.
+            log.exception("job %s: the outcome could not be carried out; the message is requeued", spec.name)
+            time.sleep(REQUEUE_PAUSE)
+            raise Reject(exc, requeue=True) from exc
+
+    handle.__name__ = handle.__qualname__ = spec.name.rsplit(".", 1)[-1]
+    handle.__module__ = spec.func.__module__
+    task: Task = app.task(
+        name=spec.name,
+        base=EnvelopeTask,
+        bind=True,
+        time_limit=spec.hard_timeout,
+        soft_time_limit=None,
+    )(handle)
+    return task

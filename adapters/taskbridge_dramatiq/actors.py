@@ -1,0 +1,66 @@
+"""One Dramatiq actor per job, plus a fallback actor; each hands the raw envelope text to the runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import dramatiq
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+
+from taskbridge.envelope import Envelope
+from taskbridge.job import JobSpec
+
+from .brokers import UNKNOWN_JOB_ACTOR, TaskbridgeBroker
+
+
+def to_message(envelope: Envelope) -> Message[Any]:
+    """The Dramatiq message carrying ``envelope``: its JSON text is the single argument."""
+    return Message(
+        queue_name=envelope.queue,
+        actor_name=envelope.job,
+        args=(envelope.encode(),),
+        kwargs={},
+        options={},
+        message_id=envelope.id,
+        message_timestamp=int(envelope.enqueued_at * 1000),
+    )
+
+
+def raw_body(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """The envelope text a message carries; anything else is passed on as JSON for the runner to reject."""
+    if len(args) == 1 and not kwargs:
+        if isinstance(args[0], str):
+            return args[0]
+        if isinstance(args[0], dict):
+            return json.dumps(args[0])
+    return json.dumps({"args": list(args), "kwargs": kwargs}, default=repr)
+
+
+def message_queue(message: MessageProxy) -> str:
+    """The taskbridge queue a message came from (Dramatiq's delay-queue suffix removed)."""
+    return q_name(message.queue_name)
+
+
+def declare_actors(
+    broker: TaskbridgeBroker,
+    specs: Iterable[JobSpec],
+    handle: Callable[..., None],
+    *,
+    default_queue: str,
+    fallback_queue: str,
+) -> None:
+    """Declare an actor per job on ``broker``, all running ``handle``, and the fallback actor that
+    receives messages naming no declared job (so the runner dead-letters them)."""
+    broker_: Any = broker
+    for spec in specs:
+        dramatiq.Actor(
+            handle, broker=broker_, actor_name=spec.name,
+            queue_name=spec.resolved_queue(default_queue), priority=0, options={},
+        )
+    broker.fallback_actor = dramatiq.Actor(
+        handle, broker=broker_, actor_name=UNKNOWN_JOB_ACTOR, queue_name=fallback_queue, priority=0, options={}
+    )

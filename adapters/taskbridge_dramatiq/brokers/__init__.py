@@ -1,0 +1,123 @@
+"""Builds the Dramatiq broker for the configured transport, and states what that transport holds."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import dramatiq
+
+from taskbridge.config import Settings
+from taskbridge.engine import TransportFacts
+from taskbridge.errors import ConfigurationError
+
+from ..settings import DramatiqSettings
+from .common import UNKNOWN_JOB_ACTOR, RoutesUnknownActors, TaskbridgeBroker
+
+__all__ = ["UNKNOWN_JOB_ACTOR", "RoutesUnknownActors", "TaskbridgeBroker", "build_broker", "transport_facts"]
+
+_MIB = 1024 * 1024
+# Dramatiq holds a natively delayed message unacknowledged in the worker until it is due: RabbitMQ's
+# consumer_timeout (30 minutes by default) would close the channel of a longer hold, and SQS caps
+# DelaySeconds at 900. On Redis the message waits in the worker's memory; an hour keeps that small.
+_MAX_DELAY = {"redis": 3600.0, "amqp": 900.0, "sqs": 900.0}
+# SQS: the envelope travels JSON-quoted inside Dramatiq's JSON message, base64-encoded (4/3), and
+# the message may be at most 256 KiB; the exact size is checked again when it is sent.
+_MAX_SIZE = {"redis": 16 * _MIB, "amqp": 16 * _MIB, "sqs": 256 * 1024 * 3 // 4 - 4096}
+
+
+def transport_of(settings: Settings) -> str:
+    """``redis``, ``amqp`` or ``sqs`` for the broker URL; anything else is a configuration error."""
+    scheme = settings.broker_scheme
+    if scheme in ("redis", "rediss"):
+        return "redis"
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return "amqp"
+    if scheme == "sqs":
+        return "sqs"
+    raise ConfigurationError(
+        f"the dramatiq engine cannot use the {scheme}:// broker; set TASKBRIDGE_BROKER_URL to a redis://, "
+        "amqp:// or sqs:// URL"
+    )
+
+
+def transport_facts(settings: Settings) -> TransportFacts:
+    """What the configured transport holds natively under Dramatiq."""
+    transport = transport_of(settings)
+    return TransportFacts(
+        max_native_delay=_MAX_DELAY[transport],
+        max_message_size=_MAX_SIZE[transport],
+        multi_process=True,
+        native_hard_timeout=True,
+        native_soft_timeout=False,
+    )
+
+
+def redis_heartbeat_timeout(settings: Settings, options: DramatiqSettings) -> float:
+    """Seconds before a silent Redis worker's messages are delivered again."""
+    if options.redis_heartbeat_timeout is not None:
+        return options.redis_heartbeat_timeout
+    return min(settings.visibility_timeout, 60.0)
+
+
+def build_broker(
+    settings: Settings, options: DramatiqSettings, *, worker: bool, middleware: list[dramatiq.Middleware]
+) -> TaskbridgeBroker:
+    """A fresh broker for this process. Dramatiq's default middleware is left out on purpose: the core
+    owns retries, backoff, expiry and timeouts (AgeLimit, Retries and TimeLimit would fight it)."""
+    transport = transport_of(settings)
+    broker: Any
+    if transport == "redis":
+        from .redis import TaskbridgeRedisBroker
+
+        broker = TaskbridgeRedisBroker(
+            url=settings.broker_url,
+            namespace=settings.namespace,
+            heartbeat_timeout=int(redis_heartbeat_timeout(settings, options) * 1000),
+            middleware=middleware,
+        )
+    elif transport == "amqp":
+        from .rabbitmq import TaskbridgeRabbitmqBroker
+
+        broker = TaskbridgeRabbitmqBroker(
+            url=pika_url(settings.broker_url), confirm_delivery=worker or options.confirm_delivery,
+            middleware=middleware,
+        )
+    else:
+        from .sqs import MAX_BODY_BYTES, TaskbridgeSQSBroker
+
+        broker = TaskbridgeSQSBroker(
+            namespace=settings.namespace,
+            middleware=middleware,
+            visibility_timeout=max(1, min(int(settings.visibility_timeout), 12 * 3600)),
+            max_message_size=MAX_BODY_BYTES,
+            **_boto_options(settings),
+        )
+    return broker  # type: ignore[no-any-return]
+
+
+def pika_url(url: str) -> str:
+    """The broker URL as pika reads it: the path is the virtual host as Celery and kombu read it
+    (``amqp://host//`` and ``amqp://host`` mean ``/``), quoted for pika."""
+    parts = urlsplit(url)
+    scheme = "amqps" if parts.scheme == "amqps" else "amqp"
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return urlunsplit((scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
+def _boto_options(settings: Settings) -> dict[str, Any]:
+    """Endpoint, region and credentials for boto3: ``sqs://KEY:SECRET@`` wins over the environment;
+    with a custom endpoint (moto, LocalStack) and no credentials at all, dummy ones are used."""
+    import boto3
+
+    options: dict[str, Any] = {"region_name": settings.sqs_region}
+    if settings.sqs_endpoint_url:
+        options["endpoint_url"] = settings.sqs_endpoint_url
+    parts = urlsplit(settings.broker_url)
+    if parts.username:
+        options["aws_access_key_id"] = unquote(parts.username)
+        options["aws_secret_access_key"] = unquote(parts.password or "")
+    elif settings.sqs_endpoint_url and boto3.Session().get_credentials() is None:
+        options["aws_access_key_id"] = "taskbridge"
+        options["aws_secret_access_key"] = "taskbridge"
+    return options

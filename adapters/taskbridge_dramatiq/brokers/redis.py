@@ -1,0 +1,92 @@
+"""Dramatiq's RedisBroker with pipelined batches, depth, purge and on-demand dead-worker recovery."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+from dramatiq import Message, get_encoder
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+
+from .common import RoutesUnknownActors
+
+
+class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
+    """RedisBroker whose batches go out in one pipeline and whose worker can force queue maintenance.
+
+    Dramatiq moves the messages of a worker that stopped heartbeating back to their queue only during
+    "maintenance", which runs on a random 0.1% of commands; :meth:`reap` runs it on demand so a
+    killed worker's jobs come back about ``heartbeat_timeout`` after the crash.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._forced = threading.local()
+
+    def _should_do_maintenance(self, command: str) -> int:
+        if getattr(self._forced, "on", False):
+            return 1
+        return super()._should_do_maintenance(command)  # type: ignore[no-any-return]
+
+    def reap(self, queue: str) -> None:
+        self._forced.on = True
+        try:
+            for name in (queue, dq_name(queue)):
+                self.do_qsize(name)
+        finally:
+            self._forced.on = False
+
+    def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
+        if len(messages) == 1:
+            self.enqueue(messages[0], delay=delay_ms)
+            return
+        # A batch is written straight into the layout RedisBroker.enqueue's script writes (a hash
+        # "<ns>:<queue>.msgs" of id -> message and a list "<ns>:<queue>" of ids), two commands per
+        # queue in one MULTI, so a consumer never sees an id without its message.
+        hooks = bool(self.middleware)
+        encode = get_encoder().encode
+        batch_id = uuid4().hex  # one random id per batch; each message adds its index
+        batches: dict[str, tuple[list[str], dict[str, bytes]]] = {}
+        sent = []
+        for index, message in enumerate(messages):
+            queue_name = message.queue_name
+            redis_id = f"{batch_id}-{index}"
+            options: dict[str, Any] = {"redis_message_id": redis_id}
+            if delay_ms is not None:
+                queue_name = dq_name(queue_name)
+                options["eta"] = current_millis() + delay_ms
+            fields = message.asdict()
+            fields["queue_name"], fields["options"] = queue_name, options
+            if hooks:
+                copy = message.copy(queue_name=queue_name, options=options)
+                self.emit_before("enqueue", copy, delay_ms)
+                sent.append(copy)
+            ids, bodies = batches.setdefault(queue_name, ([], {}))
+            ids.append(redis_id)
+            bodies[redis_id] = encode(fields)
+        pipe = self.client.pipeline(transaction=True)
+        for queue_name, (ids, bodies) in batches.items():
+            pipe.hset(f"{self.namespace}:{queue_name}.msgs", mapping=bodies)  # type: ignore[arg-type]
+            pipe.rpush(f"{self.namespace}:{queue_name}", *ids)
+        pipe.execute()
+        for message in sent:
+            self.emit_after("enqueue", message, delay_ms)
+
+    def queue_depth(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(f"{self.namespace}:{queue}")
+        pipe.hlen(f"{self.namespace}:{dq_name(queue)}.msgs")
+        ready, delayed = pipe.execute()
+        return int(ready) + int(delayed)
+
+    def purge_queue(self, queue: str) -> int:
+        dropped = self.queue_depth(queue)
+        keys = [f"{self.namespace}:{name}{suffix}" for name in (queue, dq_name(queue)) for suffix in ("", ".msgs")]
+        self.client.delete(*keys)
+        return dropped
+
+    def requeue_now(self, consumer: Any, message: Any) -> None:
+        consumer.requeue([message])

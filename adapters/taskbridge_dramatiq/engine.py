@@ -1,0 +1,151 @@
+"""DramatiqEngine: the Engine port over Dramatiq's Redis and RabbitMQ brokers and dramatiq-sqs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+
+from taskbridge.config import Settings, get_settings
+from taskbridge.engine import RunMessage, TransportFacts
+from taskbridge.envelope import Envelope
+from taskbridge.errors import ConfigurationError
+from taskbridge.job import JobSpec
+
+from .actors import declare_actors, to_message
+from .brokers import TaskbridgeBroker, build_broker, transport_facts, transport_of
+from .settings import DramatiqSettings
+
+if TYPE_CHECKING:
+    from taskbridge.outcomes import Outcome
+    from taskbridge.runner import Runner
+
+log = logging.getLogger("taskbridge.dramatiq")
+
+
+class DramatiqEngine:
+    """Runs taskbridge jobs on Dramatiq: one actor per job, a real Dramatiq worker per process.
+
+    The broker is this engine's own instance (Dramatiq's global broker is never set), built on first
+    use. Dramatiq's Retries, AgeLimit and TimeLimit middleware are not installed: the core runner
+    owns retries, backoff, expiry and the soft timeout; ``hard_timeout`` recycles the worker process.
+    """
+
+    name = "dramatiq"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.options = DramatiqSettings()
+        self.transport = transport_of(self.settings)
+        self.facts: TransportFacts = transport_facts(self.settings)
+        self._specs: dict[str, JobSpec] = {}
+        self._run: RunMessage | None = None
+        self._runner: Runner | None = None
+        self._broker: TaskbridgeBroker | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def broker(self) -> TaskbridgeBroker:
+        """The Dramatiq broker of this process (in a worker process: the one its Worker consumes from)."""
+        with self._lock:
+            if self._broker is None:
+                self._broker = build_broker(self.settings, self.options, worker=False, middleware=[])
+            return self._broker
+
+    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+        """Remember the job; its actor is declared on the broker of each worker process."""
+        self._specs[spec.name] = spec
+        self._run = run
+
+    def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
+        """Enqueue the envelopes (one pipeline / batch request where the broker allows) after ``delay``."""
+        if not envelopes:
+            return
+        delay_ms = math.ceil(delay * 1000) if delay > 0 else None
+        self.broker.publish([to_message(envelope) for envelope in envelopes], delay_ms)
+
+    def work(self, queues: Sequence[str], concurrency: int) -> None:
+        """Run worker processes on ``queues`` in the foreground until SIGTERM or Ctrl-C.
+
+        ``worker_processes`` x ``worker_threads`` jobs run at once; when only ``concurrency`` is
+        given, one process runs that many threads.
+        """
+        from .process import WorkerProcess
+        from .supervisor import Supervisor
+
+        if not queues:
+            raise ConfigurationError("the dramatiq worker needs at least one queue to consume (--queues)")
+        processes = self.settings.worker_processes or 1
+        threads = self.settings.worker_threads or max(1, math.ceil(concurrency / processes))
+        log.info(
+            "dramatiq engine: %d process(es) x %d thread(s) on %s (%s)%s",
+            processes, threads, ",".join(queues), self.transport,
+            ", reloading on changes" if self.settings.worker_reload else "",
+        )
+        self.close()  # a forked worker process must not share this process's connections
+        supervisor = Supervisor(
+            lambda slot: WorkerProcess(self, queues, threads).run(),
+            processes,
+            reload=self.settings.worker_reload,
+            respawn_delay=self.options.respawn_delay,
+        )
+        supervisor.run()
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS)."""
+        return self.broker.queue_depth(queue)
+
+    def purge(self, queue: str) -> int:
+        """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
+        return self.broker.purge_queue(queue)
+
+    def close(self) -> None:
+        """Close this process's broker connections; the next use opens new ones."""
+        with self._lock:
+            broker, self._broker = self._broker, None
+        if broker is not None:
+            closing: Any = broker
+            closing.close()
+
+    # The worker-process side, used by WorkerProcess.
+
+    def start_worker_broker(
+        self, middleware: dramatiq.Middleware, handle: Callable[..., None], queues: Sequence[str]
+    ) -> TaskbridgeBroker:
+        """Build this process's worker broker (publishes confirmed) with an actor for every declared job."""
+        broker = build_broker(self.settings, self.options, worker=True, middleware=[middleware])
+        declare_actors(
+            broker, self._specs.values(), handle,
+            default_queue=self.settings.default_queue, fallback_queue=queues[0],
+        )
+        for queue in queues:
+            declaring: Any = broker
+            declaring.declare_queue(queue)
+        with self._lock:
+            self._broker = broker
+        return broker
+
+    def hard_timeout_of(self, actor_name: str) -> float | None:
+        """The ``hard_timeout`` of the job an actor runs, if it has one."""
+        spec = self._specs.get(actor_name)
+        return spec.hard_timeout if spec is not None else None
+
+    @property
+    def runner(self) -> Runner:
+        """The runner that handles this engine's messages."""
+        if self._runner is None:
+            owner = getattr(self._run, "__self__", None)
+            from taskbridge.runner import Runner
+
+            self._runner = owner if isinstance(owner, Runner) else Runner(self, self.settings)
+        return self._runner
+
+    def run_message(self, raw: str, queue: str | None) -> Outcome:
+        """Hand one message body to the runner given to :meth:`declare` (or a fresh one)."""
+        if self._run is not None:
+            return self._run(raw, queue)  # type: ignore[call-arg]
+        return self.runner.run(raw, queue)

@@ -1,0 +1,169 @@
+"""Raw Celery against taskbridge-on-Celery, on one broker, in one run.
+
+    .venv/bin/python benchmarks/bench_celery.py --broker redis://127.0.0.1:6379/0 --jobs 20000
+
+Measures, for N no-op jobs: the enqueue rate (raw ``.delay()`` loop vs ``job.enqueue()`` loop),
+``enqueue_many`` against the raw ``.delay()`` loop, and the drain rate of one worker with prefork
+concurrency 2 on a pre-filled queue. Both sides use the same delivery settings (late acks,
+prefetch multiplier 1, JSON, no result backend, no rate limits) and log at WARNING, so the ratio
+shows what taskbridge itself costs. Each run uses fresh queue names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import Celery
+
+import taskbridge
+from taskbridge import get_engine, job
+
+HERE = Path(__file__).resolve().parent
+BROKER_ENV = "TB_BENCH_BROKER"
+
+raw_app = Celery("bench_raw", broker=os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"), set_as_current=False)
+raw_app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_disable_rate_limits=True,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@raw_app.task(name="bench.raw_noop")
+def raw_noop(n: int) -> None:
+    """Raw Celery's no-op."""
+
+
+@job(name="bench.noop", timeout=None, expires=None)
+def noop(n: int) -> None:
+    """taskbridge's no-op."""
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> float:
+    """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty."""
+    worker = subprocess.Popen(
+        command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while (left := depth()) >= total:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited: {worker.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker never took a message")
+            time.sleep(0.01)
+        started, first = time.perf_counter(), left
+        while (left := depth()) > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"queue not drained: {left} left")
+            time.sleep(0.05)
+        return _rate(first, time.perf_counter() - started)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+
+
+def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
+    engine = get_engine()
+    raw_queue, tb_queue, many_queue = f"bench-raw-{tag}", f"bench-tb-{tag}", f"bench-many-{tag}"
+    raw_app.conf.task_default_queue = raw_queue
+    os.environ["TASKBRIDGE_DEFAULT_QUEUE"] = env["TASKBRIDGE_DEFAULT_QUEUE"] = tb_queue
+    taskbridge.configure()
+    engine = get_engine()
+    raw_noop.delay(-1)  # connect and declare before timing
+    noop.enqueue(-1)
+    for queue in (raw_queue, tb_queue):
+        engine.purge(queue)
+    result = {
+        "raw_enqueue": _rate(n, _timed(lambda: [raw_noop.delay(i) for i in range(n)])),
+        "tb_enqueue": _rate(n, _timed(lambda: [noop.enqueue(i) for i in range(n)])),
+        "tb_many": _rate(n, _timed(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))),
+    }
+    engine.purge(many_queue)
+    python = sys.executable
+    result["raw_drain"] = _drain(
+        [python, "-m", "celery", "-A", "bench_celery:raw_app", "worker", "-Q", raw_queue, "-c", "2",
+         "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-O", "fair", "-n", f"raw-{tag}@%h"],
+        env, lambda: engine.depth(raw_queue), n,
+    )
+    result["tb_drain"] = _drain(
+        [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", tb_queue,
+         "--concurrency", "2"],
+        env, lambda: engine.depth(tb_queue), n,
+    )
+    for queue in (raw_queue, tb_queue):
+        with contextlib.suppress(Exception):
+            engine.purge(queue)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
+    parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
+    args = parser.parse_args()
+    n = args.jobs
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        BROKER_ENV: args.broker,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "TASKBRIDGE_ENGINE": "celery",
+        "TASKBRIDGE_BROKER_URL": args.broker,
+        "TASKBRIDGE_NAMESPACE": f"bench{tag}",
+        "TASKBRIDGE_DEFAULT_QUEUE": f"bench-tb-{tag}",
+        "TASKBRIDGE_PREFETCH": "1",
+        "TASKBRIDGE_CELERY_LOGLEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    raw_app.conf.broker_url = args.broker
+    print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
+          f"best of {args.rounds} round(s)", flush=True)
+    rounds = [_one_round(n, f"{tag}-{i}", env) for i in range(args.rounds)]
+    best = {key: max(r[key] for r in rounds) for key in rounds[0]}
+    print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
+          f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
+    print(f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
+          f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
+    print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
+          f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
+    get_engine().close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Raw Dramatiq against taskbridge on Dramatiq, on the same broker in one run.
+
+For ``--jobs`` no-op jobs (default 20,000) it measures the enqueue rate (``actor.send()`` loop vs
+``job.enqueue()`` loop), the drain rate of one worker process with 8 threads, and
+``job.enqueue_many`` against the raw ``.send()`` loop; it prints jobs/s and taskbridge/raw ratios::
+
+    .venv/bin/python benchmarks/bench_dramatiq.py --broker redis://127.0.0.1:6379/0
+    .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672//
+    TASKBRIDGE_SQS_ENDPOINT_URL=http://127.0.0.1:4566 .venv/bin/python benchmarks/bench_dramatiq.py --broker sqs:// --jobs 2000
+
+Workers log at WARNING (taskbridge's runner logs each outcome at INFO, raw Dramatiq logs nothing per
+message). This file is also the job module both workers import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+
+from taskbridge import job
+
+HERE = Path(__file__).resolve().parent
+RAW_QUEUE_ENV = "BENCH_DRAMATIQ_RAW_QUEUE"
+
+
+@job(name="bench.noop")
+def noop() -> None:
+    """The taskbridge job: does nothing."""
+
+
+def _raw_noop() -> None:
+    """The raw Dramatiq actor: does nothing."""
+
+
+def setup_raw(confirm_delivery: bool = False) -> dramatiq.Actor[..., Any]:
+    """Raw Dramatiq as its users write it: a broker with default middleware set as the global broker
+    and an actor on it. The worker command calls this as ``bench_dramatiq:setup_raw``."""
+    from taskbridge_dramatiq.brokers import pika_url
+
+    from taskbridge.config import get_settings
+
+    settings = get_settings()
+    url = settings.broker_url
+    broker: dramatiq.Broker
+    if url.startswith("redis"):
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=url, namespace=settings.namespace)
+    elif url.startswith("amqp"):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=pika_url(url), confirm_delivery=confirm_delivery)
+    else:
+        from dramatiq_sqs import SQSBroker
+
+        broker = SQSBroker(
+            namespace=settings.namespace, endpoint_url=settings.sqs_endpoint_url, region_name=settings.sqs_region,
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+        )
+    dramatiq.set_broker(broker)
+    return dramatiq.actor(_raw_noop, queue_name=os.environ[RAW_QUEUE_ENV], max_retries=0, broker=broker)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
+    """Start a worker on a queue already holding ``count`` messages; seconds from its first to last fetch."""
+    from taskbridge import get_engine
+
+    engine = get_engine()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        first = None
+        while time.monotonic() < deadline:
+            left = engine.depth(queue)
+            now = time.perf_counter()
+            if first is None and left < count:
+                first = now
+            if left == 0 and first is not None:
+                return now - first
+            if worker.poll() is not None:
+                raise SystemExit(f"worker exited with {worker.returncode}; see {log}")
+            time.sleep(0.02)
+        raise SystemExit(f"the queue did not drain in 10 minutes; see {log}")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
+    parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
+    parser.add_argument("--threads", type=int, default=8, help="threads of the one worker process")
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    raw_queue, tb_queue = f"benchraw{run}", f"benchtb{run}"
+    os.environ.update({
+        "TASKBRIDGE_ENGINE": "dramatiq",
+        "TASKBRIDGE_BROKER_URL": args.broker,
+        "TASKBRIDGE_NAMESPACE": f"bench{run}",
+        "TASKBRIDGE_DEFAULT_QUEUE": tb_queue,
+        RAW_QUEUE_ENV: raw_queue,
+    })
+    os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    import taskbridge
+    from taskbridge import get_engine
+
+    taskbridge.configure()
+    engine = get_engine()
+    actor = setup_raw()
+    n = args.jobs
+    logs = Path(tempfile.mkdtemp(prefix="bench-dramatiq-"))
+    rows: list[tuple[str, float, float | None]] = []
+    print(f"broker={args.broker} jobs={n} worker: 1 process x {args.threads} threads; logs in {logs}", flush=True)
+
+    raw_send = _timed(lambda: [actor.send() for _ in range(n)])
+    raw_drain = _drain(
+        [sys.executable, "-m", "dramatiq", "bench_dramatiq:setup_raw", "--processes", "1",
+         "--threads", str(args.threads), "--queues", raw_queue],
+        raw_queue, n, logs / "raw-worker.log",
+    )
+    tb_send = _timed(lambda: [noop.enqueue() for _ in range(n)])
+    tb_drain = _drain(
+        [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+         "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
+        tb_queue, n, logs / "taskbridge-worker.log",
+    )
+    tb_many = _timed(lambda: noop.enqueue_many(() for _ in range(n)))
+    engine.purge(tb_queue)
+
+    raw_send_rate, tb_send_rate = _rate(n, raw_send), _rate(n, tb_send)
+    raw_drain_rate, tb_drain_rate = _rate(n, raw_drain), _rate(n, tb_drain)
+    rows += [
+        ("raw Dramatiq .send() loop", raw_send_rate, None),
+        ("taskbridge .enqueue() loop", tb_send_rate, tb_send_rate / raw_send_rate),
+        ("taskbridge .enqueue_many()", _rate(n, tb_many), _rate(n, tb_many) / raw_send_rate),
+        ("raw Dramatiq drain", raw_drain_rate, None),
+        ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
+    ]
+    if args.broker.startswith("amqp"):
+        # What publisher confirms cost: raw Dramatiq with them, taskbridge without them.
+        confirmed = setup_raw(confirm_delivery=True)
+        rows.append(("raw Dramatiq .send(), confirm_delivery=True", _rate(n, _timed(
+            lambda: [confirmed.send() for _ in range(n)])), None))
+        os.environ["TASKBRIDGE_DRAMATIQ_CONFIRM_DELIVERY"] = "false"
+        taskbridge.configure()
+        rows.append(("taskbridge .enqueue(), confirm_delivery=False", _rate(n, _timed(
+            lambda: [noop.enqueue() for _ in range(n)])), None))
+        rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][1] / raw_send_rate)
+        get_engine().purge(tb_queue)
+        get_engine().purge(raw_queue)
+
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
+    for name, rate, ratio in rows:
+        print(f"{name:<{width}}  {rate:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

@@ -1,0 +1,162 @@
+"""Settings from the environment, taskbridge.toml and pyproject.toml, validated with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskbridge import ConfigurationError, configure, get_engine
+from taskbridge.config import get_settings, load_settings, mask_url, set_settings
+from taskbridge.coordination import MemoryCoordination, get_coordination, set_coordination
+from taskbridge.engine import set_engine
+from taskbridge.errors import UnknownEngineError
+from taskbridge.memory import MemoryEngine
+
+
+@pytest.fixture(autouse=True)
+def empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> Iterator[Path]:
+    """A working directory with no configuration files and no TASKBRIDGE_* variables."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    set_engine(None)
+    set_coordination(None)
+    set_settings(None)
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def test_no_configuration_means_the_embedded_engine(empty_dir: Path) -> None:
+    set_settings(None)
+    settings = get_settings()
+    assert (settings.engine, settings.broker_url, settings.coordination_url) == ("memory", "memory://", None)
+    assert settings.effective_coordination_url == "memory://"
+    assert (settings.default_timeout, settings.default_expires) == (300.0, 86400.0)
+    set_engine(None)
+    assert isinstance(get_engine(), MemoryEngine)
+    set_coordination(None)
+    assert isinstance(get_coordination(), MemoryCoordination)
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKBRIDGE_BROKER_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("TASKBRIDGE_DEFAULT_TIMEOUT", "45s")
+    monkeypatch.setenv("TASKBRIDGE_DEFAULT_EXPIRES", "none")
+    monkeypatch.setenv("TASKBRIDGE_WORKER_CONCURRENCY", "8")
+    monkeypatch.setenv("TASKBRIDGE_MAX_NATIVE_DELAY", "15m")
+    settings = load_settings()
+    assert settings.broker_url == "redis://127.0.0.1:6379/3"
+    assert settings.effective_coordination_url == "redis://127.0.0.1:6379/3", "a Redis broker doubles as the store"
+    assert (settings.default_timeout, settings.default_expires) == (45.0, None)
+    assert (settings.worker_concurrency, settings.max_native_delay) == (8, 900.0)
+
+
+def test_taskbridge_toml(empty_dir: Path) -> None:
+    write(empty_dir / "taskbridge.toml", 'default_queue = "jobs"\ndefault_timeout = "2m"\nlock_retry = 0.5\n')
+    settings = load_settings()
+    assert (settings.default_queue, settings.default_timeout, settings.lock_retry) == ("jobs", 120.0, 0.5)
+
+
+def test_tool_taskbridge_in_pyproject(empty_dir: Path) -> None:
+    write(
+        empty_dir / "pyproject.toml",
+        '[project]\nname = "app"\n\n[tool.taskbridge]\ndefault_queue = "from-pyproject"\nnamespace = "app"\n',
+    )
+    settings = load_settings()
+    assert (settings.default_queue, settings.namespace) == ("from-pyproject", "app")
+
+
+def test_precedence_env_over_taskbridge_toml_over_pyproject(empty_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(
+        empty_dir / "pyproject.toml",
+        '[tool.taskbridge]\ndefault_queue = "pyproject"\nnamespace = "pyproject"\nprefetch = 3\n',
+    )
+    write(empty_dir / "taskbridge.toml", 'default_queue = "toml"\nnamespace = "toml"\n')
+    monkeypatch.setenv("TASKBRIDGE_DEFAULT_QUEUE", "env")
+    settings = load_settings()
+    assert (settings.default_queue, settings.namespace, settings.prefetch) == ("env", "toml", 3)
+    assert load_settings(default_queue="code").default_queue == "code", "settings given in code win over all"
+
+
+def test_configure_sets_settings_in_code_and_rebuilds_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKBRIDGE_DEFAULT_QUEUE", "env")
+    set_engine(None)
+    first = get_engine()
+    configure(default_queue="code", broker_url="memory://?autostart=0")
+    assert get_settings().default_queue == "code"
+    second = get_engine()
+    assert second is not first and isinstance(second, MemoryEngine) and not second.autostart
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TASKBRIDGE_DEFAULT_TIMEOUT", "soon", r"default_timeout \(TASKBRIDGE_DEFAULT_TIMEOUT\):.*cannot read 'soon'"),
+        ("TASKBRIDGE_DEFAULT_EXPIRES", "0", r"default_expires \(TASKBRIDGE_DEFAULT_EXPIRES\):.*greater than zero"),
+        ("TASKBRIDGE_MAX_NATIVE_DELAY", "0s", r"max_native_delay \(TASKBRIDGE_MAX_NATIVE_DELAY\):.*greater than zero"),
+        ("TASKBRIDGE_LOCK_RETRY", "none", r"lock_retry \(TASKBRIDGE_LOCK_RETRY\):.*must be a duration"),
+        ("TASKBRIDGE_WORKER_CONCURRENCY", "many", r"worker_concurrency \(TASKBRIDGE_WORKER_CONCURRENCY\):"),
+        ("TASKBRIDGE_WORKER_CONCURRENCY", "0", r"worker_concurrency \(TASKBRIDGE_WORKER_CONCURRENCY\):.*equal to 1"),
+        ("TASKBRIDGE_BROKER_URL", "kafka://x", r"broker_url \(TASKBRIDGE_BROKER_URL\):.*unsupported scheme 'kafka'"),
+        ("TASKBRIDGE_COORDINATION_URL", "amqp://x", r"coordination_url \(TASKBRIDGE_COORDINATION_URL\):.*redis://"),
+        ("TASKBRIDGE_ENQUEUE_BATCH_SIZE", "0", r"enqueue_batch_size \(TASKBRIDGE_ENQUEUE_BATCH_SIZE\)"),
+        ("TASKBRIDGE_DEAD_LETTER_SUFFIX", ".dead/", r"dead_letter_suffix \(TASKBRIDGE_DEAD_LETTER_SUFFIX\)"),
+    ],
+)
+def test_a_bad_value_names_the_setting_and_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=r"invalid taskbridge settings:\n  " + message):
+        load_settings()
+
+
+def test_a_bad_value_in_a_file_is_reported_too(empty_dir: Path) -> None:
+    write(empty_dir / "taskbridge.toml", 'default_timeout = "a while"\n')
+    with pytest.raises(ConfigurationError, match=r"default_timeout \(TASKBRIDGE_DEFAULT_TIMEOUT\)"):
+        load_settings()
+
+
+def test_a_misspelt_setting_in_a_file_is_an_error(empty_dir: Path) -> None:
+    write(empty_dir / "taskbridge.toml", 'default_timout = "30s"\n')
+    with pytest.raises(ConfigurationError, match=r"default_timout.*[Ee]xtra inputs are not permitted"):
+        load_settings()
+
+
+def test_every_problem_is_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKBRIDGE_DEFAULT_TIMEOUT", "soon")
+    monkeypatch.setenv("TASKBRIDGE_PREFETCH", "-1")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "TASKBRIDGE_DEFAULT_TIMEOUT" in str(caught.value) and "TASKBRIDGE_PREFETCH" in str(caught.value)
+
+
+def test_an_engine_other_than_memory_needs_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKBRIDGE_ENGINE", "celery")
+    with pytest.raises(ConfigurationError, match=r"engine 'celery' needs a broker: set TASKBRIDGE_BROKER_URL"):
+        load_settings()
+
+
+def test_an_unknown_engine_lists_the_registered_ones() -> None:
+    set_settings(load_settings(engine="nosuch", broker_url="redis://127.0.0.1:6379/0"))
+    set_engine(None)
+    with pytest.raises(UnknownEngineError, match=r"no engine named 'nosuch' \(TASKBRIDGE_ENGINE\); .*memory"):
+        get_engine()
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:***@127.0.0.1:5672//"),
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://user:p%40ss@cache/1", "redis://user:***@cache/1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://user@127.0.0.1/0", "redis://user@127.0.0.1/0"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_mask_url_hides_passwords(url: str, masked: str) -> None:
+    assert mask_url(url) == masked

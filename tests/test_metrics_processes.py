@@ -1,0 +1,183 @@
+"""Metrics across processes: the worker command serves /metrics for the embedded engine; files of
+exited processes are archived, so counts survive restarts and the directory does not grow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_metrics import free_port, scrape, series
+
+from taskbridge.logging_setup import MaskPasswords, mask_passwords
+
+TESTS_DIR = Path(__file__).parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKBRIDGE_", "PROMETHEUS_", "SENTRY_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) -> None:
+    port = free_port()
+    metrics_dir = tmp_path / "prom"
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "taskbridge", "worker", "test_metrics_jobs", "--metrics-port", str(port)],
+            env=_env(
+                TB_OBSERVED_SEED="1",
+                TASKBRIDGE_BROKER_URL="memory://?autostart=0",
+                TASKBRIDGE_DEFAULT_QUEUE="seeded",
+                # a password that must never reach the log
+                TASKBRIDGE_COORDINATION_URL="redis://:s3cret-pw@127.0.0.1:6379/15",
+                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        samples = []
+        while time.monotonic() < deadline:
+            samples = scrape(url)
+            if sum(series(samples, "taskbridge_jobs_finished_total", "seeded", "outcome", "reason").values()) >= 8:
+                break
+            assert worker.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        assert series(samples, "taskbridge_jobs_finished_total", "seeded", "outcome", "reason") == {
+            ("observed.ok", "done", "none"): 3,
+            ("observed.ok", "expired", "none"): 1,
+            ("observed.ok", "dead", "invalid"): 1,
+            ("observed.fails", "dead", "error"): 1,
+            ("observed.flaky", "retried", "error"): 1,
+            ("observed.flaky", "dead", "error"): 1,
+        }, log_path.read_text()
+        # enqueued in the worker process itself (the seed runs on import): counted there
+        assert series(samples, "taskbridge_jobs_enqueued_total", "seeded") == {
+            ("observed.ok",): 4,
+            ("observed.fails",): 1,
+            ("observed.flaky",): 1,
+        }
+        assert series(samples, "taskbridge_job_exceptions_total", "seeded", "exception") == {
+            ("observed.fails", "ValueError"): 1,
+            ("observed.flaky", "OSError"): 2,
+        }
+        assert next(s.value for s in samples if s.name == "taskbridge_dead_letter_depth") == 3
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(15)
+    text = log_path.read_text()
+    assert "s3cret-pw" not in text
+    assert "redis://:***@127.0.0.1:6379/15" in text
+    assert metrics_dir.is_dir() and not list(metrics_dir.glob("*.db.new"))
+
+
+def test_exited_processes_are_archived_and_their_counts_kept(tmp_path: Path) -> None:
+    """Six rounds of two forked worker processes that each run 3 jobs and exit (as recycled Celery
+    or Dramatiq processes do): the counts add up, and the directory holds the same files after
+    the sixth round as after the second."""
+    script = textwrap.dedent(
+        """
+        import json, multiprocessing, os, sys
+        from taskbridge import configure, get_engine, metrics
+        from taskbridge.status import read_metrics
+        directory = metrics.use_directory(sys.argv[1])
+        metrics.install()
+        import test_metrics_jobs as jobs
+        server = metrics.serve(0, "127.0.0.1", directory=directory, archive_every=0)
+        url = f"http://127.0.0.1:{server.port}/metrics"
+
+        def child():
+            configure(broker_url="memory://?autostart=0", default_queue="forked")
+            from taskbridge.worker import prepare
+            engine = get_engine()
+            prepare(engine)
+            for n in range(3):
+                jobs.ok.enqueue(n)
+            engine.start(concurrency=1)
+            assert engine.join(10)
+            engine.stop()
+
+        rounds = []
+        pids = []
+        for _ in range(6):
+            children = [multiprocessing.get_context("fork").Process(target=child) for _ in range(2)]
+            for c in children:
+                c.start()
+            for c in children:
+                c.join(20)
+                assert c.exitcode == 0, c.exitcode
+                pids.append(c.pid)
+            samples = read_metrics(url)
+            done = sum(s.value for s in samples if s.name == "taskbridge_jobs_finished_total"
+                       and s.labels.get("outcome") == "done" and s.labels.get("queue") == "forked")
+            enqueued = sum(s.value for s in samples if s.name == "taskbridge_jobs_enqueued_total"
+                           and s.labels.get("queue") == "forked")
+            running = sum(s.value for s in samples if s.name == "taskbridge_jobs_in_progress")
+            files = {f: os.path.getsize(os.path.join(directory, f)) for f in sorted(os.listdir(directory))}
+            rounds.append({"done": done, "enqueued": enqueued, "running": running, "files": files})
+        server.stop()
+        print(json.dumps({"rounds": rounds, "pids": pids}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "prom")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    rounds = report["rounds"]
+    assert [r["done"] for r in rounds] == [6 * (i + 1) for i in range(6)]
+    assert [r["enqueued"] for r in rounds] == [6 * (i + 1) for i in range(6)]
+    assert all(r["running"] == 0 for r in rounds)
+    assert rounds[-1]["files"] == rounds[1]["files"], "the directory grew with the processes restarted"
+    names = " ".join(rounds[-1]["files"])
+    assert not any(f"_{pid}-" in names for pid in report["pids"]), names
+
+
+def test_passwords_in_urls_are_masked_in_every_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    assert (
+        mask_passwords("amqp://guest:guest@h:5672// and redis://:pw@h/1")
+        == "amqp://guest:***@h:5672// and redis://:***@h/1"
+    )
+    assert mask_passwords("redis://h:6379/0 sqs:// http://x/a:b@c") == "redis://h:6379/0 sqs:// http://x/a:b@c"
+    handler = logging.StreamHandler()
+    records: list[str] = []
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    handler.addFilter(MaskPasswords())
+    logger = logging.getLogger("tests.masking")
+    logger.addHandler(handler)
+    try:
+        logger.warning("connecting to %s", "amqp://user:topsecret@broker:5672//")
+    finally:
+        logger.removeHandler(handler)
+    assert records == ["connecting to amqp://user:***@broker:5672//"]
+
+
+def test_a_killed_workers_private_directory_is_removed_by_the_next_worker(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    abandoned = Path(tempfile.gettempdir()) / f"taskbridge-metrics-{dead_pid}-leftover"
+    abandoned.mkdir()
+    (abandoned / "counter_1-ab.db").write_bytes(b"\0" * 16)
+    script = "from taskbridge import metrics; d = metrics.use_directory(); print(d); import shutil; shutil.rmtree(d)"
+    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not abandoned.exists()
+    assert Path(result.stdout.strip()).name.startswith("taskbridge-metrics-")
