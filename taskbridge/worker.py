@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,28 +89,30 @@ def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int |
         directory = metrics.use_directory()
         os.environ[metrics.ACTIVE_ENV] = "1"
         metrics.install()  # before the job modules, whose import may enqueue
-    import_job_modules(modules)
-    engine = get_engine()
-    prepare(engine)
-    if not queues:
-        queues = sorted({h.spec.resolved_queue(settings.default_queue) for h in registry().values()})
     server = None
-    if settings.metrics_port is not None:
-        server = _serve_metrics(settings, engine, list(queues), directory, owns_directory)
-    log.info(
-        "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d%s",
-        engine.name,
-        mask_url(settings.broker_url),
-        mask_url(settings.effective_coordination_url),
-        ",".join(queues),
-        len(registry()),
-        f" metrics=:{server.port}/metrics" if server is not None else "",
-    )
     try:
+        import_job_modules(modules)
+        engine = get_engine()
+        prepare(engine)
+        if not queues:
+            queues = sorted({h.spec.resolved_queue(settings.default_queue) for h in registry().values()})
+        if settings.metrics_port is not None:
+            server = _serve_metrics(settings, engine, list(queues), directory, owns_directory)
+        log.info(
+            "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d%s",
+            engine.name,
+            mask_url(settings.broker_url),
+            mask_url(settings.effective_coordination_url),
+            ",".join(queues),
+            len(registry()),
+            f" metrics=:{server.port}/metrics" if server is not None else "",
+        )
         engine.work(list(queues), concurrency or settings.worker_concurrency)
     finally:
         if server is not None:
             server.stop()
+        elif owns_directory and directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _serve_metrics(
