@@ -23,14 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
+from taskbridge_celery.broker import broker_for
+from taskbridge_celery.settings import load_celery_settings
 
 import taskbridge
-from taskbridge import get_engine, job
+from taskbridge import get_engine, job, load_settings
 
 HERE = Path(__file__).resolve().parent
 BROKER_ENV = "TB_BENCH_BROKER"
 
-raw_app = Celery("bench_raw", broker=os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"), set_as_current=False)
+raw_app = Celery("bench_raw", set_as_current=False)
 raw_app.conf.update(
     task_serializer="json",
     accept_content=["json"],
@@ -44,6 +46,17 @@ raw_app.conf.update(
     task_send_sent_event=False,
     broker_connection_retry_on_startup=True,
 )
+
+
+def _use_broker(url: str) -> None:
+    """Point raw Celery at ``url`` with the transport options taskbridge uses (for SQS: the endpoint,
+    region and polling; elsewhere the visibility timeout), so both sides talk to the same broker."""
+    broker = broker_for(load_settings(engine="celery", broker_url=url), load_celery_settings())
+    raw_app.conf.broker_url = broker.url
+    raw_app.conf.broker_transport_options = broker.transport_options
+
+
+_use_broker(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
 
 
 @raw_app.task(name="bench.raw_noop")
@@ -150,7 +163,7 @@ def main() -> int:
         "TASKBRIDGE_CELERY_LOGLEVEL": "WARNING",
     }
     os.environ.update(env)
-    raw_app.conf.broker_url = args.broker
+    _use_broker(args.broker)
     print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
           f"best of {args.rounds} round(s)", flush=True)
     rounds = [_one_round(n, f"{tag}-{i}", env) for i in range(args.rounds)]

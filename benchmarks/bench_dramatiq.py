@@ -6,7 +6,7 @@ For ``--jobs`` no-op jobs (default 20,000) it measures the enqueue rate (``actor
 
     .venv/bin/python benchmarks/bench_dramatiq.py --broker redis://127.0.0.1:6379/0
     .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672//
-    TASKBRIDGE_SQS_ENDPOINT_URL=http://127.0.0.1:4566 .venv/bin/python benchmarks/bench_dramatiq.py --broker sqs:// --jobs 2000
+    .venv/bin/python benchmarks/bench_dramatiq.py --broker sqs:// --jobs 2000   # moto at 127.0.0.1:4566
 
 Workers log at WARNING (taskbridge's runner logs each outcome at INFO, raw Dramatiq logs nothing per
 message). This file is also the job module both workers import.

@@ -75,6 +75,8 @@ class CeleryEngine:
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
         names = list(queues) or [self.settings.default_queue]
+        if self.settings.worker_reload:
+            log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
         consume(self.app, names)
         worker = self.app.Worker(
             hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from .actors import message_queue, raw_body
+from .brokers import consumer_timeout_ms
 from .middleware import JobAbandoned, ProcessMiddleware, Running
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class WorkerProcess:
             broker,  # type: ignore[arg-type]
             queues=set(self.queues),
             worker_threads=self.threads,
-            worker_timeout=self.options.worker_timeout_ms,
+            worker_timeout=consumer_timeout_ms(self.engine.transport, self.options),
         )
         logging.getLogger("pika").setLevel(logging.WARNING)  # pika logs every connection step at INFO
         worker.start()

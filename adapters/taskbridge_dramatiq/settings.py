@@ -12,26 +12,26 @@ class DramatiqSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKBRIDGE_DRAMATIQ_", extra="forbid")
 
     worker_timeout_ms: int = Field(
-        100, ge=10, le=20_000,
+        default=100, ge=10, le=20_000,
         description="how long an idle consumer waits before it polls again; Dramatiq's own default "
         "(1000 ms) adds up to a second of latency on Redis at light load",
     )
     confirm_delivery: bool = Field(
-        True,
+        default=True,
         description="RabbitMQ: producers wait for the broker to confirm each publish; workers always do, "
         "because a retry or dead letter must be stored before the original message is acknowledged",
     )
     redis_heartbeat_timeout: float | None = Field(
-        None, gt=0,
+        default=None, gt=0,
         description="Redis: seconds without a heartbeat before a worker's unacknowledged messages are "
         "delivered again; default: TASKBRIDGE_VISIBILITY_TIMEOUT, at most 60",
     )
     shutdown_timeout: float = Field(
-        600.0, gt=0, description="seconds a stopping or recycled worker process waits for running jobs"
+        default=600.0, gt=0, description="seconds a stopping or recycled worker process waits for running jobs"
     )
     hard_timeout_grace: float = Field(
-        30.0, ge=0,
+        default=30.0, ge=0,
         description="after a hard timeout, seconds the other jobs of that process get to finish before "
         "the process is replaced (jobs still running then are delivered again)",
     )
-    respawn_delay: float = Field(1.0, ge=0, description="seconds before a crashed worker process is restarted")
+    respawn_delay: float = Field(default=1.0, ge=0, description="seconds before a crashed worker process is restarted")

@@ -8,6 +8,7 @@ prepared parent (jobs imported and declared once) and forks a fresh one when a p
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -24,6 +25,7 @@ from .process import EXIT_RECYCLE
 log = logging.getLogger("taskbridge.dramatiq")
 
 _HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_PR_SET_PDEATHSIG = 1
 
 
 class Supervisor:
@@ -126,4 +128,16 @@ class Supervisor:
 def _child_main(serve: Callable[[int], int], slot: int) -> None:
     for sig in _HANDLED:
         signal.signal(sig, signal.SIG_DFL)
+    _stop_with_parent()
     sys.exit(serve(slot))
+
+
+def _stop_with_parent() -> None:
+    """Linux: this process gets SIGTERM (a graceful stop) if the supervisor dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.debug("cannot ask to be stopped with the supervisor", exc_info=True)

@@ -14,7 +14,17 @@ from taskbridge.errors import ConfigurationError
 from ..settings import DramatiqSettings
 from .common import UNKNOWN_JOB_ACTOR, RoutesUnknownActors, TaskbridgeBroker
 
-__all__ = ["UNKNOWN_JOB_ACTOR", "RoutesUnknownActors", "TaskbridgeBroker", "build_broker", "transport_facts"]
+__all__ = [
+    "UNKNOWN_JOB_ACTOR",
+    "RoutesUnknownActors",
+    "TaskbridgeBroker",
+    "build_broker",
+    "consumer_timeout_ms",
+    "pika_url",
+    "redis_heartbeat_timeout",
+    "transport_facts",
+    "transport_of",
+]
 
 _MIB = 1024 * 1024
 # Dramatiq holds a natively delayed message unacknowledged in the worker until it is due: RabbitMQ's
@@ -51,6 +61,14 @@ def transport_facts(settings: Settings) -> TransportFacts:
         native_hard_timeout=True,
         native_soft_timeout=False,
     )
+
+
+def consumer_timeout_ms(transport: str, options: DramatiqSettings) -> int:
+    """How long an idle consumer waits for a message. dramatiq-sqs turns it into whole seconds of SQS
+    long polling, which returns as soon as a message arrives: below 1 s it would poll without waiting."""
+    if transport == "sqs":
+        return max(options.worker_timeout_ms, 1000)
+    return options.worker_timeout_ms
 
 
 def redis_heartbeat_timeout(settings: Settings, options: DramatiqSettings) -> float:

@@ -58,8 +58,11 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             if delay_ms is not None:
                 queue_name = dq_name(queue_name)
                 options["eta"] = current_millis() + delay_ms
-            fields = message.asdict()
-            fields["queue_name"], fields["options"] = queue_name, options
+            fields = {
+                "queue_name": queue_name, "actor_name": message.actor_name, "args": message.args,
+                "kwargs": message.kwargs, "options": options, "message_id": message.message_id,
+                "message_timestamp": message.message_timestamp,
+            }
             if hooks:
                 copy = message.copy(queue_name=queue_name, options=options)
                 self.emit_before("enqueue", copy, delay_ms)
