@@ -14,6 +14,7 @@ from .errors import EnqueueError, EnvelopeError
 
 VERSION = 1
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_OPTIONAL_FLOAT = (float, type(None))
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "job": str,
@@ -22,8 +23,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "queue": str,
     "attempt": int,
     "enqueued_at": float,
-    "expires_at": (float, type(None)),
-    "not_before": (float, type(None)),
+    "expires_at": _OPTIONAL_FLOAT,
+    "not_before": _OPTIONAL_FLOAT,
     "chain": list,
     "headers": dict,
     "v": int,
@@ -130,21 +131,18 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
     if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         # Checked first: a newer producer's envelope may well carry fields this worker does not know.
         raise EnvelopeError(f"envelope version {version} is newer than this worker understands ({VERSION})")
-    missing = [name for name in ("id", "job", "queue") if name not in data]
-    if missing:
+    if "id" not in data or "job" not in data or "queue" not in data:
+        missing = [name for name in ("id", "job", "queue") if name not in data]
         raise EnvelopeError(f"envelope lacks required fields: {', '.join(missing)}")
-    unknown = sorted(str(name) for name in set(data) - set(_FIELDS))
-    if unknown:
-        raise EnvelopeError(f"envelope has unknown fields: {', '.join(unknown)}")
     values: dict[str, Any] = {}
-    for name, kind in _FIELDS.items():
-        if name not in data:
-            continue
-        value = data[name]
-        wants_float = kind is float or (isinstance(kind, tuple) and float in kind)
-        if wants_float and isinstance(value, int) and not isinstance(value, bool):
+    for name, value in data.items():
+        kind = _FIELDS.get(name)
+        if kind is None:
+            unknown = sorted(str(n) for n in set(data) - set(_FIELDS))
+            raise EnvelopeError(f"envelope has unknown fields: {', '.join(unknown)}")
+        if (kind is float or kind is _OPTIONAL_FLOAT) and type(value) is int:
             value = float(value)
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if type(value) is bool or not isinstance(value, kind):
             raise EnvelopeError(f"envelope field {name!r} has the wrong type: {value!r}")
         values[name] = value
     if values.get("attempt", 1) < 1:

@@ -28,6 +28,11 @@ def unsubscribe(subscriber: Subscriber) -> None:
         _subscribers.remove(subscriber)
 
 
+def has_subscribers() -> bool:
+    """Whether anyone listens; lets hot paths skip building events nobody reads."""
+    return bool(_subscribers)
+
+
 def emit(event: Event) -> None:
     """Hand ``event`` to every subscriber; a failing subscriber is logged and never breaks a job."""
     for subscriber in list(_subscribers):

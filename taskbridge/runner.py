@@ -114,7 +114,8 @@ class Runner:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")
             return Defer(envelope, self.settings.lock_retry, "lock busy")
-        events.emit(_event("started", envelope))
+        if events.has_subscribers():
+            events.emit(_event("started", envelope))
         started = time.monotonic()
         try:
             with soft_timeout(timeout if self.soft_timeouts else None):
@@ -189,6 +190,9 @@ class Runner:
         )
 
     def _report(self, outcome: Outcome) -> None:
+        level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
+        if not events.has_subscribers() and not log.isEnabledFor(level):
+            return
         event = _event(outcome.kind, outcome.envelope)
         for name in ("duration", "delay", "reason", "error", "error_type", "timed_out"):
             if hasattr(outcome, name):
@@ -196,7 +200,6 @@ class Runner:
         if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
             event["job"] = peek_job_name(outcome.raw)
             event["queue"] = peek_queue(outcome.raw)
-        level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
         log.log(
             level,
             "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",

@@ -70,21 +70,32 @@ def _raise_timeout(signum: int, frame: object) -> None:
     raise JobTimeout()
 
 
+def _alarm_available() -> bool:
+    """Whether SIGALRM is ours to use in this process (installing our handler if it is free)."""
+    if not hasattr(signal, "setitimer"):
+        return False
+    current = signal.getsignal(signal.SIGALRM)
+    if current is _raise_timeout:
+        return True
+    if current in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(signal.SIGALRM, _raise_timeout)
+        return True
+    return False
+
+
 @contextmanager
 def soft_timeout(seconds: float | None) -> Iterator[None]:
     """Run the block with a soft timeout; ``None`` means no limit."""
     if not seconds:
         yield
         return
-    in_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
-    if in_main and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None, _raise_timeout):
-        previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    if threading.current_thread() is threading.main_thread() and _alarm_available():
+        # The handler stays installed between jobs: only this module sets the timer it answers.
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
         return
     token = _watchdog.arm(threading.get_ident(), seconds)
     try:
