@@ -150,7 +150,9 @@ class Job(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Publish one run of the job; returns its envelope, or None if a ``unique`` twin is pending."""
-        return JobCall(self).enqueue(*args, **kwargs)
+        from .publishing import enqueue_default
+
+        return enqueue_default(self, args, kwargs)
 
     delay = enqueue
     send = enqueue

@@ -18,7 +18,7 @@ from .config import Settings, get_settings
 from .engine import Engine, get_engine
 from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
-from .job import JobCall, JobSpec, KeyTemplateError, _Default
+from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
 from .units import parse_duration
 
 if TYPE_CHECKING:
@@ -248,6 +248,26 @@ def enqueue_one(
     """Check, build and publish one envelope; None if a ``unique`` twin is already pending."""
     publisher = _Publisher(call)
     envelope = publisher.build(args, kwargs, chain)
+    if envelope is not None:
+        publisher.send([envelope])
+    return envelope
+
+
+_default_publishers: dict[str, _Publisher] = {}
+
+
+def enqueue_default(job: Job[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Envelope | None:
+    """``job.enqueue(...)`` without per-call options: reuses one publisher per job while the settings
+    and engine stay the same, so a loop of enqueues pays only for building and sending."""
+    publisher = _default_publishers.get(job.name)
+    if (
+        publisher is None
+        or publisher.call.job is not job
+        or publisher.settings is not get_settings()
+        or publisher.engine is not get_engine()
+    ):
+        publisher = _default_publishers[job.name] = _Publisher(JobCall(job))
+    envelope = publisher.build(args, kwargs)
     if envelope is not None:
         publisher.send([envelope])
     return envelope

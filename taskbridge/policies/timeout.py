@@ -34,11 +34,17 @@ class _Watchdog:
         with self._cond:
             token = next(self._seq)
             self._active[token] = thread_id
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token, thread_id))
+            entry = (time.monotonic() + seconds, token, thread_id)
+            if len(self._heap) > 2 * len(self._active) + 64:
+                # Finished jobs stay in the heap behind a long-running one; drop them now and then.
+                self._heap = [e for e in self._heap if e[1] in self._active]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="taskbridge-timeouts", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0] is entry:
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> None:
