@@ -18,10 +18,20 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "taskbridge.engines"
 
-RunMessage = Callable[[str | bytes], "Outcome"]
-"""What an engine calls with each raw message body; it decodes, runs the policies and carries out
-the outcome (republish or dead-letter) before returning. If it raises, the message must not be
-acknowledged, so that it is delivered again."""
+class MessageRunner(Protocol):
+    """What an engine hands every message to (the core's :class:`~taskbridge.runner.Runner`).
+
+    Both methods carry out the outcome (republish or dead-letter) before they return; if they
+    raise, the message must not be acknowledged, so that it is delivered again.
+    """
+
+    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job; ``queue`` is where the message came from."""
+
+    def fail_externally(
+        self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
+    ) -> Outcome:
+        """The engine killed the job (hard timeout, lost child): retry or dead-letter it."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,8 @@ class Engine(Protocol):
     name: str
     facts: TransportFacts
 
-    def declare(self, spec: JobSpec, run: RunMessage) -> None:
-        """Make the engine able to run ``spec``'s messages by handing each body to ``run``."""
+    def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
+        """Make the engine able to run ``spec``'s messages by handing each body to ``runner.run``."""
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
         """Send envelopes to their queues, delivered after ``delay`` <= ``facts.max_native_delay``."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from .config import Settings, get_settings
-from .engine import RunMessage, TransportFacts
+from .engine import MessageRunner, TransportFacts
 from .envelope import Envelope
 from .job import JobSpec
 
@@ -40,10 +40,10 @@ class MemoryEngine:
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._run: RunMessage | None = None
+        self._runner: MessageRunner | None = None
 
-    def declare(self, spec: JobSpec, run: RunMessage) -> None:
-        self._run = run
+    def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
+        self._runner = runner
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
         due = time.monotonic() + delay
@@ -63,10 +63,10 @@ class MemoryEngine:
         with self._cond:
             if self._threads:
                 return
-            if self._run is None:
+            if self._runner is None:
                 from .runner import Runner
 
-                self._run = Runner(self, self.settings).run
+                self._runner = Runner(self, self.settings)
             self._stopping.clear()
             count = concurrency or self.settings.worker_concurrency
             for index in range(count):
@@ -155,8 +155,8 @@ class MemoryEngine:
         return None
 
     def _work_loop(self, queues: tuple[str, ...] | None) -> None:
-        run = self._run
-        assert run is not None
+        assert self._runner is not None
+        run = self._runner.run
         while not self._stopping.is_set():
             with self._cond:
                 taken = self._take(queues)

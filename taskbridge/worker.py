@@ -42,7 +42,7 @@ def prepare(engine: Engine | None = None) -> Runner:
     specs = [handle.spec for handle in registry().values()]
     runner.check_jobs(specs)
     for spec in specs:
-        engine.declare(spec, runner.run)
+        engine.declare(spec, runner)
     return runner
 
 

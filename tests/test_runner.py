@@ -14,7 +14,7 @@ import pytest
 from support import Embedded, EmbeddedFactory
 
 from taskbridge import Backoff, ConfigurationError, JobTimeout, events, job
-from taskbridge.engine import RunMessage, TransportFacts
+from taskbridge.engine import MessageRunner, TransportFacts
 from taskbridge.envelope import Envelope, decode
 from taskbridge.job import JobSpec
 from taskbridge.memory import MemoryEngine
@@ -460,13 +460,17 @@ def test_a_message_whose_outcome_cannot_be_carried_out_is_put_back(embedded: Emb
     engine = embedded.engine
     calls: list[str] = []
 
-    def fails_once(raw: str | bytes) -> Any:
-        calls.append(raw if isinstance(raw, str) else raw.decode())
-        if len(calls) == 1:
-            raise ConnectionError("dead-letter queue unreachable")
-        return embedded.runner.run(raw)
+    class FailsOnce:
+        def run(self, raw: str | bytes, queue: str | None = None) -> Any:
+            calls.append(raw if isinstance(raw, str) else raw.decode())
+            if len(calls) == 1:
+                raise ConnectionError("dead-letter queue unreachable")
+            return embedded.runner.run(raw, queue)
 
-    engine.declare(record.spec, fails_once)
+        def fail_externally(self, raw: str | bytes, reason: str, **options: Any) -> Any:
+            return embedded.runner.fail_externally(raw, reason, **options)
+
+    engine.declare(record.spec, FailsOnce())
     malformed = Envelope(job=record.name, queue=Q, args="not a list")  # type: ignore[arg-type]
     engine.publish([malformed])
     engine.start([Q], 1)
@@ -530,7 +534,7 @@ class MultiProcessEngine:
     def __init__(self) -> None:
         self.declared: list[str] = []
 
-    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+    def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         self.declared.append(spec.name)
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:

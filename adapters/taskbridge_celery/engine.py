@@ -8,7 +8,7 @@ import socket
 from collections.abc import Sequence
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import RunMessage
+from taskbridge.engine import MessageRunner
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
 from taskbridge.job import lookup
@@ -51,14 +51,11 @@ class CeleryEngine:
         else:
             self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
-        self._run: RunMessage | None = None
-        self._runner: Runner | None = None
+        self._runner: MessageRunner | None = None
 
-    def declare(self, spec: JobSpec, run: RunMessage) -> None:
-        """Register ``spec`` as a Celery task whose body hands the envelope to ``run``."""
-        self._run = run
-        owner = getattr(run, "__self__", None)
-        self._runner = owner if isinstance(owner, Runner) else None
+    def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
+        """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
+        self._runner = runner
         register(self.app, spec, self._run_message)
         longest = spec.hard_timeout or spec.resolved_timeout(self.settings.default_timeout)
         if self.broker.scheme in ("redis", "sqs") and longest and longest >= self.broker.hold_limit:
@@ -132,13 +129,9 @@ class CeleryEngine:
         )
 
     def _run_message(self, raw: str, queue: str | None) -> object:
-        if self._runner is not None:
-            return self._runner.run(raw, queue)
-        if self._run is not None:
-            return self._run(raw)
         return self._runner_or_new().run(raw, queue)
 
-    def _runner_or_new(self) -> Runner:
+    def _runner_or_new(self) -> MessageRunner:
         if self._runner is None:
             self._runner = Runner(self, self.settings)
         return self._runner

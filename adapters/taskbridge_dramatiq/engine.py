@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import RunMessage, TransportFacts
+from taskbridge.engine import MessageRunner, TransportFacts
 from taskbridge.envelope import Envelope
 from taskbridge.errors import ConfigurationError
 from taskbridge.job import JobSpec
@@ -22,7 +22,6 @@ from .settings import DramatiqSettings
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
-    from taskbridge.runner import Runner
 
 log = logging.getLogger("taskbridge.dramatiq")
 
@@ -43,8 +42,7 @@ class DramatiqEngine:
         self.transport = transport_of(self.settings)
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
-        self._run: RunMessage | None = None
-        self._runner: Runner | None = None
+        self._runner: MessageRunner | None = None
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
 
@@ -56,10 +54,10 @@ class DramatiqEngine:
                 self._broker = build_broker(self.settings, self.options, worker=False, middleware=[])
             return self._broker
 
-    def declare(self, spec: JobSpec, run: RunMessage) -> None:
+    def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Remember the job; its actor is declared on the broker of each worker process."""
         self._specs[spec.name] = spec
-        self._run = run
+        self._runner = runner
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
         """Enqueue the envelopes (one pipeline / batch request where the broker allows) after ``delay``."""
@@ -135,17 +133,14 @@ class DramatiqEngine:
         return spec.hard_timeout if spec is not None else None
 
     @property
-    def runner(self) -> Runner:
-        """The runner that handles this engine's messages."""
+    def runner(self) -> MessageRunner:
+        """The runner given to :meth:`declare` (or a fresh one) that handles this engine's messages."""
         if self._runner is None:
-            owner = getattr(self._run, "__self__", None)
             from taskbridge.runner import Runner
 
-            self._runner = owner if isinstance(owner, Runner) else Runner(self, self.settings)
+            self._runner = Runner(self, self.settings)
         return self._runner
 
     def run_message(self, raw: str, queue: str | None) -> Outcome:
         """Hand one message body to the runner given to :meth:`declare` (or a fresh one)."""
-        if self._run is not None:
-            return self._run(raw, queue)  # type: ignore[call-arg]
         return self.runner.run(raw, queue)
