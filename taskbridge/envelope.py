@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +43,7 @@ class Envelope:
     queue: str
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
     attempt: int = 1
     enqueued_at: float = field(default_factory=time.time)
     expires_at: float | None = None
@@ -68,6 +68,9 @@ class Envelope:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def encode_json(value: Any) -> str:
     """Compact JSON as on the wire (ASCII only, so its length is its size in bytes); NaN is refused."""
     return _ENCODER.encode(value)
@@ -78,6 +81,10 @@ def check_json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) 
     return the size in bytes of the arguments' JSON."""
     try:
         text = _ENCODER.encode([args, kwargs])
+        if all(type(v) in _SCALARS for v in args) and all(
+            type(k) is str and type(v) in _SCALARS for k, v in kwargs.items()
+        ):
+            return len(text)  # scalars survive the round trip; NaN and infinities were refused above
         if json.loads(text) == [list(args), kwargs]:
             return len(text)  # the common case; the checks below find and name the offending argument
     except (TypeError, ValueError):

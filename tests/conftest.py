@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
-from support import Embedded, EmbeddedFactory
+from support import Embedded, EmbeddedFactory, unavailable
 
 from taskbridge.config import load_settings, mask_url, set_settings
 from taskbridge.coordination import MemoryCoordination, set_coordination
@@ -17,13 +17,6 @@ from taskbridge.memory import MemoryEngine
 from taskbridge.runner import Runner
 
 REDIS_URL = os.environ.get("TASKBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip the test because a server is missing; in CI (``CI=true``) fail it instead."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

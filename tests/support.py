@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from taskbridge.config import Settings
 from taskbridge.coordination import MemoryCoordination
 from taskbridge.envelope import Envelope, decode
 from taskbridge.memory import MemoryEngine
 from taskbridge.runner import Runner
+from taskbridge.testing import KNOWN, Harness, unavailable_reason
+
+TESTS_DIR = Path(__file__).parent
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test because a server is missing; in CI (``CI=true``) fail it instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def open_harness(
+    name: str, workdir: Path, jobs_module: str, settings: Mapping[str, str | None] | None = None
+) -> Iterator[Harness]:
+    """A contract :class:`Harness` on the known combination ``name`` whose workers import
+    ``jobs_module`` from ``tests/``; skipped (failed under CI=true) when the combination is unavailable."""
+    combination = KNOWN[name]
+    reason = unavailable_reason(combination)
+    if reason:
+        unavailable(f"{combination}: {reason}")
+    pythonpath = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    harness = Harness(
+        combination, workdir, settings=settings, jobs_module=jobs_module, worker_env={"PYTHONPATH": pythonpath}
+    )
+    try:
+        yield harness
+    finally:
+        harness.close()
 
 
 @dataclass

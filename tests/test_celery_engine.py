@@ -2,171 +2,47 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import celery_jobs as jobs
 import pytest
-from conftest import unavailable
 from kombu import Producer
+from support import open_harness
 
-import taskbridge
 from taskbridge import Envelope, get_engine
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.testing import Harness
+from taskbridge.testing import jobs as contract_jobs
 
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-import celery_jobs as jobs  # noqa: E402
-
-SQS_ENDPOINT = os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
-BROKERS = {
-    "redis": "redis://127.0.0.1:6379/0",
-    "amqp": "amqp://guest:guest@127.0.0.1:5672//",
-    "sqs": "sqs://",
+# The contract settings, but as these tests were written for: a 5s visibility timeout, and the
+# defaults for what they do not exercise (lock retry, inline waits, default timeout).
+SETTINGS: dict[str, str | None] = {
+    "TASKBRIDGE_VISIBILITY_TIMEOUT": "5",
+    "TASKBRIDGE_MAX_NATIVE_DELAY": "2",
+    "TASKBRIDGE_LOCK_RETRY": None,
+    "TASKBRIDGE_INLINE_WAIT_MAX": None,
+    "TASKBRIDGE_DEFAULT_TIMEOUT": None,
 }
 
 
-def _unreachable(url: str) -> str | None:
-    parts = urlsplit(SQS_ENDPOINT if url.startswith("sqs") else url)
-    port = parts.port or {"redis": 6379, "amqp": 5672, "http": 80, "https": 443}.get(parts.scheme, 0)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=2):
-            return None
-    except OSError as exc:
-        return f"{parts.hostname}:{port} is unreachable ({exc})"
+@pytest.fixture(params=["redis", "amqp", "sqs"])
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """A fresh harness on each transport with Celery workers importing ``celery_jobs``; skipped
+    when its server is down (failed when CI=true)."""
+    with open_harness(f"celery-{request.param}", tmp_path, "celery_jobs", SETTINGS) as harness:
+        yield harness
 
 
-class Run:
-    """One test: fresh queue names and settings, its Celery worker processes, what its jobs recorded."""
-
-    def __init__(self, broker: str, workdir: Path) -> None:
-        tag = uuid.uuid4().hex[:10]
-        self.broker = broker
-        self.queue = f"cq{tag}"
-        self.workdir = workdir
-        self.record = workdir / "record.jsonl"
-        self.record.touch()
-        self.env = {
-            "TASKBRIDGE_ENGINE": "celery",
-            "TASKBRIDGE_BROKER_URL": BROKERS[broker],
-            "TASKBRIDGE_COORDINATION_URL": "redis://127.0.0.1:6379/1",
-            "TASKBRIDGE_NAMESPACE": f"cqt{tag}",
-            "TASKBRIDGE_DEFAULT_QUEUE": self.queue,
-            "TASKBRIDGE_VISIBILITY_TIMEOUT": "5",
-            "TASKBRIDGE_MAX_NATIVE_DELAY": "2",
-            "TASKBRIDGE_SQS_ENDPOINT_URL": SQS_ENDPOINT,
-            jobs.RECORD_ENV: str(self.record),
-        }
-        self._saved = {key: os.environ.get(key) for key in self.env}
-        os.environ.update(self.env)
-        taskbridge.configure()
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-
-    @property
-    def dead_queue(self) -> str:
-        return dead_letter_queue(self.queue)
-
-    def start_worker(self, concurrency: int = 2) -> None:
-        log = self.workdir / f"worker-{len(self.logs)}.log"
-        self.logs.append(log)
-        command = [sys.executable, "-m", "taskbridge", "worker", "celery_jobs", "--queues", self.queue]
-        with open(log, "wb") as out:
-            self.workers.append(
-                subprocess.Popen(
-                    [*command, "--concurrency", str(concurrency)],
-                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-
-    def kill_workers(self) -> None:
-        """SIGKILL each worker's whole process group (the main process and its prefork children)."""
-        for worker in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
-        self.workers = []
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-        for worker in self.workers:
-            try:
-                worker.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(10)
-        self.workers = []
-
-    def events(self, kind: str, job: str | None = None) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
-        return [e for e in found if e["event"] == kind and (job is None or e.get("job") == job)]
-
-    def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            for worker in self.workers:
-                assert worker.poll() is None, f"a worker exited with {worker.returncode}\n{self.logs_text()}"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.broker}: {what} (after {timeout:g}s)\n{self.logs_text()}")
-            time.sleep(0.1)
-
-    def logs_text(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in self.logs)
-
-    def close(self) -> None:
-        try:
-            self.stop_workers()
-            for queue in (self.queue, self.dead_queue):
-                with contextlib.suppress(Exception):
-                    get_engine().purge(queue)
-        finally:
-            for key, value in self._saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            taskbridge.configure()
-
-
-@pytest.fixture(params=list(BROKERS))
-def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
-    """A fresh Run on each transport; skipped when its server is down (failed when CI=true)."""
-    reason = _unreachable(BROKERS[request.param])
-    if reason:
-        unavailable(f"celery-{request.param}: {reason}")
-    current = Run(str(request.param), tmp_path)
-    try:
-        yield current
-    finally:
-        current.close()
-
-
-def test_depth_counts_waiting_messages_then_enqueue_and_enqueue_many_run_once(run: Run) -> None:
+def test_depth_counts_waiting_messages_then_enqueue_and_enqueue_many_run_once(run: Harness) -> None:
     engine = get_engine()
     assert engine.depth(run.queue) == 0
     jobs.echo.enqueue(-1, payload={"text": "zürich ✓", "list": [1, None]})
     assert jobs.echo.enqueue_many(({"n": n} for n in range(45)), batch_size=20) == 45
     run.wait_for(lambda: engine.depth(run.queue) == 46, 10, "depth should count the 46 waiting messages")
-    run.start_worker()
+    run.start_workers()
     run.wait_for(lambda: len(run.events("ran", "echo")) >= 46, 60, "not every call ran")
     time.sleep(0.5)
     ran = run.events("ran", "echo")
@@ -175,8 +51,8 @@ def test_depth_counts_waiting_messages_then_enqueue_and_enqueue_many_run_once(ru
     run.wait_for(lambda: engine.depth(run.queue) == 0, 10, "the queue should be empty")
 
 
-def test_hard_timeout_kills_the_child_then_retries_and_dead_letters(run: Run) -> None:
-    run.start_worker()
+def test_hard_timeout_kills_the_child_then_retries_and_dead_letters(run: Harness) -> None:
+    run.start_workers()
     token = uuid.uuid4().hex
     jobs.stuck.enqueue(token)
     [dead] = run.wait_for(lambda: run.events("outcome:dead", "stuck"), 40, "the stuck job was not dead-lettered")
@@ -191,21 +67,21 @@ def test_hard_timeout_kills_the_child_then_retries_and_dead_letters(run: Run) ->
     run.wait_for(lambda: run.events("ran", "echo"), 30, "the worker stopped working after the kills")
 
 
-def test_a_job_whose_worker_is_killed_runs_again(run: Run) -> None:
+def test_a_job_whose_worker_is_killed_runs_again(run: Harness) -> None:
     marker = run.workdir / f"crashy-{uuid.uuid4().hex}"
-    run.start_worker()
-    jobs.crashy.enqueue(str(marker))
+    run.start_workers()
+    contract_jobs.crashy.enqueue(uuid.uuid4().hex, str(marker))
     run.wait_for(lambda: run.events("started", "crashy"), 30, "crashy never started")
     run.kill_workers()
     assert not run.events("ran", "crashy")
-    run.start_worker()
+    run.start_workers()
     run.wait_for(lambda: run.events("ran", "crashy"), 60, "the killed job never ran again")
     time.sleep(1.0)
     assert len(run.events("ran", "crashy")) == 1
 
 
-def test_a_countdown_longer_than_the_native_maximum_hops_and_runs_once(run: Run) -> None:
-    run.start_worker()
+def test_a_countdown_longer_than_the_native_maximum_hops_and_runs_once(run: Harness) -> None:
+    run.start_workers()
     countdown = 5.0
     assert countdown > 2.0, "TASKBRIDGE_MAX_NATIVE_DELAY=2 in these tests"
     sent = time.time()
@@ -217,8 +93,8 @@ def test_a_countdown_longer_than_the_native_maximum_hops_and_runs_once(run: Run)
     assert len(run.events("ran", "echo")) == 1, "the delayed job ran more than once"
 
 
-def test_messages_celery_cannot_run_reach_the_dead_letters_and_the_worker_survives(run: Run) -> None:
-    run.start_worker()
+def test_messages_celery_cannot_run_reach_the_dead_letters_and_the_worker_survives(run: Harness) -> None:
+    run.start_workers()
     engine = get_engine()
     engine.publish([Envelope(job="cq.no_such_job", queue=run.queue)])
     _publish_foreign(run.queue)

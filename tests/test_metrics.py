@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,15 +18,14 @@ pytest.importorskip("prometheus_client")
 
 import test_metrics_jobs as jobs
 from prometheus_client import CollectorRegistry
+from support import open_harness
 
 from taskbridge import Envelope, events
 from taskbridge import metrics as tb_metrics
 from taskbridge.publishing import dead_letter_queue
 from taskbridge.status import Sample, read_metrics
-from taskbridge.testing import KNOWN, Harness, unavailable_reason
-from taskbridge.testing import harness as harness_module
+from taskbridge.testing import KNOWN, Harness
 
-TESTS_DIR = Path(__file__).parent
 COMBINATIONS = list(KNOWN)
 PROCESS_COMBINATIONS = [name for name in KNOWN if name != "memory"]
 
@@ -47,28 +43,10 @@ OVERRIDES = {
 # --- helpers shared with the status tests ------------------------------------------------------
 
 
-def observed_harness(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
-    """A contract harness on combination ``name`` with :data:`OVERRIDES`; skipped (failed under
-    CI=true) when the combination is unavailable, as the ``harness`` fixture does."""
-    combination = KNOWN[name]
-    reason = unavailable_reason(combination)
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{combination}: {reason}")
-        pytest.skip(f"{combination}: {reason}")
-    for key, value in OVERRIDES.items():
-        monkeypatch.setitem(harness_module.CONTRACT_SETTINGS, key, value)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
-    return Harness(combination, tmp_path)
-
-
-@contextlib.contextmanager
-def harness_for(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    h = observed_harness(name, tmp_path, monkeypatch)
-    try:
-        yield h
-    finally:
-        h.close()
+def harness_for(name: str, tmp_path: Path) -> contextlib.AbstractContextManager[Harness]:
+    """A contract harness on combination ``name`` with :data:`OVERRIDES`, whose workers import
+    ``test_metrics_jobs``; skipped (failed under CI=true) when the combination is unavailable."""
+    return open_harness(name, tmp_path, "test_metrics_jobs", OVERRIDES)
 
 
 def free_port() -> int:
@@ -79,30 +57,7 @@ def free_port() -> int:
 
 def start_worker(h: Harness, *, metrics_port: int, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
     """One ``taskbridge worker test_metrics_jobs --metrics-port`` process, managed by the harness."""
-    log_path = h.workdir / f"worker-{len(h._logs)}.log"
-    h._logs.append(log_path)
-    with open(log_path, "wb") as log:
-        h.workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "taskbridge",
-                    "worker",
-                    "test_metrics_jobs",
-                    "--queues",
-                    h.queue,
-                    "--concurrency",
-                    str(concurrency),
-                    "--metrics-port",
-                    str(metrics_port),
-                ],
-                env={**os.environ, **h.env, **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
+    h.start_workers(1, concurrency, args=["--metrics-port", str(metrics_port)], env=env)
 
 
 def scrape(url: str) -> list[Sample]:
@@ -254,10 +209,8 @@ def test_outcome_reasons_are_a_small_fixed_set() -> None:
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
-def test_every_outcome_is_counted_exactly_on_metrics(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with harness_for(name, tmp_path, monkeypatch) as h:
+def test_every_outcome_is_counted_exactly_on_metrics(name: str, tmp_path: Path) -> None:
+    with harness_for(name, tmp_path) as h:
         producer = tb_metrics.Metrics(CollectorRegistry())
         events.subscribe(producer.handle)
         server = None
@@ -273,8 +226,8 @@ def test_every_outcome_is_counted_exactly_on_metrics(
                 check_scenario(samples, h.queue, enqueued_here=False)
                 producer_samples = list(_samples_of(producer.registry))
                 assert series(producer_samples, "taskbridge_jobs_enqueued_total", h.queue) == EXPECTED_ENQUEUED
-                for log in h._logs:  # the broker's password (amqp: guest) never reaches a log line
-                    assert "guest:guest" not in log.read_text(errors="replace")
+                # the broker's password (amqp: guest) never reaches a log line
+                assert "guest:guest" not in h.worker_logs()
             else:
                 depth = tb_metrics.QueueDepthCollector([h.queue], h.engine.depth, dead_letter_queue)
                 server = tb_metrics.serve(0, "127.0.0.1", registry=producer.registry, depth=depth)
@@ -296,9 +249,9 @@ def _samples_of(registry: CollectorRegistry) -> Iterator[Sample]:
 
 
 @pytest.mark.parametrize("name", PROCESS_COMBINATIONS)
-def test_counts_add_up_across_two_worker_processes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counts_add_up_across_two_worker_processes(name: str, tmp_path: Path) -> None:
     count = 14
-    with harness_for(name, tmp_path, monkeypatch) as h:
+    with harness_for(name, tmp_path) as h:
         port = free_port()
         url = f"http://127.0.0.1:{port}/metrics"
         # rendezvous jobs first: each waits until one runs in a second process. Four, because a

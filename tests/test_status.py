@@ -55,8 +55,8 @@ def test_rates_and_wait_are_measured_between_two_snapshots() -> None:
     assert alone.throughput is None and alone.wait_p50 is None
 
 
-def test_status_once_json_on_the_embedded_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with harness_for("memory", tmp_path, monkeypatch) as h:
+def test_status_once_json_on_the_embedded_engine(tmp_path: Path) -> None:
+    with harness_for("memory", tmp_path) as h:
         for n in range(4):
             jobs.ok.enqueue(n)
         publish_dead_letter(h.engine, queue=h.queue, reason="test", envelope=None, raw="{}")
@@ -68,10 +68,8 @@ def test_status_once_json_on_the_embedded_engine(tmp_path: Path, monkeypatch: py
         assert row["throughput"] is None  # no --metrics: no rates
 
 
-def test_status_reads_throughput_and_wait_from_a_workers_metrics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with harness_for("memory", tmp_path, monkeypatch) as h:
+def test_status_reads_throughput_and_wait_from_a_workers_metrics(tmp_path: Path) -> None:
+    with harness_for("memory", tmp_path) as h:
         observed = tb_metrics.Metrics(CollectorRegistry())
         events.subscribe(observed.handle)
         depth = tb_metrics.QueueDepthCollector([h.queue], h.engine.depth, dead_letter_queue)
@@ -96,10 +94,8 @@ def test_status_reads_throughput_and_wait_from_a_workers_metrics(
 
 
 @pytest.mark.parametrize("name", BROKER_COMBINATIONS)
-def test_status_once_json_reflects_the_brokers_queue_depth(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with harness_for(name, tmp_path, monkeypatch) as h:
+def test_status_once_json_reflects_the_brokers_queue_depth(name: str, tmp_path: Path) -> None:
+    with harness_for(name, tmp_path) as h:
         for n in range(3):
             jobs.ok.enqueue(n)
         publish_dead_letter(h.engine, queue=h.queue, reason="test", envelope=None, raw="{}")

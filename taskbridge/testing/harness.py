@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,17 +98,34 @@ def unavailable_reason(combination: Combination) -> str | None:
 
 
 class Harness:
-    """Everything one contract case needs: a fresh queue, the settings, workers and the events."""
+    """Everything one contract case needs: a fresh queue, the settings, workers and the events.
 
-    def __init__(self, combination: Combination, workdir: Path) -> None:
+    ``settings`` overrides :data:`CONTRACT_SETTINGS` (``None`` leaves a setting unset, so its
+    default applies); ``jobs_module`` is the module worker processes import (it records with
+    :func:`taskbridge.testing.jobs.record`); ``worker_env`` is added to every worker's environment.
+    """
+
+    def __init__(
+        self,
+        combination: Combination,
+        workdir: Path,
+        *,
+        settings: Mapping[str, str | None] | None = None,
+        jobs_module: str = "taskbridge.testing.jobs",
+        worker_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.combination = combination
         self.workdir = workdir
+        self.jobs_module = jobs_module
+        self.worker_env = dict(worker_env or {})
         run = uuid.uuid4().hex[:10]
         self.queue = f"tb{run}"
         self.events_path = workdir / "events.jsonl"
         self.events_path.touch()
+        chosen = {**CONTRACT_SETTINGS, **(settings or {})}
+        unset = [key for key, value in chosen.items() if value is None]
         self.env: dict[str, str] = {
-            **CONTRACT_SETTINGS,
+            **{key: value for key, value in chosen.items() if value is not None},
             "TASKBRIDGE_ENGINE": combination.engine,
             "TASKBRIDGE_BROKER_URL": combination.broker_url,
             "TASKBRIDGE_NAMESPACE": f"tbc{run}",
@@ -124,7 +141,9 @@ class Harness:
                     "TASKBRIDGE_SQS_ENDPOINT_URL",
                     os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", DEFAULT_SQS_ENDPOINT),
                 )
-        self._saved_env = {k: os.environ.get(k) for k in self.env}
+        self._saved_env = {k: os.environ.get(k) for k in [*self.env, *unset]}
+        for key in unset:
+            os.environ.pop(key, None)
         os.environ.update(self.env)
         configure()
         self.engine: Engine = get_engine()
@@ -141,8 +160,18 @@ class Harness:
 
         return dead_letter_queue(self.queue)
 
-    def start_workers(self, count: int = 1, concurrency: int = 2) -> None:
-        """Start ``count`` worker processes (the memory engine: threads in this process)."""
+    def start_workers(
+        self,
+        count: int = 1,
+        concurrency: int = 2,
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start ``count`` worker processes (the memory engine: threads in this process).
+
+        ``args`` are extra ``taskbridge worker`` options and ``env`` extra environment variables
+        of these processes (neither applies to the memory engine's threads)."""
         if not self.multi_process:
             from taskbridge.memory import MemoryEngine
             from taskbridge.worker import prepare
@@ -162,13 +191,14 @@ class Harness:
                             "-m",
                             "taskbridge",
                             "worker",
-                            "taskbridge.testing.jobs",
+                            self.jobs_module,
                             "--queues",
                             self.queue,
                             "--concurrency",
                             str(concurrency),
+                            *args,
                         ],
-                        env={**os.environ, **self.env},
+                        env={**os.environ, **self.env, **self.worker_env, **(env or {})},
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -225,11 +255,16 @@ class Harness:
     def depth(self, queue: str) -> int:
         return self.engine.depth(queue)
 
-    def diagnostics(self) -> str:
-        parts = [f"events: {self.events_path.read_text()[-3000:]}"]
+    def worker_logs(self, tail: int | None = None) -> str:
+        """What the worker processes wrote, each log (or its last ``tail`` characters) under its name."""
+        parts = []
         for log in self._logs:
-            parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}")
+            text = log.read_text(errors="replace")
+            parts.append(f"--- {log.name} ---\n{text[-tail:] if tail else text}")
         return "\n".join(parts)
+
+    def diagnostics(self) -> str:
+        return f"events: {self.events_path.read_text()[-3000:]}\n{self.worker_logs(tail=4000)}"
 
     def _check_workers_alive(self) -> None:
         for worker in self.workers:
