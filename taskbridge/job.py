@@ -7,12 +7,15 @@ import inspect
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from .backoff import NO_RETRY, Backoff
 from .envelope import is_queue_name
 from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
+
+if TYPE_CHECKING:
+    from .policies.arguments import BoundCall
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,7 +94,7 @@ class JobSpec:
         bound.apply_defaults()
         return bound
 
-    def render_key(self, template: str, bound: inspect.BoundArguments) -> str:
+    def render_key(self, template: str, bound: inspect.BoundArguments | BoundCall) -> str:
         """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments.
 
         Names passed through ``**kwargs`` count as arguments; a name this call lacks raises

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 from ..coordination import Coordination
 from ..job import JobSpec
+from .arguments import BoundCall
 
 _LONGEST_RUN = 3600.0
 
@@ -35,7 +35,7 @@ class Guard:
         self.held.clear()
 
 
-def acquire(spec: JobSpec, bound: inspect.BoundArguments, store: Coordination, timeout: float | None) -> Guard | None:
+def acquire(spec: JobSpec, bound: BoundCall, store: Coordination, timeout: float | None) -> Guard | None:
     """Take the job's lock and concurrency lease; None (nothing held) if either is busy."""
     guard = Guard(store)
     ttl = lease_ttl(spec, timeout)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
-
 from ..coordination import Coordination
 from ..envelope import Envelope
 from ..job import JobSpec
+from .arguments import BoundCall
 
 SLOT_HEADER = "rate_slot"
 
 
-def key(spec: JobSpec, bound: inspect.BoundArguments) -> str:
+def key(spec: JobSpec, bound: BoundCall) -> str:
     if spec.rate_key:
         return f"{spec.name}:{spec.render_key(spec.rate_key, bound)}"
     return spec.name
 
 
-def wait(spec: JobSpec, envelope: Envelope, bound: inspect.BoundArguments, store: Coordination, now: float) -> float:
+def wait(spec: JobSpec, envelope: Envelope, bound: BoundCall, store: Coordination, now: float) -> float:
     """Seconds this envelope must wait for its rate-limit slot (0 = run now).
 
     A slot reserved on an earlier delivery is kept in the envelope's headers, so a deferred
