@@ -66,6 +66,18 @@ def worker(
         _fail(exc)
 
 
+def _finish_embedded() -> None:
+    """The embedded engine runs jobs inside this process: wait for them instead of losing them at exit."""
+    from .engine import get_engine
+    from .memory import MemoryEngine
+
+    engine = get_engine()
+    if isinstance(engine, MemoryEngine):
+        click.echo("embedded engine (no TASKBRIDGE_ENGINE set): running the job in this process", err=True)
+        engine.join()
+        engine.stop()
+
+
 @main.command()
 @click.argument("job_name")
 @click.argument("arguments", default="[]")
@@ -95,6 +107,7 @@ def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | N
             raise click.BadParameter("must be a JSON list or object", param_hint="ARGUMENTS")
         envelope = handle.options(countdown=countdown, queue=queue).enqueue(*args, **kwargs)
         click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
+        _finish_embedded()
     except TaskbridgeError as exc:
         _fail(exc)
 
