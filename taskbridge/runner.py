@@ -40,8 +40,17 @@ class Runner:
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
-        """Refuse to start a multi-process worker whose jobs need a store it does not share."""
+        """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
+        longer than the timeout the settings give, or, on a multi-process engine, locks and limits
+        in a store its processes do not share."""
         specs = specs if specs is not None else [j.spec for j in registry().values()]
+        for spec in specs:
+            timeout = spec.resolved_timeout(self.settings.default_timeout)
+            if spec.hard_timeout is not None and timeout is not None and spec.hard_timeout <= timeout:
+                raise ConfigurationError(
+                    f"job {spec.name!r}: hard_timeout ({spec.hard_timeout:g}s) must be longer than its timeout "
+                    f"({timeout:g}s, from TASKBRIDGE_DEFAULT_TIMEOUT); pass timeout= to the job"
+                )
         if not self.engine.facts.multi_process or self.coordination.shared:
             return
         needy = sorted(s.name for s in specs if s.needs_coordination)

@@ -569,3 +569,17 @@ def test_a_multi_process_engine_is_fine_for_jobs_without_shared_state(embedded: 
     runner.check_jobs([record.spec, flaky.spec, slow.spec])
     with pytest.raises(ConfigurationError, match=r"runner\.capped"):
         runner.check_jobs([record.spec, capped.spec])
+
+
+def test_a_hard_timeout_not_longer_than_the_default_timeout_is_refused_at_worker_start(embedded: Embedded) -> None:
+    from taskbridge import ConfigurationError, job
+    from taskbridge.job import registry
+
+    @job(name="runner.hard_below_default", hard_timeout=10)
+    def hard_below_default() -> None: ...
+
+    try:
+        with pytest.raises(ConfigurationError, match=r"hard_below_default.*hard_timeout \(10s\).*timeout \(300s"):
+            embedded.runner.check_jobs([hard_below_default.spec])
+    finally:
+        registry().pop(hard_below_default.name)
