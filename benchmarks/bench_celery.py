@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
+from measure import rate, timed
 from taskbridge_celery.broker import broker_for
 from taskbridge_celery.settings import load_celery_settings
 
@@ -64,19 +65,10 @@ def raw_noop(n: int) -> None:
     """Raw Celery's no-op."""
 
 
-@job(name="bench.noop", timeout=None, expires=None)
+@job(name="bench.noop")
 def noop(n: int) -> None:
     """taskbridge's no-op."""
 
-
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else float("inf")
-
-
-def _timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> float:
@@ -97,7 +89,7 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             if time.monotonic() > deadline:
                 raise RuntimeError(f"queue not drained: {left} left")
             time.sleep(0.05)
-        return _rate(first, time.perf_counter() - started)
+        return rate(first, time.perf_counter() - started)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGTERM)
@@ -120,9 +112,9 @@ def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
     for queue in (raw_queue, tb_queue):
         engine.purge(queue)
     result = {
-        "raw_enqueue": _rate(n, _timed(lambda: [raw_noop.delay(i) for i in range(n)])),
-        "tb_enqueue": _rate(n, _timed(lambda: [noop.enqueue(i) for i in range(n)])),
-        "tb_many": _rate(n, _timed(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))),
+        "raw_enqueue": rate(n, timed(lambda: [raw_noop.delay(i) for i in range(n)])),
+        "tb_enqueue": rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)])),
+        "tb_many": rate(n, timed(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))),
     }
     engine.purge(many_queue)
     python = sys.executable

@@ -22,11 +22,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dramatiq
+from measure import rate, timed
 
 from taskbridge import job
 
@@ -71,15 +71,6 @@ def setup_raw(confirm_delivery: bool = False) -> dramatiq.Actor[..., Any]:
     dramatiq.set_broker(broker)
     return dramatiq.actor(_raw_noop, queue_name=os.environ[RAW_QUEUE_ENV], max_retries=0, broker=broker)
 
-
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else float("inf")
-
-
-def _timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
@@ -140,38 +131,38 @@ def main() -> None:
     rows: list[tuple[str, float, float | None]] = []
     print(f"broker={args.broker} jobs={n} worker: 1 process x {args.threads} threads; logs in {logs}", flush=True)
 
-    raw_send = _timed(lambda: [actor.send() for _ in range(n)])
+    raw_send = timed(lambda: [actor.send() for _ in range(n)])
     raw_drain = _drain(
         [sys.executable, "-m", "dramatiq", "bench_dramatiq:setup_raw", "--processes", "1",
          "--threads", str(args.threads), "--queues", raw_queue],
         raw_queue, n, logs / "raw-worker.log",
     )
-    tb_send = _timed(lambda: [noop.enqueue() for _ in range(n)])
+    tb_send = timed(lambda: [noop.enqueue() for _ in range(n)])
     tb_drain = _drain(
         [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
          "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
         tb_queue, n, logs / "taskbridge-worker.log",
     )
-    tb_many = _timed(lambda: noop.enqueue_many(() for _ in range(n)))
+    tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
 
-    raw_send_rate, tb_send_rate = _rate(n, raw_send), _rate(n, tb_send)
-    raw_drain_rate, tb_drain_rate = _rate(n, raw_drain), _rate(n, tb_drain)
+    raw_send_rate, tb_send_rate = rate(n, raw_send), rate(n, tb_send)
+    raw_drain_rate, tb_drain_rate = rate(n, raw_drain), rate(n, tb_drain)
     rows += [
         ("raw Dramatiq .send() loop", raw_send_rate, None),
         ("taskbridge .enqueue() loop", tb_send_rate, tb_send_rate / raw_send_rate),
-        ("taskbridge .enqueue_many()", _rate(n, tb_many), _rate(n, tb_many) / raw_send_rate),
+        ("taskbridge .enqueue_many()", rate(n, tb_many), rate(n, tb_many) / raw_send_rate),
         ("raw Dramatiq drain", raw_drain_rate, None),
         ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
     ]
     if args.broker.startswith("amqp"):
         # What publisher confirms cost: raw Dramatiq with them, taskbridge without them.
         confirmed = setup_raw(confirm_delivery=True)
-        rows.append(("raw Dramatiq .send(), confirm_delivery=True", _rate(n, _timed(
+        rows.append(("raw Dramatiq .send(), confirm_delivery=True", rate(n, timed(
             lambda: [confirmed.send() for _ in range(n)])), None))
         os.environ["TASKBRIDGE_DRAMATIQ_CONFIRM_DELIVERY"] = "false"
         taskbridge.configure()
-        rows.append(("taskbridge .enqueue(), confirm_delivery=False", _rate(n, _timed(
+        rows.append(("taskbridge .enqueue(), confirm_delivery=False", rate(n, timed(
             lambda: [noop.enqueue() for _ in range(n)])), None))
         rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][1] / raw_send_rate)
         get_engine().purge(tb_queue)
@@ -179,8 +170,8 @@ def main() -> None:
 
     width = max(len(name) for name, _, _ in rows)
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
-    for name, rate, ratio in rows:
-        print(f"{name:<{width}}  {rate:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+    for name, jobs_per_second, ratio in rows:
+        print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
 
 
 if __name__ == "__main__":
