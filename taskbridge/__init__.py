@@ -6,7 +6,6 @@ from .engine import Engine, TransportFacts, get_engine, set_engine
 from .envelope import Envelope
 from .errors import (
     ConfigurationError,
-    DuplicateJobError,
     EnqueueError,
     JobDefinitionError,
     JobTimeout,
@@ -23,7 +22,6 @@ __all__ = [
     "Dead",
     "Defer",
     "Done",
-    "DuplicateJobError",
     "Engine",
     "EnqueueError",
     "Envelope",

@@ -19,9 +19,6 @@ class EnqueueError(TaskbridgeError, ValueError):
     """A job cannot be enqueued as asked (bad arguments, envelope too large, ...)."""
 
 
-class DuplicateJobError(EnqueueError):
-    """A ``unique=`` job is already enqueued or running with the same key."""
-
 
 class EnvelopeError(TaskbridgeError, ValueError):
     """A message body is not a valid taskbridge envelope."""
