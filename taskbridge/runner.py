@@ -83,10 +83,20 @@ class Runner:
             if handle is None:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}")
             else:
+                self._release_killed(handle.spec, envelope)
                 outcome = self._failed(handle.spec, envelope, None, reason, 0.0, timed_out)
         self._carry_out(outcome, queue)
         self._report(outcome)
         return outcome
+
+    def _release_killed(self, spec: JobSpec, envelope: Envelope) -> None:
+        if not (spec.lock or spec.concurrency):
+            return
+        try:
+            bound, _ = arguments.bind(spec, envelope)
+        except arguments.BadArguments:
+            return
+        lock.release_for(spec, bound, self.coordination, envelope)
 
     def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
         try:
@@ -118,7 +128,7 @@ class Runner:
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
-        guard = lock.acquire(spec, bound, self.coordination, timeout)
+        guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
         if guard is None:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")

@@ -291,3 +291,14 @@ def test_set_coordination_replaces_the_process_wide_store() -> None:
     rebuilt = get_coordination()
     assert isinstance(rebuilt, MemoryCoordination)
     assert rebuilt is not mine
+
+
+def test_lock_and_lease_taken_with_a_given_token_are_released_with_it(coordination: Coordination) -> None:
+    assert coordination.acquire_lock("user:9", ttl=5, token="run-1:1") == "run-1:1"
+    assert coordination.acquire_lock("user:9", ttl=5, token="run-1:1") is None
+    assert coordination.release_lock("user:9", "run-2:1") is False
+    assert coordination.release_lock("user:9", "run-1:1") is True
+    assert coordination.acquire_slot("jobs", 1, ttl=5, token="run-1:1") == "run-1:1"
+    assert coordination.acquire_slot("jobs", 1, ttl=5) is None
+    coordination.release_slot("jobs", "run-1:1")
+    assert coordination.acquire_slot("jobs", 1, ttl=5) is not None

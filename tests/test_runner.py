@@ -583,3 +583,18 @@ def test_a_hard_timeout_not_longer_than_the_default_timeout_is_refused_at_worker
             embedded.runner.check_jobs([hard_below_default.spec])
     finally:
         registry().pop(hard_below_default.name)
+
+
+def test_a_run_killed_by_the_engine_gives_back_its_lock_but_not_a_lock_another_run_took(embedded: Embedded) -> None:
+    from taskbridge.policies.lock import owner_token
+
+    killed = Envelope(job=locked.name, queue=Q, kwargs={"account": 7, "n": 1})
+    store = embedded.coordination
+    assert store.acquire_lock("lock:account:7", 60, owner_token(killed)) is not None
+    embedded.runner.fail_externally(killed.encode(), "killed at its hard_timeout", timed_out=True)
+    assert store.lock_ttl("lock:account:7") is None, "the killed run's lock should be free at once"
+
+    other = store.acquire_lock("lock:account:7", 60)
+    assert other is not None
+    embedded.runner.fail_externally(killed.encode(), "killed at its hard_timeout", timed_out=True)
+    assert store.lock_ttl("lock:account:7") is not None, "a lock held by another run must be kept"

@@ -24,8 +24,9 @@ class Coordination(Protocol):
         asking again, so a backlog of deferred jobs comes back spread over distinct slots.
         """
 
-    def acquire_lock(self, key: str, ttl: float) -> str | None:
-        """Take the lock ``key`` for ``ttl`` seconds; return an owner token, or None if it is held."""
+    def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
+        """Take the lock ``key`` for ``ttl`` seconds; return the owner token (``token`` or a new one),
+        or None if it is held."""
 
     def release_lock(self, key: str, token: str) -> bool:
         """Release ``key`` if ``token`` still owns it; False if it expired or another owner has it."""
@@ -33,7 +34,7 @@ class Coordination(Protocol):
     def lock_ttl(self, key: str) -> float | None:
         """Seconds until the lock ``key`` expires, or None when it is free."""
 
-    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
+    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         """Take one of ``limit`` concurrency leases on ``key`` for ``ttl`` seconds; token or None."""
 
     def release_slot(self, key: str, token: str) -> None:

@@ -37,13 +37,13 @@ class MemoryCoordination:
             self._rates[key] = tat + interval
             return max(0.0, tat - interval * (burst - 1) - now)
 
-    def acquire_lock(self, key: str, ttl: float) -> str | None:
+    def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
         with self._lock:
             now = self._now()
             held = self._locks.get(key)
             if held is not None and held[1] > now:
                 return None
-            token = uuid.uuid4().hex
+            token = token or uuid.uuid4().hex
             self._locks[key] = (token, now + ttl)
             return token
 
@@ -64,14 +64,14 @@ class MemoryCoordination:
                 return None
             return held[1] - now
 
-    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
+    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         with self._lock:
             now = self._now()
             leases = {token: expiry for token, expiry in self._slots.get(key, {}).items() if expiry > now}
             if len(leases) >= limit:
                 self._slots[key] = leases
                 return None
-            token = uuid.uuid4().hex
+            token = token or uuid.uuid4().hex
             leases[token] = now + ttl
             self._slots[key] = leases
             return token

@@ -77,8 +77,8 @@ class RedisCoordination:
         wait = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
         return int(wait) / 1_000_000
 
-    def acquire_lock(self, key: str, ttl: float) -> str | None:
-        token = uuid.uuid4().hex
+    def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
+        token = token or uuid.uuid4().hex
         lock = self._client.lock(self._key("lock", key), timeout=_milliseconds(ttl) / 1000, thread_local=False)
         return token if lock.acquire(blocking=False, token=token) else None
 
@@ -97,8 +97,8 @@ class RedisCoordination:
             return math.inf  # a key written without an expiry by someone else: held for good
         return milliseconds / 1000
 
-    def acquire_slot(self, key: str, limit: int, ttl: float) -> str | None:
-        token = uuid.uuid4().hex
+    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
+        token = token or uuid.uuid4().hex
         granted = self._acquire_slot(keys=[self._key("slots", key)], args=[token, limit, _milliseconds(ttl)])
         return token if granted else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..coordination import Coordination
+from ..envelope import Envelope
 from ..job import JobSpec
 from .arguments import BoundCall
 
@@ -35,21 +36,47 @@ class Guard:
         self.held.clear()
 
 
-def acquire(spec: JobSpec, bound: BoundCall, store: Coordination, timeout: float | None) -> Guard | None:
+def owner_token(envelope: Envelope) -> str:
+    """The token a run holds its lock and lease under: known to whoever has the message, so the
+    engine can release them for a run it killed (hard timeout) instead of waiting out their TTL."""
+    return f"{envelope.id}:{envelope.attempt}"
+
+
+def _keys(spec: JobSpec, bound: BoundCall) -> tuple[str | None, str | None]:
+    lock_key = f"lock:{spec.render_key(spec.lock, bound)}" if spec.lock else None
+    slot_key = f"concurrency:{spec.name}" if spec.concurrency else None
+    return lock_key, slot_key
+
+
+def acquire(
+    spec: JobSpec, bound: BoundCall, store: Coordination, timeout: float | None, envelope: Envelope
+) -> Guard | None:
     """Take the job's lock and concurrency lease; None (nothing held) if either is busy."""
     guard = Guard(store)
+    if not (spec.lock or spec.concurrency):
+        return guard
     ttl = lease_ttl(spec, timeout)
-    if spec.lock:
-        lock_key = f"lock:{spec.render_key(spec.lock, bound)}"
-        token = store.acquire_lock(lock_key, ttl)
+    owner = owner_token(envelope)
+    lock_key, slot_key = _keys(spec, bound)
+    if lock_key is not None:
+        token = store.acquire_lock(lock_key, ttl, owner)
         if token is None:
             return None
         guard.held.append(("lock", lock_key, token))
-    if spec.concurrency:
-        slot_key = f"concurrency:{spec.name}"
-        token = store.acquire_slot(slot_key, spec.concurrency, ttl)
+    if slot_key is not None and spec.concurrency:
+        token = store.acquire_slot(slot_key, spec.concurrency, ttl, owner)
         if token is None:
             guard.release()
             return None
         guard.held.append(("slot", slot_key, token))
     return guard
+
+
+def release_for(spec: JobSpec, bound: BoundCall, store: Coordination, envelope: Envelope) -> None:
+    """Release what a killed run of ``envelope`` held; a lock since taken by another run is kept."""
+    lock_key, slot_key = _keys(spec, bound)
+    owner = owner_token(envelope)
+    if lock_key is not None:
+        store.release_lock(lock_key, owner)
+    if slot_key is not None:
+        store.release_slot(slot_key, owner)
