@@ -68,8 +68,6 @@ class Runner:
         self._report(outcome)
         return outcome
 
-    __call__ = run
-
     def fail_externally(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:

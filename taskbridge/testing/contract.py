@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from taskbridge import EnqueueError, Envelope, get_engine
+from taskbridge import EnqueueError, Envelope, get_settings
+from taskbridge.publishing import max_delay
 
 from . import jobs
 from .harness import Harness
@@ -23,7 +24,8 @@ ROUND_TRIP = [1, -2.5, "zürich ✓", None, True, [1, [2, {"x": "y"}]], {"nested
 
 
 def _publish_raw(harness: Harness, envelope: Envelope) -> None:
-    get_engine().publish([envelope], 0)
+    """Publish an envelope as is, past enqueue's checks, as a faulty or newer producer would."""
+    harness.engine.publish([envelope], 0)
 
 
 def _ran(harness: Harness, job: str) -> list[dict[str, Any]]:
@@ -143,7 +145,7 @@ def test_rate_limit_holds_across_workers(harness: Harness) -> None:
 def test_countdown_longer_than_the_transport_holds_runs_once_on_time(harness: Harness) -> None:
     harness.start_workers()
     countdown = 6.0
-    assert countdown > harness.engine.facts.max_native_delay or countdown > 2.0
+    assert countdown > max_delay(harness.engine, get_settings()), "the case must exceed what the transport holds"
     sent = time.time()
     jobs.echo.options(countdown=countdown).enqueue("later")
     [ran] = harness.wait_for(lambda: _ran(harness, "echo"), 40, "delayed job never ran")
