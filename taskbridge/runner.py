@@ -18,6 +18,7 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .signing import signer_for
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -39,6 +40,7 @@ class Runner:
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
+        self.signer = signer_for(self.settings)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -100,7 +102,10 @@ class Runner:
             outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
         else:
             handle = lookup(envelope.job)
-            if handle is None:
+            unsigned = self.signer.verify(envelope) if self.signer else None
+            if unsigned:
+                outcome = Dead(None, unsigned, raw=raw)
+            elif handle is None:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}")
             else:
                 self._release_killed(handle.spec, envelope)
@@ -123,6 +128,11 @@ class Runner:
             envelope = decode(raw)
         except EnvelopeError as exc:
             return Dead(None, f"malformed message: {exc}", raw=raw)
+        if self.signer is not None:
+            unsigned = self.signer.verify(envelope)
+            if unsigned:
+                # Nothing in the envelope is trusted, not even its queue: dead-letter the bytes.
+                return Dead(None, unsigned, raw=raw)
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")

@@ -1,0 +1,129 @@
+"""Signed envelopes: an HMAC-SHA256 over the canonical envelope, set by producers, checked by workers.
+
+With ``TASKBRIDGE_SIGNING_KEY`` set, every envelope published through the core (enqueue, retry,
+deferral, delay hop, chain step, dead-letter record) carries ``headers["signature"]``, and a worker
+dead-letters a message whose signature is missing or matches none of its accepted keys before it
+looks at anything else in it.
+
+The canonical form is the envelope's JSON with sorted keys, no spaces, ASCII only, with the
+signature header left out and the timestamps as floats: it depends only on the envelope's values,
+never on the order or spacing a producer wrote them in, and it covers every field (id, job, args,
+kwargs, queue, attempt, enqueued_at, expires_at, not_before, chain, every other header, v).
+
+The signature travels in ``headers`` rather than in a new envelope field so that a worker without
+signing, of this version or an older one, reads a signed envelope as usual (the codec refuses
+unknown fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from .envelope import Envelope
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+SIGNATURE_HEADER = "signature"
+"""The envelope header that carries the signature, ``hmac-sha256:<64 hex digits>``."""
+SCHEME = "hmac-sha256:"
+
+MISSING = "missing signature"
+MISMATCH = "signature does not match any accepted key"
+
+_SIGNATURE_FIELD = len(json.dumps({SIGNATURE_HEADER: SCHEME + "0" * 64}, separators=(",", ":")))
+"""Bytes the signature header adds to an envelope's JSON (one more for the comma before it)."""
+_TIMESTAMPS = ("enqueued_at", "expires_at", "not_before")
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def canonical(envelope: Envelope) -> bytes:
+    """The bytes the signature covers: every field of ``envelope`` except the signature itself."""
+    data: dict[str, Any] = envelope.to_dict()
+    headers = data["headers"]
+    if SIGNATURE_HEADER in headers:
+        data["headers"] = {k: v for k, v in headers.items() if k != SIGNATURE_HEADER}
+    for name in _TIMESTAMPS:
+        # The codec reads a whole-number timestamp as a float; sign what the worker will see.
+        if type(data[name]) is int:
+            data[name] = float(data[name])
+    return _CANONICAL.encode(data).encode("ascii")
+
+
+class Signer:
+    """Signs envelopes with one key and verifies them against that key and older ones still accepted.
+
+    Keys are kept as bytes (a ``str`` key is its UTF-8 bytes) and never shown in ``repr``.
+    """
+
+    def __init__(self, key: str | bytes, accepted: Sequence[str | bytes] = ()) -> None:
+        self._key = _as_bytes(key)
+        self._keys = [self._key, *(k for k in map(_as_bytes, accepted) if k != self._key)]
+
+    def __repr__(self) -> str:
+        return f"Signer(keys={len(self._keys)})"
+
+    def signature(self, envelope: Envelope, key: bytes | None = None) -> str:
+        """The signature ``envelope`` carries when signed with ``key`` (default: the signing key)."""
+        digest = hmac.new(self._key if key is None else key, canonical(envelope), hashlib.sha256).hexdigest()
+        return SCHEME + digest
+
+    def sign(self, envelope: Envelope) -> Envelope:
+        """A copy of ``envelope`` carrying its signature (any previous signature replaced)."""
+        headers = {**envelope.headers, SIGNATURE_HEADER: self.signature(envelope)}
+        return envelope.with_changes(headers=headers)
+
+    def sign_all(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """Each of ``envelopes``, signed."""
+        return [self.sign(envelope) for envelope in envelopes]
+
+    def verify(self, envelope: Envelope) -> str | None:
+        """None if ``envelope`` is signed with an accepted key, else why not (:data:`MISSING` or
+        :data:`MISMATCH`)."""
+        given = envelope.headers.get(SIGNATURE_HEADER)
+        if given is None:
+            return MISSING
+        if not isinstance(given, str) or not given.startswith(SCHEME):
+            return MISMATCH
+        body = canonical(envelope)
+        claimed = given[len(SCHEME) :].encode("ascii", "replace")
+        for key in self._keys:
+            expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+            if hmac.compare_digest(expected, claimed):
+                return None
+        return MISMATCH
+
+
+def _as_bytes(key: str | bytes) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def signer_for(settings: Settings) -> Signer | None:
+    """The signer the settings ask for, or None when ``signing_key`` is not set."""
+    if settings.signing_key is None:
+        return None
+    accepted = tuple(k.get_secret_value() for k in settings.signing_keys_accepted)
+    return _signer(settings.signing_key.get_secret_value(), accepted)
+
+
+@lru_cache(maxsize=8)
+def _signer(key: str, accepted: tuple[str, ...]) -> Signer:
+    return Signer(key, accepted)
+
+
+def signed(envelopes: Sequence[Envelope], settings: Settings) -> Sequence[Envelope]:
+    """``envelopes`` as they must be published under ``settings``: signed when a key is set."""
+    signer = signer_for(settings)
+    return envelopes if signer is None else signer.sign_all(envelopes)
+
+
+
+def overhead(settings: Settings) -> int:
+    """Bytes a signature adds to an envelope on the wire under ``settings`` (0 without a key)."""
+    return 0 if settings.signing_key is None else _SIGNATURE_FIELD
+
