@@ -1,12 +1,14 @@
 """Raw Celery against taskbridge-on-Celery, on one broker, in one run.
 
     .venv/bin/python benchmarks/bench_celery.py --broker redis://127.0.0.1:6379/0 --jobs 20000
+    .venv/bin/python benchmarks/bench_celery.py --broker redis://127.0.0.1:6379/0 --jobs 2000 --signing
 
 Measures, for N no-op jobs: the enqueue rate (raw ``.delay()`` loop vs ``job.enqueue()`` loop),
 ``enqueue_many`` against the raw ``.delay()`` loop, and the drain rate of one worker with prefork
 concurrency 2 on a pre-filled queue. Both sides use the same delivery settings (late acks,
 prefetch multiplier 1, JSON, no result backend, no rate limits) and log at WARNING, so the ratio
-shows what taskbridge itself costs. Each run uses fresh queue names.
+shows what taskbridge itself costs. Each run uses fresh queue names. ``--signing`` also measures
+the taskbridge side with ``TASKBRIDGE_SIGNING_KEY`` set on producer and worker.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
-from measure import rate, timed
+from measure import SIGNING_KEY, rate, signing, signing_cost, timed
 from taskbridge_celery.broker import broker_for
 from taskbridge_celery.settings import load_celery_settings
 
@@ -100,7 +102,7 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
-def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
+def _one_round(n: int, tag: str, env: dict[str, str], signed: bool) -> dict[str, float]:
     engine = get_engine()
     raw_queue, tb_queue, many_queue = f"bench-raw-{tag}", f"bench-tb-{tag}", f"bench-many-{tag}"
     raw_app.conf.task_default_queue = raw_queue
@@ -129,6 +131,17 @@ def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
          "--concurrency", "2"],
         env, lambda: engine.depth(tb_queue), n,
     )
+    if signed:
+        signed_queue = f"bench-tbsig-{tag}"
+        signed_env = {**env, "TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_DEFAULT_QUEUE": signed_queue}
+        with signing(signed_queue):
+            result["tb_enqueue_signed"] = rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)]))
+        result["tb_drain_signed"] = _drain(
+            [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues",
+             signed_queue, "--concurrency", "2"],
+            signed_env, lambda: engine.depth(signed_queue), n,
+        )
+        tb_queue = signed_queue
     for queue in (raw_queue, tb_queue):
         with contextlib.suppress(Exception):
             engine.purge(queue)
@@ -140,6 +153,7 @@ def main() -> int:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
+    parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
     args = parser.parse_args()
     n = args.jobs
     tag = uuid.uuid4().hex[:8]
@@ -158,7 +172,7 @@ def main() -> int:
     _use_broker(args.broker)
     print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
           f"best of {args.rounds} round(s)", flush=True)
-    rounds = [_one_round(n, f"{tag}-{i}", env) for i in range(args.rounds)]
+    rounds = [_one_round(n, f"{tag}-{i}", env, args.signing) for i in range(args.rounds)]
     best = {key: max(r[key] for r in rounds) for key in rounds[0]}
     print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
           f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
@@ -166,6 +180,12 @@ def main() -> int:
           f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
     print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
           f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
+    if args.signing:
+        enqueue, drain = best["tb_enqueue_signed"], best["tb_drain_signed"]
+        print(f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
+              f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
+              f"({drain / best['tb_drain']:.3f} of unsigned)")
+        print(signing_cost(best["tb_drain"]))
     get_engine().close()
     return 0
 

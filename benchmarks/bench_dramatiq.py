@@ -7,6 +7,9 @@ For ``--jobs`` no-op jobs (default 20,000) it measures the enqueue rate (``actor
     .venv/bin/python benchmarks/bench_dramatiq.py --broker redis://127.0.0.1:6379/0
     .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672//
     .venv/bin/python benchmarks/bench_dramatiq.py --broker sqs:// --jobs 2000   # moto at 127.0.0.1:4566
+    .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672// --jobs 2000 --signing
+
+``--signing`` also measures the taskbridge side with ``TASKBRIDGE_SIGNING_KEY`` set on producer and worker.
 
 Workers log at WARNING (taskbridge's runner logs each outcome at INFO, raw Dramatiq logs nothing per
 message). This file is also the job module both workers import.
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-from measure import rate, timed
+from measure import rate, signing, signing_cost, timed
 
 from taskbridge import job
 
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads of the one worker process")
+    parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
@@ -145,6 +149,15 @@ def main() -> None:
     )
     tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
+    if args.signing:
+        signed_queue = f"benchtbsig{run}"
+        with signing(signed_queue):
+            signed_send = timed(lambda: [noop.enqueue() for _ in range(n)])
+            signed_drain = _drain(
+                [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+                 "--queues", signed_queue, "--processes", "1", "--threads", str(args.threads)],
+                signed_queue, n, logs / "taskbridge-signed-worker.log",
+            )
 
     raw_send_rate, tb_send_rate = rate(n, raw_send), rate(n, tb_send)
     raw_drain_rate, tb_drain_rate = rate(n, raw_drain), rate(n, tb_drain)
@@ -155,6 +168,11 @@ def main() -> None:
         ("raw Dramatiq drain", raw_drain_rate, None),
         ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
     ]
+    if args.signing:
+        rows += [
+            ("taskbridge .enqueue() loop, signed", rate(n, signed_send), rate(n, signed_send) / raw_send_rate),
+            ("taskbridge drain, signed", rate(n, signed_drain), rate(n, signed_drain) / raw_drain_rate),
+        ]
     if args.broker.startswith("amqp"):
         # What publisher confirms cost: raw Dramatiq with them, taskbridge without them.
         confirmed = setup_raw(confirm_delivery=True)
@@ -172,6 +190,9 @@ def main() -> None:
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+    if args.signing:
+        print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain")
+        print(signing_cost(tb_drain_rate))
 
 
 if __name__ == "__main__":
