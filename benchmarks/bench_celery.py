@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
-from measure import SIGNING_KEY, rate, signing, signing_cost, timed
+from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed
 from taskbridge_celery.broker import broker_for
 from taskbridge_celery.settings import load_celery_settings
 
@@ -73,8 +73,9 @@ def noop(n: int) -> None:
 
 
 
-def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> float:
-    """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty."""
+def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> tuple[float, float]:
+    """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty,
+    and the worker's CPU seconds per job over that time."""
     worker = subprocess.Popen(
         command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -86,12 +87,12 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker never took a message")
             time.sleep(0.01)
-        started, first = time.perf_counter(), left
+        started, first, cpu = time.perf_counter(), left, group_cpu(worker.pid)
         while (left := depth()) > 0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"queue not drained: {left} left")
             time.sleep(0.05)
-        return rate(first, time.perf_counter() - started)
+        return rate(first, time.perf_counter() - started), (group_cpu(worker.pid) - cpu) / first
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGTERM)
@@ -120,13 +121,13 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool) -> dict[str,
     }
     engine.purge(many_queue)
     python = sys.executable
-    result["raw_drain"] = _drain(
+    result["raw_drain"], result["raw_cpu"] = _drain(
         [python, "-m", "celery", "-A", "bench_celery:raw_app", "worker", "-Q", raw_queue, "-c", "2",
          "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-O", "fair", "-n", f"raw-{tag}@%h"],
         env, lambda: engine.depth(raw_queue), n,
     )
-    result["tb_drain"] = _drain(
+    result["tb_drain"], result["tb_cpu"] = _drain(
         [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", tb_queue,
          "--concurrency", "2"],
         env, lambda: engine.depth(tb_queue), n,
@@ -136,7 +137,7 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool) -> dict[str,
         signed_env = {**env, "TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_DEFAULT_QUEUE": signed_queue}
         with signing(signed_queue):
             result["tb_enqueue_signed"] = rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)]))
-        result["tb_drain_signed"] = _drain(
+        result["tb_drain_signed"], result["tb_cpu_signed"] = _drain(
             [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues",
              signed_queue, "--concurrency", "2"],
             signed_env, lambda: engine.depth(signed_queue), n,
@@ -173,18 +174,22 @@ def main() -> int:
     print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
           f"best of {args.rounds} round(s)", flush=True)
     rounds = [_one_round(n, f"{tag}-{i}", env, args.signing) for i in range(args.rounds)]
-    best = {key: max(r[key] for r in rounds) for key in rounds[0]}
+    best = {key: (min if "cpu" in key else max)(r[key] for r in rounds) for key in rounds[0]}
     print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
           f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
     print(f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
           f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
     print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
           f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
+    print(f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
+          f"{best['tb_cpu'] * 1e6:8.0f} us/job")
     if args.signing:
         enqueue, drain = best["tb_enqueue_signed"], best["tb_drain_signed"]
         print(f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
               f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
               f"({drain / best['tb_drain']:.3f} of unsigned)")
+        print(f"signed        worker CPU {best['tb_cpu_signed'] * 1e6:8.0f} us/job "
+              f"({best['tb_cpu_signed'] / best['tb_cpu']:.3f} of unsigned)")
         print(signing_cost(best["tb_drain"]))
     get_engine().close()
     return 0

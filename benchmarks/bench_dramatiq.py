@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-from measure import rate, signing, signing_cost, timed
+from measure import group_cpu, rate, signing, signing_cost, timed
 
 from taskbridge import job
 
@@ -76,8 +76,9 @@ def setup_raw(confirm_delivery: bool = False) -> dramatiq.Actor[..., Any]:
 
 
 
-def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
-    """Start a worker on a queue already holding ``count`` messages; seconds from its first to last fetch."""
+def _drain(command: list[str], queue: str, count: int, log: Path) -> tuple[float, float]:
+    """Start a worker on a queue already holding ``count`` messages; seconds from its first to last
+    fetch, and the worker's CPU seconds over that time."""
     from taskbridge import get_engine
 
     engine = get_engine()
@@ -87,13 +88,14 @@ def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
     try:
         deadline = time.monotonic() + 600
         first = None
+        cpu = 0.0
         while time.monotonic() < deadline:
             left = engine.depth(queue)
             now = time.perf_counter()
             if first is None and left < count:
-                first = now
+                first, cpu = now, group_cpu(worker.pid)
             if left == 0 and first is not None:
-                return now - first
+                return now - first, group_cpu(worker.pid) - cpu
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see {log}")
             time.sleep(0.02)
@@ -136,13 +138,13 @@ def main() -> None:
     print(f"broker={args.broker} jobs={n} worker: 1 process x {args.threads} threads; logs in {logs}", flush=True)
 
     raw_send = timed(lambda: [actor.send() for _ in range(n)])
-    raw_drain = _drain(
+    raw_drain, raw_cpu = _drain(
         [sys.executable, "-m", "dramatiq", "bench_dramatiq:setup_raw", "--processes", "1",
          "--threads", str(args.threads), "--queues", raw_queue],
         raw_queue, n, logs / "raw-worker.log",
     )
     tb_send = timed(lambda: [noop.enqueue() for _ in range(n)])
-    tb_drain = _drain(
+    tb_drain, tb_cpu = _drain(
         [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
          "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
         tb_queue, n, logs / "taskbridge-worker.log",
@@ -153,7 +155,7 @@ def main() -> None:
         signed_queue = f"benchtbsig{run}"
         with signing(signed_queue):
             signed_send = timed(lambda: [noop.enqueue() for _ in range(n)])
-            signed_drain = _drain(
+            signed_drain, signed_cpu = _drain(
                 [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
                  "--queues", signed_queue, "--processes", "1", "--threads", str(args.threads)],
                 signed_queue, n, logs / "taskbridge-signed-worker.log",
@@ -192,6 +194,8 @@ def main() -> None:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
     if args.signing:
         print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain")
+        print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us, "
+              f"signed {signed_cpu / n * 1e6:.0f} us ({signed_cpu / tb_cpu:.3f} of unsigned)")
         print(signing_cost(tb_drain_rate))
 
 

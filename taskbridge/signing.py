@@ -5,10 +5,10 @@ deferral, delay hop, chain step, dead-letter record) carries ``headers["signatur
 dead-letters a message whose signature is missing or matches none of its accepted keys before it
 looks at anything else in it.
 
-The canonical form is the envelope's JSON with sorted keys, no spaces, ASCII only, with the
-signature header left out and the timestamps as floats: it depends only on the envelope's values,
-never on the order or spacing a producer wrote them in, and it covers every field (id, job, args,
-kwargs, queue, attempt, enqueued_at, expires_at, not_before, chain, every other header, v).
+The canonical form is the JSON array ``[v, id, job, queue, attempt, enqueued_at, expires_at,
+not_before, args, kwargs, chain, headers]`` (objects inside it with sorted keys, no spaces, ASCII
+only, timestamps as floats, the signature header left out): it depends only on the envelope's
+values, never on the order or spacing a producer wrote them in, and it covers every field.
 
 The signature travels in ``headers`` rather than in a new envelope field so that a worker without
 signing, of this version or an older one, reads a signed envelope as usual (the codec refuses
@@ -40,21 +40,37 @@ MISMATCH = "signature does not match any accepted key"
 
 _SIGNATURE_FIELD = len(json.dumps({SIGNATURE_HEADER: SCHEME + "0" * 64}, separators=(",", ":")))
 """Bytes the signature header adds to an envelope's JSON (one more for the comma before it)."""
-_TIMESTAMPS = ("enqueued_at", "expires_at", "not_before")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def canonical(envelope: Envelope) -> bytes:
-    """The bytes the signature covers: every field of ``envelope`` except the signature itself."""
-    data: dict[str, Any] = envelope.to_dict()
-    headers = data["headers"]
+    """The bytes the signature covers: every field of ``envelope`` except the signature itself, as a
+    JSON array in a fixed order (objects inside with sorted keys, no spaces, ASCII only)."""
+    fields = vars(envelope)
+    headers = fields["headers"]
     if SIGNATURE_HEADER in headers:
-        data["headers"] = {k: v for k, v in headers.items() if k != SIGNATURE_HEADER}
-    for name in _TIMESTAMPS:
-        # The codec reads a whole-number timestamp as a float; sign what the worker will see.
-        if type(data[name]) is int:
-            data[name] = float(data[name])
-    return _CANONICAL.encode(data).encode("ascii")
+        headers = {k: v for k, v in headers.items() if k != SIGNATURE_HEADER}
+    return _CANONICAL.encode(
+        [
+            fields["v"],
+            fields["id"],
+            fields["job"],
+            fields["queue"],
+            fields["attempt"],
+            _timestamp(fields["enqueued_at"]),
+            _timestamp(fields["expires_at"]),
+            _timestamp(fields["not_before"]),
+            fields["args"],
+            fields["kwargs"],
+            fields["chain"],
+            headers,
+        ]
+    ).encode("ascii")
+
+
+def _timestamp(value: Any) -> Any:
+    # The codec reads a whole-number timestamp as a float: sign what the worker will see.
+    return float(value) if type(value) is int else value
 
 
 class Signer:
