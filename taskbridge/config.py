@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from . import tls
 from .errors import ConfigurationError
 from .units import parse_duration
 
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in _BROKER_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(_BROKER_SCHEMES)}")
+        tls.check(value)
         return value
 
     @field_validator("coordination_url")
@@ -110,6 +112,8 @@ class Settings(BaseSettings):
     def _coordination(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("memory", "redis", "rediss", "unix"):
             raise ValueError("must be memory:// or a redis:// URL")
+        if value is not None:
+            tls.check(value)
         return value
 
     @field_validator("signing_keys_accepted", mode="before")

@@ -6,6 +6,7 @@ import math
 import uuid
 from typing import cast
 
+from .. import tls
 from ..units import Rate
 
 try:
@@ -68,7 +69,8 @@ class RedisCoordination:
 
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
-        self._client = redis.Redis.from_url(url)
+        url, options = tls.split(url)
+        self._client = redis.Redis.from_url(url, **(options.redis_kwargs() if options else {}))
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
 
