@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -103,7 +104,7 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
-def _one_round(n: int, tag: str, env: dict[str, str], signed: bool) -> dict[str, float]:
+def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool) -> dict[str, float]:
     engine = get_engine()
     raw_queue, tb_queue, many_queue = f"bench-raw-{tag}", f"bench-tb-{tag}", f"bench-many-{tag}"
     raw_app.conf.task_default_queue = raw_queue
@@ -127,23 +128,23 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool) -> dict[str,
          "-O", "fair", "-n", f"raw-{tag}@%h"],
         env, lambda: engine.depth(raw_queue), n,
     )
-    result["tb_drain"], result["tb_cpu"] = _drain(
-        [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", tb_queue,
-         "--concurrency", "2"],
-        env, lambda: engine.depth(tb_queue), n,
-    )
+    queues = {"tb": (tb_queue, env)}
     if signed:
         signed_queue = f"bench-tbsig-{tag}"
-        signed_env = {**env, "TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_DEFAULT_QUEUE": signed_queue}
         with signing(signed_queue):
             result["tb_enqueue_signed"] = rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)]))
-        result["tb_drain_signed"], result["tb_cpu_signed"] = _drain(
-            [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues",
-             signed_queue, "--concurrency", "2"],
-            signed_env, lambda: engine.depth(signed_queue), n,
+        signed_env = {**env, "TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_DEFAULT_QUEUE": signed_queue}
+        queues["tb_signed"] = (signed_queue, signed_env)
+    # With signing, odd rounds drain the signed queue first, so load that grows or falls during a
+    # run does not always favour the same side.
+    for side in sorted(queues, reverse=signed_first):
+        queue, side_env = queues[side]
+        result[f"{side}_drain"], result[f"{side}_cpu"] = _drain(
+            [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", queue,
+             "--concurrency", "2"],
+            side_env, lambda queue=queue: engine.depth(queue), n,
         )
-        tb_queue = signed_queue
-    for queue in (raw_queue, tb_queue):
+    for queue in [raw_queue] + [queue for queue, _ in queues.values()]:
         with contextlib.suppress(Exception):
             engine.purge(queue)
     return result
@@ -173,7 +174,7 @@ def main() -> int:
     _use_broker(args.broker)
     print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
           f"best of {args.rounds} round(s)", flush=True)
-    rounds = [_one_round(n, f"{tag}-{i}", env, args.signing) for i in range(args.rounds)]
+    rounds = [_one_round(n, f"{tag}-{i}", env, args.signing, i % 2 == 1) for i in range(args.rounds)]
     best = {key: (min if "cpu" in key else max)(r[key] for r in rounds) for key in rounds[0]}
     print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
           f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
@@ -184,12 +185,17 @@ def main() -> int:
     print(f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
           f"{best['tb_cpu'] * 1e6:8.0f} us/job")
     if args.signing:
-        enqueue, drain = best["tb_enqueue_signed"], best["tb_drain_signed"]
+        enqueue, drain = best["tb_enqueue_signed"], best["tb_signed_drain"]
         print(f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
               f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
               f"({drain / best['tb_drain']:.3f} of unsigned)")
-        print(f"signed        worker CPU {best['tb_cpu_signed'] * 1e6:8.0f} us/job "
-              f"({best['tb_cpu_signed'] / best['tb_cpu']:.3f} of unsigned)")
+        print(f"signed        worker CPU {best['tb_signed_cpu'] * 1e6:8.0f} us/job "
+              f"({best['tb_signed_cpu'] / best['tb_cpu']:.3f} of unsigned)")
+        drains = sorted(r["tb_signed_drain"] / r["tb_drain"] for r in rounds)
+        cpus = sorted(r["tb_signed_cpu"] / r["tb_cpu"] for r in rounds)
+        print(f"signed/unsigned per round: drain {' '.join(f'{d:.3f}' for d in drains)} (median "
+              f"{statistics.median(drains):.3f}), worker CPU {' '.join(f'{c:.3f}' for c in cpus)} "
+              f"(median {statistics.median(cpus):.3f})")
         print(signing_cost(best["tb_drain"]))
     get_engine().close()
     return 0

@@ -18,6 +18,7 @@ message). This file is also the job module both workers import.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -144,23 +145,38 @@ def main() -> None:
         raw_queue, n, logs / "raw-worker.log",
     )
     tb_send = timed(lambda: [noop.enqueue() for _ in range(n)])
-    tb_drain, tb_cpu = _drain(
-        [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
-         "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
-        tb_queue, n, logs / "taskbridge-worker.log",
-    )
+    if args.signing:
+        tb_drain = tb_cpu = 0.0  # measured below, alternating with the signed side
+    else:
+        tb_drain, tb_cpu = _drain(
+            [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+             "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
+            tb_queue, n, logs / "taskbridge-worker.log",
+        )
     tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
     if args.signing:
         signed_queue = f"benchtbsig{run}"
         with signing(signed_queue):
             signed_send = timed(lambda: [noop.enqueue() for _ in range(n)])
-            signed_drain, signed_cpu = _drain(
-                [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
-                 "--queues", signed_queue, "--processes", "1", "--threads", str(args.threads)],
-                signed_queue, n, logs / "taskbridge-signed-worker.log",
-            )
-
+            get_engine().purge(signed_queue)
+        # Unsigned, signed, signed, unsigned: load that grows or falls during the run does not
+        # favour one side. Each drain: (seconds, worker CPU seconds).
+        drains: dict[str, list[tuple[float, float]]] = {"unsigned": [], "signed": []}
+        for index, side in enumerate(["unsigned", "signed", "signed", "unsigned"]):
+            queue = signed_queue if side == "signed" else tb_queue
+            with signing(signed_queue) if side == "signed" else contextlib.nullcontext():
+                noop.enqueue_many(() for _ in range(n))
+                drains[side].append(_drain(
+                    [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+                     "--queues", queue, "--processes", "1", "--threads", str(args.threads)],
+                    queue, n, logs / f"taskbridge-{side}-{index}-worker.log",
+                ))
+    if args.signing:
+        tb_drain = sum(seconds for seconds, _ in drains["unsigned"]) / 2
+        tb_cpu = sum(cpu for _, cpu in drains["unsigned"]) / 2
+        signed_drain = sum(seconds for seconds, _ in drains["signed"]) / 2
+        signed_cpu = sum(cpu for _, cpu in drains["signed"]) / 2
     raw_send_rate, tb_send_rate = rate(n, raw_send), rate(n, tb_send)
     raw_drain_rate, tb_drain_rate = rate(n, raw_drain), rate(n, tb_drain)
     rows += [
@@ -193,7 +209,9 @@ def main() -> None:
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
     if args.signing:
-        print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain")
+        pairs = [unsigned[0] / signed[0] for unsigned, signed in zip(drains["unsigned"], drains["signed"], strict=True)]
+        print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain "
+              f"(unsigned-signed pair {pairs[0]:.3f}, signed-unsigned pair {pairs[1]:.3f})")
         print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us, "
               f"signed {signed_cpu / n * 1e6:.0f} us ({signed_cpu / tb_cpu:.3f} of unsigned)")
         print(signing_cost(tb_drain_rate))
