@@ -10,9 +10,10 @@ from typing import Any
 from . import events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
+from .coordination.outage import Outage
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
-from .errors import ConfigurationError, EnqueueError, EnvelopeError, JobTimeout
+from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
@@ -38,6 +39,7 @@ class Runner:
         self.engine = engine
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
+        self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
@@ -116,7 +118,10 @@ class Runner:
             bound, _ = arguments.bind(spec, envelope)
         except arguments.BadArguments:
             return
-        lock.release_for(spec, bound, self.coordination, envelope)
+        try:
+            lock.release_for(spec, bound, self.coordination, envelope)
+        except CoordinationError as exc:
+            log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
 
     def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
         try:
@@ -139,7 +144,10 @@ class Runner:
             bound, _dropped = arguments.bind(spec, envelope)
         except arguments.BadArguments as exc:
             return Dead(envelope, str(exc))
-        wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        try:
+            wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
         if wait > 0:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
@@ -148,7 +156,12 @@ class Runner:
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
-        guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        try:
+            guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
+        if spec.needs_coordination:
+            self.outage.succeeded()
         if guard is None:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")
@@ -166,6 +179,11 @@ class Runner:
         finally:
             guard.release()
         return Done(envelope, time.monotonic() - started)
+
+    def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
+        """The job needs the coordination store and it is unreachable: never run it unguarded; try
+        again later, with back-off, without counting an attempt."""
+        return Defer(envelope, self.outage.failed(error), "coordination store unreachable")
 
     def _failed(
         self,
@@ -208,7 +226,10 @@ class Runner:
             self._continue_chain(outcome.envelope)
         envelope = outcome.envelope
         if envelope is not None and "unique" in envelope.headers:
-            self.coordination.release_unique(envelope.headers["unique"])
+            try:
+                self.coordination.release_unique(envelope.headers["unique"])
+            except CoordinationError as exc:
+                log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
 
     def _continue_chain(self, envelope: Envelope) -> None:
         from .job import JobCall
