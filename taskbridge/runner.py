@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -64,8 +65,9 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job, and carry out the outcome."""
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
+        JSON text, or the JSON object already parsed)."""
         outcome = self._decide(raw, queue)
         self._carry_out(outcome, queue)
         self._report(outcome, queue)
@@ -75,14 +77,12 @@ class Runner:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
         whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
         item = unwrap(body, content_type=content_type)
-        if item.envelope is None:
+        if item.payload is None:
             return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
         limit = self.engine.facts.max_message_size
-        if len(item.envelope) > limit:
-            return self.dead_letter(
-                body, f"the envelope is {len(item.envelope)} bytes, over the {limit}-byte limit", queue
-            )
-        return self.run(item.envelope, queue)
+        if len(body) > limit and len(item.envelope or "") > limit:
+            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+        return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
@@ -123,11 +123,11 @@ class Runner:
         except CoordinationError as exc:
             log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
 
-    def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=raw)
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
@@ -306,3 +306,7 @@ def _describe(exc: BaseException) -> str:
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
 
+
+
+def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:
+    return json.dumps(raw, separators=(",", ":"), default=repr) if isinstance(raw, dict) else raw
