@@ -15,10 +15,12 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from kombu.message import Message
 
 from taskbridge import JobSpec
 from taskbridge.engine import MessageRunner
 from taskbridge.legacy import carries_envelope
+from taskbridge.wire import JSON_CONTENT_TYPES
 
 from .tasks import REQUEUE_PAUSE, EnvelopeTask
 from .wire import envelope_text
@@ -59,3 +61,13 @@ def _register(app: Celery, spec: JobSpec, alias: str, runner: Callable[[], Messa
     handle.__name__ = handle.__qualname__ = alias.rsplit(".", 1)[-1]
     handle.__module__ = spec.func.__module__
     app.task(name=alias, base=EnvelopeTask, bind=True, time_limit=spec.hard_timeout, soft_time_limit=None)(handle)
+
+
+def refuse_non_json(runner: MessageRunner, message: Message, queue: str | None) -> bool:
+    """Dead-letter a message whose content type is not JSON (an old producer's pickle) through the
+    wire layer, which says how to switch the producer; False for a JSON message."""
+    content_type = message.content_type or ""
+    if content_type.split(";", 1)[0].strip().lower() in JSON_CONTENT_TYPES:
+        return False
+    runner.run_item(message.body, queue or "", content_type=content_type, headers=message.headers or {})
+    return True
