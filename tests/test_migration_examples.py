@@ -68,7 +68,7 @@ def test_reports_after_celery_runs_on_the_embedded_engine(
 def test_reports_after_celery_runs_on_celery_with_redis(load: Callable[[str], ModuleType], tmp_path: Path) -> None:
     with open_harness("celery-redis", tmp_path, "reports_celery") as run:
         reports = load("reports_celery")
-        run.start_workers(args=["--queues", "reports"])
+        run.start_workers(queues=["reports"])
         reports.send_daily(DAY, [1, 2])
         assert wait_for_files(tmp_path / "reports", REPORTS, 60) == REPORTS, run.worker_logs(40)
 
@@ -92,6 +92,6 @@ def test_notify_after_dramatiq_runs_on_the_embedded_engine(
 def test_notify_after_dramatiq_runs_on_dramatiq_with_redis(load: Callable[[str], ModuleType], tmp_path: Path) -> None:
     with open_harness("dramatiq-redis", tmp_path, "notify_dramatiq") as run:
         notify = load("notify_dramatiq")
-        run.start_workers(args=["--queues", f"{run.queue},mail"])
+        run.start_workers(queues=[run.queue, "mail"])
         notify.welcome(5, "phone-1")
         assert wait_for_files(tmp_path / "outbox", NOTIFICATIONS, 60) == NOTIFICATIONS, run.worker_logs(40)
