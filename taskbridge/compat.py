@@ -57,7 +57,7 @@ _INSTEAD: dict[str, str] = {
     "headers": "pass the value as a job argument",
     "ignore_result": "taskbridge stores no results; a job writes what it produces where it belongs",
     "add_to_parent": "taskbridge stores no results",
-    "time_limit": "set @job(hard_timeout=...) on the job",
+    "time_limit": "set the limit on the job: @job(timeout=...) raises JobTimeout in it, hard_timeout= stops it",
     "soft_time_limit": "set @job(timeout=...) on the job",
     "chain": "chain jobs with a.s(...).then(b.s(...)).enqueue()",
     "connection": "taskbridge picks the connection from its settings (TASKBRIDGE_BROKER_URL)",
