@@ -156,3 +156,44 @@ def test_a_rewritten_worker_on_redis_runs_new_enqueues_and_the_old_producers_mes
 
         run.wait_for(lambda: len(calls()) >= 2, 60, "the audit job did not run twice")
     assert sorted(calls()) == [["audit", ["new producer"], {}], ["audit", ["old producer"], {}]]
+
+
+def rewrite_one(source: str) -> Any:
+    from taskbridge.migrate import rewrite
+
+    return rewrite(source, "myapp.tasks")
+
+
+def test_an_app_named_celery_and_retry_options_without_autoretry_for() -> None:
+    result = rewrite_one(
+        "from celery import Celery\n\ncelery = Celery()\n\n\n@celery.task(max_retries=4)\ndef f(x):\n    return x\n"
+    )
+    assert '@job(aliases=["myapp.tasks.f"])' in result.code
+    [change] = result.changes
+    assert "max_retries removed: without autoretry_for they only applied to self.retry()" in change.notes
+
+
+def test_unbounded_retries_a_task_in_a_class_and_positional_arguments_are_left_with_reasons() -> None:
+    source = (
+        "from celery import shared_task\n\n\n"
+        "@shared_task(autoretry_for=(IOError,), max_retries=None)\ndef forever():\n    pass\n\n\n"
+        "class Jobs:\n    @shared_task\n    def method(self):\n        pass\n\n\n"
+        "@shared_task(some_task_base)\ndef positional():\n    pass\n"
+    )
+    result = rewrite_one(source)
+    assert result.code == source
+    reasons = {finding.what: finding.reason for finding in result.findings}
+    assert "retries forever" in reasons["forever"]
+    assert "inside a class" in reasons["method"]
+    assert "positional" in reasons["positional"]
+
+
+def test_a_module_that_does_not_import_celery_is_not_touched() -> None:
+    source = "import registry\n\n\n@registry.task\ndef f():\n    pass\n"
+    assert rewrite_one(source).code == source
+
+
+def test_a_file_that_is_not_python_is_listed_and_skipped(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def (:\n")
+    output = migrate(str(tmp_path)).output
+    assert f"{tmp_path / 'broken.py'}:1: file: not valid Python, skipped" in output

@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(run, name)
     if name == "rewrite":
-        from .rewrite import rewrite
+        from .transform import rewrite
 
         return rewrite
     raise AttributeError(name)
