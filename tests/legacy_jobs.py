@@ -18,7 +18,7 @@ def _record_dead(event: events.Event) -> None:
         record("outcome:" + str(event["event"]), reason=event.get("reason"), job=event.get("job"))
 
 
-@job(name="reports.send_report", aliases=[CELERY_NAME, DRAMATIQ_NAME])
+@job(name="billing.send_report", aliases=[CELERY_NAME, DRAMATIQ_NAME])
 def send_report(user_id: int, day: str = "today", **extra: Any) -> None:
     """Records its arguments and the attempt it ran on."""
     record("ran", job="send_report", user_id=user_id, day=day, extra=extra)

@@ -80,7 +80,7 @@ def test_a_celery_message_for_an_alias_runs_the_job_with_its_arguments(embedded:
     outcome = embedded.runner.run_item(body, QUEUE, content_type="application/json", headers=headers)
     assert isinstance(outcome, Done)
     assert ran == [{"event": "ran", "job": "send_report", "user_id": 42, "day": "monday", "extra": {}}]
-    assert outcome.envelope.job == "reports.send_report"
+    assert outcome.envelope.job == "billing.send_report"
     assert outcome.envelope.id == headers["id"]
     assert outcome.envelope.headers["legacy"] == f"celery:{legacy_jobs.CELERY_NAME}"
 
