@@ -193,6 +193,20 @@ def chain(*signatures: Signature) -> Signature:
     return first
 
 
+def send_task(
+    name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+) -> Any:
+    """Celery's ``app.send_task(name, args, kwargs, ...)``: enqueue the job with this name or alias
+    (its module must be imported), with :meth:`CallSiteAliases.apply_async`'s options."""
+    from .job import lookup
+    from .legacy import job_for_alias
+
+    handle = lookup(name) or job_for_alias(name)
+    if handle is None:
+        raise EnqueueError(f"no job is named {name!r} or has it in aliases=; import the module that declares it")
+    return handle.apply_async(args, kwargs, **options)
+
+
 def check_aliases(job: str, aliases: Iterable[str], registry: Mapping[str, Job[..., Any]]) -> tuple[str, ...]:
     """Validate ``@job(aliases=...)``: names, none of them another job's name or alias. The job's own
     name may be listed: its old producers' messages under that name then run too."""

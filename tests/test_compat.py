@@ -9,7 +9,7 @@ import pytest
 from support import Embedded
 
 from taskbridge import job
-from taskbridge.compat import UnsupportedOption, chain
+from taskbridge.compat import UnsupportedOption, chain, send_task
 from taskbridge.errors import EnqueueError, JobDefinitionError
 
 
@@ -106,3 +106,16 @@ def test_aliases_must_be_names_not_taken_by_another_job() -> None:
         job(name="compat.bad", aliases="compat.old")(lambda: None)
     with pytest.raises(JobDefinitionError, match="already the name"):
         job(name="compat.bad2", aliases=["compat.add"])(lambda: None)
+
+
+@job(name="compat.renamed", queue="compat", aliases=["oldapp.tasks.renamed"])
+def renamed(n: int) -> None:
+    pass
+
+
+def test_send_task_finds_a_job_by_name_or_alias(embedded: Embedded) -> None:
+    send_task("compat.add", args=(1,), kwargs={"y": 2})
+    send_task("oldapp.tasks.renamed", args=(3,), countdown=5)
+    assert [(e.job, e.args) for e in embedded.queued("compat")] == [("compat.add", [1]), ("compat.renamed", [3])]
+    with pytest.raises(EnqueueError, match="no job is named 'nope'"):
+        send_task("nope")
