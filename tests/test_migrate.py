@@ -59,7 +59,7 @@ def test_without_write_it_prints_a_diff_and_a_summary_and_changes_nothing(corpus
     assert (corpus / "shop" / "tasks.py").read_text() == before
     assert "-@app.task(rate_limit=\"10/m\", expires=3600, ignore_result=True)" in output
     assert '+@job(rate_limit="10/m", expires=3600, aliases=["shop.tasks.refresh_prices"])' in output
-    assert "10 task(s) rewritten in 3 file(s); 6 left untouched" in output
+    assert "11 task(s) rewritten in 4 file(s); 6 left untouched" in output
 
 
 def test_write_maps_options_keeps_comments_and_the_old_names_as_aliases(corpus: Path) -> None:
@@ -71,6 +71,9 @@ def test_write_maps_options_keeps_comments_and_the_old_names_as_aliases(corpus: 
     assert "# at least once: inventory deltas are idempotent" in tasks
     assert "retry=Backoff(max_retries=5, base=2, cap=300, jitter=True, on=(ConnectionError, TimeoutError))" in tasks
     assert "def audit(entry):" in tasks
+    emails = (corpus / "shop" / "emails.py").read_text()
+    assert "shop.celery_app" not in emails
+    assert '@job(queue="emails", aliases=["shop.emails.password_reset"])' in emails
     maintenance = (corpus / "shop" / "maintenance.py").read_text()
     assert "celery" not in maintenance
     assert "retry=Backoff(max_retries=2, base=30, cap=30, jitter=False, on=(OSError,))" in maintenance
@@ -104,6 +107,7 @@ def test_a_second_run_finds_nothing_more_to_rewrite(corpus: Path) -> None:
 def test_the_rewritten_code_imports_and_runs_on_the_embedded_engine(embedded: Embedded, rewritten: Path) -> None:
     tasks = importlib.import_module("shop.tasks")
     maintenance = importlib.import_module("shop.maintenance")
+    emails = importlib.import_module("shop.emails")
     actors = importlib.import_module("notifications.actors")
     shop_ledger = importlib.import_module("shop.ledger")
     notes_ledger = importlib.import_module("notifications.ledger")
@@ -114,12 +118,13 @@ def test_the_rewritten_code_imports_and_runs_on_the_embedded_engine(embedded: Em
     tasks.audit.delay("refund 12")
     tasks.refresh_prices.apply_async(kwargs={"region": "us"})
     maintenance.rotate_logs.delay(keep_days=3)
+    emails.password_reset.apply_async(args=(9, "t0k"), queue="emails")
     actors.send_digest.send(7, period="daily")
     actors.push.send_with_options(args=("phone-1", "hi"))
     embedded.engine.start(["default", "emails", "maintenance", "mail"], 2)
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(shop_ledger.CALLS) + len(notes_ledger.CALLS) < 7:
+        while time.monotonic() < deadline and len(shop_ledger.CALLS) + len(notes_ledger.CALLS) < 8:
             time.sleep(0.05)
     finally:
         embedded.engine.stop()
@@ -130,6 +135,7 @@ def test_the_rewritten_code_imports_and_runs_on_the_embedded_engine(embedded: Em
             ("audit", ("refund 12",), {}),
             ("refresh_prices", (), {"region": "us"}),
             ("rotate_logs", (), {"keep_days": 3}),
+            ("password_reset", (9, "t0k"), {}),
         ]
     )
     assert sorted(notes_ledger.CALLS) == [("push", ("phone-1", "hi"), {}), ("send_digest", (7,), {"period": "daily"})]
@@ -197,3 +203,10 @@ def test_a_file_that_is_not_python_is_listed_and_skipped(tmp_path: Path) -> None
     (tmp_path / "broken.py").write_text("def (:\n")
     output = migrate(str(tmp_path)).output
     assert f"{tmp_path / 'broken.py'}:1: file: not valid Python, skipped" in output
+
+
+def test_the_celery_app_import_goes_when_no_task_uses_it_any_more() -> None:
+    source = "from proj.celery import app\nfrom proj.db import save\n\n\n@app.task\ndef f(x):\n    save(x)\n"
+    result = rewrite_one(source)
+    assert "proj.celery" not in result.code
+    assert "from proj.db import save" in result.code

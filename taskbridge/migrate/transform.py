@@ -64,6 +64,8 @@ def rewrite(source: str, module: str) -> Result:
             AddImportsVisitor.add_needed_import(context, "taskbridge", "Backoff")
         for module_name, obj in (("celery", "shared_task"), ("dramatiq", "actor"), ("dramatiq", None)):
             RemoveImportsVisitor.remove_unused_import(context, module_name, obj)
+        for module_name, obj, asname in rewriter.apps:
+            RemoveImportsVisitor.remove_unused_import(context, module_name, obj, asname)
         new_tree = AddImportsVisitor(context).transform_module(new_tree)
         new_tree = RemoveImportsVisitor(context).transform_module(new_tree)
     return Result(new_tree.code, rewriter.changes, rewriter.findings)
@@ -83,6 +85,9 @@ class _Rewriter(cst.CSTTransformer):
         self._imports_celery = False
         self._celery_names: set[str] = set()
         self._dramatiq_names: set[str] = set()
+        self._import_of: dict[str, tuple[str, str, str | None]] = {}
+        self.apps: set[tuple[str, str, str | None]] = set()
+        """``from proj.celery import app`` imports whose app decorated a rewritten task."""
 
     # What the module imports decides which decorators are tasks.
 
@@ -95,6 +100,11 @@ class _Rewriter(cst.CSTTransformer):
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         if node.module is None or isinstance(node.names, cst.ImportStar):
             return
+        if not node.relative:
+            module = _EMPTY.code_for_node(node.module)
+            for alias in node.names:
+                local = alias.evaluated_alias or alias.evaluated_name
+                self._import_of[local] = (module, alias.evaluated_name, alias.evaluated_alias)
         source = _EMPTY.code_for_node(node.module).split(".")[0]
         if source not in ("celery", "dramatiq"):
             return
@@ -150,9 +160,17 @@ class _Rewriter(cst.CSTTransformer):
         if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
             if target.value.value == "dramatiq" and target.attr.value == "actor":
                 return "dramatiq"
-            if target.attr.value == "task" and (self._imports_celery or self._celery_names):
+            if target.attr.value == "task" and self._is_celery_app(target.value.value):
                 return "celery"
         return None
+
+    def _is_celery_app(self, name: str) -> bool:
+        """``@<name>.task`` is Celery's when the module imports celery, or imports ``<name>`` from a
+        module with "celery" in its path (``from proj.celery import app``)."""
+        if self._imports_celery or self._celery_names:
+            return True
+        imported = self._import_of.get(name)
+        return imported is not None and "celery" in imported[0]
 
     def _rewrite(self, function: cst.FunctionDef, index: int, engine: str, line: int) -> cst.FunctionDef:
         decorator = function.decorators[index]
@@ -180,6 +198,11 @@ class _Rewriter(cst.CSTTransformer):
         if not mapped.aliases:
             mapped.aliases.append(f"{self.module}.{name}" if engine == "celery" else name)
         self.uses_backoff |= mapped.uses_backoff
+        target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
+        if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
+            imported = self._import_of.get(target.value.value)
+            if imported is not None:
+                self.apps.add(imported)
         comments = _Comments()
         decorator.decorator.visit(comments)
         new_decorator = decorator.with_changes(
