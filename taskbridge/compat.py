@@ -75,6 +75,12 @@ _INSTEAD: dict[str, str] = {
 }
 
 
+def alternative(option: str) -> str | None:
+    """What to use instead of a Celery/Dramatiq sending option taskbridge refuses, or None if it is
+    accepted (or unknown)."""
+    return _INSTEAD.get(option)
+
+
 class UnsupportedOption(EnqueueError):
     """A Celery or Dramatiq sending option that taskbridge has no equivalent for."""
 

@@ -10,6 +10,7 @@ from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
 from libcst.metadata import PositionProvider
 
+from ..compat import alternative
 from .options import Mapped, map_celery, map_dramatiq
 
 _EMPTY = cst.Module([])
@@ -134,6 +135,13 @@ class _Rewriter(cst.CSTTransformer):
         name = node.func.value if isinstance(node.func, cst.Name) else None
         if name in _CANVAS and self._imported(self._celery_names, name, name):
             self.findings.append(Finding(self._line(node), f"{name}(...)", _CANVAS[name]))
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value in ("apply_async", "send_with_options"):
+            for arg in node.args:
+                option = arg.keyword.value if arg.keyword is not None else ""
+                instead = alternative(option)
+                if instead is not None:
+                    call = f"{_EMPTY.code_for_node(node.func)}({option}=...)"
+                    self.findings.append(Finding(self._line(node), call, f"raises at run time: {instead}"))
 
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         self._depth -= 1

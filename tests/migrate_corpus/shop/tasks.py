@@ -74,3 +74,7 @@ def receipts_then_prices(order_ids):
 def nightly():
     sync_inventory.apply_async(args=("sku-1",), kwargs={"delta": -1}, countdown=10)
     send_receipt.delay(1, "a@example.com")
+
+
+def urgent_receipt(order_id):
+    send_receipt.apply_async(args=(order_id, "vip@example.com"), priority=9)
