@@ -176,3 +176,21 @@ def test_a_job_may_list_its_own_name_and_still_run_its_envelopes(embedded: Embed
         assert ran == [{"n": 1}, {"n": 2}]
     finally:
         registry().pop("legacy_test.same_name")
+
+
+def test_a_failing_old_message_is_retried_as_an_envelope_of_the_job(embedded: Embedded) -> None:
+    from taskbridge import Backoff, job
+
+    @job(name="legacy_test.flaky", aliases=["oldapp.flaky"], retry=Backoff(max_retries=5, base=60, jitter=False))
+    def flaky(n: int) -> None:
+        raise ConnectionError("try later")
+
+    try:
+        body, headers = celery_message("oldapp.flaky", (1,), {}, retries=1)
+        outcome = embedded.runner.run_item(body, QUEUE, headers=headers)
+        assert outcome.kind == "retried"
+        [queued] = embedded.queued("default")
+        assert (queued.job, queued.args, queued.attempt) == ("legacy_test.flaky", [1], 3)
+        assert queued.not_before == pytest.approx(time.time() + 120, abs=2)
+    finally:
+        registry().pop("legacy_test.flaky")
