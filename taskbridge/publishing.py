@@ -19,6 +19,7 @@ from .engine import Engine, get_engine
 from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
+from .queue_rules import queue_name_problem
 from .units import parse_duration
 from .wire import readable_body
 
@@ -148,6 +149,9 @@ class _Publisher:
                 f"job {self.spec.name!r}: queue= must be letters, digits, '-', '_' or '.', got {call.queue!r}"
             )
         self.queue = call.queue or self.spec.resolved_queue(self.settings.default_queue)
+        problem = queue_name_problem(self.queue, self.settings)
+        if problem:
+            raise EnqueueError(f"job {self.spec.name!r}: {problem}")
         self.delay = _countdown(call)
         self.expires = _expires(call, self.settings)
         self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()

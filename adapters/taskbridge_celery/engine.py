@@ -38,7 +38,7 @@ class CeleryEngine:
 
     def __init__(self, settings: Settings | None = None, options: CelerySettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = options or load_celery_settings()
+        self.options = options or load_celery_settings(strict=self.settings.strict)
         self.broker = broker_for(self.settings, self.options)
         self.facts: TransportFacts = self.broker.facts(self.options)
         self.app = build_app(self.settings, self.broker)

@@ -18,7 +18,7 @@ from taskbridge.job import JobSpec
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, transport_facts, transport_of
-from .settings import DramatiqSettings
+from .settings import load_dramatiq_settings
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
@@ -38,7 +38,7 @@ class DramatiqEngine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = DramatiqSettings()
+        self.options = load_dramatiq_settings(strict=self.settings.strict)
         self.transport = transport_of(self.settings)
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
