@@ -6,6 +6,7 @@ import atexit
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -162,7 +163,7 @@ class MemoryEngine:
                     self._in_flight
                 )
             for due, _, _, body in sorted(self._delayed):
-                left[f"{peek_job_name(body)} (countdown: due in {max(0.0, due - now):.0f}s)"] += 1
+                left[f"{peek_job_name(body)} (countdown: due in {math.ceil(max(0.0, due - now))}s)"] += 1
         return left
 
     def depth(self, queue: str) -> int:
