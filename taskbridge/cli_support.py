@@ -12,9 +12,7 @@ import click
 
 from .config import Settings, banner, mask_url
 from .errors import TaskbridgeError
-
-DISTRIBUTION = "taskbridge-jobs"
-"""The name taskbridge is installed under (``pip install 'taskbridge-jobs[celery,redis]'``)."""
+from .extras import configured_hint, install_hint
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _CONNECTION_MODULES = ("redis", "kombu", "amqp", "pika", "botocore", "dramatiq", "celery")
@@ -43,6 +41,10 @@ def fail(exc: Exception) -> NoReturn:
     """Print one line for a taskbridge error or a lost server, exit 2; anything else is a bug: re-raise."""
     if isinstance(exc, TaskbridgeError):
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if isinstance(exc, ImportError):
+        click.echo(f"error: a package is missing ({exc}); install the extras of your engine and transport: "
+                   f"{configured_hint()}", err=True)
         sys.exit(2)
     fault = _connection_fault(exc)
     if fault is None:
@@ -89,9 +91,7 @@ def unknown_job_message(job_name: str) -> str:
 def require_contract_extra() -> None:
     """The contract suite runs on pytest: without it, say which extra brings it and exit 2."""
     if importlib.util.find_spec("pytest") is None:
-        click.echo(
-            f"error: taskbridge contract needs pytest: pip install '{DISTRIBUTION}[contract]'", err=True
-        )
+        click.echo(f"error: taskbridge contract needs pytest: {install_hint('contract')}", err=True)
         sys.exit(2)
 
 

@@ -36,7 +36,7 @@ def check_broker(settings: Settings) -> None:
     variable = "TASKBRIDGE_BROKER_URL"
     if scheme == "sqs":
         variable = "TASKBRIDGE_SQS_ENDPOINT_URL" if settings.sqs_endpoint_url else "the AWS credentials and region"
-    _run(check, "broker", _where(settings), variable)
+    _run(check, "broker", _where(settings), variable, scheme)
 
 
 def check_coordination(settings: Settings) -> None:
@@ -45,7 +45,8 @@ def check_coordination(settings: Settings) -> None:
     if urlsplit(url).scheme == "memory":
         return
     variable = "TASKBRIDGE_COORDINATION_URL" if settings.coordination_url else "TASKBRIDGE_BROKER_URL"
-    _run(lambda: _ping_redis(url, settings.connect_timeout), "coordination store", mask_url(url), variable)
+    check = lambda: _ping_redis(url, settings.connect_timeout)  # noqa: E731
+    _run(check, "coordination store", mask_url(url), variable, "redis")
 
 
 def _where(settings: Settings) -> str:
@@ -54,13 +55,18 @@ def _where(settings: Settings) -> str:
     return mask_url(settings.broker_url)
 
 
-def _run(check: Callable[[], None], what: str, where: str, variable: str) -> None:
+def _run(check: Callable[[], None], what: str, where: str, variable: str, scheme: str) -> None:
     try:
         check()
     except ServerUnavailable:
         raise
     except ImportError as exc:
-        raise ServerUnavailable(f"cannot check the {what} at {where}: {exc}") from None
+        from .extras import MissingDependency, install_hint, transport_extra
+
+        module = (exc.name or "").split(".")[0]
+        extra = transport_extra(scheme)
+        hint = f": {install_hint(extra)}" if extra else ""
+        raise MissingDependency(f"the {what} at {where} needs {module or exc}, which is not installed{hint}") from None
     except Exception as exc:
         cause, advice = _explain(exc, variable)
         raise ServerUnavailable(f"cannot use the {what} at {where}: {cause}; {advice}") from None

@@ -44,7 +44,7 @@ def read_metrics(url: str, timeout: float = 5.0) -> list[Sample]:
         from prometheus_client.parser import text_string_to_metric_families
     except ImportError:
         raise ConfigurationError(
-            "reading /metrics needs prometheus-client: pip install 'taskbridge[metrics]'"
+            "reading /metrics needs prometheus-client: pip install 'taskbridge-jobs[metrics]'"
         ) from None
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode("utf-8")
