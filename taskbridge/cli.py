@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -84,9 +84,24 @@ def _finish_embedded() -> None:
 @click.argument("arguments", default="[]")
 @click.option("--countdown", default=None, help="run after this delay, e.g. 30s, 2h")
 @click.option("--queue", default=None, help="send to this queue instead of the job's own")
+@click.option(
+    "--many",
+    type=click.File("r"),
+    default=None,
+    help="enqueue one run per line of this file ('-': stdin), each a JSON list (args) or object (kwargs)",
+)
 @log_level_option()
-def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | None, log_level: str | None) -> None:
-    """Enqueue JOB_NAME (module.function) with ARGUMENTS as a JSON list (args) or object (kwargs)."""
+def enqueue(
+    job_name: str,
+    arguments: str,
+    countdown: str | None,
+    queue: str | None,
+    many: TextIO | None,
+    log_level: str | None,
+) -> None:
+    """Enqueue JOB_NAME (module.function) with ARGUMENTS as a JSON list (args) or object (kwargs).
+
+    With --many, one run per line of a JSON-lines file, in batches, with a progress bar."""
     from . import preflight
     from .cli_support import unknown_job_message
     from .config import get_settings
@@ -102,6 +117,13 @@ def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | N
         if handle is None:
             raise click.BadParameter(unknown_job_message(job_name), param_hint="JOB_NAME")
         preflight.check_broker(get_settings())
+        call = handle.options(countdown=countdown, queue=queue)
+        if many is not None:
+            from .cli_support import enqueue_lines
+
+            click.echo(f"{enqueue_lines(call, many)} enqueued")
+            _finish_embedded()
+            return
         try:
             parsed = json.loads(arguments)
         except json.JSONDecodeError as exc:
@@ -112,7 +134,7 @@ def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | N
             args, kwargs = parsed, {}
         else:
             raise click.BadParameter("must be a JSON list or object", param_hint="ARGUMENTS")
-        envelope = handle.options(countdown=countdown, queue=queue).enqueue(*args, **kwargs)
+        envelope = call.enqueue(*args, **kwargs)
         click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
         _finish_embedded()
     except Exception as exc:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
@@ -18,6 +19,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _CONNECTION_MODULES = ("redis", "kombu", "amqp", "pika", "botocore", "dramatiq", "celery")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from .job import JobCall
 
 
 def log_level_option(default: str | None = None) -> Callable[[F], F]:
@@ -107,3 +111,33 @@ def describe_settings(settings: Settings) -> str:
             shown = "(set)"
         lines.append(f"{name:<{width}}  {shown}  [{settings.origin(name)}]")
     return "\n".join(lines)
+
+
+def enqueue_lines(call: JobCall, lines: TextIO) -> int:
+    """Enqueue one run per non-blank JSON line of ``lines`` with ``enqueue_many``, showing a progress
+    bar on a terminal; returns how many were published."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total: int | None = None
+    if lines.seekable():
+        total = sum(1 for line in lines if line.strip())
+        lines.seek(0)
+
+    def items() -> Iterator[Any]:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"line {number} is not JSON: {exc}", param_hint="--many") from None
+            if not isinstance(item, dict | list):
+                raise click.BadParameter(f"line {number} must be a JSON list or object", param_hint="--many")
+            yield item
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task(f"enqueue {call.job.name}", total=total)
+        return call.enqueue_many(items(), progress=lambda done: bar.update(task, completed=done))

@@ -4,6 +4,8 @@ workers that would idle, and unknown jobs; each as a user sees it."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from cli_run import taskbridge, write_jobs
@@ -94,3 +96,19 @@ def test_enqueue_of_an_unknown_job_lists_the_jobs_of_its_module(tmp_path: Path) 
     result = taskbridge("enqueue", f"{module}.nope", cwd=tmp_path)
     assert result.code == 2
     assert "no job named 'appjobs.nope'; appjobs declares: appjobs.cleanup, appjobs.send_report" in result.stderr
+
+
+def test_contract_shows_each_case_as_it_ends(tmp_path: Path) -> None:
+    result = taskbridge("contract", "--engine", "memory", "-k", "round_trip or not_json", cwd=tmp_path)
+    assert result.code == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"passed\s+enqueue_run_and_arguments_round_trip memory \d+\.\ds", lines[0]), lines[0]
+    assert re.fullmatch(r"passed\s+enqueue_rejects_arguments_that_are_not_json memory \d+\.\ds", lines[1]), lines[1]
+    assert "enqueue_run_and_arguments_round_trip[memory]" in result.stdout, "the table names the combination"
+
+
+def test_contract_without_pytest_names_the_extra(tmp_path: Path) -> None:
+    code = "import sys; sys.modules['pytest'] = None; from taskbridge.cli import main; main(['contract'])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: taskbridge contract needs pytest: pip install 'taskbridge-jobs[contract]'"
