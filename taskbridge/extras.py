@@ -26,7 +26,8 @@ def require(modules: dict[str, str], what: str) -> None:
     if missing:
         extras = sorted(set(missing.values()))
         raise MissingDependency(
-            f"{what} needs {', '.join(sorted(missing))}, which is not installed: {install_hint(*extras)}"
+            f"{what} needs {', '.join(sorted(missing))}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed: {install_hint(*extras)}"
         )
 
 

@@ -155,3 +155,39 @@ def test_an_engine_imports_only_the_transport_it_uses(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"{engine} on {transport} imported {done.stdout.strip()}"
+
+
+MISSING = '''
+import sys
+for module in {missing!r}:
+    sys.modules[module] = None  # as if not installed
+from taskbridge import configure, get_engine
+from taskbridge.errors import ConfigurationError
+configure(engine={engine!r}, broker_url={broker!r})
+try:
+    get_engine()
+except ConfigurationError as exc:
+    print(exc)
+'''
+
+
+@pytest.mark.parametrize(
+    ("engine", "transport", "missing", "message"),
+    [
+        ("celery", "redis", ["redis"], "the celery engine on redis:// needs redis, which is not installed: "
+         "pip install 'taskbridge-jobs[redis]'"),
+        ("dramatiq", "rabbitmq", ["pika"], "the dramatiq engine on amqp:// needs pika, which is not installed: "
+         "pip install 'taskbridge-jobs[rabbitmq]'"),
+        ("dramatiq", "sqs", ["boto3", "dramatiq_sqs"], "the dramatiq engine on sqs:// needs boto3, dramatiq_sqs, "
+         "which are not installed: pip install 'taskbridge-jobs[sqs]'"),
+    ],
+)
+def test_a_missing_transport_package_names_its_extra(
+    tmp_path: Path, engine: str, transport: str, missing: list[str], message: str
+) -> None:
+    code = MISSING.format(missing=missing, engine=engine, broker=BROKERS[transport])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == message, done.stdout + done.stderr
