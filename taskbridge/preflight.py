@@ -74,8 +74,11 @@ def _run(check: Callable[[], None], what: str, where: str, variable: str, scheme
 
 def _explain(exc: BaseException, variable: str) -> tuple[str, str]:
     """The cause in a few words, and what to check."""
-    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    text = " ".join(str(exc).split()).rstrip(".")
+    if not text and exc.args:  # pika: the cause is only in the arguments
+        text = " ".join(repr(arg) for arg in exc.args)
     name = type(exc).__name__
+    text = text or name
     lowered = text.lower()
     if any(word in lowered for word in ("access_refused", "access refused", "auth", "password", "credential")) or (
         "Authentication" in name or "AccessRefused" in name or "InvalidClientTokenId" in text
