@@ -23,7 +23,7 @@ from .errors import ConfigurationError
 from .units import parse_duration
 
 _BROKER_SCHEMES = ("memory", "redis", "rediss", "amqp", "amqps", "pyamqp", "sqs")
-_files_in_force: ContextVar[tuple[ConfigFile, ...]] = ContextVar("taskbridge_config_files", default=())
+_files_in_force: ContextVar[tuple[ConfigFile, ...] | None] = ContextVar("taskbridge_config_files", default=None)
 
 
 class Settings(BaseSettings):
@@ -155,9 +155,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         fields = set(settings_cls.model_fields)
+        found = _files_in_force.get()
+        if found is None:  # Settings() built directly, not through load_settings()
+            found = tuple(find_config_files())
         files = tuple(
-            InitSettingsSource(settings_cls, {k: v for k, v in f.values.items() if k in fields})
-            for f in _files_in_force.get()
+            InitSettingsSource(settings_cls, {k: v for k, v in f.values.items() if k in fields}) for f in found
         )
         return (init_settings, env_settings, *files)
 
