@@ -55,9 +55,10 @@ def fail(exc: Exception) -> NoReturn:
         raise exc
     from .config import get_settings
 
+    settings = get_settings()
     click.echo(
-        f"error: lost the connection to the broker at {mask_url(get_settings().broker_url)}: {fault}; "
-        "check that the server is running and reachable",
+        f"error: a server connection failed ({fault}); check that the broker at {mask_url(settings.broker_url)} "
+        f"and the coordination store at {mask_url(settings.effective_coordination_url)} are running and reachable",
         err=True,
     )
     sys.exit(2)

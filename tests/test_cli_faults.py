@@ -153,3 +153,25 @@ def test_status_keeps_long_queue_names_whole_at_80_columns(tmp_path: Path, redis
         folded.append(line.split()[0])
     assert "".join(folded) == name, result.stdout
     assert "engine=dramatiq broker=redis://127.0.0.1:6379/0" in result.stdout
+
+
+def test_a_connection_lost_during_a_command_is_one_line(
+    capsys: pytest.CaptureFixture[str], clean_env: None, redis_url: str
+) -> None:
+    import redis
+
+    from taskbridge.cli_support import fail
+    from taskbridge.config import load_settings, set_settings
+
+    set_settings(load_settings(engine="celery", broker_url="redis://:s3cretpw@127.0.0.1:1/0"))
+    try:
+        with pytest.raises(redis.ConnectionError) as lost:
+            redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1).ping()
+        with pytest.raises(SystemExit) as caught:
+            fail(lost.value)
+    finally:
+        set_settings(None)
+    assert caught.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: a server connection failed (Error 111 connecting to")
+    assert "broker at redis://:***@127.0.0.1:1/0" in lines[0] and "s3cretpw" not in lines[0]
