@@ -20,9 +20,6 @@ def _configure(**overrides: Any) -> None:
     set_settings(load_settings(**overrides))
 
 
-_fail = fail
-
-
 @click.group()
 @click.version_option(__version__, "--version", prog_name="taskbridge", message="%(prog)s %(version)s")
 @log_level_option(default="INFO")
@@ -65,7 +62,7 @@ def worker(
         )
         run_worker(list(modules), [q for q in queues.split(",") if q], concurrency)
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _finish_embedded() -> None:
@@ -138,7 +135,7 @@ def enqueue(
         click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
         _finish_embedded()
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @main.command()
@@ -221,7 +218,7 @@ def status(
             get_engine(), settings, names, urls, once=once, json_output=json_output, interval=interval, window=window
         )
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     sys.exit(code)
 
 
@@ -237,7 +234,7 @@ def config_command(log_level: str | None) -> None:
         _configure()
         click.echo(describe_settings(get_settings()))
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
 
 
 if __name__ == "__main__":
