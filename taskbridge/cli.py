@@ -38,6 +38,9 @@ def main(log_level: str) -> None:
 @click.option("--threads", "-t", type=int, default=None, help="Dramatiq: threads per process")
 @click.option("--reload", is_flag=True, default=None, help="restart when code changes (development)")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+@click.option(
+    "--any-queue", is_flag=True, help="consume --queues that no job declares (jobs routed there with .options(queue=))"
+)
 def worker(
     modules: tuple[str, ...],
     queues: str,
@@ -46,6 +49,7 @@ def worker(
     threads: int | None,
     reload: bool | None,
     metrics_port: int | None,
+    any_queue: bool,
     log_level: str | None,
 ) -> None:
     """Run a worker for the jobs declared in MODULES on the configured engine."""
@@ -60,7 +64,7 @@ def worker(
             worker_reload=reload,
             metrics_port=metrics_port,
         )
-        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency)
+        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency, any_queue=any_queue)
     except Exception as exc:
         fail(exc)
 

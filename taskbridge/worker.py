@@ -44,8 +44,11 @@ def jobs_of(module: str) -> list[str]:
     return sorted(held | declared)
 
 
-def check_modules_and_queues(modules: Sequence[str], queues: Sequence[str], default_queue: str) -> list[str]:
-    """The queues to consume: refuses (ConfigurationError) a module with no job, or queues no job uses."""
+def check_modules_and_queues(
+    modules: Sequence[str], queues: Sequence[str], default_queue: str, *, any_queue: bool = False
+) -> list[str]:
+    """The queues to consume: refuses (ConfigurationError) a module with no job, or queues no job
+    declares, unless ``any_queue`` (jobs routed there per call with ``.options(queue=...)``)."""
     empty = [module for module in modules if not jobs_of(module)]
     if empty:
         raise ConfigurationError(
@@ -56,12 +59,12 @@ def check_modules_and_queues(modules: Sequence[str], queues: Sequence[str], defa
     if not queues:
         return used
     unused = [queue for queue in queues if queue not in used]
-    if len(unused) == len(queues):
+    if len(unused) == len(queues) and not any_queue:
         raise ConfigurationError(
             f"no job of {', '.join(modules)} uses queue(s) {', '.join(queues)} (--queues); "
-            f"their queues are: {', '.join(used)}"
+            f"their queues are: {', '.join(used)} (--any-queue if you route jobs there with .options(queue=...))"
         )
-    if unused:
+    if unused and not any_queue:
         log.warning("no job of %s uses queue(s) %s; consuming them anyway", ", ".join(modules), ", ".join(unused))
     return list(queues)
 
@@ -102,7 +105,9 @@ def process_exited(pid: int) -> None:
     metrics.process_exited(pid)
 
 
-def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int | None) -> None:
+def run_worker(
+    modules: Sequence[str], queues: Sequence[str], concurrency: int | None, *, any_queue: bool = False
+) -> None:
     """Import the job modules and run the configured engine's worker in the foreground.
 
     With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
@@ -124,7 +129,7 @@ def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int |
     server = None
     try:
         import_job_modules(modules)
-        queues = check_modules_and_queues(modules, queues, settings.default_queue)
+        queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
         preflight.check_broker(settings)
         preflight.check_coordination(settings)
         engine = get_engine()

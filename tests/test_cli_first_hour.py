@@ -3,6 +3,7 @@ workers that would idle, and unknown jobs; each as a user sees it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -87,8 +88,27 @@ def test_worker_refuses_queues_that_no_job_uses(tmp_path: Path) -> None:
     result = taskbridge("worker", module, "--queues", "email,urgent", cwd=tmp_path, timeout=30)
     assert result.code == 2
     assert result.error_lines == [
-        "error: no job of appjobs uses queue(s) email, urgent (--queues); their queues are: default, emails"
+        "error: no job of appjobs uses queue(s) email, urgent (--queues); their queues are: default, emails "
+        "(--any-queue if you route jobs there with .options(queue=...))"
     ]
+
+
+def test_worker_with_any_queue_consumes_a_queue_jobs_are_routed_to(tmp_path: Path) -> None:
+    module = write_jobs(tmp_path)
+    (tmp_path / "ran.txt").touch()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "taskbridge", "worker", module, "--queues", "urgent", "--any-queue"],
+        cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path)},
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert worker.stderr is not None
+        line = worker.stderr.readline()
+        assert "taskbridge worker:" in line and "queues=urgent" in line, line
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        worker.wait(10)
 
 
 def test_enqueue_of_an_unknown_job_lists_the_jobs_of_its_module(tmp_path: Path) -> None:
