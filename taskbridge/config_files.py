@@ -53,7 +53,10 @@ def find_config_files(start: Path | None = None, environ: Mapping[str, str] | No
         return [_read(path.resolve())]
     toml: ConfigFile | None = None
     pyproject: ConfigFile | None = None
-    directory = (start or Path.cwd()).resolve()
+    try:
+        directory = (start or Path.cwd()).resolve()
+    except OSError:  # the working directory was removed
+        return []
     for folder in (directory, *directory.parents):
         candidate = folder / TOML_NAME
         if toml is None and candidate.is_file():

@@ -240,3 +240,25 @@ def test_an_unknown_engine_lists_the_registered_ones() -> None:
 )
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_engine_variables_are_checked_by_their_engine(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskbridge_celery.settings import load_celery_settings
+    from taskbridge_dramatiq.settings import load_dramatiq_settings
+
+    monkeypatch.setenv("TASKBRIDGE_CELERY_LOGLEVL", "DEBUG")
+    monkeypatch.setenv("TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMOUT", "5")
+    assert load_celery_settings().loglevel == "INFO"
+    assert "TASKBRIDGE_CELERY_LOGLEVL; did you mean TASKBRIDGE_CELERY_LOGLEVEL?" in caplog.text
+    with pytest.raises(ConfigurationError, match=r"did you mean TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMEOUT\?"):
+        load_dramatiq_settings(strict=True)
+
+
+def test_a_removed_working_directory_means_no_files(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    gone.rmdir()
+    assert load_settings().config_files == []
