@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parent.parent
 SQS_ENDPOINT = os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
 BROKERS = {"redis": "redis://127.0.0.1:6379/0", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "sqs": "sqs://"}
@@ -48,14 +53,24 @@ def _install_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _requirements(extras: str) -> list[str]:
+    """What ``pip install '.[extras]'`` asks for, read from pyproject.toml."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras.split(","):
+        wanted += project["optional-dependencies"][extra]
+    return wanted
+
+
 def _fresh_venv(directory: Path, extras: str) -> Path:
+    """A new venv with ``pip install -e 'REPO[extras]'``. The dependencies are installed first, in
+    parallel with other tests; only the editable install of the repository itself takes the lock."""
     subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, timeout=120)
-    with _install_lock():
-        done = subprocess.run(
-            [str(directory / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-e", f"{REPO}[{extras}]"],
-            capture_output=True, text=True, timeout=600, check=False,
-        )
-    assert done.returncode == 0, done.stdout + done.stderr
+    pip = [str(directory / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    for step in (_requirements(extras), ["-e", f"{REPO}[{extras}]"]):
+        with _install_lock() if step[0] == "-e" else contextlib.nullcontext():
+            done = subprocess.run([*pip, *step], capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, f"pip install {step}:\n{done.stdout}{done.stderr}"
     return directory / "bin"
 
 
