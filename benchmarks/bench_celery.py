@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -156,6 +157,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
     parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
     n = args.jobs
     tag = uuid.uuid4().hex[:8]
@@ -197,6 +199,8 @@ def main() -> int:
               f"{statistics.median(drains):.3f}), worker CPU {' '.join(f'{c:.3f}' for c in cpus)} "
               f"(median {statistics.median(cpus):.3f})")
         print(signing_cost(best["tb_drain"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"engine": "celery", "broker": args.broker, "jobs": n, **best}, indent=2))
     get_engine().close()
     return 0
 

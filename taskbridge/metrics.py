@@ -1,6 +1,6 @@
 """Prometheus metrics: the same names and labels on every engine, fed by the runner's events.
 
-Install with ``pip install 'taskbridge[metrics]'``. A worker started with ``--metrics-port``
+Install with ``pip install 'taskbridge-jobs[metrics]'``. A worker started with ``--metrics-port``
 (setting ``metrics_port``) serves ``/metrics``; any other process (a web app that enqueues)
 calls :func:`install` and exposes the default registry its own way.
 
@@ -54,14 +54,19 @@ REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
-_DEFER_REASONS = {"rate limit": "rate_limit", "lock busy": "lock", "delay": "delay"}
+_DEFER_REASONS = {
+    "rate limit": "rate_limit",
+    "lock busy": "lock",
+    "delay": "delay",
+    "coordination store unreachable": "coordination",
+}
 
 
 def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise ConfigurationError("metrics need prometheus-client: pip install 'taskbridge[metrics]'") from None
+        raise ConfigurationError("metrics need prometheus-client: pip install 'taskbridge-jobs[metrics]'") from None
     return prometheus_client
 
 

@@ -78,6 +78,17 @@ class TlsOptions:
                 kwargs[name] = value
         return kwargs
 
+    def py_amqp_ssl(self, host: str | None) -> dict[str, Any]:
+        """py-amqp's ``ssl`` connection options (kombu's and Celery's ``broker_use_ssl`` for AMQP);
+        py-amqp checks the host name only when it is given ``server_hostname``."""
+        sslopts: dict[str, Any] = {"cert_reqs": self.verify_mode}
+        if self.check_hostname:
+            sslopts["server_hostname"] = host
+        for name, value in (("ca_certs", self.ca_file), ("certfile", self.cert_file), ("keyfile", self.key_file)):
+            if value:
+                sslopts[name] = value
+        return sslopts
+
 
 def split(url: str, setting: str | None = None) -> tuple[str, TlsOptions | None]:
     """``url`` without its TLS parameters, and the TLS options (None for a plain-text scheme).

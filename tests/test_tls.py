@@ -16,6 +16,7 @@ from tls_support import Certificates, TlsProxy, make_certificates
 
 from taskbridge import ConfigurationError, Envelope, configure, get_engine, load_settings, tls
 from taskbridge.coordination.redis import RedisCoordination
+from taskbridge.errors import CoordinationError
 from taskbridge.testing import Combination, Harness, jobs, unavailable_reason
 
 PEM = str(Path(__file__))  # any existing file will do where nothing reads it
@@ -259,14 +260,15 @@ def test_the_coordination_store_refuses_a_server_it_cannot_verify_or_that_refuse
 ) -> None:
     query = query.format(ca=certificates.ca, other_ca=certificates.other_ca)
     store = RedisCoordination(f"rediss://127.0.0.1:{redis_tls.port}/1?{query}")
-    with pytest.raises(redis.ConnectionError, match=message or None):
+    expected = f"coordination store rediss://127.0.0.1:{redis_tls.port}/1.* is unreachable.*{message}"
+    with pytest.raises(CoordinationError, match=expected):
         store.claim_unique(f"unique:tls:{uuid.uuid4().hex}", 10)
 
 
 def test_a_tls_url_never_falls_back_to_plain_text(redis_url: str) -> None:
     # The plain-text server reads the TLS hello as the start of a command and waits for the rest.
     store = RedisCoordination("rediss://127.0.0.1:6379/1?ssl_cert_reqs=none&socket_timeout=2")
-    with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+    with pytest.raises(CoordinationError, match="is unreachable"):
         store.claim_unique(f"unique:tls:{uuid.uuid4().hex}", 10)
 
 
@@ -321,3 +323,18 @@ def test_a_worker_runs_jobs_over_tls(
         assert ran["args"] == ["over tls"], "the proxies speak only TLS: the worker's broker and store used it"
     finally:
         harness.close()
+
+
+@pytest.mark.parametrize("scheme", ["rediss", "amqps"])
+def test_the_start_up_check_reaches_the_broker_over_tls_and_names_a_certificate_it_cannot_verify(
+    scheme: str, redis_tls: TlsProxy, rabbitmq_tls: TlsProxy, certificates: Certificates, clean_env: None
+) -> None:
+    from taskbridge.preflight import ServerUnavailable, check_broker
+
+    port, rest = (redis_tls.port, "/0") if scheme == "rediss" else (rabbitmq_tls.port, "//")
+    auth = "guest:guest@" if scheme == "amqps" else ""
+    good = f"{scheme}://{auth}127.0.0.1:{port}{rest}?{_mutual(certificates)}"
+    check_broker(load_settings(engine="celery", broker_url=good))
+    untrusted = good.replace(str(certificates.ca), str(certificates.other_ca))
+    with pytest.raises(ServerUnavailable, match="certificate verify failed"):
+        check_broker(load_settings(engine="celery", broker_url=untrusted))

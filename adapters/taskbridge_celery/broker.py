@@ -110,22 +110,11 @@ def _amqp(settings: Settings, options: CelerySettings) -> Broker:
     return Broker(
         scheme="amqp",
         url=url,
-        ssl=_amqp_ssl(tls_options, urlsplit(url).hostname) if tls_options else None,
+        ssl=tls_options.py_amqp_ssl(urlsplit(url).hostname) if tls_options else None,
         transport_options=transport_options,
         hold_limit=options.amqp_consumer_timeout,
         max_message_size=AMQP_MAX_MESSAGE,
     )
-
-
-def _amqp_ssl(options: tls.TlsOptions, host: str | None) -> dict[str, Any]:
-    """py-amqp's ``ssl`` options; with a ``server_hostname`` it checks the certificate's host name."""
-    sslopts: dict[str, Any] = {"cert_reqs": options.verify_mode}
-    if options.check_hostname:
-        sslopts["server_hostname"] = host
-    for name, value in (("ca_certs", options.ca_file), ("certfile", options.cert_file), ("keyfile", options.key_file)):
-        if value:
-            sslopts[name] = value
-    return sslopts
 
 
 def _sqs(settings: Settings, options: CelerySettings) -> Broker:
