@@ -176,6 +176,14 @@ def test_accepted_keys_come_from_the_environment_comma_separated_or_as_json(
     assert accepted == [OLD_KEY, "k2-0123456789abcdef"]
 
 
+def test_taskbridge_config_shows_that_keys_are_set_never_the_keys(clean_env: None) -> None:
+    from taskbridge.cli_support import describe_settings
+
+    shown = describe_settings(load_settings(signing_key=KEY, signing_keys_accepted=[OLD_KEY]))
+    assert KEY not in shown and OLD_KEY not in shown
+    assert "signing_keys_accepted  (1 key)" in shown
+
+
 def test_accepted_keys_without_a_signing_key_are_refused(clean_env: None) -> None:
     with pytest.raises(ConfigurationError, match="needs TASKBRIDGE_SIGNING_KEY"):
         load_settings(signing_keys_accepted=[OLD_KEY])
