@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     prefetch: int = Field(1, ge=1)
     metrics_port: int | None = None
     sentry_dsn: str | None = Field(None, description="report job exceptions to Sentry (default: SENTRY_DSN)")
+    track_jobs: bool = Field(False, description="keep a status record of every job, not only of jobs with result_ttl")
+    track_ttl: float = Field(3600.0, description="how long a finished job's record is kept (jobs without result_ttl)")
+    result_ttl: float | None = Field(None, description="keep every job's return value this long (or per job)")
 
     @field_validator(
         "default_timeout",
@@ -72,17 +75,20 @@ class Settings(BaseSettings):
         "inline_wait_max",
         "lock_retry",
         "visibility_timeout",
+        "track_ttl",
+        "result_ttl",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            if info.field_name in ("inline_wait_max", "lock_retry", "visibility_timeout"):
+            if info.field_name in ("inline_wait_max", "lock_retry", "visibility_timeout", "track_ttl"):
                 raise ValueError("must be a duration")
             return None
         seconds = parse_duration(value, what=info.field_name)
         if seconds == 0 and info.field_name != "inline_wait_max":
-            hint = "" if info.field_name in ("lock_retry", "visibility_timeout") else " (or 'none' for no limit)"
+            required = ("lock_retry", "visibility_timeout", "track_ttl")
+            hint = "" if info.field_name in required else " (or 'none' for no limit)"
             raise ValueError(f"must be greater than zero{hint}")
         return seconds
 

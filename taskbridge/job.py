@@ -7,7 +7,7 @@ import inspect
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from .backoff import NO_RETRY, Backoff
 from .envelope import is_queue_name
@@ -15,6 +15,7 @@ from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
 
 if TYPE_CHECKING:
+    from .handles import JobRef
     from .policies.arguments import BoundCall
 
 P = ParamSpec("P")
@@ -57,6 +58,7 @@ class JobSpec:
     rate_limit: Rate | None = None
     rate_key: str | None = None
     drop_unknown_kwargs: bool = True
+    result_ttl: float | None = None
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -151,8 +153,9 @@ class Job(Generic[P, R]):
         """Per-call options: ``.options(countdown=60).enqueue(...)``."""
         return JobCall(self, countdown=countdown, eta=eta, queue=queue, expires=expires)
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Publish one run of the job; returns its envelope, or None if a ``unique`` twin is pending."""
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobRef | None:
+        """Publish one run of the job; returns its :class:`~taskbridge.JobRef` (status, result,
+        cancel; ``ref.envelope`` is what was published), or None if a ``unique`` twin is pending."""
         from .publishing import enqueue_default
 
         return enqueue_default(self, args, kwargs)
@@ -160,12 +163,23 @@ class Job(Generic[P, R]):
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    @overload
+    def enqueue_many(
+        self, calls: Iterable[Any], *, batch_size: int | None = None, refs: Literal[False] = False
+    ) -> int: ...
+    @overload
+    def enqueue_many(
+        self, calls: Iterable[Any], *, batch_size: int | None = None, refs: Literal[True]
+    ) -> list[JobRef]: ...
+    def enqueue_many(
+        self, calls: Iterable[Any], *, batch_size: int | None = None, refs: bool = False
+    ) -> int | list[JobRef]:
         """Publish many runs in batches; each item is a kwargs dict, an args tuple/list, or ``(args, kwargs)``.
 
-        Memory stays bounded by the batch size, so a generator of millions is fine. Returns the count.
+        Memory stays bounded by the batch size, so a generator of millions is fine. Returns the count,
+        or with ``refs=True`` the list of :class:`~taskbridge.JobRef` (then memory grows with the calls).
         """
-        return JobCall(self).enqueue_many(calls, batch_size=batch_size)
+        return JobCall(self).enqueue_many(calls, batch_size=batch_size, refs=refs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
@@ -190,7 +204,7 @@ class JobCall:
     queue: str | None = None
     expires: Duration | _Default | None = DEFAULT
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+    def enqueue(self, *args: Any, **kwargs: Any) -> JobRef | None:
         from .publishing import enqueue_one
 
         return enqueue_one(self, args, kwargs)
@@ -198,10 +212,10 @@ class JobCall:
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None, refs: bool = False) -> Any:
         from .publishing import enqueue_batches
 
-        return enqueue_batches(self, calls, batch_size=batch_size)
+        return enqueue_batches(self, calls, batch_size=batch_size, refs=refs)
 
 
 @dataclass
@@ -221,7 +235,7 @@ class Signature:
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "args": self.args, "kwargs": self.kwargs}
 
-    def enqueue(self) -> Any:
+    def enqueue(self) -> JobRef | None:
         """Publish the first job of the chain; each next one is published when the previous is done."""
         from .publishing import enqueue_one
 
@@ -269,6 +283,7 @@ def job(
     rate_limit: str | Rate | None = None,
     rate_key: str | None = None,
     drop_unknown_kwargs: bool = True,
+    result_ttl: Duration | None = None,
 ) -> Any:
     """Declare a background job.
 
@@ -277,7 +292,9 @@ def job(
     at a time across all workers (``on_lock="defer"`` or ``"skip"`` when it is held);
     ``concurrency=N`` caps running instances cluster-wide; ``rate_limit="70/s"`` is global across
     workers (per ``rate_key`` template if given); ``unique=True`` or a key template refuses a second
-    enqueue while one is pending. Invalid options raise :class:`JobDefinitionError` right here.
+    enqueue while one is pending; ``result_ttl="1h"`` keeps the job's status and (JSON) return value
+    that long after it finishes, for ``ref.result()``. Invalid options raise :class:`JobDefinitionError`
+    right here.
     """
 
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
@@ -298,6 +315,7 @@ def job(
         parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)
         parsed_lock_ttl = _duration_option("lock_ttl", job_name, lock_ttl, allow_none=True)
         parsed_unique_ttl = _duration_option("unique_ttl", job_name, unique_ttl, allow_none=True)
+        parsed_result_ttl = _duration_option("result_ttl", job_name, result_ttl, allow_none=True)
         if isinstance(parsed_hard, float) and isinstance(parsed_timeout, float) and parsed_hard <= parsed_timeout:
             raise JobDefinitionError(
                 f"job {job_name!r}: hard_timeout ({parsed_hard:g}s) must be longer than timeout ({parsed_timeout:g}s)"
@@ -380,6 +398,7 @@ def job(
             rate_limit=parsed_rate,
             rate_key=rate_key,
             drop_unknown_kwargs=drop_unknown_kwargs,
+            result_ttl=parsed_result_ttl if isinstance(parsed_result_ttl, float) else None,
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:
