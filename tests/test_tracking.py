@@ -219,3 +219,35 @@ def test_store_unreachable_enqueue_works_and_status_is_unknown(make_embedded: Em
     assert isinstance(run_next(tb), Done) and ran == [(1, 1)], "the job runs although tracking failed"
     with pytest.raises(ResultUnavailable):
         ref.result(timeout=1)
+
+
+def test_cli_job_shows_the_record_and_status_counts_states(
+    make_embedded: EmbeddedFactory, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from taskbridge.cli import main
+
+    tb = make_embedded(coordination_url=redis_url, namespace=namespace)
+    done = broken.enqueue(3)
+    waiting = add.enqueue(1, 2)
+    assert done is not None and waiting is not None
+    body = tb.engine.messages(Q)[0]
+    tb.runner.run(body)
+    for name, value in {"ENGINE": "memory", "COORDINATION_URL": redis_url, "NAMESPACE": namespace}.items():
+        monkeypatch.setenv(f"TASKBRIDGE_{name}", value)
+
+    shown = CliRunner().invoke(main, ["job", done.id, "--json"])
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    assert (record["state"], record["attempts"], record["error"]["type"]) == ("failed", 1, "OSError")
+    text = CliRunner().invoke(main, ["job", waiting.id])
+    assert text.exit_code == 0 and "queued" in text.output
+    assert CliRunner().invoke(main, ["job", "no-such-id"]).exit_code == 1
+
+    status = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", Q])
+    assert status.exit_code == 0, status.output
+    [row] = json.loads(status.output)["queues"]
+    assert row["states"] == {"failed": 1, "queued": 1}
