@@ -185,7 +185,8 @@ class Tracker:
         if finished:
             fields["finished_at"] = repr(now)
         ttl = plan.keep if finished else _ttl(plan, envelope, self.settings, now)
-        self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=finished))
+        notify = finished and plan.results  # only jobs that keep results have waiters
+        self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=notify))
         return outcome
 
     def _guarded(self, write: Any) -> Any:

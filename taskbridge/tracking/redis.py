@@ -38,9 +38,11 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' then
     local keep = math.floor((tonumber(redis.call('HGET', KEYS[1], 'keep')) or 3600) * 1000)
     redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
     redis.call('PEXPIRE', KEYS[1], keep)
-    redis.call('DEL', KEYS[2])
-    redis.call('RPUSH', KEYS[2], '1')
-    redis.call('PEXPIRE', KEYS[2], keep)
+    if redis.call('HGET', KEYS[1], 'keeps_result') == '1' then
+        redis.call('DEL', KEYS[2])
+        redis.call('RPUSH', KEYS[2], '1')
+        redis.call('PEXPIRE', KEYS[2], keep)
+    end
 end
 return state
 """
@@ -69,8 +71,8 @@ def _ms(seconds: float) -> int:
 
 
 class RedisTracking:
-    """Keys ``<namespace>:job:<id>`` (a hash) and ``<namespace>:job-done:<id>`` (a list holding one
-    item once the job finished, for jobs that keep results and for cancelled jobs); both expire."""
+    """Keys ``<namespace>:job:<id>`` (a hash) and, for jobs that keep results,
+    ``<namespace>:job-done:<id>`` (a list holding one item once the job finished); both expire."""
 
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
