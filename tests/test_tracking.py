@@ -251,3 +251,21 @@ def test_cli_job_shows_the_record_and_status_counts_states(
     assert status.exit_code == 0, status.output
     [row] = json.loads(status.output)["queues"]
     assert row["states"] == {"failed": 1, "queued": 1}
+
+
+def test_a_cancel_reaches_a_worker_that_is_already_listening(
+    make_embedded: EmbeddedFactory, redis_url: str, namespace: str
+) -> None:
+    tb = make_embedded(coordination_url=redis_url, namespace=namespace)
+    warm_up = add.enqueue(0, 0)
+    assert warm_up is not None
+    run_next(tb)  # the worker side is now connected and listening for cancellations
+    ref = add.enqueue(1, 2)
+    assert ref is not None
+    ref.cancel()
+    deadline = time.monotonic() + 5
+    while not tb.runner.tracker.store.cancelled(ref.id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    outcome = run_next(tb)
+    assert isinstance(outcome, Skip) and outcome.reason == "cancelled"
+    assert ran == [(0, 0)] and get_job(ref.id).status() == "cancelled"

@@ -74,14 +74,24 @@ def plan_for(spec: JobSpec, settings: Settings) -> Plan | None:
     return None
 
 
+_plans: dict[tuple[float, bool], Plan] = {}
+
+
 def plan_of(envelope: Envelope, settings: Settings) -> Plan | None:
     """The tracking of a message a worker got: what its producer asked for, else this worker's own."""
     asked = envelope.headers.get(HEADER)
     if isinstance(asked, dict):
         try:
-            return Plan(float(asked["keep"]), bool(asked["results"]))
+            key = (float(asked["keep"]), bool(asked["results"]))
         except (KeyError, TypeError, ValueError):
             pass
+        else:
+            plan = _plans.get(key)
+            if plan is None:
+                plan = Plan(*key)
+                if len(_plans) < 256:
+                    _plans[key] = plan
+            return plan
     handle = lookup(envelope.job)
     return plan_for(handle.spec, settings) if handle is not None else None
 
@@ -145,16 +155,20 @@ class Tracker:
     # -- worker side ---------------------------------------------------------------------
     def started(self, envelope: Envelope, plan: Plan) -> bool:
         """Mark the run as started; False when the job was cancelled (the runner then skips it).
-        When the store is down the job runs: a job is never lost because tracking failed."""
+        No round trip on Redis: the cancellations are known in memory and the write is queued.
+        When the store cannot tell, the job runs: a job is never lost because tracking failed."""
+        if self.store.cancelled(envelope.id):
+            return False
         now = time.time()
         fields = {"state": "running", "attempts": str(envelope.attempt), "started_at": repr(now)}
         ttl = _ttl(plan, envelope, self.settings, now)
-        allowed = self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=False))
-        return allowed is not False
+        self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=False, guard=False, wait=False))
+        return True
 
     def settle(self, outcome: Outcome) -> Outcome:
-        """Record ``outcome`` before the runner carries it out. A ``Done`` whose return value must
-        be kept but is not JSON becomes ``Dead``, with the reason."""
+        """Record ``outcome`` before the runner carries it out (a retry's record is written before it
+        is republished; the others are queued). A ``Done`` whose return value must be kept but is
+        not JSON becomes ``Dead``, with the reason."""
         envelope = outcome.envelope
         if envelope is None or not isinstance(outcome, Done | Retry | Dead | Expired | Skip):
             return outcome
@@ -186,7 +200,12 @@ class Tracker:
             fields["finished_at"] = repr(now)
         ttl = plan.keep if finished else _ttl(plan, envelope, self.settings, now)
         notify = finished and plan.results  # only jobs that keep results have waiters
-        self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=notify))
+        # A record that says cancelled changes only by a run that started after all.
+        guard = isinstance(outcome, Expired | Skip) or (isinstance(outcome, Dead) and outcome.error_type is None)
+        retry = isinstance(outcome, Retry)
+        self._guarded(
+            lambda: self.store.update(envelope.id, fields, ttl, notify=notify, guard=guard, wait=retry)
+        )
         return outcome
 
     def _guarded(self, write: Any) -> Any:

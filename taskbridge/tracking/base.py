@@ -20,9 +20,17 @@ class TrackingStore(Protocol):
     def create(self, records: Sequence[tuple[str, Fields, float]]) -> None:
         """Write new records ``(id, fields, ttl)`` in one round trip."""
 
-    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool) -> bool:
-        """Set ``fields`` unless the job was cancelled (then False, nothing written); with
-        ``notify``, wake every :meth:`wait` on the job. One round trip, atomic."""
+    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool, guard: bool, wait: bool) -> None:
+        """Set ``fields`` and the TTL; ``notify`` wakes every :meth:`wait` on the job; ``guard``
+        leaves a cancelled record as it is. Without ``wait`` the write may be queued and sent with
+        others (in order, within milliseconds), and a store that is down drops it with a log line."""
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send every queued write; False if that took longer than ``timeout``."""
+
+    def cancelled(self, job_id: str) -> bool | None:
+        """Whether the job was cancelled, answered without a round trip where the store can; None
+        when it cannot tell (the store is unreachable)."""
 
     def cancel(self, job_id: str, now: float) -> str | None:
         """Mark the job ``cancelled`` if its state is one of ``CANCELLABLE``; returns the state it

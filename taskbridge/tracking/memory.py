@@ -28,17 +28,24 @@ class MemoryTracking:
             for job_id, fields, ttl in records:
                 self._records[job_id] = (dict(fields), now + ttl)
 
-    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool) -> bool:
+    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool, guard: bool, wait: bool) -> None:
         with self._cond:
             now = self._now()
             current = self._live(job_id, now) or {}
-            if current.get("state") == "cancelled":
-                return False
+            if guard and current.get("state") == "cancelled":
+                return
             self._records[job_id] = ({**current, **fields}, now + ttl)
             if notify:
                 self._notified.add(job_id)
                 self._cond.notify_all()
-            return True
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def cancelled(self, job_id: str) -> bool | None:
+        with self._cond:
+            current = self._live(job_id, self._now())
+            return current is not None and current.get("state") == "cancelled"
 
     def cancel(self, job_id: str, now: float) -> str | None:
         with self._cond:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
@@ -10,25 +11,38 @@ import redis
 
 from ..config import mask_url
 from ..errors import CoordinationError
+from .cancels import CancelWatch
 from .record import Fields
+from .writer import GroupWriter, Write
 
-# KEYS[1] the record, KEYS[2] its done list. ARGV[1] ttl in ms, ARGV[2] '1' to wake waiters,
-# ARGV[3..] field, value pairs. A cancelled job keeps its record as it is.
+# For job i: KEYS[2i-1] its record, KEYS[2i] its done list; ARGV[3i-2] the TTL in ms, ARGV[3i-1]
+# two flags ('1' wakes waiters; then '1' leaves a cancelled record as it is), ARGV[3i] the fields
+# as a JSON object of strings.
 _UPDATE = """
-if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then
-    return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if ARGV[2] == '1' then
-    redis.call('DEL', KEYS[2])
-    redis.call('RPUSH', KEYS[2], '1')
-    redis.call('PEXPIRE', KEYS[2], ARGV[1])
+for i = 1, #KEYS / 2 do
+    local record, done = KEYS[2 * i - 1], KEYS[2 * i]
+    local ttl, flags = ARGV[3 * i - 2], ARGV[3 * i - 1]
+    if string.sub(flags, 2, 2) ~= '1' or redis.call('HGET', record, 'state') ~= 'cancelled' then
+        local pairs_ = {}
+        for name, value in pairs(cjson.decode(ARGV[3 * i])) do
+            pairs_[#pairs_ + 1] = name
+            pairs_[#pairs_ + 1] = value
+        end
+        redis.call('HSET', record, unpack(pairs_))
+        redis.call('PEXPIRE', record, ttl)
+        if string.sub(flags, 1, 1) == '1' then
+            redis.call('DEL', done)
+            redis.call('RPUSH', done, '1')
+            redis.call('PEXPIRE', done, ttl)
+        end
+    end
 end
 return 1
 """
 
-# KEYS as above; ARGV[1] = the time of the cancel. Returns the state the job had, '' without a record.
+# KEYS: the record, its done list, the sorted set of recent cancellations. ARGV[1] = the time of
+# the cancel, ARGV[2] = the channel workers listen on. Returns the state the job had ('' without
+# a record); a job that waits becomes cancelled, and every worker hears of it.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -43,6 +57,11 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' then
         redis.call('RPUSH', KEYS[2], '1')
         redis.call('PEXPIRE', KEYS[2], keep)
     end
+    local now = tonumber(ARGV[1])
+    redis.call('ZADD', KEYS[3], now, ARGV[3])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400)
+    redis.call('PEXPIRE', KEYS[3], 86400000)
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return state
 """
@@ -66,13 +85,19 @@ def _store_call(method: F) -> F:
     return cast(F, call)
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_FLAGS = {(False, False): "00", (False, True): "01", (True, False): "10", (True, True): "11"}
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
 class RedisTracking:
     """Keys ``<namespace>:job:<id>`` (a hash) and, for jobs that keep results,
-    ``<namespace>:job-done:<id>`` (a list holding one item once the job finished); both expire."""
+    ``<namespace>:job-done:<id>`` (a list holding one item once the job finished); both expire.
+    ``<namespace>:cancelled`` holds the last day's cancelled ids, also published on the channel of
+    that name. Workers write through a :class:`GroupWriter` and ask a :class:`CancelWatch`."""
 
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
@@ -82,6 +107,9 @@ class RedisTracking:
         )
         self._update = self._client.register_script(_UPDATE)
         self._cancel = self._client.register_script(_CANCEL)
+        self._channel = f"{namespace}:cancelled"
+        self._writer = GroupWriter(self._send)
+        self._watch = CancelWatch(self._client, self._channel, f"{namespace}:cancelled")
 
     @_store_call
     def create(self, records: Sequence[tuple[str, Fields, float]]) -> None:
@@ -92,16 +120,33 @@ class RedisTracking:
             pipe.pexpire(key, _ms(ttl))
         pipe.execute()
 
-    @_store_call
-    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool) -> bool:
-        pairs = [item for pair in fields.items() for item in pair]
-        keys = [self._record(job_id), self._done(job_id)]
-        return bool(self._update(keys=keys, args=[_ms(ttl), "1" if notify else "0", *pairs]))
+    def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool, guard: bool, wait: bool) -> None:
+        write = Write(job_id, fields, ttl, notify, guard)
+        if wait:
+            self._send([write])
+        else:
+            self._writer.put(write)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self._writer.flush(timeout)
+
+    def cancelled(self, job_id: str) -> bool | None:
+        return self._watch.cancelled(job_id)
 
     @_store_call
     def cancel(self, job_id: str, now: float) -> str | None:
-        state = self._cancel(keys=[self._record(job_id), self._done(job_id)], args=[repr(now)])
+        keys = [self._record(job_id), self._done(job_id), f"{self.namespace}:cancelled"]
+        state = self._cancel(keys=keys, args=[repr(now), self._channel, job_id])
         return cast(str, state) or None
+
+    @_store_call
+    def _send(self, writes: list[Write]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        for w in writes:
+            keys += (self._record(w.job_id), self._done(w.job_id))
+            args += (_ms(w.ttl), _FLAGS[w.notify, w.guard], _JSON.encode(w.fields))
+        self._update(keys=keys, args=args)
 
     @_store_call
     def read(self, job_id: str) -> Fields | None:
