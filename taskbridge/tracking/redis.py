@@ -121,11 +121,9 @@ class RedisTracking:
         pipe.execute()
 
     def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool, guard: bool, wait: bool) -> None:
-        write = Write(job_id, fields, ttl, notify, guard)
+        self._writer.put(Write(job_id, fields, ttl, notify, guard))
         if wait:
-            self._send([write])
-        else:
-            self._writer.put(write)
+            self._writer.flush()
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self._writer.flush(timeout)

@@ -18,6 +18,8 @@ from .record import Fields
 log = logging.getLogger("taskbridge.tracking")
 
 BATCH_LIMIT = 500
+PAUSE_AFTER_FAILURE = 5.0
+"""After a failed send, writes are dropped this long before the store is tried again."""
 
 
 @dataclass
@@ -42,63 +44,68 @@ class GroupWriter:
     def __init__(self, send: Send) -> None:
         self._send = send
         self._pid = -1
-        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._idle = threading.Event()
+        self._queue: queue.SimpleQueue[Write | threading.Event] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._failing_since: float | None = None
+        self._retry_at = 0.0
 
     def put(self, write: Write) -> None:
         if self._pid != os.getpid():
             self._start()
-        self._idle.clear()
         self._queue.put(write)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued write was sent (or dropped because the store is down)."""
+        """Wait until every write queued before this call was sent (or dropped: store down)."""
         if self._pid != os.getpid():
             return True
-        self._queue.put(None)
-        return self._idle.wait(timeout)
+        sent = threading.Event()
+        self._queue.put(sent)
+        return sent.wait(timeout)
 
     def _start(self) -> None:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
             self._queue = queue.SimpleQueue()
-            self._idle = threading.Event()
             self._pid = os.getpid()
             threading.Thread(target=self._loop, name="taskbridge-records", daemon=True).start()
             atexit.register(self.flush, 2.0)
 
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
             batch: dict[str, Write] = {}
-            item: Write | None = first
+            flushes: list[threading.Event] = []
+            item = self._queue.get()
             while True:
-                if item is not None:
+                if isinstance(item, Write):
                     _merge(batch, item)
+                else:
+                    flushes.append(item)
                 if len(batch) >= BATCH_LIMIT or self._queue.empty():
                     break
                 item = self._queue.get()
             if batch:
                 self._send_batch(list(batch.values()))
-            if self._queue.empty():
-                self._idle.set()
+            for sent in flushes:
+                sent.set()
 
     def _send_batch(self, writes: list[Write]) -> None:
+        now = time.monotonic()
+        if self._failing_since is not None and now < self._retry_at:
+            return  # the store is down: drop, rather than queue without bound
         try:
             self._send(writes)
         except CoordinationError as exc:
+            self._retry_at = now + PAUSE_AFTER_FAILURE
             if self._failing_since is None:
-                self._failing_since = time.monotonic()
+                self._failing_since = now
                 log.warning("job records are not written while the store is unreachable (%s)", exc)
             return
         except Exception:
             log.exception("writing %d job records failed; they are dropped", len(writes))
             return
         if self._failing_since is not None:
-            log.warning("job records are written again after %.0fs", time.monotonic() - self._failing_since)
+            log.warning("job records are written again after %.0fs", now - self._failing_since)
             self._failing_since = None
 
 
