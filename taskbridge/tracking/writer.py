@@ -18,6 +18,9 @@ from .record import Fields
 log = logging.getLogger("taskbridge.tracking")
 
 BATCH_LIMIT = 500
+LINGER = 0.005
+BUSY_WITHIN = 0.05
+"""A write that comes within this long of the last send waits :data:`LINGER` for others to join it."""
 PAUSE_AFTER_FAILURE = 5.0
 """After a failed send, writes are dropped this long before the store is tried again."""
 
@@ -38,8 +41,9 @@ Send = Callable[[list[Write]], None]
 
 
 class GroupWriter:
-    """Queues writes and sends them from one thread: right away when idle, and under load all that
-    queued up meanwhile in one call (writes to one job merged, in order). Restarts after a fork."""
+    """Queues writes and sends them from one thread: right away when idle; under load, every 5 ms
+    all that queued up meanwhile in one call (writes to one job merged, in order). Restarts after
+    a fork."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
@@ -48,6 +52,7 @@ class GroupWriter:
         self._start_lock = threading.Lock()
         self._failing_since: float | None = None
         self._retry_at = 0.0
+        self._last_send = 0.0
 
     def put(self, write: Write) -> None:
         if self._pid != os.getpid():
@@ -76,6 +81,8 @@ class GroupWriter:
             batch: dict[str, Write] = {}
             flushes: list[threading.Event] = []
             item = self._queue.get()
+            if time.monotonic() - self._last_send < BUSY_WITHIN:
+                time.sleep(LINGER)  # busy: let writes gather, so that many go in one call
             while True:
                 if isinstance(item, Write):
                     _merge(batch, item)
@@ -86,6 +93,7 @@ class GroupWriter:
                 item = self._queue.get()
             if batch:
                 self._send_batch(list(batch.values()))
+                self._last_send = time.monotonic()
             for sent in flushes:
                 sent.set()
 
