@@ -130,8 +130,9 @@ class Tracker:
 
     # -- producer side -------------------------------------------------------------------
     def enqueued(self, envelopes: Sequence[Envelope], plan: Plan) -> None:
-        """Create the records of envelopes about to be published (before, so no worker's write
-        can come first). One round trip for the whole batch."""
+        """Create the records of envelopes about to be published. On Redis the write is queued
+        and sent with others; it sets only the fields a record lacks, so a worker's faster write
+        is never undone, and this process reads its own writes."""
         now = time.time()
         records = []
         for envelope in envelopes:

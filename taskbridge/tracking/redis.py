@@ -16,15 +16,25 @@ from .record import Fields
 from .writer import GroupWriter, Write
 
 # For job i: KEYS[2i-1] its record, KEYS[2i] its done list; ARGV[3i-2] the TTL in ms, ARGV[3i-1]
-# two flags ('1' wakes waiters; then '1' leaves a cancelled record as it is), ARGV[3i] the fields
+# three flags ('1' wakes waiters; '1' leaves a cancelled record as it is; '1' sets only the fields
+# the record lacks: the enqueue's write, which may arrive after a worker's), ARGV[3i] the fields
 # as a JSON object of strings.
 _UPDATE = """
 for i = 1, #KEYS / 2 do
     local record, done = KEYS[2 * i - 1], KEYS[2 * i]
     local ttl, flags = ARGV[3 * i - 2], ARGV[3 * i - 1]
-    if string.sub(flags, 2, 2) ~= '1' or redis.call('HGET', record, 'state') ~= 'cancelled' then
+    local fields = cjson.decode(ARGV[3 * i])
+    if string.sub(flags, 3, 3) == '1' then
+        local existed = redis.call('EXISTS', record) == 1
+        for name, value in pairs(fields) do
+            redis.call('HSETNX', record, name, value)
+        end
+        if not existed then
+            redis.call('PEXPIRE', record, ttl)
+        end
+    elseif string.sub(flags, 2, 2) ~= '1' or redis.call('HGET', record, 'state') ~= 'cancelled' then
         local pairs_ = {}
-        for name, value in pairs(cjson.decode(ARGV[3 * i])) do
+        for name, value in pairs(fields) do
             pairs_[#pairs_ + 1] = name
             pairs_[#pairs_ + 1] = value
         end
@@ -86,7 +96,6 @@ def _store_call(method: F) -> F:
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
-_FLAGS = {(False, False): "00", (False, True): "01", (True, False): "10", (True, True): "11"}
 
 
 def _ms(seconds: float) -> int:
@@ -111,17 +120,12 @@ class RedisTracking:
         self._writer = GroupWriter(self._send)
         self._watch = CancelWatch(self._client, self._channel, f"{namespace}:cancelled")
 
-    @_store_call
     def create(self, records: Sequence[tuple[str, Fields, float]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
         for job_id, fields, ttl in records:
-            key = self._record(job_id)
-            pipe.hset(key, mapping=cast(Any, fields))
-            pipe.pexpire(key, _ms(ttl))
-        pipe.execute()
+            self._writer.put(Write(job_id, fields, ttl, notify=False, guard=False, only_new=True))
 
     def update(self, job_id: str, fields: Fields, ttl: float, *, notify: bool, guard: bool, wait: bool) -> None:
-        self._writer.put(Write(job_id, fields, ttl, notify, guard))
+        self._writer.put(Write(job_id, fields, ttl, notify, guard, only_new=False))
         if wait:
             self._writer.flush()
 
@@ -133,6 +137,7 @@ class RedisTracking:
 
     @_store_call
     def cancel(self, job_id: str, now: float) -> str | None:
+        self._writer.flush()
         keys = [self._record(job_id), self._done(job_id), f"{self.namespace}:cancelled"]
         state = self._cancel(keys=keys, args=[repr(now), self._channel, job_id])
         return cast(str, state) or None
@@ -143,16 +148,19 @@ class RedisTracking:
         args: list[Any] = []
         for w in writes:
             keys += (self._record(w.job_id), self._done(w.job_id))
-            args += (_ms(w.ttl), _FLAGS[w.notify, w.guard], _JSON.encode(w.fields))
+            flags = f"{w.notify:d}{w.guard:d}{w.only_new:d}"
+            args += (_ms(w.ttl), flags, _JSON.encode(w.fields))
         self._update(keys=keys, args=args)
 
     @_store_call
     def read(self, job_id: str) -> Fields | None:
+        self._writer.flush()
         fields = cast(dict[str, str], self._client.hgetall(self._record(job_id)))
         return fields or None
 
     @_store_call
     def wait(self, job_id: str, timeout: float) -> bool:
+        self._writer.flush()
         # Moving the list's one item onto itself leaves it there for every other waiter.
         block = min(max(timeout, 0.001), LONGEST_BLOCK)
         done = self._done(job_id)
@@ -160,6 +168,7 @@ class RedisTracking:
 
     @_store_call
     def scan(self, limit: int) -> Iterator[Fields]:
+        self._writer.flush()
         keys = []
         for key in self._client.scan_iter(match=f"{self.namespace}:job:*", count=1000):
             keys.append(key)

@@ -28,13 +28,15 @@ PAUSE_AFTER_FAILURE = 5.0
 @dataclass
 class Write:
     """One record write: set ``fields``, expire in ``ttl`` seconds, wake waiters if ``notify``;
-    with ``guard`` a cancelled record is left as it is."""
+    with ``guard`` a cancelled record is left as it is; with ``only_new`` only fields the record
+    lacks are set (and the TTL only of a new record)."""
 
     job_id: str
     fields: Fields
     ttl: float
     notify: bool
     guard: bool
+    only_new: bool = False
 
 
 Send = Callable[[list[Write]], None]
@@ -120,9 +122,15 @@ class GroupWriter:
 def _merge(batch: dict[str, Write], write: Write) -> None:
     held = batch.get(write.job_id)
     if held is None:
-        batch[write.job_id] = Write(write.job_id, dict(write.fields), write.ttl, write.notify, write.guard)
+        batch[write.job_id] = Write(
+            write.job_id, dict(write.fields), write.ttl, write.notify, write.guard, write.only_new
+        )
+        return
+    if write.only_new:
+        held.fields = {**write.fields, **held.fields}
         return
     held.fields.update(write.fields)
     held.ttl = write.ttl
     held.notify = held.notify or write.notify
     held.guard = held.guard and write.guard
+    held.only_new = False
