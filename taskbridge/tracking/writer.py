@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import queue
 import threading
@@ -77,6 +78,9 @@ class GroupWriter:
             self._pid = os.getpid()
             threading.Thread(target=self._loop, name="taskbridge-records", daemon=True).start()
             atexit.register(self.flush, 2.0)
+            # Worker processes started by multiprocessing end with os._exit, past atexit; its
+            # finalizers still run.
+            multiprocessing.util.Finalize(self, self.flush, args=(2.0,), exitpriority=100)
 
     def _loop(self) -> None:
         while True:
