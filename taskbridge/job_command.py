@@ -8,23 +8,24 @@ import sys
 
 import click
 
-from .errors import TaskbridgeError
+from .cli_support import fail, log_level_option, set_log_level
 
 
 @click.command("job")
 @click.argument("job_id")
 @click.option("--json", "json_output", is_flag=True, help="print the record as JSON")
-def job_command(job_id: str, json_output: bool) -> None:
+@log_level_option()
+def job_command(job_id: str, json_output: bool, log_level: str | None) -> None:
     """Show the record of the job JOB_ID (printed by enqueue, or ref.id); exits 1 when there is none."""
     from .config import load_settings, set_settings
     from .handles import get_job
 
+    set_log_level(log_level)
     try:
         set_settings(load_settings())
         record = get_job(job_id).refresh()
-    except TaskbridgeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    except Exception as exc:
+        fail(exc)
     if record is None:
         if json_output:
             click.echo(json.dumps({"id": job_id, "state": "unknown"}))

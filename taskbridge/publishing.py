@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import events
@@ -20,6 +20,7 @@ from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
+from .queue_rules import queue_name_problem
 from .tracking import HEADER as TRACK_HEADER
 from .tracking import get_tracker, plan_for
 from .units import parse_duration
@@ -151,6 +152,9 @@ class _Publisher:
                 f"job {self.spec.name!r}: queue= must be letters, digits, '-', '_' or '.', got {call.queue!r}"
             )
         self.queue = call.queue or self.spec.resolved_queue(self.settings.default_queue)
+        problem = queue_name_problem(self.queue, self.settings)
+        if problem:
+            raise EnqueueError(f"job {self.spec.name!r}: {problem}")
         self.delay = _countdown(call)
         self.expires = _expires(call, self.settings)
         self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()
@@ -300,10 +304,18 @@ def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
 
 
 def enqueue_batches(
-    call: JobCall, calls: Iterable[Any], *, batch_size: int | None = None, refs: bool = False
+    call: JobCall,
+    calls: Iterable[Any],
+    *,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    refs: bool = False,
 ) -> int | list[JobRef]:
     """Publish many calls in batches of ``batch_size``; memory is bounded by one batch. Returns the
-    count, or with ``refs`` a :class:`JobRef` per published call."""
+    count, or with ``refs`` a :class:`JobRef` per published call.
+
+    ``progress`` is called after each batch with the number of calls handled so far (published,
+    or refused as duplicates of a ``unique`` job)."""
     publisher = _Publisher(call)
     size = publisher.settings.enqueue_batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -326,4 +338,6 @@ def enqueue_batches(
         total += len(batch)
         if refs:
             sent.extend(JobRef(envelope.id, envelope, publisher.settings) for envelope in batch)
+        if progress is not None:
+            progress(consumed)
     return sent if refs else total

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from . import events
@@ -19,6 +21,7 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .queue_rules import queue_name_problem
 from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
 from .wire import unwrap
 
@@ -50,6 +53,9 @@ class Runner:
         in a store its processes do not share."""
         specs = specs if specs is not None else [j.spec for j in registry().values()]
         for spec in specs:
+            problem = queue_name_problem(spec.resolved_queue(self.settings.default_queue), self.settings)
+            if problem:
+                raise ConfigurationError(f"job {spec.name!r}: {problem}")
             timeout = spec.resolved_timeout(self.settings.default_timeout)
             if spec.hard_timeout is not None and timeout is not None and spec.hard_timeout <= timeout:
                 raise ConfigurationError(
@@ -66,25 +72,33 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job, and carry out the outcome."""
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
+        JSON text, or the JSON object already parsed)."""
         outcome = self.tracker.settle(self._decide(raw, queue))
         self._carry_out(outcome, queue)
         self._report(outcome, queue)
         return outcome
 
-    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+    def run_item(
+        self,
+        body: bytes | str,
+        queue: str,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
-        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
-        item = unwrap(body, content_type=content_type)
-        if item.envelope is None:
+        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters.
+        ``content_type`` and ``headers`` are the transport's message properties where it has them
+        (AMQP): the headers name the task of a legacy Celery message (see :mod:`.legacy`)."""
+        item = unwrap(body, content_type=content_type, headers=headers)
+        if item.payload is None:
             return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
         limit = self.engine.facts.max_message_size
-        if len(item.envelope) > limit:
-            return self.dead_letter(
-                body, f"the envelope is {len(item.envelope)} bytes, over the {limit}-byte limit", queue
-            )
-        return self.run(item.envelope, queue)
+        if len(body) > limit and len(item.envelope or "") > limit:
+            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+        return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
@@ -125,11 +139,11 @@ class Runner:
         except CoordinationError as exc:
             log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
 
-    def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=raw)
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
@@ -321,3 +335,7 @@ def _describe(exc: BaseException) -> str:
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
 
+
+
+def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:
+    return json.dumps(raw, separators=(",", ":"), default=repr) if isinstance(raw, dict) else raw

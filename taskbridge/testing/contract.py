@@ -12,11 +12,11 @@ import json
 import os
 import pickle
 import random
-import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -34,7 +34,8 @@ from taskbridge import (
 from taskbridge.publishing import max_delay
 
 from . import jobs
-from .harness import Harness, RawItem
+from .harness import DEFAULT_COORDINATION, Harness, RawItem
+from .proxy import TcpProxy
 
 ROUND_TRIP = [1, -2.5, "zürich ✓", None, True, [1, [2, {"x": "y"}]], {"nested": {"list": [1, 2], "n": None}}]
 
@@ -352,17 +353,26 @@ def test_an_expired_job_shows_expired(harness: Harness) -> None:
 def test_with_the_store_unreachable_enqueue_works_and_status_is_unknown(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    dead_store = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
-    probe.close()
-    harness.env["TASKBRIDGE_COORDINATION_URL"] = dead_store
-    monkeypatch.setenv("TASKBRIDGE_COORDINATION_URL", dead_store)
-    configure()
-    harness.engine = get_engine()
-    ref = jobs.tracked.enqueue("unseen")
-    assert ref is not None and ref.status() == "unknown"
-    harness.start_workers()
-    [ran] = harness.wait_for(lambda: _ran(harness, "tracked"), 60, "the job was lost because tracking failed")
-    assert ran["value"] == "unseen"
-    assert ref.status() == "unknown"
+    store = urlsplit(harness.env.get("TASKBRIDGE_COORDINATION_URL", DEFAULT_COORDINATION))
+    proxy = TcpProxy(store.hostname or "127.0.0.1", store.port or 6379)
+    try:
+        through_proxy = proxy.url(store.geturl())
+        harness.env["TASKBRIDGE_COORDINATION_URL"] = through_proxy
+        monkeypatch.setenv("TASKBRIDGE_COORDINATION_URL", through_proxy)
+        configure()
+        harness.engine = get_engine()
+        harness.start_workers()
+        before = jobs.tracked.enqueue("before")
+        assert before is not None and before.result(timeout=40)["value"] == "before"
+        proxy.cut()
+        ref = jobs.tracked.enqueue("unseen")
+        assert ref is not None and ref.status() == "unknown"
+        harness.wait_for(
+            lambda: [e for e in _ran(harness, "tracked") if e["value"] == "unseen"],
+            60,
+            "the job was lost because tracking failed",
+        )
+        assert ref.status() == "unknown"
+    finally:
+        harness.stop_workers()
+        proxy.close()
