@@ -269,3 +269,16 @@ def test_a_cancel_reaches_a_worker_that_is_already_listening(
     outcome = run_next(tb)
     assert isinstance(outcome, Skip) and outcome.reason == "cancelled"
     assert ran == [(0, 0)] and get_job(ref.id).status() == "cancelled"
+
+
+def test_an_enqueue_record_arriving_after_the_workers_never_undoes_it(redis_url: str, namespace: str) -> None:
+    from taskbridge.tracking.redis import RedisTracking
+
+    worker, producer = RedisTracking(redis_url, namespace), RedisTracking(redis_url, namespace)
+    try:
+        worker.update("j1", {"state": "done", "attempts": "1"}, 60, notify=False, guard=False, wait=True)
+        producer.create([("j1", {"state": "queued", "attempts": "0", "job": "tracking.add"}, 600)])
+        assert producer.read("j1") == {"state": "done", "attempts": "1", "job": "tracking.add"}
+    finally:
+        worker.close()
+        producer.close()
