@@ -15,6 +15,7 @@ import dramatiq
 
 from .actors import message_queue, raw_body
 from .brokers import consumer_timeout_ms
+from .brokers.guard import envelope_text, raw_item
 from .middleware import JobAbandoned, ProcessMiddleware, Running
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class WorkerProcess:
         message: Any = self.middleware.current_message()
         queue = message_queue(message) if message is not None else None
         try:
-            self.engine.run_message(raw_body(args, kwargs), queue)
+            self.engine.run_message(raw_body(args, kwargs), queue, raw_item(message))
         except JobAbandoned:
             return
         except Exception:
@@ -155,7 +156,8 @@ class WorkerProcess:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(running.thread_id), ctypes.py_object(JobAbandoned))
         try:
             self.engine.runner.fail_externally(
-                raw_body(message.args, message.kwargs), reason, timed_out=True, queue=message_queue(message)
+                envelope_text(message) or raw_body(message.args, message.kwargs),
+                reason, timed_out=True, queue=message_queue(message),
             )
         except Exception:
             log.exception("recording the hard timeout failed; the message will be delivered again")

@@ -86,10 +86,10 @@ def build_broker(
     transport = transport_of(settings)
     broker: Any
     if transport == "redis":
-        from .redis import TaskbridgeRedisBroker
+        from .redis import TaskbridgeRedisBroker, redis_client
 
         broker = TaskbridgeRedisBroker(
-            url=settings.broker_url,
+            client=redis_client(settings.broker_url),
             namespace=settings.namespace,
             heartbeat_timeout=int(redis_heartbeat_timeout(settings, options) * 1000),
             middleware=middleware,
@@ -127,8 +127,11 @@ def _boto_options(settings: Settings) -> dict[str, Any]:
     """Endpoint, region and credentials for boto3: ``sqs://KEY:SECRET@`` wins over the environment;
     with a custom endpoint (moto, LocalStack) and no credentials at all, dummy ones are used."""
     import boto3
+    from botocore.config import Config
 
-    options: dict[str, Any] = {"region_name": settings.sqs_region}
+    # Bounded: a send to an unreachable endpoint fails within seconds; a read waits out a long poll.
+    timeouts = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+    options: dict[str, Any] = {"region_name": settings.sqs_region, "config": timeouts}
     if settings.sqs_endpoint_url:
         options["endpoint_url"] = settings.sqs_endpoint_url
     parts = urlsplit(settings.broker_url)
