@@ -39,7 +39,7 @@ def put_raw(engine: DramatiqEngine, queue: str, item: RawItem) -> None:
         broker.channel.basic_publish(exchange="", routing_key=queue, body=item.body, properties=properties)
     else:
         client = broker.sqs.meta.client
-        client.send_message(QueueUrl=broker._queue_url(queue), MessageBody=_sqs_text(item.body))
+        client.send_message(QueueUrl=broker._queue_url(queue), MessageBody=sqs_text(item.body))
 
 
 def engine_items(engine: DramatiqEngine, queue: str, envelope_text: str) -> list[RawItem]:
@@ -67,7 +67,8 @@ def engine_items(engine: DramatiqEngine, queue: str, envelope_text: str) -> list
     ]
 
 
-def _sqs_text(body: bytes) -> str:
+def sqs_text(body: bytes) -> str:
+    """``body`` as an SQS message can hold it: the text itself, or base64 when it is not valid SQS text."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

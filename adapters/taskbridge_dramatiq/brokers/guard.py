@@ -47,14 +47,16 @@ def read_item(
     """The Dramatiq message to hand to Dramatiq for an item read from ``queue_name``; never raises.
 
     A Dramatiq message (JSON, or base64 JSON as on SQS) with every field present and typed and one
-    envelope argument is decoded as is; anything else becomes a stand-in (see :func:`raw_item`)
-    addressed to the actor of the job its envelope names when that job is in ``known_actors``.
+    envelope argument is decoded as is, addressed to ``queue_name`` whatever queue it names.
+    Anything else becomes a stand-in (see :func:`raw_item`) addressed to the actor of the job its
+    envelope names when that job is in ``known_actors``.
     """
     item = unwrap(body, content_type=content_type)
     if item.form == "dramatiq" and item.envelope is not None:
         message = _decoded(body)
         if message is not None:
-            return message
+            # Dramatiq acknowledges through the consumer of message.queue_name: it must be this queue.
+            return message if message.queue_name == queue_name else message.copy(queue_name=queue_name)
     job = peek_job_name(item.envelope) if item.envelope is not None else None
     actor = job if job is not None and job in known_actors else UNKNOWN_JOB_ACTOR
     return Message(

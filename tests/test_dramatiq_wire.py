@@ -1,0 +1,185 @@
+"""The Dramatiq adapter's wire layer on real Redis, RabbitMQ and moto's SQS: any body a consumer reads
+becomes a message Dramatiq can handle, and a message written by Celery runs under a Dramatiq worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import open_harness
+from taskbridge_dramatiq import DramatiqEngine
+from taskbridge_dramatiq.brokers import UNKNOWN_JOB_ACTOR, build_broker
+from taskbridge_dramatiq.brokers.guard import raw_item
+from taskbridge_dramatiq.settings import DramatiqSettings
+from taskbridge_dramatiq.testing import put_raw, sqs_text
+
+from taskbridge import Envelope
+from taskbridge.config import load_settings
+from taskbridge.testing import Harness, unavailable_reason
+from taskbridge.testing import jobs as contract_jobs
+from taskbridge.testing.harness import DEFAULT_SQS_ENDPOINT, Combination, RawItem
+from taskbridge.wire import unwrap
+
+BROKER_URLS = {
+    "redis": "redis://127.0.0.1:6379/0",
+    "amqp": "amqp://guest:guest@127.0.0.1:5672//",
+    "sqs": "sqs://",
+}
+SQS_ENDPOINT = os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL", DEFAULT_SQS_ENDPOINT)
+ECHO = contract_jobs.echo.name
+
+
+@dataclass
+class Wire:
+    """One queue of one transport: a producer engine to write raw items, a worker broker's consumer."""
+
+    transport: str
+    engine: DramatiqEngine
+    queue: str
+    consumer: Any
+
+    def put(self, body: bytes) -> None:
+        put_raw(self.engine, self.queue, RawItem("generated", body))
+
+    def receive(self) -> Any:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            message = next(self.consumer)
+            if message is not None:
+                return message
+        raise AssertionError(f"{self.transport}: nothing was delivered from {self.queue}")
+
+    def as_stored(self, body: bytes) -> bytes | str:
+        """The body as the transport hands it back (SQS holds text)."""
+        return sqs_text(body) if self.transport == "sqs" else body
+
+
+@pytest.fixture(scope="module", params=sorted(BROKER_URLS))
+def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
+    transport = request.param
+    reason = unavailable_reason(Combination("dramatiq", BROKER_URLS[transport]))
+    if reason:
+        pytest.skip(reason)
+    config = load_settings(
+        engine="dramatiq", broker_url=BROKER_URLS[transport], namespace=f"tbwire{uuid.uuid4().hex[:8]}",
+        sqs_endpoint_url=SQS_ENDPOINT if transport == "sqs" else None,
+    )
+    engine = DramatiqEngine(config)
+    queue = f"wire{uuid.uuid4().hex[:8]}"
+    broker: Any = build_broker(config, DramatiqSettings(), worker=True, middleware=[])
+    broker.declare_queue(queue)
+    consumer = broker.consume(queue, prefetch=10, timeout=1000)
+    try:
+        yield Wire(transport, engine, queue, consumer)
+    finally:
+        consumer.close()
+        engine.purge(queue)
+        broker.close()
+        engine.close()
+
+
+_DRAMATIQ_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+_MISSING = object()
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def dramatiq_like(draw: st.DrawFn) -> bytes:
+    """A Dramatiq message around a valid envelope, each field kept, dropped or replaced by any JSON."""
+    envelope = Envelope(job=ECHO, queue="q", args=["generated"]).encode()
+    valid = {
+        "queue_name": "q", "actor_name": ECHO, "args": [envelope], "kwargs": {}, "options": {},
+        "message_id": "m", "message_timestamp": 1,
+    }
+    fields = {}
+    for name in _DRAMATIQ_FIELDS:
+        value = draw(st.sampled_from(["keep", "keep", "drop", "replace"]))
+        if value == "keep":
+            fields[name] = valid[name]
+        elif value == "replace":
+            fields[name] = draw(json_values)
+    text = json.dumps(fields).encode()
+    return base64.b64encode(text) if draw(st.booleans()) else text
+
+
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    dramatiq_like(),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+def test_any_body_a_consumer_reads_becomes_a_message_dramatiq_can_handle(wire: Wire, body: bytes) -> None:
+    wire.put(body)
+    message = wire.receive()
+    try:
+        _check(wire, body, message)
+    finally:
+        wire.consumer.ack(message)
+
+
+def _check(wire: Wire, body: bytes, message: Any) -> None:
+    item = raw_item(message)
+    stored = wire.as_stored(body)
+    if item is None:
+        found = unwrap(stored)
+        assert found.form == "dramatiq" and found.envelope is not None, "only a well-formed Dramatiq message passes"
+        assert isinstance(message.options, dict) and len(message.args) == 1
+    else:
+        assert item.body == stored, "the stand-in carries the item exactly as the transport held it"
+        assert message.actor_name in (UNKNOWN_JOB_ACTOR, ECHO)
+    assert message.queue_name == wire.queue
+
+
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_a_celery_message_in_a_dramatiq_queue_runs_once(transport: str, tmp_path: Path) -> None:
+    with open_harness(f"dramatiq-{transport}", tmp_path, "dramatiq_jobs") as harness:
+        harness.start_workers()
+        envelope = Envelope(job=ECHO, queue=harness.queue, args=["from celery"])
+        _publish_as_celery(harness, transport, envelope)
+        harness.wait_for(lambda: harness.events("ran", "echo"), 40, "the Celery-format message never ran")
+        time.sleep(2.0)
+        assert [event["args"] for event in harness.events("ran", "echo")] == [["from celery"]]
+        assert harness.depth(harness.dead_queue) == 0, "a Celery-format message is not dead-lettered"
+        assert harness.depth(harness.queue) == 0
+
+
+def _publish_as_celery(harness: Harness, transport: str, envelope: Envelope) -> None:
+    """Publish ``envelope`` exactly as Celery's producer does (task protocol 2 through kombu)."""
+    from celery import Celery
+    from kombu import Connection
+
+    task = Celery(set_as_current=False).amqp.as_task_v2(envelope.id, envelope.job, args=[envelope.encode()])
+    broker: Any = harness.engine.broker  # type: ignore[attr-defined]
+    if transport == "amqp":
+        broker.declare_queue(harness.queue, ensure=True)  # as the worker declares it, not yet perhaps
+        url, options = BROKER_URLS["amqp"], {}
+    else:
+        endpoint = SQS_ENDPOINT.split("://", 1)[1]
+        url = f"sqs://taskbridge:taskbridge@{endpoint}"
+        options = {
+            "predefined_queues": {harness.queue: {"url": broker._queue_url(harness.queue)}},
+            "region": "us-east-1", "is_secure": False,
+            "sqs_base64_encoding": False,  # as taskbridge's Celery engine writes SQS bodies
+        }
+    with Connection(url, transport_options=options) as connection:
+        connection.Producer().publish(
+            task.body, exchange="", routing_key=harness.queue, headers=task.headers, serializer="json",
+            retry=False, **task.properties,
+        )
