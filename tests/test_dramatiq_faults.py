@@ -81,8 +81,9 @@ def test_redis_cuts_during_a_drain_lose_no_job(tmp_path: Path) -> None:
         _drain_through_cuts(harness, proxy, 3000, 0.002, cuts)
 
 
-def test_a_five_second_rabbitmq_cut_during_a_drain_loses_no_job(tmp_path: Path) -> None:
-    with behind_proxy(AMQP, tmp_path) as (harness, proxy):
+@pytest.mark.parametrize("url", [AMQP, "sqs://"], ids=["amqp", "sqs"])
+def test_a_five_second_cut_during_a_drain_loses_no_job(url: str, tmp_path: Path) -> None:
+    with behind_proxy(url, tmp_path) as (harness, proxy):
         _drain_through_cuts(harness, proxy, 300, 0.03, [(0.5, 5.0)])
 
 

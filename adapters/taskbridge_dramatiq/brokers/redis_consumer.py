@@ -15,6 +15,7 @@ the ids it holds beyond those remembered are put back at the head of the queue b
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import redis
@@ -141,7 +142,7 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
                 self.pairs = self._fetch()
                 if not self.pairs:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    threading.Event().wait(backoff_ms / 1000)
+                    time.sleep(backoff_ms / 1000)
                     return None
             redis_id, item = self.pairs.pop(0)
             self.misses = 0

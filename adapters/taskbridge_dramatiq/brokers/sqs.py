@@ -4,7 +4,7 @@ depth and purge; a send that fails raises PublishError."""
 from __future__ import annotations
 
 import math
-import threading
+import time
 from base64 import b64encode
 from collections.abc import Container, Sequence
 from typing import Any
@@ -14,7 +14,7 @@ from dramatiq import Message
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq_sqs import SQSBroker
-from dramatiq_sqs.broker import MAX_VISIBILITY_TIMEOUT_SECONDS, SQSConsumer, _SQSMessage
+from dramatiq_sqs.broker import SQSConsumer, _SQSMessage
 
 from taskbridge.errors import EnqueueError, PublishError
 
@@ -28,6 +28,9 @@ _BATCH = 10
 
 
 _TRANSPORT_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+# Errors after which the same request may succeed once the endpoint is reachable again; a refusal
+# (ClientError, e.g. an expired receipt handle) would fail forever if retried.
+_UNREACHABLE = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
 
 
 class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
@@ -46,7 +49,13 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
     def ack(self, message: _SQSMessage) -> None:
         try:
             super().ack(message)
-        except _TRANSPORT_ERRORS as exc:  # Dramatiq retries the acknowledgement of a ConnectionClosed
+        except _UNREACHABLE as exc:  # Dramatiq retries an acknowledgement that raised ConnectionClosed
+            raise ConnectionClosed(exc) from None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except _TRANSPORT_ERRORS as exc:  # Dramatiq's consumer thread survives only a ConnectionClosed here
             raise ConnectionClosed(exc) from None
 
     def __next__(self) -> _SQSMessage | None:
@@ -54,7 +63,7 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
         if not self.messages and self.message_refc < self.prefetch:
             options: dict[str, Any] = {"MaxNumberOfMessages": self.prefetch, "WaitTimeSeconds": self.wait_time_seconds}
             if self.visibility_timeout is not None:
-                options["VisibilityTimeout"] = min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT_SECONDS)
+                options["VisibilityTimeout"] = self.visibility_timeout
             try:
                 received = self.queue.receive_messages(**options)
             except _TRANSPORT_ERRORS as exc:
@@ -67,7 +76,7 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
             self.misses = 0
             return self.messages.popleft()  # type: ignore[no-any-return]
         self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.wait_time_seconds * 1000 or 1000)
-        threading.Event().wait(backoff_ms / 1000)
+        time.sleep(backoff_ms / 1000)
         return None
 
 
