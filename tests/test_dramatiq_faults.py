@@ -131,3 +131,19 @@ def test_ids_a_lost_fetch_reply_left_in_the_workers_acks_set_are_delivered(redis
         producer.purge(queue)
         producer.close()
         worker.close()
+
+
+def test_delayed_jobs_held_by_a_worker_through_a_redis_cut_still_run(tmp_path: Path) -> None:
+    with behind_proxy(REDIS, tmp_path) as (harness, proxy):
+        harness.start_workers()
+        harness.wait_for(lambda: "dramatiq worker process" in harness.worker_logs(), 30, "the worker never started")
+        sent = time.time()
+        for n in range(10):
+            jobs.paced.options(countdown=3).enqueue(n=n)
+        time.sleep(1.0)  # the worker now holds them in memory until they are due
+        proxy.cut()
+        time.sleep(5.0)
+        proxy.restore()
+        harness.wait_for(lambda: len(_runs(harness)) >= 10, 60, "delayed jobs held through the cut never ran")
+        assert time.time() - sent < 30, "delayed jobs came back only after the worker's heartbeat timed out"
+        assert set(_runs(harness)) == set(range(10))
