@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support import open_harness
 from taskbridge_dramatiq import DramatiqEngine
 from taskbridge_dramatiq.brokers import UNKNOWN_JOB_ACTOR, build_broker
-from taskbridge_dramatiq.brokers.guard import raw_item
+from taskbridge_dramatiq.brokers.guard import CarriedItem, raw_item, read_item
 from taskbridge_dramatiq.settings import DramatiqSettings
 from taskbridge_dramatiq.testing import put_raw, sqs_text
 
@@ -183,3 +183,46 @@ def _publish_as_celery(harness: Harness, transport: str, envelope: Envelope) -> 
             task.body, exchange="", routing_key=harness.queue, headers=task.headers, serializer="json",
             retry=False, **task.properties,
         )
+
+
+def test_a_well_formed_dramatiq_message_passes_addressed_to_the_queue_it_was_read_from() -> None:
+    envelope = Envelope(job=ECHO, queue="q", args=[1]).encode()
+    body = _dramatiq_body(queue_name="elsewhere", args=[envelope])
+    message = read_item(body, "q")
+    assert raw_item(message) is None
+    assert (message.queue_name, message.actor_name, message.args) == ("q", ECHO, (envelope,))
+    assert read_item(base64.b64encode(body), "q").args == (envelope,), "dramatiq-sqs writes base64"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"options": None}, {"message_id": _MISSING}, {"args": None}, {"kwargs": []}, {"extra": 1}],
+    ids=["options null", "no message_id", "args null", "kwargs a list", "an unknown field"],
+)
+def test_an_incomplete_dramatiq_message_becomes_a_stand_in_for_the_runner(changes: dict[str, Any]) -> None:
+    body = _dramatiq_body(**changes)
+    message = read_item(body, "q.DQ")
+    item = raw_item(message)
+    assert item is not None and item.body == body
+    assert message.queue_name == "q.DQ" and message.actor_name == UNKNOWN_JOB_ACTOR
+    assert isinstance(message.options, dict) and "eta" not in message.options
+
+
+def test_a_celery_body_names_the_actor_of_its_job_when_declared() -> None:
+    envelope = Envelope(job=ECHO, queue="q").encode()
+    body = json.dumps([[envelope], {}, {"callbacks": None}]).encode()
+    message = read_item(body, "q", content_type="application/json", known_actors={ECHO})
+    assert message.actor_name == ECHO and raw_item(message) == CarriedItem(body, "application/json")
+
+
+def test_a_pickle_body_is_never_a_dramatiq_message() -> None:
+    message = read_item(b"\x80\x02}q\x00.", "q", content_type="application/x-python-serialize")
+    assert raw_item(message) is not None and message.actor_name == UNKNOWN_JOB_ACTOR
+
+
+def _dramatiq_body(**changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "queue_name": "q", "actor_name": ECHO, "args": [Envelope(job=ECHO, queue="q").encode()], "kwargs": {},
+        "options": {}, "message_id": "m", "message_timestamp": 1, **changes,
+    }
+    return json.dumps({k: v for k, v in fields.items() if v is not _MISSING}).encode()

@@ -23,7 +23,7 @@ from .settings import DramatiqSettings
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
 
-    from .brokers.guard import RawItem
+    from .brokers.guard import CarriedItem
 
 log = logging.getLogger("taskbridge.dramatiq")
 
@@ -143,7 +143,7 @@ class DramatiqEngine:
             self._runner = Runner(self, self.settings)
         return self._runner
 
-    def run_message(self, raw: str, queue: str | None, item: RawItem | None = None) -> Outcome:
+    def run_message(self, raw: str, queue: str | None, item: CarriedItem | None = None) -> Outcome:
         """Hand one message body to the runner given to :meth:`declare` (or a fresh one); for a
         stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
         if item is not None and queue is not None:

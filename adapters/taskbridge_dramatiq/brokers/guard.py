@@ -34,7 +34,7 @@ RAW_ITEM_OPTION = "taskbridge_raw_item"
 
 
 @dataclass(frozen=True)
-class RawItem:
+class CarriedItem:
     """An item that is not a well-formed Dramatiq message, as the transport held it."""
 
     body: bytes | str
@@ -70,13 +70,13 @@ def read_item(
     )
 
 
-def raw_item(message: Any) -> RawItem | None:
+def raw_item(message: Any) -> CarriedItem | None:
     """The raw item a stand-in message carries; None for a real Dramatiq message."""
     options = getattr(message, "options", None)
     marker = options.get(RAW_ITEM_OPTION) if isinstance(options, dict) else None
     if not isinstance(marker, dict):
         return None
-    return RawItem(message.args[0], marker.get("content_type"))
+    return CarriedItem(message.args[0], marker.get("content_type"))
 
 
 def envelope_text(message: Any) -> str | None:

@@ -136,6 +136,15 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
         super().requeue(messages)
         self.held.discard(*(message.options["redis_message_id"] for message in messages))
 
+    def close(self) -> None:
+        """Hand back the fetched items not yet delivered, so they need not wait for a recovery."""
+        ids, self.pairs = [redis_id for redis_id, _ in self.pairs], []
+        if ids:
+            try:
+                self.broker.do_requeue(self.queue_name, *ids)
+            except redis.ConnectionError as exc:  # the next fetch's recovery puts them back
+                raise ConnectionClosed(exc) from None
+
     def __next__(self) -> MessageProxy | None:
         try:
             if not self.pairs:
