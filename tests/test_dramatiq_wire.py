@@ -46,6 +46,7 @@ class Wire:
     transport: str
     engine: DramatiqEngine
     queue: str
+    broker: Any
     consumer: Any
 
     def put(self, body: bytes) -> None:
@@ -58,6 +59,12 @@ class Wire:
             if message is not None:
                 return message
         raise AssertionError(f"{self.transport}: nothing was delivered from {self.queue}")
+
+    def unacknowledged(self) -> int:
+        """Redis: ids this worker fetched and has not acknowledged (other transports keep no such set)."""
+        if self.transport != "redis":
+            return 0
+        return int(self.broker.client.scard(f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue}"))
 
     def as_stored(self, body: bytes) -> bytes | str:
         """The body as the transport hands it back (SQS holds text)."""
@@ -80,7 +87,7 @@ def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
     broker.declare_queue(queue)
     consumer = broker.consume(queue, prefetch=10, timeout=1000)
     try:
-        yield Wire(transport, engine, queue, consumer)
+        yield Wire(transport, engine, queue, broker, consumer)
     finally:
         consumer.close()
         engine.purge(queue)
@@ -132,6 +139,7 @@ def test_any_body_a_consumer_reads_becomes_a_message_dramatiq_can_handle(wire: W
         _check(wire, body, message)
     finally:
         wire.consumer.ack(message)
+    assert wire.engine.depth(wire.queue) == 0 and wire.unacknowledged() == 0, "the item left something behind"
 
 
 def _check(wire: Wire, body: bytes, message: Any) -> None:
