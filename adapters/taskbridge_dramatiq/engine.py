@@ -147,5 +147,5 @@ class DramatiqEngine:
         """Hand one message body to the runner given to :meth:`declare` (or a fresh one); for a
         stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
         if item is not None and queue is not None:
-            return self.runner.run_item(item.body, queue, content_type=item.content_type)
+            return self.runner.run_item(item.body, queue, content_type=item.content_type, headers=item.headers)
         return self.runner.run(raw, queue)

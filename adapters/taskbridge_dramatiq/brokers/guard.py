@@ -17,7 +17,7 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from taskbridge.wire import unwrap
 from .common import UNKNOWN_JOB_ACTOR
 
 RAW_ITEM_OPTION = "taskbridge_raw_item"
-"""Option of a stand-in message; its value holds the item's transport content type."""
+"""Option of a stand-in message; its value holds the item's transport content type and headers."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,17 @@ class CarriedItem:
     """An item that is not a well-formed Dramatiq message, as the transport held it."""
 
     body: bytes | str
-    content_type: str | None
+    content_type: str | None = None
+    headers: Mapping[str, Any] | None = None
 
 
 def read_item(
-    body: bytes | str, queue_name: str, *, content_type: str | None = None, known_actors: Container[str] = ()
+    body: bytes | str,
+    queue_name: str,
+    *,
+    content_type: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    known_actors: Container[str] = (),
 ) -> Message[Any]:
     """The Dramatiq message to hand to Dramatiq for an item read from ``queue_name``; never raises.
 
@@ -51,20 +57,20 @@ def read_item(
     Anything else becomes a stand-in (see :func:`raw_item`) addressed to the actor of the job its
     envelope names when that job is in ``known_actors``.
     """
-    item = unwrap(body, content_type=content_type)
-    if item.form == "dramatiq" and item.envelope is not None:
+    item = unwrap(body, content_type=content_type, headers=headers)
+    if item.form == "dramatiq" and item.payload is not None:
         message = _decoded(body)
         if message is not None:
             # Dramatiq acknowledges through the consumer of message.queue_name: it must be this queue.
             return message if message.queue_name == queue_name else message.copy(queue_name=queue_name)
-    job = peek_job_name(item.envelope) if item.envelope is not None else None
+    job = peek_job_name(item.payload) if item.payload is not None else None
     actor = job if job is not None and job in known_actors else UNKNOWN_JOB_ACTOR
     return Message(
         queue_name=queue_name,
         actor_name=actor,
         args=(body,),
         kwargs={},
-        options={RAW_ITEM_OPTION: {"content_type": content_type}},
+        options={RAW_ITEM_OPTION: {"content_type": content_type, "headers": dict(headers or {})}},
         message_id=str(uuid.uuid4()),
         message_timestamp=int(time.time() * 1000),
     )
@@ -76,7 +82,7 @@ def raw_item(message: Any) -> CarriedItem | None:
     marker = options.get(RAW_ITEM_OPTION) if isinstance(options, dict) else None
     if not isinstance(marker, dict):
         return None
-    return CarriedItem(message.args[0], marker.get("content_type"))
+    return CarriedItem(message.args[0], marker.get("content_type"), marker.get("headers") or None)
 
 
 def envelope_text(message: Any) -> str | None:
@@ -84,7 +90,7 @@ def envelope_text(message: Any) -> str | None:
     item = raw_item(message)
     if item is None:
         return None
-    return unwrap(item.body, content_type=item.content_type).envelope
+    return unwrap(item.body, content_type=item.content_type, headers=item.headers).envelope
 
 
 def source_queue(message: Any) -> str:

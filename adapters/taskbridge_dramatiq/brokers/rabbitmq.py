@@ -62,7 +62,8 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
         if method is None:
             return None
         message = read_item(
-            body, self.queue_name, content_type=properties.content_type, known_actors=self.broker.actors
+            body, self.queue_name, content_type=properties.content_type, headers=properties.headers,
+            known_actors=self.broker.actors,
         )
         self.known_tags.add(method.delivery_tag)
         return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
