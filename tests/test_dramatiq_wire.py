@@ -160,7 +160,7 @@ def test_a_celery_message_in_a_dramatiq_queue_runs_once(transport: str, tmp_path
     with open_harness(f"dramatiq-{transport}", tmp_path, "dramatiq_jobs") as harness:
         harness.start_workers()
         envelope = Envelope(job=ECHO, queue=harness.queue, args=["from celery"])
-        _publish_as_celery(harness, transport, envelope)
+        _publish_as_celery(harness, transport, envelope.job, [envelope.encode()], {}, task_id=envelope.id)
         harness.wait_for(lambda: harness.events("ran", "echo"), 40, "the Celery-format message never ran")
         time.sleep(2.0)
         assert [event["args"] for event in harness.events("ran", "echo")] == [["from celery"]]
@@ -168,12 +168,29 @@ def test_a_celery_message_in_a_dramatiq_queue_runs_once(transport: str, tmp_path
         assert harness.depth(harness.queue) == 0
 
 
-def _publish_as_celery(harness: Harness, transport: str, envelope: Envelope) -> None:
-    """Publish ``envelope`` exactly as Celery's producer does (task protocol 2 through kombu)."""
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_an_old_celery_producers_message_in_a_dramatiq_queue_runs_the_aliased_job(
+    transport: str, tmp_path: Path
+) -> None:
+    import legacy_jobs
+
+    with open_harness(f"dramatiq-{transport}", tmp_path, "legacy_jobs") as harness:
+        harness.start_workers()
+        _publish_as_celery(harness, transport, legacy_jobs.CELERY_NAME, [42], {"day": "monday"})
+        [ran] = harness.wait_for(lambda: harness.events("ran", "send_report"), 40, "the old message never ran")
+        assert (ran["user_id"], ran["day"]) == (42, "monday")
+        assert harness.depth(harness.dead_queue) == 0
+
+
+def _publish_as_celery(
+    harness: Harness, transport: str, task_name: str, args: list[Any], kwargs: dict[str, Any], task_id: str = ""
+) -> None:
+    """Publish a task exactly as Celery's producer does (task protocol 2 through kombu)."""
     from celery import Celery
     from kombu import Connection
 
-    task = Celery(set_as_current=False).amqp.as_task_v2(envelope.id, envelope.job, args=[envelope.encode()])
+    task_id = task_id or uuid.uuid4().hex
+    task = Celery(set_as_current=False).amqp.as_task_v2(task_id, task_name, args=args, kwargs=kwargs)
     broker: Any = harness.engine.broker  # type: ignore[attr-defined]
     if transport == "amqp":
         broker.declare_queue(harness.queue, ensure=True)  # as the worker declares it, not yet perhaps
