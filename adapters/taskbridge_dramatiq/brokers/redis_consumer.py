@@ -133,7 +133,10 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
 
     def requeue(self, messages: Any) -> None:
         messages = list(messages)
-        super().requeue(messages)
+        try:
+            super().requeue(messages)
+        except redis.ConnectionError as exc:  # Dramatiq's consumer thread dies of anything else here
+            raise ConnectionClosed(exc) from None
         self.held.discard(*(message.options["redis_message_id"] for message in messages))
 
     def close(self) -> None:
