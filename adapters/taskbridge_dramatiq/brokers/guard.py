@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dramatiq import Message
-from dramatiq.common import q_name
 
 from taskbridge.envelope import peek_job_name
 from taskbridge.wire import unwrap
@@ -91,11 +90,6 @@ def envelope_text(message: Any) -> str | None:
     if item is None:
         return None
     return unwrap(item.body, content_type=item.content_type, headers=item.headers).envelope
-
-
-def source_queue(message: Any) -> str:
-    """The taskbridge queue a message was read from (Dramatiq's delay-queue suffix removed)."""
-    return q_name(message.queue_name)
 
 
 def _decoded(body: bytes | str) -> Message[Any] | None:
