@@ -21,6 +21,7 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .queue_rules import queue_name_problem
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -50,6 +51,9 @@ class Runner:
         in a store its processes do not share."""
         specs = specs if specs is not None else [j.spec for j in registry().values()]
         for spec in specs:
+            problem = queue_name_problem(spec.resolved_queue(self.settings.default_queue), self.settings)
+            if problem:
+                raise ConfigurationError(f"job {spec.name!r}: {problem}")
             timeout = spec.resolved_timeout(self.settings.default_timeout)
             if spec.hard_timeout is not None and timeout is not None and spec.hard_timeout <= timeout:
                 raise ConfigurationError(
