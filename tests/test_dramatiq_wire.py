@@ -251,3 +251,24 @@ def _dramatiq_body(**changes: Any) -> bytes:
         "options": {}, "message_id": "m", "message_timestamp": 1, **changes,
     }
     return json.dumps({k: v for k, v in fields.items() if v is not _MISSING}).encode()
+
+
+@pytest.mark.parametrize("transport", sorted(BROKER_URLS))
+def test_a_dramatiq_message_naming_another_queue_runs_once_and_the_worker_keeps_going(
+    transport: str, tmp_path: Path
+) -> None:
+    with open_harness(f"dramatiq-{transport}", tmp_path, "dramatiq_jobs") as harness:
+        harness.start_workers(concurrency=1)
+        envelope = Envelope(job=ECHO, queue=harness.queue, args=["misaddressed"]).encode()
+        body = _dramatiq_body(queue_name="some.other.queue", args=[envelope])
+        put_raw(harness.engine, harness.queue, RawItem("another queue", wire_body(harness, body)))
+        contract_jobs.echo.enqueue("after")
+        harness.wait_for(lambda: len(harness.events("ran", "echo")) >= 2, 40, "the worker stopped after the message")
+        time.sleep(1.5)
+        assert sorted(event["args"][0] for event in harness.events("ran", "echo")) == ["after", "misaddressed"]
+        assert harness.depth(harness.queue) == 0 and harness.depth(harness.dead_queue) == 0
+
+
+def wire_body(harness: Harness, body: bytes) -> bytes:
+    """``body`` as Dramatiq stores it on the harness's transport (base64 on SQS)."""
+    return base64.b64encode(body) if harness.combination.broker_url.startswith("sqs") else body
