@@ -130,6 +130,26 @@ bodies = st.one_of(
 )
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    body=bodies,
+    content_type=st.sampled_from([None, "application/json", "application/x-python-serialize", "text/plain"]),
+    headers=st.none() | st.dictionaries(st.sampled_from(["task", "id", "lang"]), json_values, max_size=3),
+)
+def test_read_item_never_raises_and_passes_on_only_well_formed_dramatiq_messages(
+    body: bytes, content_type: str | None, headers: dict[str, Any] | None
+) -> None:
+    message = read_item(body, "q", content_type=content_type, headers=headers, known_actors={ECHO})
+    item = raw_item(message)
+    if item is None:
+        found = unwrap(body, content_type=content_type, headers=headers)
+        assert found.form == "dramatiq" and found.payload is not None
+        assert isinstance(message.options, dict) and isinstance(message.kwargs, dict)
+    else:
+        assert item == CarriedItem(body, content_type, headers or None)
+    assert message.queue_name == "q"
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
 def test_any_body_a_consumer_reads_becomes_a_message_dramatiq_can_handle(wire: Wire, body: bytes) -> None:
