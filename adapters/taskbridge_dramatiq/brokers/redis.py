@@ -24,10 +24,12 @@ _SOCKET_TIMEOUT = 30.0
 """No command of the broker blocks on the server, so a reply slower than this means a dead link."""
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(url: str, **options: Any) -> redis.Redis:
     """A client whose connects and replies time out, so a publish to an unreachable server fails
-    within a bounded time instead of hanging."""
-    return redis.Redis.from_url(url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT)
+    within a bounded time instead of hanging; ``options`` go to redis-py (e.g. TLS)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, **options
+    )
 
 
 @contextmanager
