@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import MessageRunner, TransportFacts
+from taskbridge.engine import MessageRunner, Taken, TransportFacts
 from taskbridge.envelope import Envelope
 from taskbridge.errors import ConfigurationError
 from taskbridge.job import JobSpec
+from taskbridge.publishing import dead_letter_queue
 
 from .actors import declare_actors, to_message
-from .brokers import TaskbridgeBroker, build_broker, transport_facts, transport_of
+from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
 from .settings import DramatiqSettings
+from .take import AmqpTake, RedisTake, SqsTake, queue_names
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
@@ -45,6 +47,7 @@ class DramatiqEngine:
         self._runner: MessageRunner | None = None
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
+        self._taker: RedisTake | AmqpTake | SqsTake | None = None
 
     @property
     def broker(self) -> TaskbridgeBroker:
@@ -101,8 +104,27 @@ class DramatiqEngine:
         """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
         return self.broker.purge_queue(queue)
 
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting messages of ``queue`` and its ``.DQ``, or its dead letters
+        (``<queue>-dead`` and Dramatiq's ``.XQ``)."""
+        broker: Any = self.broker
+        if self._taker is None:
+            if self.transport == "redis":
+                self._taker = RedisTake(broker)
+            elif self.transport == "amqp":
+                self._taker = AmqpTake(pika_url(self.settings.broker_url))
+            else:
+                self._taker = SqsTake(broker)
+        if not dead_letters:
+            broker.reap(queue)  # messages of dead workers back to the queue first
+        names = queue_names(queue, dead_letter_queue(queue, self.settings), dead_letters=dead_letters)
+        return self._taker.take(queue, names, limit)
+
     def close(self) -> None:
         """Close this process's broker connections; the next use opens new ones."""
+        if self._taker is not None:
+            self._taker.close()
+            self._taker = None
         with self._lock:
             broker, self._broker = self._broker, None
         if broker is not None:
