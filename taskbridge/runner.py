@@ -18,6 +18,7 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
 
@@ -65,7 +66,28 @@ class Runner:
         """Decode, apply the policies, run the job, and carry out the outcome."""
         outcome = self._decide(raw, queue)
         self._carry_out(outcome, queue)
-        self._report(outcome)
+        self._report(outcome, queue)
+        return outcome
+
+    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+        """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
+        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
+        item = unwrap(body, content_type=content_type)
+        if item.envelope is None:
+            return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
+        limit = self.engine.facts.max_message_size
+        if len(item.envelope) > limit:
+            return self.dead_letter(
+                body, f"the envelope is {len(item.envelope)} bytes, over the {limit}-byte limit", queue
+            )
+        return self.run(item.envelope, queue)
+
+    def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
+        """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
+        bytes (base64 when they are not UTF-8), without running anything."""
+        outcome = Dead(None, reason, raw=raw)
+        self._carry_out(outcome, queue)
+        self._report(outcome, queue)
         return outcome
 
     def fail_externally(
@@ -75,7 +97,7 @@ class Runner:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=_text(raw))
+            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
         else:
             handle = lookup(envelope.job)
             if handle is None:
@@ -100,7 +122,7 @@ class Runner:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=_text(raw))
+            return Dead(None, f"malformed message: {exc}", raw=raw)
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
@@ -172,7 +194,8 @@ class Runner:
         if isinstance(outcome, Dead):
             env = outcome.envelope
             peeked = peek_queue(outcome.raw) if env is None and outcome.raw is not None else None
-            target = (env.queue if env else None) or queue or peeked or self.settings.default_queue
+            # An item that is not a valid envelope goes next to the queue it was read from.
+            target = (env.queue if env else queue) or peeked or self.settings.default_queue
             publish_dead_letter(
                 self.engine,
                 queue=target,
@@ -206,7 +229,7 @@ class Runner:
             self.engine, queue=envelope.queue, reason=reason, envelope=envelope, raw=None, settings=self.settings
         )
 
-    def _report(self, outcome: Outcome) -> None:
+    def _report(self, outcome: Outcome, queue: str | None = None) -> None:
         level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
         if not events.has_subscribers() and not log.isEnabledFor(level):
             return
@@ -216,7 +239,7 @@ class Runner:
                 event[name] = getattr(outcome, name)
         if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
             event["job"] = peek_job_name(outcome.raw)
-            event["queue"] = peek_queue(outcome.raw)
+            event["queue"] = queue or peek_queue(outcome.raw)
         log.log(
             level,
             "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
@@ -262,6 +285,3 @@ def _describe(exc: BaseException) -> str:
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
 
-
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
