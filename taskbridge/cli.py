@@ -1,4 +1,4 @@
-"""The ``taskbridge`` command: worker, enqueue, contract, demo, status."""
+"""The ``taskbridge`` command: worker, enqueue, contract, demo, status, move, dead."""
 
 from __future__ import annotations
 
@@ -180,6 +180,16 @@ def status(
     except TaskbridgeError as exc:
         _fail(exc)
     sys.exit(code)
+
+
+def _add_backlog_commands() -> None:
+    from .cli_backlog import dead, move
+
+    main.add_command(move)
+    main.add_command(dead)
+
+
+_add_backlog_commands()
 
 
 if __name__ == "__main__":

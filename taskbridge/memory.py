@@ -26,13 +26,13 @@ class _MemoryTaken:
 
     engine: MemoryEngine
     queue: str
-    text: str
+    text: str | bytes
     due: float | None
     body: bytes = b""
     redelivered: bool = False
 
     def __post_init__(self) -> None:
-        self.body = self.text.encode()
+        self.body = self.text if isinstance(self.text, bytes) else self.text.encode()
 
     def ack(self) -> None:
         pass
@@ -176,7 +176,7 @@ class MemoryEngine:
                 self._delayed = kept  # sorted, so still a heap
         return taken
 
-    def _put_back(self, queue: str, body: str, due: float | None) -> None:
+    def _put_back(self, queue: str, body: str | bytes, due: float | None) -> None:
         with self._cond:
             if due is None:
                 self._ready.setdefault(queue, deque()).appendleft(body)

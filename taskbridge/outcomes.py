@@ -67,6 +67,8 @@ class Dead:
     duration: float = 0.0
     timed_out: bool = False
     error_type: str | None = None
+    traceback: str | None = None
+    """The traceback text of the last failure, when the job raised."""
     kind: str = "dead"
 
 

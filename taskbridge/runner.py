@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from typing import Any
 
 from . import events
@@ -181,7 +182,10 @@ class Runner:
             return Retry(envelope, wait, reason, duration, timed_out, _error_type(error, timed_out))
         attempts = envelope.attempt
         why = f"failed on attempt {attempts} of {spec.retry.max_retries + 1}: {reason}"
-        return Dead(envelope, why, duration=duration, timed_out=timed_out, error_type=_error_type(error, timed_out))
+        return Dead(
+            envelope, why, duration=duration, timed_out=timed_out, error_type=_error_type(error, timed_out),
+            traceback=_traceback_text(error),
+        )
 
     def _carry_out(self, outcome: Outcome, queue: str | None) -> None:
         if isinstance(outcome, Retry):
@@ -203,6 +207,7 @@ class Runner:
                 envelope=env,
                 raw=outcome.raw,
                 settings=self.settings,
+                traceback=outcome.traceback,
             )
         if isinstance(outcome, Done) and outcome.envelope.chain:
             self._continue_chain(outcome.envelope)
@@ -278,6 +283,12 @@ def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
     if error is not None:
         return type(error).__name__
     return "JobTimeout" if timed_out else "WorkerLost"
+
+
+def _traceback_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
 def _describe(exc: BaseException) -> str:
