@@ -127,10 +127,11 @@ def dead() -> None:
 
 
 def _dead_letters() -> tuple[Any, Settings]:
+    """The configured engine's dead letters (the process-wide engine: the embedded one is in this process)."""
     from .dead import DeadLetters
+    from .engine import get_engine
 
-    settings = get_settings()
-    return DeadLetters(_engine(settings), settings), settings
+    return DeadLetters(get_engine(), get_settings()), get_settings()
 
 
 def _when(timestamp: float | None) -> str:
@@ -148,16 +149,13 @@ def dead_list(queue: str, limit: int, json_output: bool) -> None:
     try:
         letters, settings = _dead_letters()
         rows: list[dict[str, Any]] = []
-        try:
-            for name in _queues(queue, settings):
-                for letter in letters.scan(name):
-                    rows.append(letter.summary())
-                    if len(rows) >= limit:
-                        break
+        for name in _queues(queue, settings):
+            for batch in letters.scan(name):
+                rows.extend(letter.summary() for letter in batch[: limit - len(rows)])
                 if len(rows) >= limit:
                     break
-        finally:
-            letters.engine.close()
+            if len(rows) >= limit:
+                break
     except TaskbridgeError as exc:
         _fail(exc)
     if json_output:
@@ -185,16 +183,13 @@ def dead_show(letter_id: str, queue: str) -> None:
     try:
         letters, settings = _dead_letters()
         found = None
-        try:
-            for name in _queues(queue, settings):
-                for letter in letters.scan(name):
-                    if letter.id == letter_id:
-                        found = letter.record()
-                        break
+        for name in _queues(queue, settings):
+            for batch in letters.scan(name):
+                found = next((letter.record() for letter in batch if letter.id == letter_id), None)
                 if found:
                     break
-        finally:
-            letters.engine.close()
+            if found:
+                break
     except TaskbridgeError as exc:
         _fail(exc)
     if found is None:
@@ -218,24 +213,19 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str) -> None:
     replayed = skipped = 0
     try:
         letters, settings = _dead_letters()
-        try:
-            with _progress(replay_all) as progress:
-                for name in _queues(queue, settings):
-                    task = progress.add_task(f"replay {name}", total=letters.count(name) or None)
-                    for letter in letters.scan(name):
-                        if letter_id and letter.id != letter_id:
-                            continue
-                        if letters.replay(letter):
-                            replayed += 1
-                        else:
-                            skipped += 1
-                        progress.advance(task)
-                        if letter_id:
-                            break
-                    if letter_id and (replayed or skipped):
+        with _progress(replay_all) as progress:
+            for name in _queues(queue, settings):
+                task = progress.add_task(f"replay {name}", total=letters.count(name) or None)
+                for batch in letters.scan(name):
+                    chosen = [letter for letter in batch if not letter_id or letter.id == letter_id]
+                    done = letters.replay(chosen)
+                    replayed += done
+                    skipped += len(chosen) - done
+                    progress.advance(task, len(batch))
+                    if letter_id and chosen:
                         break
-        finally:
-            letters.engine.close()
+                if letter_id and (replayed or skipped):
+                    break
     except TaskbridgeError as exc:
         _fail(exc)
     click.echo(f"replayed {replayed}" + (f"; {skipped} carry no runnable envelope and stay dead" if skipped else ""))
@@ -248,7 +238,6 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str) -> None:
 @click.option("--older-than", default=None, help="only dead letters older than this, e.g. 7d, 12h")
 def dead_purge(queue: str, older_than: str | None) -> None:
     """Drop dead letters for good (all of them, or those older than --older-than)."""
-    from .dead import BATCH
     from .dead import older_than as is_older
 
     try:
@@ -258,23 +247,14 @@ def dead_purge(queue: str, older_than: str | None) -> None:
     purged = 0
     try:
         letters, settings = _dead_letters()
-        try:
-            with _progress(True) as progress:
-                for name in _queues(queue, settings):
-                    task = progress.add_task(f"purge {name}", total=letters.count(name) or None)
-                    batch = []
-                    for letter in letters.scan(name):
-                        progress.advance(task)
-                        if cutoff is None or is_older(letter, cutoff):
-                            batch.append(letter)
-                        if len(batch) >= BATCH:
-                            letters.remove(batch)
-                            purged += len(batch)
-                            batch = []
-                    letters.remove(batch)
-                    purged += len(batch)
-        finally:
-            letters.engine.close()
+        with _progress(True) as progress:
+            for name in _queues(queue, settings):
+                task = progress.add_task(f"purge {name}", total=letters.count(name) or None)
+                for batch in letters.scan(name):
+                    chosen = [letter for letter in batch if cutoff is None or is_older(letter, cutoff)]
+                    letters.remove(chosen)
+                    purged += len(chosen)
+                    progress.advance(task, len(batch))
     except TaskbridgeError as exc:
         _fail(exc)
     click.echo(f"purged {purged}")

@@ -121,9 +121,9 @@ class DeadLetters:
         """How many dead letters ``queue`` has (the engine's own included where it keeps any)."""
         return int(self.engine.depth(queue + self.settings.dead_letter_suffix))
 
-    def scan(self, queue: str) -> Iterator[DeadLetter]:
-        """Every dead letter of ``queue``, each taken and held until the scan ends (or the caller
-        settles it); the rest are released when the iteration stops."""
+    def scan(self, queue: str) -> Iterator[list[DeadLetter]]:
+        """Every dead letter of ``queue``, a batch at a time, each taken and held until the scan ends
+        (unless the caller replays or removes it meanwhile); the rest are released when it stops."""
         held: list[Taken] = []
         try:
             while True:
@@ -131,24 +131,24 @@ class DeadLetters:
                 if not items:
                     return
                 held.extend(items)
-                for item in items:
-                    yield read(item, queue)
+                yield [read(item, queue) for item in items]
         finally:
             settle([item for item in held if id(item) not in self._removed], ack=False)
 
-    def replay(self, letter: DeadLetter) -> bool:
-        """Publish the original job again with attempts reset (a chain resumes where it stopped) and
-        remove the dead letter; False when it carries no envelope to run."""
-        envelope = letter.envelope()
-        if envelope is None:
-            return False
-        expires_at = envelope.expires_at
-        if expires_at is not None and expires_at <= time.time():
-            expires_at = None
-        schedule(self.engine, [envelope.with_changes(attempt=1, not_before=None, expires_at=expires_at)], 0,
-                 self.settings)
-        self.remove([letter])
-        return True
+    def replay(self, letters: list[DeadLetter]) -> int:
+        """Publish the original jobs again with attempts reset (a chain resumes where it stopped), then
+        remove their dead letters; those that carry no envelope to run stay. Returns how many ran again."""
+        now = time.time()
+        runnable: list[tuple[DeadLetter, Envelope]] = []
+        for letter in letters:
+            envelope = letter.envelope()
+            if envelope is not None:
+                expired = envelope.expires_at is not None and envelope.expires_at <= now
+                expires_at = None if expired else envelope.expires_at
+                runnable.append((letter, envelope.with_changes(attempt=1, not_before=None, expires_at=expires_at)))
+        schedule(self.engine, [envelope for _, envelope in runnable], 0, self.settings)
+        self.remove([letter for letter, _ in runnable])
+        return len(runnable)
 
     def remove(self, letters: list[DeadLetter]) -> None:
         """Drop the dead letters for good (one round trip per batch where the engine allows)."""

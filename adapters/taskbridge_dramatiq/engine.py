@@ -20,7 +20,7 @@ from taskbridge.publishing import dead_letter_queue
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
 from .settings import DramatiqSettings
-from .take import AmqpTake, RedisTake, SqsTake, queue_names
+from .take import AmqpTake, RedisTake, SqsTake, own_dead_letters, queue_names
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
@@ -97,12 +97,25 @@ class DramatiqEngine:
         supervisor.run()
 
     def depth(self, queue: str) -> int:
-        """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS)."""
-        return self.broker.queue_depth(queue)
+        """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS); for
+        ``<queue>-dead``, Dramatiq's own dead letters of ``<queue>`` (``.XQ``) too."""
+        count = self.broker.queue_depth(queue)
+        if self._is_dead_letters(queue):
+            count += own_dead_letters(self.broker, self.transport, queue[: -len(self.settings.dead_letter_suffix)])
+        return count
 
     def purge(self, queue: str) -> int:
         """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
-        return self.broker.purge_queue(queue)
+        count = self.broker.purge_queue(queue)
+        if self._is_dead_letters(queue):
+            base = queue[: -len(self.settings.dead_letter_suffix)]
+            count += own_dead_letters(self.broker, self.transport, base, purge=True)
+        return count
+
+    def _is_dead_letters(self, queue: str) -> bool:
+        """``<queue>-dead``: its count and purge include Dramatiq's own dead letters of ``<queue>`` (``.XQ``)."""
+        suffix = self.settings.dead_letter_suffix
+        return queue.endswith(suffix) and len(queue) > len(suffix)
 
     def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` and its ``.DQ``, or its dead letters

@@ -159,3 +159,17 @@ class SqsTake:
 
     def close(self) -> None:
         """The broker's client is the engine's; nothing of its own to close."""
+
+
+def own_dead_letters(broker: Any, transport: str, queue: str, *, purge: bool = False) -> int:
+    """How many of Dramatiq's own dead letters (``.XQ``) ``queue`` has; with ``purge``, drop them."""
+    name = xq_name(queue)
+    if transport == "redis":
+        key = f"{broker.namespace}:{name}"
+        count = int(broker.client.zcard(key))
+        if purge:
+            broker.client.delete(key, f"{key}.msgs")
+        return count
+    if transport == "amqp":
+        return int(broker.count_one(name, purge=purge))
+    return 0  # dramatiq-sqs keeps no dead letters of its own unless asked to, and taskbridge does not ask

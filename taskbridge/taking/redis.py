@@ -4,7 +4,8 @@ A Lua script moves up to a batch of items from their key into ``<namespace>:taki
 in one step, so an item is always either where it was or held; acknowledging deletes it from the
 holding, releasing moves it back. Each taker keeps a lease key alive while it works: a holding
 whose lease has expired (its taker was killed) is adopted by the next taker of that key, and its
-items are handed out again marked ``redelivered``. redis-py has no primitive for this (kombu's
+items are handed out again marked ``redelivered`` (at once when the taker was a process of this
+host that is gone). redis-py has no primitive for this (kombu's
 unacked hash is filled after the pop, in a second command, and restored only after the
 visibility timeout), hence the scripts.
 """
@@ -12,6 +13,8 @@ visibility timeout), hence the scripts.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -88,7 +91,7 @@ return 1
 """
 
 _ADOPT = """
-if redis.call('exists', KEYS[3]) == 1 then return false end
+if ARGV[3] ~= 'dead' and redis.call('exists', KEYS[3]) == 1 then return false end
 local all = redis.call('hgetall', KEYS[1])
 for i = 1, #all, 2 do redis.call('hset', KEYS[4], all[i], all[i + 1]) end
 redis.call('del', KEYS[1])
@@ -149,7 +152,12 @@ class RedisTaker:
         return f"{self._lease}:{source.key}"
 
     def _meta(self, source: Source) -> str:
-        return json.dumps({"key": source.key, "side": source.side, "bodies": source.bodies, "lease": self._lease})
+        return json.dumps(
+            {
+                "key": source.key, "side": source.side, "bodies": source.bodies, "lease": self._lease,
+                "host": socket.gethostname(), "pid": os.getpid(),
+            }
+        )
 
     def take(self, source: Source, queue: str, limit: int) -> list[RedisTaken]:
         """Up to ``limit`` items of ``source``, oldest first; items of killed takers of it come first."""
@@ -201,12 +209,25 @@ class RedisTaker:
                 continue
             flat = self._adopt(
                 keys=[holding_key, self._registry, meta["lease"], self.holding(source), self._lease],
-                args=[self._lease_ms, self._meta(source)],
+                args=[self._lease_ms, self._meta(source), "dead" if _process_gone(meta) else "unknown"],
             )
             for index in range(0, len(flat or ()), 2):
                 token = flat[index].decode() if isinstance(flat[index], bytes) else str(flat[index])
                 found.append(RedisTaken(self, source, queue, token, _bytes(flat[index + 1]), redelivered=True))
         return found
+
+
+def _process_gone(meta: dict[str, Any]) -> bool:
+    """Whether the taker was a process of this host that no longer runs (its lease need not expire)."""
+    if meta.get("host") != socket.gethostname() or not isinstance(meta.get("pid"), int):
+        return False
+    try:
+        os.kill(meta["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _bytes(value: Any) -> bytes:
