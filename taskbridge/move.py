@@ -4,16 +4,19 @@ Items are taken from the source with :meth:`Engine.take`, read with :func:`taskb
 published to the target through :func:`taskbridge.publishing.schedule` (so a remaining delay longer
 than the target transport holds hops like any other), and acknowledged at the source only after
 the target's ``publish`` returned, which means stored (publisher confirms or a transaction on
-RabbitMQ, the reply on Redis and SQS). One batch is in flight at a time, so memory stays bounded
-whatever the backlog.
+RabbitMQ, the reply on Redis and SQS). A few batches are in flight at a time (one publishing, a
+couple read ahead), so memory stays bounded whatever the backlog.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from queue import Empty, Full, Queue
+from typing import cast
 
 from .config import Settings
 from .engine import Engine, Taken, settle
@@ -23,6 +26,8 @@ from .publishing import DEAD_LETTER_JOB, publish_dead_letter, schedule
 from .wire import unwrap
 
 DEFAULT_BATCH = 500
+IN_FLIGHT = 2
+"""Batches read ahead of the one being published: memory holds at most a few batches."""
 MAX_HELD_MALFORMED = 10_000
 """Malformed dead letters are left where they are, so they are held (not taken again) until the
 queue is done; past this many the queue stops early and says so."""
@@ -67,62 +72,64 @@ class Mover:
         return [self.move_queue(queue, dead_letters=dead_letters, progress=progress) for queue in queues]
 
     def move_queue(self, queue: str, *, dead_letters: bool = False, progress: Progress | None = None) -> QueueReport:
+        """Move one queue. A reader thread takes and reads batches while this thread publishes the one
+        before; every call on the source (take, acknowledge, release) is made by the reader, so a
+        transport client that is not thread-safe (pika, py-amqp) is never shared."""
         report = QueueReport(queue)
-        held: list[Taken] = []
+        reader = _Reader(self, queue, dead_letters, report)
+        thread = threading.Thread(target=reader.run, name=f"taskbridge-move-{queue}", daemon=True)
+        thread.start()
         try:
-            while True:
-                items = self.source.take(queue, self.batch, dead_letters=dead_letters)
-                if not items:
-                    break
-                bad = self._move_batch(queue, items, report, dead_letters)
-                if dead_letters:
-                    held.extend(bad)
-                    if len(held) >= MAX_HELD_MALFORMED:
-                        report.note = f"stopped early: {len(held)} malformed dead letters are in the way"
-                        break
+            while (batch := reader.ready.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                try:
+                    self._publish(queue, batch, report)
+                except BaseException:
+                    reader.settle(batch.good, ack=False)
+                    raise
+                reader.settle(batch.good, ack=True)
+                report.moved += len(batch.good)
+                report.possibly_twice += sum(1 for item in batch.good if item.redelivered)
                 if progress is not None:
-                    progress(queue, len(items))
+                    progress(queue, batch.size)
         finally:
-            settle(held, ack=False)
+            reader.finish()
+            thread.join()
+        if reader.error is not None:
+            raise reader.error
         report.left = self._depth(queue, dead_letters)
         return report
 
-    def _move_batch(self, queue: str, items: list[Taken], report: QueueReport, dead_letters: bool) -> list[Taken]:
-        """Publish the batch's envelopes to the target, then acknowledge them at the source; returns the
-        malformed dead letters, which stay held. On a failed publish the batch is released and the error raised."""
+    def _publish(self, queue: str, batch: _Batch, report: QueueReport) -> None:
+        for delay, envelopes in batch.by_delay.items():
+            schedule(self.target, envelopes, float(delay), self.target_settings)
+            if delay:
+                report.delayed += len(envelopes)
+        for record in batch.records:
+            self._publish_dead_letter(queue, record)
+
+    def _read_batch(self, items: list[Taken], dead_letters: bool) -> tuple[_Batch, list[tuple[Taken, str]]]:
+        """The batch to publish, and the malformed items (no envelope) apart."""
         now = time.time()
-        by_delay: dict[int, list[Envelope]] = {}
-        records: list[Envelope] = []
-        good: list[Taken] = []
+        batch = _Batch(size=len(items))
         bad: list[tuple[Taken, str]] = []
         for item in items:
             envelope, reason = _read(item.body)
             if envelope is None:
                 bad.append((item, reason or "no envelope"))
                 continue
-            good.append(item)
+            batch.good.append(item)
             if dead_letters:
-                records.append(envelope)
+                batch.records.append(envelope)
                 continue
             remaining = (envelope.not_before or 0.0) - now
             # Whole seconds, rounded up: one publish per second of delay, never earlier than due.
-            by_delay.setdefault(math.ceil(remaining) if remaining > 0 else 0, []).append(envelope)
-        try:
-            for delay, envelopes in by_delay.items():
-                schedule(self.target, envelopes, float(delay), self.target_settings)
-                if delay:
-                    report.delayed += len(envelopes)
-            for record in records:
-                self._publish_dead_letter(queue, record)
-        except BaseException:
-            settle(items, ack=False)
-            raise
-        settle(good, ack=True)
-        report.moved += len(good)
-        report.possibly_twice += sum(1 for item in good if item.redelivered)
-        report.malformed += len(bad)
-        if dead_letters:
-            return [item for item, _ in bad]
+            batch.by_delay.setdefault(math.ceil(remaining) if remaining > 0 else 0, []).append(envelope)
+        return batch, bad
+
+    def _dead_letter_at_source(self, queue: str, bad: list[tuple[Taken, str]]) -> None:
+        """Malformed waiting items go to the queue's dead letters at the source, then leave the queue."""
         try:
             for item, reason in bad:
                 publish_dead_letter(
@@ -133,7 +140,6 @@ class Mover:
             settle([item for item, _ in bad], ack=False)
             raise
         settle([item for item, _ in bad], ack=True)
-        return []
 
     def _publish_dead_letter(self, queue: str, envelope: Envelope) -> None:
         if envelope.job == DEAD_LETTER_JOB:
@@ -150,6 +156,123 @@ class Mover:
             return int(self.source.depth(name))
         except Exception:
             return 0
+
+
+@dataclass
+class _Batch:
+    """Read items of one take, ready to publish."""
+
+    size: int
+    good: list[Taken] = field(default_factory=list)
+    by_delay: dict[int, list[Envelope]] = field(default_factory=dict)
+    records: list[Envelope] = field(default_factory=list)
+
+
+_DONE = object()
+
+
+class _Reader:
+    """Takes and reads batches of one queue for a :class:`Mover`, and settles them when told to.
+
+    Hand-written with two ``queue.Queue`` because every source call must stay on this one thread.
+    """
+
+    def __init__(self, mover: Mover, queue: str, dead_letters: bool, report: QueueReport) -> None:
+        self.mover = mover
+        self.queue = queue
+        self.dead_letters = dead_letters
+        self.report = report
+        self.ready: Queue[_Batch | BaseException | None] = Queue(maxsize=IN_FLIGHT)
+        self._settle: Queue[tuple[list[Taken], bool] | object] = Queue()
+        self._stop = threading.Event()
+        self._held: list[Taken] = []
+        self.error: BaseException | None = None
+
+    def settle(self, items: list[Taken], *, ack: bool) -> None:
+        """Ask the reader thread to acknowledge (or release) items."""
+        self._settle.put((items, ack))
+
+    def finish(self) -> None:
+        """(Publishing thread) Nothing more will be published: give back what was not, and stop the reader."""
+        self._stop.set()
+        while True:
+            try:
+                batch = self.ready.get_nowait()
+            except Empty:
+                break
+            if isinstance(batch, _Batch):
+                self.settle(batch.good, ack=False)
+        self._settle.put(_DONE)
+
+    def run(self) -> None:
+        try:
+            self._take_all()
+        except BaseException as exc:
+            self.ready.put(exc)
+        try:
+            self._settle_until_done()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            settle(self._held, ack=False)
+
+    def _take_all(self) -> None:
+        while not self._stop.is_set():
+            self._settle_waiting()
+            items = self.mover.source.take(self.queue, self.mover.batch, dead_letters=self.dead_letters)
+            if not items:
+                self.ready.put(None)
+                return
+            batch, bad = self.mover._read_batch(items, self.dead_letters)
+            self.report.malformed += len(bad)
+            if self.dead_letters:
+                self._held.extend(item for item, _ in bad)  # left in place: released at the end
+                if len(self._held) >= MAX_HELD_MALFORMED:
+                    self.report.note = f"stopped early: {len(self._held)} malformed dead letters are in the way"
+                    self._stop.set()
+            elif bad:
+                self.mover._dead_letter_at_source(self.queue, bad)
+            if not self._hand_over(batch):
+                settle(batch.good, ack=False)
+                return
+        self.ready.put(None)
+
+    def _hand_over(self, batch: _Batch) -> bool:
+        while not self._stop.is_set():
+            self._settle_waiting()
+            try:
+                self.ready.put(batch, timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def _settle_waiting(self) -> None:
+        while True:
+            try:
+                request = self._settle.get_nowait()
+            except Empty:
+                return
+            if request is _DONE:
+                self._settle.put(_DONE)  # seen again by _settle_until_done
+                return
+            self._apply(request)
+
+    def _settle_until_done(self) -> None:
+        while (request := self._settle.get()) is not _DONE:
+            self._apply(request)
+        while True:  # a batch handed over after the publishing thread stopped looking
+            try:
+                batch = self.ready.get_nowait()
+            except Empty:
+                return
+            if isinstance(batch, _Batch):
+                settle(batch.good, ack=False)
+
+    @staticmethod
+    def _apply(request: object) -> None:
+        items, ack = cast("tuple[list[Taken], bool]", request)
+        settle(items, ack=ack)
 
 
 def _read(body: bytes) -> tuple[Envelope | None, str | None]:
