@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -11,9 +12,10 @@ from typing import Any
 from . import events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
+from .coordination.outage import Outage
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
-from .errors import ConfigurationError, EnqueueError, EnvelopeError, JobTimeout
+from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
@@ -39,6 +41,7 @@ class Runner:
         self.engine = engine
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
+        self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
@@ -63,8 +66,9 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job, and carry out the outcome."""
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
+        JSON text, or the JSON object already parsed)."""
         outcome = self._decide(raw, queue)
         self._carry_out(outcome, queue)
         self._report(outcome, queue)
@@ -74,14 +78,12 @@ class Runner:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
         whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
         item = unwrap(body, content_type=content_type)
-        if item.envelope is None:
+        if item.payload is None:
             return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
         limit = self.engine.facts.max_message_size
-        if len(item.envelope) > limit:
-            return self.dead_letter(
-                body, f"the envelope is {len(item.envelope)} bytes, over the {limit}-byte limit", queue
-            )
-        return self.run(item.envelope, queue)
+        if len(body) > limit and len(item.envelope or "") > limit:
+            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+        return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
@@ -117,13 +119,16 @@ class Runner:
             bound, _ = arguments.bind(spec, envelope)
         except arguments.BadArguments:
             return
-        lock.release_for(spec, bound, self.coordination, envelope)
+        try:
+            lock.release_for(spec, bound, self.coordination, envelope)
+        except CoordinationError as exc:
+            log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
 
-    def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=raw)
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
@@ -140,7 +145,10 @@ class Runner:
             bound, _dropped = arguments.bind(spec, envelope)
         except arguments.BadArguments as exc:
             return Dead(envelope, str(exc))
-        wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        try:
+            wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
         if wait > 0:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
@@ -149,7 +157,12 @@ class Runner:
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
-        guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        try:
+            guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
+        if spec.needs_coordination:
+            self.outage.succeeded()
         if guard is None:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")
@@ -167,6 +180,11 @@ class Runner:
         finally:
             guard.release()
         return Done(envelope, time.monotonic() - started)
+
+    def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
+        """The job needs the coordination store and it is unreachable: never run it unguarded; try
+        again later, with back-off, without counting an attempt."""
+        return Defer(envelope, self.outage.failed(error), "coordination store unreachable")
 
     def _failed(
         self,
@@ -213,7 +231,10 @@ class Runner:
             self._continue_chain(outcome.envelope)
         envelope = outcome.envelope
         if envelope is not None and "unique" in envelope.headers:
-            self.coordination.release_unique(envelope.headers["unique"])
+            try:
+                self.coordination.release_unique(envelope.headers["unique"])
+            except CoordinationError as exc:
+                log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
 
     def _continue_chain(self, envelope: Envelope) -> None:
         from .job import JobCall
@@ -296,3 +317,7 @@ def _describe(exc: BaseException) -> str:
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
 
+
+
+def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:
+    return json.dumps(raw, separators=(",", ":"), default=repr) if isinstance(raw, dict) else raw

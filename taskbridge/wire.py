@@ -31,12 +31,20 @@ _MAX_DEPTH = 4
 
 @dataclass(frozen=True)
 class Unwrapped:
-    """The envelope text an item carries (not yet validated), or the reason it carries none."""
+    """The envelope an item carries (not yet validated), or the reason it carries none."""
 
-    envelope: str | None
+    payload: str | dict[str, Any] | None
+    """The envelope as its JSON text, or as the JSON object already parsed out of the item."""
     reason: str | None = None
     form: str = "unknown"
     """``envelope``, ``celery``, ``kombu``, ``dramatiq`` or ``unknown``: the outermost wrapper."""
+
+    @property
+    def envelope(self) -> str | None:
+        """The envelope's JSON text, if the item carries one."""
+        if isinstance(self.payload, dict):
+            return _dump(self.payload)
+        return self.payload
 
 
 def unwrap(body: bytes | bytearray | str, *, content_type: str | None = None) -> Unwrapped:
@@ -69,7 +77,7 @@ def _classify(data: Any, depth: int) -> Unwrapped:
         if _is_dramatiq(data):
             return _from_dramatiq(data)
         if "job" in data or "id" in data:
-            return Unwrapped(_dump(data), form="envelope")
+            return Unwrapped(data, form="envelope")
         keys = ", ".join(sorted(str(k) for k in list(data)[:8]))
         return Unwrapped(None, f"a JSON object that is neither an envelope nor an engine message (keys: {keys})")
     if isinstance(data, list):
@@ -105,7 +113,7 @@ def _from_kombu(data: dict[str, Any], depth: int) -> Unwrapped:
             return Unwrapped(None, f"kombu message body: {problem}", form="kombu")
         inner = parsed
     found = _classify(inner, depth + 1)
-    return Unwrapped(found.envelope, found.reason and f"kombu message body: {found.reason}", form="kombu")
+    return Unwrapped(found.payload, found.reason and f"kombu message body: {found.reason}", form="kombu")
 
 
 def _is_dramatiq(data: Any) -> bool:
@@ -150,7 +158,7 @@ def _envelope_argument(value: Any, form: str) -> Unwrapped:
     if isinstance(value, str):
         return Unwrapped(value, form=form)
     if isinstance(value, dict):
-        return Unwrapped(_dump(value), form=form)
+        return Unwrapped(value, form=form)
     return Unwrapped(None, f"{form} message argument is {_json_type(value)}, not an envelope", form=form)
 
 
