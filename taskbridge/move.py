@@ -277,9 +277,9 @@ class _Reader:
 
 def _read(body: bytes) -> tuple[Envelope | None, str | None]:
     item = unwrap(body)
-    if item.envelope is None:
+    if item.payload is None:
         return None, item.reason
     try:
-        return decode(item.envelope), None
+        return decode(item.payload), None
     except EnvelopeError as exc:
         return None, str(exc)

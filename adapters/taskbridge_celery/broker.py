@@ -98,9 +98,9 @@ def _redis(settings: Settings) -> Broker:
 
 
 def _amqp(settings: Settings, options: CelerySettings) -> Broker:
-    # Confirmed publishes are AMQP transactions of the publisher (one round trip per batch); kombu's
-    # confirm_publish would wait for each message and put every channel in confirm mode.
     transport_options: dict[str, Any] = {}
+    if options.amqp_confirm_publish:
+        transport_options["confirm_publish"] = True
     return Broker(
         scheme="amqp",
         url=settings.broker_url,

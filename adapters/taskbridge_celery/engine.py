@@ -50,9 +50,7 @@ class CeleryEngine:
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
-            self._publish = Publisher(
-                self._connection, declare_queues=self.broker.scheme == "amqp", confirm=self.options.amqp_confirm_publish
-            ).publish
+            self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
         self._taker: RedisTake | AmqpTake | SqsTake | None = None

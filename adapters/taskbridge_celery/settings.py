@@ -27,11 +27,7 @@ class CelerySettings(BaseSettings):
         default=1800.0, gt=0, description="RabbitMQ's consumer_timeout in seconds (the broker's default is 1800)"
     )
     amqp_confirm_publish: bool = Field(
-        default=True,
-        description=(
-            "every publish is stored by RabbitMQ when it returns (an AMQP transaction; batches of "
-            "enqueue_many and move always are); false: single publishes are fire-and-forget"
-        ),
+        default=False, description="wait for RabbitMQ publisher confirms on every publish (safer, slower)"
     )
     sqs_wait_time_seconds: int = Field(
         default=10, ge=0, le=20, description="SQS long-polling wait of the worker's ReceiveMessage calls"
