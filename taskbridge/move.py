@@ -48,6 +48,7 @@ class QueueReport:
     them, so the target may already hold a copy."""
     left: int = 0
     """Still waiting at the source after the move (arrived meanwhile, or held out of reach, e.g. SQS delays)."""
+    seconds: float = 0.0
     note: str = ""
 
 
@@ -76,6 +77,7 @@ class Mover:
         before; every call on the source (take, acknowledge, release) is made by the reader, so a
         transport client that is not thread-safe (pika, py-amqp) is never shared."""
         report = QueueReport(queue)
+        started = time.monotonic()
         reader = _Reader(self, queue, dead_letters, report)
         thread = threading.Thread(target=reader.run, name=f"taskbridge-move-{queue}", daemon=True)
         thread.start()
@@ -98,6 +100,7 @@ class Mover:
             thread.join()
         if reader.error is not None:
             raise reader.error
+        report.seconds = round(time.monotonic() - started, 3)
         report.left = self._depth(queue, dead_letters)
         return report
 
