@@ -154,7 +154,8 @@ def main() -> int:
     print(f"{'scenario':<26}{'jobs':>9}{'seconds':>9}{'jobs/s':>9}{'moving':>9}{'peak RSS':>11}  note")
     for row in rows:
         if "error" in row:
-            print(f"{row['scenario']:<26}{row['jobs']:>9}{'-':>9}{'-':>9}{'-':>9}{'-':>11}  failed: {row['error'][:90]}")
+            dashes = "".join(f"{'-':>9}" for _ in range(3))
+            print(f"{row['scenario']:<26}{row['jobs']:>9}{dashes}{'-':>11}  failed: {row['error'][:90]}")
             continue
         ok = "" if row["target_depth"] == row["jobs"] else f"target holds {row['target_depth']}"
         print(
