@@ -26,6 +26,10 @@ from .publishing import DEAD_LETTER_JOB, publish_dead_letter, schedule
 from .wire import unwrap
 
 DEFAULT_BATCH = 500
+SAME_QUEUE_NOTE = (
+    "stopped: jobs already moved came back at the source, so source and target are one queue "
+    "(both engines read it; nothing more to move)"
+)
 IN_FLIGHT = 2
 """Batches read ahead of the one being published: memory holds at most a few batches."""
 MAX_HELD_MALFORMED = 10_000
@@ -116,6 +120,7 @@ class Mover:
         """The batch to publish, and the malformed items (no envelope) apart."""
         now = time.time()
         batch = _Batch(size=len(items))
+        ids = batch.ids
         bad: list[tuple[Taken, str]] = []
         for item in items:
             envelope, reason = _read(item.body)
@@ -123,6 +128,7 @@ class Mover:
                 bad.append((item, reason or "no envelope"))
                 continue
             batch.good.append(item)
+            ids.add(envelope.id)
             if dead_letters:
                 batch.records.append(envelope)
                 continue
@@ -166,6 +172,7 @@ class _Batch:
     """Read items of one take, ready to publish."""
 
     size: int
+    ids: set[str] = field(default_factory=set)
     good: list[Taken] = field(default_factory=list)
     by_delay: dict[int, list[Envelope]] = field(default_factory=dict)
     records: list[Envelope] = field(default_factory=list)
@@ -189,6 +196,7 @@ class _Reader:
         self._settle: Queue[tuple[list[Taken], bool] | object] = Queue()
         self._stop = threading.Event()
         self._held: list[Taken] = []
+        self._first_ids: set[str] | None = None
         self.error: BaseException | None = None
 
     def settle(self, items: list[Taken], *, ack: bool) -> None:
@@ -227,6 +235,15 @@ class _Reader:
                 self.ready.put(None)
                 return
             batch, bad = self.mover._read_batch(items, self.dead_letters)
+            if self._first_ids is None:
+                self._first_ids = batch.ids
+            elif self._first_ids & batch.ids:
+                # The jobs moved first are back at the source: the target wrote them into the queue
+                # they came from (both engines share this transport's queue), so going on would loop.
+                settle(items, ack=False)
+                self.report.note = SAME_QUEUE_NOTE
+                self.ready.put(None)
+                return
             self.report.malformed += len(bad)
             if self.dead_letters:
                 self._held.extend(item for item, _ in bad)  # left in place: released at the end

@@ -12,11 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import open_harness
+from support import Embedded, open_harness
 
 from taskbridge.config import Settings, load_settings
 from taskbridge.engine import Engine, load_engine_factory, settle
 from taskbridge.envelope import Envelope, decode
+from taskbridge.move import SAME_QUEUE_NOTE, Mover
 from taskbridge.publishing import schedule
 from taskbridge.testing import KNOWN, Harness
 from taskbridge.wire import unwrap
@@ -156,3 +157,16 @@ def test_a_move_killed_half_way_loses_nothing_when_run_again(tmp_path: Path) -> 
         duplicates = sum(n - 1 for n in stored.values())
         assert duplicates <= report["possibly_twice"], "every duplicate is reported"
         assert report["possibly_twice"] <= 50 * 4, "only what the killed move held may be twice"
+
+
+def test_a_move_into_its_own_queue_stops_instead_of_looping(embedded: Embedded) -> None:
+    # Both engines share one queue on some transports (RabbitMQ, SQS): moving there rewrites each
+    # job once, then the first ones come back and the move stops.
+    engine, settings = embedded.engine, embedded.settings
+    envelopes = [Envelope(job=NOOP, queue="shared", args=[n]) for n in range(1200)]
+    schedule(engine, envelopes, 0, settings)
+
+    (report,) = Mover(engine, engine, settings, settings, batch=500).move(["shared"])
+
+    assert report.note == SAME_QUEUE_NOTE
+    assert Counter(e.id for e in embedded.queued("shared")) == Counter(e.id for e in envelopes)

@@ -75,14 +75,14 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         for message in sent:
             self.emit_after("enqueue", message, delay_ms)
 
-    def _counts(self, queue: str, purge: bool, names: Sequence[str] | None = None) -> int:
+    def _counts(self, queue: str, purge: bool) -> int:
         pika_channel_log = logging.getLogger("pika.channel")
         if _quiet not in pika_channel_log.filters:
             pika_channel_log.addFilter(_quiet)
         total = 0
         _quiet.active.on = True
         try:
-            for name in names or (queue, dq_name(queue)):
+            for name in (queue, dq_name(queue)):
                 total += self._count(name, purge)
         finally:
             _quiet.active.on = False
@@ -90,7 +90,14 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
 
     def count_one(self, name: str, *, purge: bool = False) -> int:
         """Messages in the one queue ``name`` (0 if it does not exist); with ``purge``, drop them."""
-        return self._counts(name, purge, names=[name])
+        pika_channel_log = logging.getLogger("pika.channel")
+        if _quiet not in pika_channel_log.filters:
+            pika_channel_log.addFilter(_quiet)
+        _quiet.active.on = True
+        try:
+            return self._count(name, purge)
+        finally:
+            _quiet.active.on = False
 
     def _count(self, name: str, purge: bool) -> int:
         try:
