@@ -89,14 +89,17 @@ class Mover:
             while (batch := reader.ready.get()) is not None:
                 if isinstance(batch, BaseException):
                     raise batch
-                try:
-                    self._publish(queue, batch, report)
-                except BaseException:
-                    reader.settle(batch.good, ack=False)
-                    raise
-                reader.settle(batch.good, ack=True)
-                report.moved += len(batch.good)
-                report.possibly_twice += sum(1 for item in batch.good if item.redelivered)
+                groups = batch.groups()
+                for index, (delay, envelopes, items) in enumerate(groups):
+                    try:
+                        self._publish(queue, delay, envelopes, dead_letters)
+                    except BaseException:
+                        reader.settle([item for _, _, rest in groups[index:] for item in rest], ack=False)
+                        raise
+                    reader.settle(items, ack=True)  # stored by the target: gone from the source
+                    report.moved += len(items)
+                    report.delayed += len(items) if delay else 0
+                    report.possibly_twice += sum(1 for item in items if item.redelivered)
                 if progress is not None:
                     progress(queue, batch.size)
         finally:
@@ -108,13 +111,19 @@ class Mover:
         report.left = self._depth(queue, dead_letters)
         return report
 
-    def _publish(self, queue: str, batch: _Batch, report: QueueReport) -> None:
-        for delay, envelopes in batch.by_delay.items():
+    def _publish(self, queue: str, delay: int, envelopes: list[Envelope], dead_letters: bool) -> None:
+        if not dead_letters:
             schedule(self.target, envelopes, float(delay), self.target_settings)
-            if delay:
-                report.delayed += len(envelopes)
-        for record in batch.records:
-            self._publish_dead_letter(queue, record)
+            return
+        suffix = self.target_settings.dead_letter_suffix
+        records = [e.with_changes(queue=queue + suffix) for e in envelopes if e.job == DEAD_LETTER_JOB]
+        self.target.publish(records, 0)
+        for envelope in envelopes:
+            if envelope.job != DEAD_LETTER_JOB:  # an engine's own dead letter (Dramatiq's .XQ)
+                publish_dead_letter(
+                    self.target, queue=queue, reason="dead letter of the source engine (no reason recorded)",
+                    envelope=envelope, raw=None, settings=self.target_settings,
+                )
 
     def _read_batch(self, items: list[Taken], dead_letters: bool) -> tuple[_Batch, list[tuple[Taken, str]]]:
         """The batch to publish, and the malformed items (no envelope) apart."""
@@ -127,14 +136,12 @@ class Mover:
             if envelope is None:
                 bad.append((item, reason or "no envelope"))
                 continue
-            batch.good.append(item)
             ids.add(envelope.id)
-            if dead_letters:
-                batch.records.append(envelope)
-                continue
-            remaining = (envelope.not_before or 0.0) - now
+            remaining = 0.0 if dead_letters else (envelope.not_before or 0.0) - now
             # Whole seconds, rounded up: one publish per second of delay, never earlier than due.
-            batch.by_delay.setdefault(math.ceil(remaining) if remaining > 0 else 0, []).append(envelope)
+            group = batch.by_delay.setdefault(math.ceil(remaining) if remaining > 0 else 0, ([], []))
+            group[0].append(envelope)
+            group[1].append(item)
         return batch, bad
 
     def _dead_letter_at_source(self, queue: str, bad: list[tuple[Taken, str]]) -> None:
@@ -150,15 +157,6 @@ class Mover:
             raise
         settle([item for item, _ in bad], ack=True)
 
-    def _publish_dead_letter(self, queue: str, envelope: Envelope) -> None:
-        if envelope.job == DEAD_LETTER_JOB:
-            self.target.publish([envelope.with_changes(queue=queue + self.target_settings.dead_letter_suffix)], 0)
-        else:  # an engine's own dead letter (Dramatiq's .XQ): a record on the target
-            publish_dead_letter(
-                self.target, queue=queue, reason="dead letter of the source engine (no reason recorded)",
-                envelope=envelope, raw=None, settings=self.target_settings,
-            )
-
     def _depth(self, queue: str, dead_letters: bool) -> int:
         name = queue + self.source_settings.dead_letter_suffix if dead_letters else queue
         try:
@@ -173,9 +171,15 @@ class _Batch:
 
     size: int
     ids: set[str] = field(default_factory=set)
-    good: list[Taken] = field(default_factory=list)
-    by_delay: dict[int, list[Envelope]] = field(default_factory=dict)
-    records: list[Envelope] = field(default_factory=list)
+    by_delay: dict[int, tuple[list[Envelope], list[Taken]]] = field(default_factory=dict)
+    """Whole seconds of delay left -> the envelopes to publish with it and the items they came from."""
+
+    def groups(self) -> list[tuple[int, list[Envelope], list[Taken]]]:
+        return [(delay, envelopes, items) for delay, (envelopes, items) in self.by_delay.items()]
+
+    @property
+    def good(self) -> list[Taken]:
+        return [item for _, items in self.by_delay.values() for item in items]
 
 
 _DONE = object()

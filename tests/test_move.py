@@ -170,3 +170,42 @@ def test_a_move_into_its_own_queue_stops_instead_of_looping(embedded: Embedded) 
 
     assert report.note == SAME_QUEUE_NOTE
     assert Counter(e.id for e in embedded.queued("shared")) == Counter(e.id for e in envelopes)
+
+
+def test_malformed_items_stay_at_the_source_and_dead_letters_move_with_their_record(tmp_path: Path) -> None:
+    import redis
+    from click.testing import CliRunner
+    from taskbridge_celery.take import redis_keys
+
+    from taskbridge.cli import main
+    from taskbridge.publishing import publish_dead_letter
+
+    source, target = "celery-redis", "dramatiq-redis"
+    with open_harness(target, tmp_path, "backlog_jobs") as harness:
+        engine, settings = _source(source)
+        queue = harness.queue
+        try:
+            schedule(engine, [Envelope(job=NOOP, queue=queue, args=[1])], 0, settings)
+            client = redis.Redis.from_url(KNOWN[source].broker_url)
+            client.lpush(redis_keys(engine.broker, queue)[0], b"\xff\xfe not a message")  # type: ignore[attr-defined]
+            failed = Envelope(job=NOOP, queue=queue, args=[2])
+            publish_dead_letter(
+                engine, queue=queue, reason="failed on attempt 3 of 3: ValueError: boom", envelope=failed, raw=None,
+                settings=settings, traceback="Traceback (most recent call last):\nValueError: boom\n",
+            )
+
+            report = _report(_move(source, target))
+            assert (report["moved"], report["malformed"]) == (1, 1)
+            assert engine.depth(harness.dead_queue) == 2, "the malformed item is a dead letter at the source"
+
+            report = _report(_move(source, target, "--dead-letters"))
+            assert (report["moved"], report["malformed"], report["left"]) == (2, 0, 0)
+        finally:
+            engine.close()
+
+        result = CliRunner().invoke(main, ["dead", "list", "--queue", queue, "--json"], catch_exceptions=False)
+        listed = {d["id"]: d for d in json.loads(result.output)}
+        assert listed[failed.id]["error"] == "ValueError: boom"
+        assert listed[failed.id]["reason"] == "failed on attempt 3 of 3: ValueError: boom"
+        (malformed,) = [d for d in listed.values() if d["id"] != failed.id]
+        assert malformed["reason"].startswith("not movable: ")
