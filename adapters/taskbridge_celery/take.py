@@ -53,6 +53,7 @@ class RedisTake:
         return taken
 
     def close(self) -> None:
+        self._taker.close()
         self._taker.client.close()
 
 

@@ -50,7 +50,8 @@ class RedisTake:
         return taken
 
     def close(self) -> None:
-        """The broker's client is the engine's; nothing of its own to close."""
+        """Forget the empty holdings; the broker's client is the engine's."""
+        self._taker.close()
 
 
 def queue_of(name: str, namespace: str | None = None) -> str:

@@ -102,6 +102,15 @@ return all
 """
 
 
+_FORGET = """
+if redis.call('hlen', KEYS[1]) == 0 then
+  redis.call('hdel', KEYS[2], KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a taskbridge queue's items live in Redis.
@@ -147,6 +156,7 @@ class RedisTaker:
         self._take = client.register_script(_TAKE)
         self._put_back = client.register_script(_PUT_BACK)
         self._adopt = client.register_script(_ADOPT)
+        self._forget = client.register_script(_FORGET)
 
     def holding(self, source: Source) -> str:
         return f"{self._lease}:{source.key}"
@@ -199,6 +209,15 @@ class RedisTaker:
         for source, tokens in by_source.items():
             self._put_back(keys=[source.key, source.bodies or "", self.holding(source)], args=[source.side, *tokens])
         self.client.pexpire(self._lease, int(self._lease_ms))
+
+    def close(self) -> None:
+        """Forget this taker's empty holdings; one still holding items stays registered, for the next
+        taker of its key to adopt once this process is gone or its lease has expired."""
+        emptied = [
+            self._forget(keys=[self.holding(source), self._registry]) for source in self._adopted
+        ]
+        if all(emptied):
+            self.client.delete(self._lease)
 
     def _adopt_abandoned(self, source: Source, queue: str) -> list[RedisTaken]:
         found: list[RedisTaken] = []
