@@ -8,19 +8,15 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import click
 
+from .cli_support import fail, log_level_option, set_log_level
 from .config import Settings, get_settings, load_settings
 from .engine import Engine, load_engine_factory
-from .errors import TaskbridgeError
 from .units import parse_duration
-
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
 
 
 def _engine(settings: Settings) -> Engine:
@@ -55,18 +51,19 @@ def _progress(enabled: bool) -> Iterator[Any]:
 @click.option("--to-namespace", default=None, help="namespace at the target (default: TASKBRIDGE_NAMESPACE)")
 @click.option("--batch", type=click.IntRange(1, 5000), default=500, show_default=True, help="items per batch")
 @click.option("--json", "json_output", is_flag=True, help="print the summary as JSON")
+@log_level_option()
 def move(
     from_engine: str, from_broker: str, to_engine: str, to_broker: str, queues: str, dead_letters: bool,
-    from_namespace: str | None, to_namespace: str | None, batch: int, json_output: bool,
+    from_namespace: str | None, to_namespace: str | None, batch: int, json_output: bool, log_level: str | None,
 ) -> None:
     """Move every waiting job (or dead letter) of the queues from one engine x broker to another.
 
     Each job keeps its id, attempt, due time, expiry, chain and headers; it is removed at the source
     only once the target has stored it, so a move stopped at any point loses nothing: run it again.
     """
-    from dataclasses import asdict
-
     from .move import Mover
+
+    set_log_level(log_level)
 
     try:
         source_settings = load_settings(
@@ -92,8 +89,8 @@ def move(
         finally:
             source.close()
             target.close()
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     if json_output:
         click.echo(json.dumps([asdict(r) for r in reports], indent=2))
         return
@@ -144,8 +141,10 @@ def _when(timestamp: float | None) -> str:
 @click.option("--queue", "-Q", default="", help="comma-separated queues (default: the default queue)")
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True, help="show at most this many")
 @click.option("--json", "json_output", is_flag=True, help="one JSON document")
-def dead_list(queue: str, limit: int, json_output: bool) -> None:
+@log_level_option()
+def dead_list(queue: str, limit: int, json_output: bool, log_level: str | None) -> None:
     """List dead letters: id, job, reason, attempt, when, first line of the error."""
+    set_log_level(log_level)
     try:
         letters, settings = _dead_letters()
         rows: list[dict[str, Any]] = []
@@ -156,8 +155,8 @@ def dead_list(queue: str, limit: int, json_output: bool) -> None:
                     break
             if len(rows) >= limit:
                 break
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     if json_output:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -178,8 +177,10 @@ def dead_list(queue: str, limit: int, json_output: bool) -> None:
 @dead.command("show")
 @click.argument("letter_id")
 @click.option("--queue", "-Q", default="", help="comma-separated queues to look in (default: the default queue)")
-def dead_show(letter_id: str, queue: str) -> None:
+@log_level_option()
+def dead_show(letter_id: str, queue: str, log_level: str | None) -> None:
     """Show one dead letter in full, with the traceback of its last failure."""
+    set_log_level(log_level)
     try:
         letters, settings = _dead_letters()
         found = None
@@ -190,8 +191,8 @@ def dead_show(letter_id: str, queue: str) -> None:
                     break
             if found:
                 break
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     if found is None:
         click.echo(f"no dead letter with id {letter_id}", err=True)
         sys.exit(1)
@@ -206,8 +207,10 @@ def dead_show(letter_id: str, queue: str) -> None:
 @click.argument("letter_id", required=False)
 @click.option("--all", "replay_all", is_flag=True, help="replay every dead letter of the queues")
 @click.option("--queue", "-Q", default="", help="comma-separated queues (default: the default queue)")
-def dead_replay(letter_id: str | None, replay_all: bool, queue: str) -> None:
+@log_level_option()
+def dead_replay(letter_id: str | None, replay_all: bool, queue: str, log_level: str | None) -> None:
     """Run a dead letter (ID, or --all) again with attempts reset; a chain resumes where it stopped."""
+    set_log_level(log_level)
     if bool(letter_id) == replay_all:
         raise click.UsageError("give one dead letter ID or --all")
     replayed = skipped = 0
@@ -226,8 +229,8 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str) -> None:
                         break
                 if letter_id and (replayed or skipped):
                     break
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     click.echo(f"replayed {replayed}" + (f"; {skipped} carry no runnable envelope and stay dead" if skipped else ""))
     if letter_id and not (replayed or skipped):
         sys.exit(1)
@@ -236,8 +239,10 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str) -> None:
 @dead.command("purge")
 @click.option("--queue", "-Q", default="", help="comma-separated queues (default: the default queue)")
 @click.option("--older-than", default=None, help="only dead letters older than this, e.g. 7d, 12h")
-def dead_purge(queue: str, older_than: str | None) -> None:
+@log_level_option()
+def dead_purge(queue: str, older_than: str | None, log_level: str | None) -> None:
     """Drop dead letters for good (all of them, or those older than --older-than)."""
+    set_log_level(log_level)
     from .dead import older_than as is_older
 
     try:
@@ -255,6 +260,6 @@ def dead_purge(queue: str, older_than: str | None) -> None:
                     letters.remove(chosen)
                     purged += len(chosen)
                     progress.advance(task, len(batch))
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     click.echo(f"purged {purged}")

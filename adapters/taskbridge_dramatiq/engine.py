@@ -14,18 +14,26 @@ from taskbridge.config import Settings, get_settings
 from taskbridge.engine import MessageRunner, Taken, TransportFacts
 from taskbridge.envelope import Envelope
 from taskbridge.errors import ConfigurationError
+from taskbridge.extras import require
 from taskbridge.job import JobSpec
 from taskbridge.publishing import dead_letter_queue
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
-from .settings import DramatiqSettings
+from .settings import load_dramatiq_settings
 from .take import AmqpTake, RedisTake, SqsTake, own_dead_letters, queue_names
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
 
 log = logging.getLogger("taskbridge.dramatiq")
+
+_TRANSPORT_MODULES = {
+    "redis": {"redis": "redis"},
+    "amqp": {"pika": "rabbitmq"},
+    "sqs": {"boto3": "sqs", "dramatiq_sqs": "sqs"},
+}
+"""Per transport, the packages its Dramatiq broker needs (module -> extra)."""
 
 
 class DramatiqEngine:
@@ -40,8 +48,9 @@ class DramatiqEngine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = DramatiqSettings()
+        self.options = load_dramatiq_settings(strict=self.settings.strict)
         self.transport = transport_of(self.settings)
+        require(_TRANSPORT_MODULES[self.transport], f"the dramatiq engine on {self.transport}://")
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
         self._runner: MessageRunner | None = None
