@@ -132,6 +132,9 @@ class DeadLetters:
                     return
                 held.extend(items)
                 yield [read(item, queue) for item in items]
+                # Replayed and removed ones are gone for good: only the rest is given back at the end.
+                held = [item for item in held if id(item) not in self._removed]
+                self._removed.clear()
         finally:
             settle([item for item in held if id(item) not in self._removed], ack=False)
 
