@@ -117,6 +117,8 @@ def describe_settings(settings: Settings) -> str:
         shown = mask_url(value) if name in secret and isinstance(value, str) else str(value)
         if name == "sentry_dsn" and value:
             shown = "(set)"
+        elif name == "signing_keys_accepted":
+            shown = f"({len(value)} key{'' if len(value) == 1 else 's'})" if value else "[]"
         lines.append(f"{name:<{width}}  {shown}  [{settings.origin(name)}]")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from .config import Settings
 from .engine import Engine, Taken, settle
 from .envelope import Envelope, decode
 from .errors import EnvelopeError
-from .publishing import DEAD_LETTER_JOB, publish_dead_letter, schedule
+from .publishing import DEAD_LETTER_JOB, publish, publish_dead_letter, schedule
 from .wire import unwrap
 
 DEFAULT_BATCH = 500
@@ -117,7 +117,7 @@ class Mover:
             return
         suffix = self.target_settings.dead_letter_suffix
         records = [e.with_changes(queue=queue + suffix) for e in envelopes if e.job == DEAD_LETTER_JOB]
-        self.target.publish(records, 0)
+        publish(self.target, records, 0, self.target_settings)
         for envelope in envelopes:
             if envelope.job != DEAD_LETTER_JOB:  # an engine's own dead letter (Dramatiq's .XQ)
                 publish_dead_letter(

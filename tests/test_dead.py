@@ -10,9 +10,11 @@ from click.testing import CliRunner
 from support import open_harness
 
 from taskbridge.cli import main
+from taskbridge.config import get_settings
 from taskbridge.engine import settle
 from taskbridge.envelope import Envelope, decode
 from taskbridge.runner import Runner
+from taskbridge.signing import signed
 from taskbridge.testing import KNOWN, Harness
 from taskbridge.wire import unwrap
 
@@ -37,7 +39,8 @@ def _fail_a_job(harness: Harness, tmp_path: Path) -> Envelope:
         job=FAILS_ONCE, queue=harness.queue, kwargs={"marker": str(tmp_path / "marker")},
         chain=[{"job": "backlog_jobs.after", "args": ["next"], "kwargs": {}}],
     )
-    outcome = Runner(harness.engine).run(envelope.encode(), harness.queue)
+    (sent,) = signed([envelope], get_settings())  # as an enqueue does (unchanged without a signing key)
+    outcome = Runner(harness.engine).run(sent.encode(), harness.queue)
     assert outcome.kind == "dead"
     return envelope
 
@@ -103,3 +106,18 @@ def test_dramatiq_own_dead_letters_show_up(name: str, tmp_path: Path) -> None:
         assert "replayed 1" in _cli("dead", "replay", "--all", "--queue", harness.queue)
         assert [e.id for e in _waiting(harness)] == [envelope.id]
         assert harness.engine.depth(harness.dead_queue) == 0
+
+
+@pytest.mark.parametrize("name", ["memory", "celery-redis"])
+def test_a_replayed_job_is_signed_again(name: str, tmp_path: Path) -> None:
+    import backlog_jobs  # noqa: F401
+
+    settings = {"TASKBRIDGE_SIGNING_KEY": "a-key-of-at-least-32-characters-long-0123"}
+    with open_harness(name, tmp_path, "backlog_jobs", settings=settings) as harness:
+        failed = _fail_a_job(harness, tmp_path)
+        assert "replayed 1" in _cli("dead", "replay", failed.id, "--queue", harness.queue)
+        taken = harness.engine.take(harness.queue, 5)
+        settle(taken, ack=True)
+        (item,) = taken
+        # The replay changed the attempt, so it carries a new signature the worker accepts.
+        assert Runner(harness.engine).run_item(item.body, harness.queue).kind == "done"
