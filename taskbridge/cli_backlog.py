@@ -99,10 +99,11 @@ def move(
 
     table = Table(title=f"moved {'dead letters' if dead_letters else 'jobs'}: {from_engine} -> {to_engine}")
     table.add_column("queue")
-    for column in ("moved", "of them delayed", "malformed", "possibly moved twice", "still at source"):
+    for column in ("moved", "of them delayed", "malformed", "possibly moved twice", "still at source", "seconds"):
         table.add_column(column, justify="right")
     for r in reports:
-        table.add_row(r.queue, str(r.moved), str(r.delayed), str(r.malformed), str(r.possibly_twice), str(r.left))
+        counts = (r.moved, r.delayed, r.malformed, r.possibly_twice, r.left)
+        table.add_row(r.queue, *(str(n) for n in counts), f"{r.seconds:.1f}")
     console = Console()
     console.print(table)
     for r in reports:
