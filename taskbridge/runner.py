@@ -260,6 +260,7 @@ class Runner:
                 envelope=env,
                 raw=outcome.raw,
                 settings=self.settings,
+                traceback=outcome.traceback,
             )
         if isinstance(outcome, Done) and outcome.envelope.chain:
             self._continue_chain(outcome.envelope)
@@ -338,6 +339,7 @@ def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
     if error is not None:
         return type(error).__name__
     return "JobTimeout" if timed_out else "WorkerLost"
+
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import MessageRunner
+from taskbridge.engine import MessageRunner, Taken
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
 from taskbridge.extras import require
 from taskbridge.job import lookup
-from taskbridge.publishing import publish_dead_letter
+from taskbridge.publishing import dead_letter_queue, publish_dead_letter
 from taskbridge.runner import Runner
 
 from .app import build_app, consume
@@ -24,6 +24,7 @@ from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
+from .take import AmqpTake, RedisTake, SqsTake
 from .tasks import register
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class CeleryEngine:
             self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
+        self._taker: RedisTake | AmqpTake | SqsTake | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
@@ -112,8 +114,23 @@ class CeleryEngine:
         """Drop the waiting messages of ``queue``; returns how many there were."""
         return self._queues.purge(queue)
 
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""
+        if self._taker is None:
+            if self.broker.scheme == "redis":
+                self._taker = RedisTake(self.broker, self.settings.namespace)
+            elif self.broker.scheme == "amqp":
+                self._taker = AmqpTake(self._connection)
+            else:
+                self._taker = SqsTake(self._connection)
+        name = dead_letter_queue(queue, self.settings) if dead_letters else queue
+        return self._taker.take([(name, name)], limit)
+
     def close(self) -> None:
-        """Release this process's broker connection."""
+        """Release this process's broker connections."""
+        if self._taker is not None:
+            self._taker.close()
+            self._taker = None
         self._connection.close()
 
     def fail_killed(self, raw: str, reason: str, queue: str | None) -> None:

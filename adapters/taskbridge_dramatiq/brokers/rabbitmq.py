@@ -131,6 +131,17 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
             _quiet.active.on = False
         return total
 
+    def count_one(self, name: str, *, purge: bool = False) -> int:
+        """Messages in the one queue ``name`` (0 if it does not exist); with ``purge``, drop them."""
+        pika_channel_log = logging.getLogger("pika.channel")
+        if _quiet not in pika_channel_log.filters:
+            pika_channel_log.addFilter(_quiet)
+        _quiet.active.on = True
+        try:
+            return self._count(name, purge)
+        finally:
+            _quiet.active.on = False
+
     def _count(self, name: str, purge: bool) -> int:
         try:
             if purge:
