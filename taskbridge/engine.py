@@ -21,8 +21,12 @@ ENTRY_POINT_GROUP = "taskbridge.engines"
 class MessageRunner(Protocol):
     """What an engine hands every message to (the core's :class:`~taskbridge.runner.Runner`).
 
-    Both methods carry out the outcome (republish or dead-letter) before they return; if they
-    raise, the message must not be acknowledged, so that it is delivered again.
+    Both methods carry out the outcome (republish or dead-letter) before they return: a write that
+    fails is retried in place, with back-off, until it is stored (:mod:`taskbridge.carrying`), so
+    the calling thread may hold the message a long time but the job never runs twice for it. If
+    they raise (no outcome could be decided, so the job did not run; or, inside
+    :func:`taskbridge.carrying.without_holding`, the one write failed), the message must not be
+    acknowledged, so that it is delivered again.
     """
 
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from . import events
+from . import carrying, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .engine import Engine
@@ -64,7 +64,7 @@ class Runner:
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
         """Decode, apply the policies, run the job, and carry out the outcome."""
         outcome = self._decide(raw, queue)
-        self._carry_out(outcome, queue)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome)
         return outcome
 
@@ -83,7 +83,7 @@ class Runner:
             else:
                 self._release_killed(handle.spec, envelope)
                 outcome = self._failed(handle.spec, envelope, None, reason, 0.0, timed_out)
-        self._carry_out(outcome, queue)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome)
         return outcome
 

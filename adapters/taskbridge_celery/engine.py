@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
+from taskbridge import Envelope, JobSpec, Settings, TransportFacts, carrying, get_settings
 from taskbridge.engine import MessageRunner
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
@@ -49,7 +49,9 @@ class CeleryEngine:
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
-            self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
+            amqp = self.broker.scheme == "amqp"
+            confirmed = amqp and self.options.amqp_confirm_publish
+            self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
 
@@ -75,6 +77,11 @@ class CeleryEngine:
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
         consume(self.app, names)
+        if self.broker.scheme == "amqp":
+            # A retry or dead letter must be stored before its message is acknowledged: the
+            # worker's own publishes are confirmed whatever producers chose.
+            self.app.conf.broker_transport_options = {**self.broker.transport_options, "confirm_publish": True}
+            self.close()
         worker = self.app.Worker(
             hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",
             queues=names,
@@ -104,19 +111,25 @@ class CeleryEngine:
         self._connection.close()
 
     def fail_killed(self, raw: str, reason: str, queue: str | None) -> None:
-        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy."""
-        self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
+        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy.
+
+        Called in the worker's main process, which must not block: one write, or it raises.
+        """
+        with carrying.without_holding():
+            self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
 
     def dead_letter(self, raw: str, reason: str, queue: str | None) -> None:
         """A message Celery could not turn into a job run goes to the dead letters, never lost.
 
         Malformed envelopes and unknown jobs go through the runner, which dead-letters them without
         running anything; a valid envelope in a broken Celery message is dead-lettered as it is.
+        Called in the worker's main process, which must not block: one write, or it raises.
         """
         job = peek_job_name(raw)
         log.warning("dead-lettering a message of job %s that Celery cannot run: %s", job, reason)
         if job is None or lookup(job) is None:
-            self._run_message(raw, queue)
+            with carrying.without_holding():
+                self._run_message(raw, queue)
             return
         try:
             envelope: Envelope | None = decode(raw)

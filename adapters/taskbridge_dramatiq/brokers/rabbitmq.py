@@ -14,6 +14,8 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
+from taskbridge.layout import amqp_queue_arguments
+
 from .common import RoutesUnknownActors
 
 _BATCH_ATTEMPTS = 3
@@ -36,6 +38,11 @@ _quiet = _QuietMissingQueue()
 
 class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     """RabbitmqBroker that can count and purge a queue together with its delay queue."""
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        # The shared layout's arguments (today exactly Dramatiq's), so a Celery worker declares the
+        # same queue the same way.
+        return amqp_queue_arguments(queue_name)
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         if len(messages) == 1 or not self.confirm_delivery:
