@@ -79,6 +79,18 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    # Optional (looked up with getattr, so an engine without it still fits the port):
+    #
+    # def holdings(self, queue: str) -> Mapping[str, int]:
+    #     """Where on the broker ``queue``'s waiting messages are kept (a Redis key, an SQS or
+    #     RabbitMQ queue: the name as the broker knows it) and how many each place holds.
+    #
+    #     At start a worker compares the places of the other registered engines with its own
+    #     engine's, on the same broker URL: a place only the other engine uses that holds messages
+    #     is a stranded backlog, and the worker logs the ``taskbridge move`` command for it
+    #     (taskbridge.stranded). The checks must be cheap: one count per place, no message read.
+    #     """
+
 
 EngineFactory = Callable[["Settings"], Engine]
 

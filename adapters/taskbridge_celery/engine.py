@@ -12,6 +12,7 @@ from taskbridge.engine import MessageRunner
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
 from taskbridge.job import lookup
+from taskbridge.layout import redis_celery_prefix, sqs_queue_name
 from taskbridge.publishing import publish_dead_letter
 from taskbridge.runner import Runner
 
@@ -101,6 +102,17 @@ class CeleryEngine:
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""
         return self._queues.depth(queue)
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker (the Redis key, SQS or RabbitMQ
+        queue), and how many (the optional Engine port method the stranded-backlog check uses)."""
+        if self.broker.scheme == "redis":
+            name = redis_celery_prefix(self.settings.namespace) + queue
+        elif self.broker.scheme == "sqs":
+            name = sqs_queue_name(self.settings.namespace, queue)
+        else:
+            name = queue
+        return {name: self.depth(queue)}
 
     def purge(self, queue: str) -> int:
         """Drop the waiting messages of ``queue``; returns how many there were."""

@@ -97,6 +97,11 @@ class DramatiqEngine:
         """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS)."""
         return self.broker.queue_depth(queue)
 
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker, and how many each place holds
+        (the optional Engine port method the worker's stranded-backlog check uses)."""
+        return self.broker.holdings(queue)
+
     def purge(self, queue: str) -> int:
         """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
         return self.broker.purge_queue(queue)

@@ -14,6 +14,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
+from taskbridge import carrying
 from taskbridge.layout import amqp_queue_arguments
 
 from .common import RoutesUnknownActors
@@ -36,8 +37,25 @@ class _QuietMissingQueue(logging.Filter):
 _quiet = _QuietMissingQueue()
 
 
+class _QuietWhileHolding(logging.Filter):
+    """Drops pika's warning about each refused declaration or publish while the thread retries storing
+    an outcome: taskbridge.carrying logs the cause once, and a reminder now and then."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (carrying.is_holding(threading.get_ident()) and "Channel.Close" in record.getMessage())
+
+
+_quiet_while_holding = _QuietWhileHolding()
+
+
 class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     """RabbitmqBroker that can count and purge a queue together with its delay queue."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        pika_channel_log = logging.getLogger("pika.channel")
+        if _quiet_while_holding not in pika_channel_log.filters:
+            pika_channel_log.addFilter(_quiet_while_holding)
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         # The shared layout's arguments (today exactly Dramatiq's), so a Celery worker declares the
@@ -82,18 +100,15 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         for message in sent:
             self.emit_after("enqueue", message, delay_ms)
 
-    def _counts(self, queue: str, purge: bool) -> int:
+    def _counts(self, queue: str, purge: bool) -> dict[str, int]:
         pika_channel_log = logging.getLogger("pika.channel")
         if _quiet not in pika_channel_log.filters:
             pika_channel_log.addFilter(_quiet)
-        total = 0
         _quiet.active.on = True
         try:
-            for name in (queue, dq_name(queue)):
-                total += self._count(name, purge)
+            return {name: self._count(name, purge) for name in (queue, dq_name(queue))}
         finally:
             _quiet.active.on = False
-        return total
 
     def _count(self, name: str, purge: bool) -> int:
         try:
@@ -110,10 +125,13 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
             raise
 
     def queue_depth(self, queue: str) -> int:
-        return self._counts(queue, purge=False)
+        return sum(self._counts(queue, purge=False).values())
 
     def purge_queue(self, queue: str) -> int:
-        return self._counts(queue, purge=True)
+        return sum(self._counts(queue, purge=True).values())
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        return self._counts(queue, purge=False)
 
     def reap(self, queue: str) -> None:
         """RabbitMQ delivers a dead consumer's messages again by itself."""

@@ -109,6 +109,9 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
         attributes = self.sqs.meta.client.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         return sum(int(attributes.get(name, 0)) for name in names)
 
+    def holdings(self, queue: str) -> dict[str, int]:
+        return {self._sqs_name(queue): self.queue_depth(queue)}
+
     def purge_queue(self, queue: str) -> int:
         dropped = self.queue_depth(queue)
         url = self._existing_url(queue)
