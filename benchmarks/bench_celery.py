@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -140,6 +141,7 @@ def main() -> int:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
     n = args.jobs
     tag = uuid.uuid4().hex[:8]
@@ -166,6 +168,8 @@ def main() -> int:
           f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
     print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
           f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"engine": "celery", "broker": args.broker, "jobs": n, **best}, indent=2))
     get_engine().close()
     return 0
 

@@ -15,6 +15,7 @@ message). This file is also the job module both workers import.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads of the one worker process")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
@@ -168,6 +170,12 @@ def main() -> None:
         get_engine().purge(tb_queue)
         get_engine().purge(raw_queue)
 
+    if args.json is not None:
+        figures = {
+            "raw_enqueue": raw_send_rate, "tb_enqueue": tb_send_rate, "tb_many": rate(n, tb_many),
+            "raw_drain": raw_drain_rate, "tb_drain": tb_drain_rate,
+        }
+        args.json.write_text(json.dumps({"engine": "dramatiq", "broker": args.broker, "jobs": n, **figures}, indent=2))
     width = max(len(name) for name, _, _ in rows)
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:

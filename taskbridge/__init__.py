@@ -9,6 +9,7 @@ from .errors import (
     EnqueueError,
     JobDefinitionError,
     JobTimeout,
+    PublishError,
     TaskbridgeError,
 )
 from .job import Job, JobSpec, Signature, job
@@ -31,6 +32,7 @@ __all__ = [
     "JobSpec",
     "JobTimeout",
     "Outcome",
+    "PublishError",
     "Retry",
     "Settings",
     "Signature",

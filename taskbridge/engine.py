@@ -32,6 +32,13 @@ class MessageRunner(Protocol):
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
         """Decode, apply the policies, run the job; ``queue`` is where the message came from."""
 
+    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+        """An item as the transport holds it (any engine's wrapper, or any bytes at all) read from
+        ``queue``: run the envelope inside it, or dead-letter the item to ``queue``'s dead letters."""
+
+    def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
+        """Dead-letter an item the engine cannot hand to :meth:`run`, without running anything."""
+
     def fail_externally(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:

@@ -30,3 +30,14 @@ class UnknownEngineError(ConfigurationError):
 
 class JobTimeout(Exception):
     """Raised inside a running job when its ``timeout`` has passed."""
+
+
+class PublishError(TaskbridgeError):
+    """The transport did not store the message: the broker was unreachable, refused it, or did not
+    confirm it. Raised by every engine alike; the transport's own exception is the ``__cause__``.
+    For a batch, messages before the failing one may have been stored."""
+
+
+class CoordinationError(TaskbridgeError):
+    """The coordination store (locks, limits, uniqueness) could not be reached; the store's own
+    exception is the ``__cause__``."""

@@ -34,8 +34,8 @@ class MemoryEngine:
         query = parse_qs(urlsplit(self.settings.broker_url).query)
         self.autostart = query.get("autostart", ["1"])[0] not in ("0", "false", "no")
         self._cond = threading.Condition()
-        self._ready: dict[str, deque[str]] = {}
-        self._delayed: list[tuple[float, int, str, str]] = []
+        self._ready: dict[str, deque[str | bytes]] = {}
+        self._delayed: list[tuple[float, int, str, str | bytes]] = []
         self._seq = itertools.count()
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
@@ -57,6 +57,12 @@ class MemoryEngine:
             self._cond.notify_all()
         if self.autostart and not self._threads:
             self.start()
+
+    def put_raw(self, queue: str, body: bytes | str) -> None:
+        """Append an item to ``queue`` exactly as given, as another producer would write it."""
+        with self._cond:
+            self._ready.setdefault(queue, deque()).append(body)
+            self._cond.notify_all()
 
     def start(self, queues: Sequence[str] | None = None, concurrency: int | None = None) -> None:
         """Start worker threads on ``queues`` (None: every queue but dead letters) and return."""
@@ -122,7 +128,7 @@ class MemoryEngine:
             self._delayed = kept
             return dropped
 
-    def messages(self, queue: str, include_delayed: bool = False) -> list[str]:
+    def messages(self, queue: str, include_delayed: bool = False) -> list[str | bytes]:
         """Bodies waiting in ``queue`` (for inspecting dead letters), delayed ones last if asked for."""
         with self._cond:
             ready = list(self._ready.get(queue, ()))
@@ -142,7 +148,7 @@ class MemoryEngine:
         suffix = self.settings.dead_letter_suffix
         return [q for q in self._ready if not q.endswith(suffix)]
 
-    def _take(self, queues: tuple[str, ...] | None) -> tuple[str, str] | None:
+    def _take(self, queues: tuple[str, ...] | None) -> tuple[str, str | bytes] | None:
         """The next ready (queue, body), after moving due delayed messages to their queues."""
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
@@ -156,7 +162,7 @@ class MemoryEngine:
 
     def _work_loop(self, queues: tuple[str, ...] | None) -> None:
         assert self._runner is not None
-        run = self._runner.run
+        run = self._runner.run_item
         while not self._stopping.is_set():
             with self._cond:
                 taken = self._take(queues)
@@ -169,7 +175,7 @@ class MemoryEngine:
                 queue, body = taken
                 self._in_flight += 1
             try:
-                run(body)
+                run(body, queue)
             except Exception:
                 log.exception("memory engine: carrying out a message failed; it is put back on %s", queue)
                 with self._cond:

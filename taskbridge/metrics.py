@@ -54,7 +54,12 @@ REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
-_DEFER_REASONS = {"rate limit": "rate_limit", "lock busy": "lock", "delay": "delay"}
+_DEFER_REASONS = {
+    "rate limit": "rate_limit",
+    "lock busy": "lock",
+    "delay": "delay",
+    "coordination store unreachable": "coordination",
+}
 
 
 def _prometheus() -> Any:

@@ -62,7 +62,8 @@ class Dead:
 
     envelope: Envelope | None
     reason: str
-    raw: str | None = None
+    raw: str | bytes | None = None
+    """The item as it was read, when it is not a valid envelope."""
     duration: float = 0.0
     timed_out: bool = False
     error_type: str | None = None

@@ -20,6 +20,7 @@ from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name
 from .errors import ConfigurationError, EnqueueError
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
 from .units import parse_duration
+from .wire import readable_body
 
 if TYPE_CHECKING:
     from .coordination import Coordination
@@ -60,23 +61,27 @@ def publish_dead_letter(
     queue: str,
     reason: str,
     envelope: Envelope | None,
-    raw: str | None,
+    raw: str | bytes | None,
     settings: Settings | None = None,
 ) -> None:
-    """Write a message that cannot run to ``<queue><dead_letter_suffix>`` with the reason and its body."""
+    """Write a message that cannot run to ``<queue><dead_letter_suffix>`` with the reason and its body
+    (bytes that are not UTF-8 are kept as base64, with ``body_encoding: base64``)."""
     settings = settings or get_settings()
-    body = raw if raw is not None else (envelope.encode() if envelope else "")
-    record = Envelope(
-        job=DEAD_LETTER_JOB,
-        queue=dead_letter_queue(queue, settings),
-        headers={
-            "reason": reason,
-            "job": envelope.job if envelope else peek_job_name(body),
-            "id": envelope.id if envelope else None,
-            "attempt": envelope.attempt if envelope else None,
-            "body": body,
-        },
-    )
+    encoding: str | None = None
+    if raw is not None:
+        body, encoding = readable_body(raw)
+    else:
+        body = envelope.encode() if envelope else ""
+    headers: dict[str, Any] = {
+        "reason": reason,
+        "job": envelope.job if envelope else (None if encoding else peek_job_name(body)),
+        "id": envelope.id if envelope else None,
+        "attempt": envelope.attempt if envelope else None,
+        "body": body,
+    }
+    if encoding:
+        headers["body_encoding"] = encoding
+    record = Envelope(job=DEAD_LETTER_JOB, queue=dead_letter_queue(queue, settings), headers=headers)
     limit = engine.facts.max_message_size
     if len(record.encode()) > limit:
         # The body was within the limit, but quoted inside the record it may not be; a record the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -10,14 +11,16 @@ from typing import Any
 from . import carrying, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
+from .coordination.outage import Outage
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
-from .errors import ConfigurationError, EnqueueError, EnvelopeError, JobTimeout
+from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
 
@@ -37,6 +40,7 @@ class Runner:
         self.engine = engine
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
+        self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
@@ -61,11 +65,33 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job, and carry out the outcome."""
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
+        JSON text, or the JSON object already parsed)."""
         outcome = self._decide(raw, queue)
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
-        self._report(outcome)
+        self._report(outcome, queue)
+        return outcome
+
+    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+        """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
+        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
+        item = unwrap(body, content_type=content_type)
+        if item.payload is None:
+            return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
+        limit = self.engine.facts.max_message_size
+        if len(body) > limit and len(item.envelope or "") > limit:
+            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+        return self.run(item.payload, queue)
+
+    def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
+        """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
+        bytes (base64 when they are not UTF-8), without running anything. Like :meth:`run` it
+        retries a failed write until it is stored; a caller that must not block (an engine's event
+        loop) calls it inside :func:`taskbridge.carrying.without_holding` and requeues on failure."""
+        outcome = Dead(None, reason, raw=raw)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
+        self._report(outcome, queue)
         return outcome
 
     def fail_externally(
@@ -75,7 +101,7 @@ class Runner:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=_text(raw))
+            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
         else:
             handle = lookup(envelope.job)
             if handle is None:
@@ -94,13 +120,16 @@ class Runner:
             bound, _ = arguments.bind(spec, envelope)
         except arguments.BadArguments:
             return
-        lock.release_for(spec, bound, self.coordination, envelope)
+        try:
+            lock.release_for(spec, bound, self.coordination, envelope)
+        except CoordinationError as exc:
+            log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
 
-    def _decide(self, raw: str | bytes, queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=_text(raw))
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
@@ -117,7 +146,10 @@ class Runner:
             bound, _dropped = arguments.bind(spec, envelope)
         except arguments.BadArguments as exc:
             return Dead(envelope, str(exc))
-        wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        try:
+            wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
         if wait > 0:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
@@ -126,7 +158,12 @@ class Runner:
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
-        guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        try:
+            guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
+        if spec.needs_coordination:
+            self.outage.succeeded()
         if guard is None:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")
@@ -144,6 +181,11 @@ class Runner:
         finally:
             guard.release()
         return Done(envelope, time.monotonic() - started)
+
+    def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
+        """The job needs the coordination store and it is unreachable: never run it unguarded; try
+        again later, with back-off, without counting an attempt."""
+        return Defer(envelope, self.outage.failed(error), "coordination store unreachable")
 
     def _failed(
         self,
@@ -172,7 +214,8 @@ class Runner:
         if isinstance(outcome, Dead):
             env = outcome.envelope
             peeked = peek_queue(outcome.raw) if env is None and outcome.raw is not None else None
-            target = (env.queue if env else None) or queue or peeked or self.settings.default_queue
+            # An item that is not a valid envelope goes next to the queue it was read from.
+            target = (env.queue if env else queue) or peeked or self.settings.default_queue
             publish_dead_letter(
                 self.engine,
                 queue=target,
@@ -185,7 +228,10 @@ class Runner:
             self._continue_chain(outcome.envelope)
         envelope = outcome.envelope
         if envelope is not None and "unique" in envelope.headers:
-            self.coordination.release_unique(envelope.headers["unique"])
+            try:
+                self.coordination.release_unique(envelope.headers["unique"])
+            except CoordinationError as exc:
+                log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
 
     def _continue_chain(self, envelope: Envelope) -> None:
         from .job import JobCall
@@ -206,7 +252,7 @@ class Runner:
             self.engine, queue=envelope.queue, reason=reason, envelope=envelope, raw=None, settings=self.settings
         )
 
-    def _report(self, outcome: Outcome) -> None:
+    def _report(self, outcome: Outcome, queue: str | None = None) -> None:
         level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
         if not events.has_subscribers() and not log.isEnabledFor(level):
             return
@@ -216,7 +262,7 @@ class Runner:
                 event[name] = getattr(outcome, name)
         if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
             event["job"] = peek_job_name(outcome.raw)
-            event["queue"] = peek_queue(outcome.raw)
+            event["queue"] = queue or peek_queue(outcome.raw)
         log.log(
             level,
             "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
@@ -263,5 +309,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+
+def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:
+    return json.dumps(raw, separators=(",", ":"), default=repr) if isinstance(raw, dict) else raw

@@ -23,7 +23,7 @@ from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
 T = RATE.interval
-SLACK = 0.005
+SLACK = 0.02  # client-side scheduling noise on a loaded 2-core machine; T is 0.05
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -461,11 +461,17 @@ def test_a_message_whose_outcome_cannot_be_carried_out_is_put_back(embedded: Emb
     calls: list[str] = []
 
     class FailsOnce:
-        def run(self, raw: str | bytes, queue: str | None = None) -> Any:
+        def run_item(self, raw: str | bytes, queue: str, **options: Any) -> Any:
             calls.append(raw if isinstance(raw, str) else raw.decode())
             if len(calls) == 1:
                 raise ConnectionError("dead-letter queue unreachable")
+            return embedded.runner.run_item(raw, queue, **options)
+
+        def run(self, raw: str | bytes, queue: str | None = None) -> Any:
             return embedded.runner.run(raw, queue)
+
+        def dead_letter(self, raw: str | bytes, reason: str, queue: str | None) -> Any:
+            return embedded.runner.dead_letter(raw, reason, queue)
 
         def fail_externally(self, raw: str | bytes, reason: str, **options: Any) -> Any:
             return embedded.runner.fail_externally(raw, reason, **options)

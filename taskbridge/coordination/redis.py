@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
-from typing import cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+from ..config import mask_url
+from ..errors import CoordinationError
 from ..units import Rate
 
 try:
@@ -52,6 +56,25 @@ return 1
 """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+
+
+def _store_call(method: F) -> F:
+    """Raise :class:`CoordinationError` naming the store when Redis cannot be reached."""
+
+    @functools.wraps(method)
+    def call(self: RedisCoordination, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise CoordinationError(f"coordination store {self.where} is unreachable: {exc}") from exc
+
+    return cast(F, call)
+
+
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -68,20 +91,26 @@ class RedisCoordination:
 
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
-        self._client = redis.Redis.from_url(url)
+        self.where = mask_url(url)
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+        )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
 
+    @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
         interval = max(1, round(rate.interval * 1_000_000))
         wait = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
         return int(wait) / 1_000_000
 
+    @_store_call
     def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
         token = token or uuid.uuid4().hex
         lock = self._client.lock(self._key("lock", key), timeout=_milliseconds(ttl) / 1000, thread_local=False)
         return token if lock.acquire(blocking=False, token=token) else None
 
+    @_store_call
     def release_lock(self, key: str, token: str) -> bool:
         try:
             self._client.lock(self._key("lock", key), thread_local=False).do_release(token)
@@ -89,6 +118,7 @@ class RedisCoordination:
             return False
         return True
 
+    @_store_call
     def lock_ttl(self, key: str) -> float | None:
         milliseconds = cast(int, self._client.pttl(self._key("lock", key)))
         if milliseconds == -2:
@@ -97,17 +127,21 @@ class RedisCoordination:
             return math.inf  # a key written without an expiry by someone else: held for good
         return milliseconds / 1000
 
+    @_store_call
     def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         token = token or uuid.uuid4().hex
         granted = self._acquire_slot(keys=[self._key("slots", key)], args=[token, limit, _milliseconds(ttl)])
         return token if granted else None
 
+    @_store_call
     def release_slot(self, key: str, token: str) -> None:
         self._client.zrem(self._key("slots", key), token)
 
+    @_store_call
     def claim_unique(self, key: str, ttl: float) -> bool:
         return bool(self._client.set(self._key("unique", key), 1, nx=True, px=_milliseconds(ttl)))
 
+    @_store_call
     def release_unique(self, key: str) -> None:
         self._client.delete(self._key("unique", key))
 

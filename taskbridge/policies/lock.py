@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..coordination import Coordination
 from ..envelope import Envelope
+from ..errors import CoordinationError
 from ..job import JobSpec
 from .arguments import BoundCall
 
 _LONGEST_RUN = 3600.0
+
+log = logging.getLogger("taskbridge.runner")
 
 
 def lease_ttl(spec: JobSpec, timeout: float | None) -> float:
@@ -28,11 +32,15 @@ class Guard:
     held: list[tuple[str, str, str]] = field(default_factory=list)
 
     def release(self) -> None:
+        """Give everything back; what the store cannot take back now expires with its TTL."""
         for kind, key, token in reversed(self.held):
-            if kind == "lock":
-                self.store.release_lock(key, token)
-            else:
-                self.store.release_slot(key, token)
+            try:
+                if kind == "lock":
+                    self.store.release_lock(key, token)
+                else:
+                    self.store.release_slot(key, token)
+            except CoordinationError as exc:
+                log.warning("%s %s could not be released (%s); it expires by itself", kind, key, exc)
         self.held.clear()
 
 
@@ -64,7 +72,11 @@ def acquire(
             return None
         guard.held.append(("lock", lock_key, token))
     if slot_key is not None and spec.concurrency:
-        token = store.acquire_slot(slot_key, spec.concurrency, ttl, owner)
+        try:
+            token = store.acquire_slot(slot_key, spec.concurrency, ttl, owner)
+        except CoordinationError:
+            guard.release()
+            raise
         if token is None:
             guard.release()
             return None

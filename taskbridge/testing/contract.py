@@ -8,8 +8,12 @@ Run it with ``taskbridge contract --engine NAME --broker URL`` or
 from __future__ import annotations
 
 import itertools
+import json
+import pickle
+import random
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +22,7 @@ from taskbridge import EnqueueError, Envelope, get_settings
 from taskbridge.publishing import max_delay
 
 from . import jobs
-from .harness import Harness
+from .harness import Harness, RawItem
 
 ROUND_TRIP = [1, -2.5, "zürich ✓", None, True, [1, [2, {"x": "y"}]], {"nested": {"list": [1, 2], "n": None}}]
 
@@ -195,3 +199,71 @@ def test_a_job_whose_worker_is_killed_runs_again(harness: Harness) -> None:
     harness.start_workers()
     [ran] = harness.wait_for(lambda: _ran(harness, "crashy"), 90, "the killed job never ran again")
     assert ran["token"] == token
+
+
+class _CreatesFileWhenUnpickled:
+    """A pickle payload whose unpickling creates a file: proof that a worker deserialized it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+def _wire_items(harness: Harness, marker: Path) -> list[RawItem]:
+    queue = harness.queue
+    valid = Envelope(job=jobs.echo.name, queue=queue, args=["never"]).encode()
+    limit = harness.engine.facts.max_message_size
+    oversized = Envelope(job=jobs.echo.name, queue=queue, args=["x" * (limit + 1)]).encode()
+    bad_envelope = json.dumps({"id": "bad", "job": jobs.echo.name, "queue": queue, "args": "not a list"})
+    unknown = Envelope(job="taskbridge.testing.jobs.no_such_job", queue=queue).encode()
+    return [
+        RawItem("random bytes", random.Random(16).randbytes(96)),
+        RawItem("not UTF-8", b'{"job": "\xff\xfe\xfd", "id": 1}'),
+        RawItem("truncated JSON", valid[: len(valid) // 2].encode()),
+        RawItem("bare JSON string", b'"hello"'),
+        RawItem("bare JSON number", b"42"),
+        RawItem("bare JSON array", b"[1, 2, 3]"),
+        RawItem("JSON null", b"null"),
+        RawItem(
+            "pickle",
+            pickle.dumps(_CreatesFileWhenUnpickled(marker), protocol=2),
+            content_type="application/x-python-serialize",
+        ),
+        RawItem("oversized envelope", oversized.encode()),
+        RawItem("bad envelope", bad_envelope.encode()),
+        RawItem("unknown job", unknown.encode()),
+        *harness.engine_items(valid),
+    ]
+
+
+def test_any_bytes_in_the_queue_end_in_dead_letters_and_the_worker_keeps_going(harness: Harness) -> None:
+    if not harness.writes_raw:
+        pytest.skip(f"engine {harness.engine.name!r} offers no raw writer (package 'testing' module)")
+    marker = harness.workdir / f"unpickled-{uuid.uuid4().hex}"
+    items = _wire_items(harness, marker)
+    harness.start_workers(concurrency=1)
+    jobs.echo.enqueue("first")
+    harness.wait_for(lambda: _ran(harness, "echo"), 40, "the first valid job never ran")
+    pids = {event["pid"] for event in _ran(harness, "echo")}
+    for index, item in enumerate(items):
+        harness.put_raw(item)
+        jobs.echo.enqueue(index)
+    jobs.echo.enqueue("last")
+    expected = ["first", *range(len(items)), "last"]
+    harness.wait_for(
+        lambda: len(_ran(harness, "echo")) >= len(expected), 120, "valid jobs behind the bad items did not all run"
+    )
+    harness.wait_for(
+        lambda: harness.depth(harness.dead_queue) >= len(items),
+        60,
+        f"the dead-letter queue should hold all {len(items)} bad items: {[i.label for i in items]}",
+    )
+    time.sleep(2.0)
+    ran = [event["args"][0] for event in _ran(harness, "echo")]
+    assert sorted(map(str, ran)) == sorted(map(str, expected)), "every valid job runs exactly once"
+    assert harness.depth(harness.dead_queue) == len(items), "each bad item is dead-lettered exactly once"
+    assert harness.depth(harness.queue) == 0, "nothing is left behind in the queue"
+    assert not marker.exists(), "a pickle body was deserialized"
+    assert {event["pid"] for event in _ran(harness, "echo")} == pids, "the worker process was replaced"

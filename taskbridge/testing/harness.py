@@ -4,6 +4,7 @@ real worker processes, and reads back what the jobs recorded."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -13,8 +14,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,6 +97,32 @@ def unavailable_reason(combination: Combination) -> str | None:
         except OSError as exc:
             return f"{mask_url(url)}: cannot connect to {host}:{port} ({exc})"
     return None
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """An item written straight into a queue, past taskbridge and the engine's producer."""
+
+    label: str
+    body: bytes
+    content_type: str | None = None
+    """Sent as the transport's content-type property where it has one (AMQP), else ignored."""
+    headers: dict[str, Any] = field(default_factory=dict)
+    """Sent as the transport's message headers/attributes where it has them, else ignored."""
+
+
+def wire_support(engine: Engine) -> ModuleType | None:
+    """The engine's test support for raw items: the ``testing`` module of the engine's package, with
+    ``put_raw(engine, queue, item)`` and ``engine_items(engine, queue, envelope_text) -> list[RawItem]``
+    (items shaped like the engine's own messages, but with missing or null fields). None if it has
+    none; the memory engine's is built in."""
+    package = type(engine).__module__.split(".", 1)[0]
+    if package == "taskbridge":
+        return None
+    try:
+        return importlib.import_module(f"{package}.testing")
+    except ImportError:
+        return None
 
 
 class Harness:
@@ -254,6 +282,29 @@ class Harness:
 
     def depth(self, queue: str) -> int:
         return self.engine.depth(queue)
+
+    @property
+    def writes_raw(self) -> bool:
+        """Whether raw items can be written into this combination's queues."""
+        return not self.multi_process or wire_support(self.engine) is not None
+
+    def put_raw(self, item: RawItem, queue: str | None = None) -> None:
+        """Write ``item`` straight into ``queue`` (default: the harness's queue) as another tool would."""
+        target = queue or self.queue
+        support = wire_support(self.engine)
+        if support is not None:
+            support.put_raw(self.engine, target, item)
+            return
+        from taskbridge.memory import MemoryEngine
+
+        if not isinstance(self.engine, MemoryEngine):
+            raise NotImplementedError(f"engine {self.engine.name!r} offers no raw writer for the contract")
+        self.engine.put_raw(target, item.body)
+
+    def engine_items(self, envelope_text: str) -> list[RawItem]:
+        """Items shaped like the engine's own messages (missing or null fields, a bad envelope inside)."""
+        support = wire_support(self.engine)
+        return list(support.engine_items(self.engine, self.queue, envelope_text)) if support else []
 
     def worker_logs(self, tail: int | None = None) -> str:
         """What the worker processes wrote, each log (or its last ``tail`` characters) under its name."""

@@ -1,0 +1,161 @@
+"""Every benchmark on every available Redis/RabbitMQ combination, in one run: a table and a chart.
+
+    .venv/bin/python benchmarks/run.py            # 20,000 jobs per measurement, 3 rounds (medians)
+    .venv/bin/python benchmarks/run.py --quick    # 3,000 jobs, 1 round: a few minutes
+
+For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
+on the same broker, in the same run) and, per broker, ``bench_ceiling.py`` (raw bodies pushed as
+fast as Python can). It prints one markdown table of ratios with the raw figures beside them,
+writes ``benchmarks/results/<date>.json`` and draws ``benchmarks/results/<date>.png`` (matplotlib,
+from the ``bench`` extra). Ratios above 1 mean taskbridge is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+BROKERS = {"redis": "redis://127.0.0.1:6379/0", "amqp": "amqp://guest:guest@127.0.0.1:5672//"}
+ENGINES = ("celery", "dramatiq")
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _run(script: str, broker: str, jobs: int, out: Path) -> dict[str, Any]:
+    command = [sys.executable, str(HERE / script), "--broker", broker, "--jobs", str(jobs), "--json", str(out)]
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=HERE)
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float) and k != "jobs"]
+    return {key: statistics.median(r[key] for r in rounds) for key in keys}
+
+
+def measure(jobs: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """Figures per combination (medians over ``rounds``) and per broker's ceiling."""
+    results: dict[str, Any] = {"jobs": jobs, "rounds": rounds, "combinations": {}, "ceilings": {}}
+    for scheme, broker in BROKERS.items():
+        if not _reachable(broker):
+            print(f"skipping {scheme}: {broker} is not reachable", flush=True)
+            continue
+        ceiling = [
+            _run("bench_ceiling.py", broker, jobs, workdir / f"ceiling-{scheme}-{i}.json") for i in range(rounds)
+        ]
+        results["ceilings"][scheme] = _median(ceiling)
+        for engine in ENGINES:
+            runs = [
+                _run(f"bench_{engine}.py", broker, jobs, workdir / f"{engine}-{scheme}-{i}.json")
+                for i in range(rounds)
+            ]
+            results["combinations"][f"{engine}-{scheme}"] = _median(runs)
+    return results
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The headline ratios per combination."""
+    table: dict[str, dict[str, float]] = {}
+    for name, f in results["combinations"].items():
+        ceiling = results["ceilings"].get(name.split("-", 1)[1], {}).get("ceiling_publish")
+        table[name] = {
+            "enqueue": f["tb_enqueue"] / f["raw_enqueue"],
+            "enqueue_many_vs_loop": f["tb_many"] / f["raw_enqueue"],
+            "enqueue_many_vs_ceiling": f["tb_many"] / ceiling if ceiling else float("nan"),
+            "drain": f["tb_drain"] / f["raw_drain"],
+        }
+    return table
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = [
+        "| combination | enqueue ratio | `enqueue_many` vs raw loop | `enqueue_many` vs ceiling | drain ratio "
+        "| raw drain/s | taskbridge drain/s | `enqueue_many`/s | ceiling/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in ratios(results).items():
+        f = results["combinations"][name]
+        ceiling = results["ceilings"].get(name.split("-", 1)[1], {}).get("ceiling_publish", float("nan"))
+        rows.append(
+            f"| {name} | {r['enqueue']:.2f} | {r['enqueue_many_vs_loop']:.1f}x | {r['enqueue_many_vs_ceiling']:.2f} "
+            f"| {r['drain']:.2f} | {f['raw_drain']:,.0f} | {f['tb_drain']:,.0f} | {f['tb_many']:,.0f} "
+            f"| {ceiling:,.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Grouped bars of the ratios per combination, with the 1.0 line (raw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = ratios(results)
+    names = list(table)
+    measures = [("enqueue", "enqueue"), ("drain", "drain"), ("enqueue_many_vs_ceiling", "enqueue_many / ceiling")]
+    width = 0.8 / len(measures)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(names)), 4))
+    for index, (key, label) in enumerate(measures):
+        xs = [i + (index - (len(measures) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [table[n][key] for n in names], width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("taskbridge / raw (higher is better)")
+    ax.set_title(f"taskbridge vs raw engines, {results['jobs']:,} jobs, median of {results['rounds']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3,000 jobs, one round")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs per measurement (default 20,000)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds; the table shows medians (default 3)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and PNG go")
+    args = parser.parse_args()
+    jobs = args.jobs or (3_000 if args.quick else 20_000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    with tempfile.TemporaryDirectory(prefix="taskbridge-bench-") as workdir:
+        results = measure(jobs, rounds, Path(workdir))
+    if not results["combinations"]:
+        print("no broker reachable: nothing measured", file=sys.stderr)
+        return 1
+    results["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["ratios"] = ratios(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = dt.date.today().isoformat() + ("-quick" if args.quick else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    print(table)
+    try:
+        chart(results, args.out / f"{stem}.png")
+        print(f"wrote {args.out / f'{stem}.json'} and {args.out / f'{stem}.png'}")
+    except ImportError:
+        print(f"wrote {args.out / f'{stem}.json'}; no chart: pip install matplotlib (the 'bench' extra)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

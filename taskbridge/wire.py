@@ -1,0 +1,229 @@
+"""What one item on a broker queue holds: the envelope inside any engine's wrapper, or why there is none.
+
+An item in a queue may have been written by any engine on that transport, by an older or newer
+producer, or by something else entirely. Every engine's consumer hands the item's raw bytes here
+before its own decoder sees them, so that whatever the bytes, the runner either gets an envelope to
+run or a reason to dead-letter the item. Recognised wrappers, outermost first:
+
+- kombu's virtual-transport message (Redis lists, SQS bodies): a JSON object with ``body``,
+  ``content-type``, ``properties`` (``body_encoding``) and ``headers``;
+- Dramatiq's message (``queue_name``, ``actor_name``, ``args``, ...), as JSON or base64 JSON (SQS);
+- Celery's task protocol 2 body ``[args, kwargs, embed]`` whose only argument is the envelope;
+- the bare envelope.
+
+Only JSON is ever parsed: a body declared as pickle (or any other non-JSON content type) is refused
+without being deserialized. The wrappers are matched by hand because each engine's own decoder
+either trusts the item (and stops or loops the worker on bad bytes) or needs the engine installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", "application/x-json"})
+_MAX_DEPTH = 4
+"""Wrappers nest at most kombu message > Celery body > envelope; deeper nesting is not a message."""
+
+
+@dataclass(frozen=True)
+class Unwrapped:
+    """The envelope an item carries (not yet validated), or the reason it carries none."""
+
+    payload: str | dict[str, Any] | None
+    """The envelope as its JSON text, or as the JSON object already parsed out of the item."""
+    reason: str | None = None
+    form: str = "unknown"
+    """``envelope``, ``celery``, ``kombu``, ``dramatiq`` or ``unknown``: the outermost wrapper."""
+
+    @property
+    def envelope(self) -> str | None:
+        """The envelope's JSON text, if the item carries one."""
+        if isinstance(self.payload, dict):
+            return _dump(self.payload)
+        return self.payload
+
+
+def unwrap(body: bytes | bytearray | str, *, content_type: str | None = None) -> Unwrapped:
+    """Find the envelope inside ``body``, whatever engine wrote it; never raises.
+
+    ``content_type`` is the transport's own property where it has one (AMQP); a non-JSON type is
+    refused before the body is looked at.
+    """
+    refused = _refused_content_type(content_type)
+    if refused:
+        return Unwrapped(None, refused)
+    data, problem = _parse(body)
+    if problem is not None:
+        if isinstance(body, bytes | bytearray | str) and _looks_base64(body):
+            decoded = _b64(body)
+            if decoded is not None:
+                inner, inner_problem = _parse(decoded)
+                if inner_problem is None and _is_dramatiq(inner):
+                    return _from_dramatiq(inner)
+        return Unwrapped(None, problem)
+    return _classify(data, 0)
+
+
+def _classify(data: Any, depth: int) -> Unwrapped:
+    if depth > _MAX_DEPTH:
+        return Unwrapped(None, "message wrappers nested too deep")
+    if isinstance(data, dict):
+        if _is_kombu(data):
+            return _from_kombu(data, depth)
+        if _is_dramatiq(data):
+            return _from_dramatiq(data)
+        if "job" in data or "id" in data:
+            return Unwrapped(data, form="envelope")
+        keys = ", ".join(sorted(str(k) for k in list(data)[:8]))
+        return Unwrapped(None, f"a JSON object that is neither an envelope nor an engine message (keys: {keys})")
+    if isinstance(data, list):
+        return _from_celery(data)
+    return Unwrapped(None, f"a bare JSON {_json_type(data)}, not a message")
+
+
+def _is_kombu(data: dict[str, Any]) -> bool:
+    return "body" in data and ("properties" in data or "content-type" in data) and "job" not in data
+
+
+def _from_kombu(data: dict[str, Any], depth: int) -> Unwrapped:
+    refused = _refused_content_type(data.get("content-type"))
+    if refused:
+        return Unwrapped(None, refused, form="kombu")
+    properties = data.get("properties")
+    if not isinstance(properties, dict):
+        return Unwrapped(None, f"kombu message 'properties' is {_json_type(properties)}", form="kombu")
+    encoding = properties.get("body_encoding")
+    inner: Any = data.get("body")
+    if encoding == "base64":
+        if not isinstance(inner, str):
+            return Unwrapped(None, "kombu message body is not base64 text", form="kombu")
+        decoded = _b64(inner)
+        if decoded is None:
+            return Unwrapped(None, "kombu message body is not valid base64", form="kombu")
+        inner = decoded
+    elif encoding not in (None, "utf-8"):
+        return Unwrapped(None, f"kombu message body encoding {encoding!r} is not supported", form="kombu")
+    if isinstance(inner, bytes | str):
+        parsed, problem = _parse(inner)
+        if problem is not None:
+            return Unwrapped(None, f"kombu message body: {problem}", form="kombu")
+        inner = parsed
+    found = _classify(inner, depth + 1)
+    return Unwrapped(found.payload, found.reason and f"kombu message body: {found.reason}", form="kombu")
+
+
+def _is_dramatiq(data: Any) -> bool:
+    return isinstance(data, dict) and "actor_name" in data and "queue_name" in data
+
+
+_DRAMATIQ_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "queue_name": str,
+    "actor_name": str,
+    "args": list,
+    "kwargs": dict,
+    "options": dict,
+    "message_id": str,
+    "message_timestamp": (int, float),
+}
+
+
+def _from_dramatiq(data: dict[str, Any]) -> Unwrapped:
+    # Strict: Dramatiq's own worker reads every one of these fields, and a message missing one was
+    # not written by Dramatiq.
+    for name, kind in _DRAMATIQ_FIELDS.items():
+        value = data.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            what = "missing" if name not in data else f"{_json_type(value)}"
+            return Unwrapped(None, f"Dramatiq message field {name!r} is {what}", form="dramatiq")
+    args, kwargs = data["args"], data["kwargs"]
+    if len(args) != 1 or kwargs:
+        return Unwrapped(None, "Dramatiq message does not carry exactly one envelope argument", form="dramatiq")
+    return _envelope_argument(args[0], "dramatiq")
+
+
+def _from_celery(data: list[Any]) -> Unwrapped:
+    if len(data) != 3 or not isinstance(data[0], list) or not isinstance(data[1], dict):
+        return Unwrapped(None, "a JSON array that is not a Celery task body [args, kwargs, embed]", form="celery")
+    args, kwargs = data[0], data[1]
+    if len(args) != 1 or kwargs:
+        return Unwrapped(None, "Celery task body does not carry exactly one envelope argument", form="celery")
+    return _envelope_argument(args[0], "celery")
+
+
+def _envelope_argument(value: Any, form: str) -> Unwrapped:
+    if isinstance(value, str):
+        return Unwrapped(value, form=form)
+    if isinstance(value, dict):
+        return Unwrapped(value, form=form)
+    return Unwrapped(None, f"{form} message argument is {_json_type(value)}, not an envelope", form=form)
+
+
+def _refused_content_type(content_type: Any) -> str | None:
+    if content_type in (None, ""):
+        return None
+    kind = str(content_type).split(";", 1)[0].strip().lower()
+    if kind in JSON_CONTENT_TYPES:
+        return None
+    if "pickle" in kind or "python-serialize" in kind:
+        return f"content type {content_type!r} (pickle) is refused: taskbridge never deserializes pickle"
+    return f"content type {content_type!r} is not JSON"
+
+
+def _parse(body: bytes | bytearray | str) -> tuple[Any, str | None]:
+    if isinstance(body, bytes | bytearray):
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, f"body is not UTF-8 ({exc.reason} at byte {exc.start})"
+    if not body.strip():
+        return None, "body is empty"
+    try:
+        return json.loads(body, parse_constant=_no_constant), None
+    except (ValueError, RecursionError) as exc:
+        return None, f"body is not JSON ({_short(exc)})"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _looks_base64(body: bytes | bytearray | str) -> bool:
+    """Whether ``body`` may be base64 of a JSON object (Dramatiq on SQS): ``{"`` encodes to ``eyJ``."""
+    start = body[:3]
+    return start in ("eyJ", b"eyJ")
+
+
+def _b64(text: bytes | bytearray | str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def readable_body(body: bytes | bytearray | str) -> tuple[str, str | None]:
+    """The body as it can travel in a JSON dead-letter record: UTF-8 text as is, anything else as
+    base64; the second value is ``"base64"`` in that case."""
+    if isinstance(body, str):
+        return body, None
+    try:
+        return bytes(body).decode("utf-8"), None
+    except UnicodeDecodeError:
+        return base64.b64encode(bytes(body)).decode("ascii"), "base64"
