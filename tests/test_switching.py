@@ -7,6 +7,7 @@ import contextlib
 import re
 import shlex
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,25 @@ def test_both_engines_declare_a_rabbitmq_queue_with_the_layouts_arguments(tmp_pa
         finally:
             connection.close()
 
+
+
+def test_celery_keeps_its_redis_keys_under_the_namespace_and_restores_what_a_worker_held(tmp_path: Path) -> None:
+    redis = pytest.importorskip("redis")
+    with _harness("celery", "redis", tmp_path) as harness:
+        namespace = get_settings().namespace
+        prefix = f"{namespace}:celery:"
+        client = redis.Redis.from_url(KNOWN["celery-redis"].broker_url)
+        harness.start_workers()
+        token = uuid.uuid4().hex
+        sent = jobs.crashy.enqueue(token, str(tmp_path / f"crashy-{token}"))
+        assert sent is not None
+        harness.wait_for(lambda: harness.events("started", "crashy"), 60, "the job never started")
+        held = client.hvals(f"{prefix}unacked")
+        assert [value for value in held if sent.id.encode() in value], "the held message is not under the namespace"
+        assert client.zcard(f"{prefix}unacked_index") == 1
+        outside = [key for key in client.keys(f"{namespace}:*") if not key.decode().startswith(prefix)]
+        assert outside == [], "a Celery key outside <namespace>:celery:"
+        harness.kill_workers()
+        harness.start_workers()
+        [ran] = harness.wait_for(lambda: harness.events("ran", "crashy"), 90, "the held job never came back")
+        assert ran["token"] == token
