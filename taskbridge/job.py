@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from .backoff import NO_RETRY, Backoff
+from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .envelope import is_queue_name
 from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
@@ -57,6 +58,8 @@ class JobSpec:
     rate_limit: Rate | None = None
     rate_key: str | None = None
     drop_unknown_kwargs: bool = True
+    aliases: tuple[str, ...] = ()
+    """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +127,7 @@ def lookup(name: str) -> Job[..., Any] | None:
     return _registry.get(name)
 
 
-class Job(Generic[P, R]):
+class Job(CallSiteAliases, Generic[P, R]):
     """A job handle: call it to run inline, ``.enqueue(...)`` to run it on a worker."""
 
     def __init__(self, spec: JobSpec) -> None:
@@ -160,12 +163,19 @@ class Job(Generic[P, R]):
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Publish many runs in batches; each item is a kwargs dict, an args tuple/list, or ``(args, kwargs)``.
 
-        Memory stays bounded by the batch size, so a generator of millions is fine. Returns the count.
+        Memory stays bounded by the batch size, so a generator of millions is fine. ``progress`` is
+        called after each batch with the number of items handled so far. Returns the count published.
         """
-        return JobCall(self).enqueue_many(calls, batch_size=batch_size)
+        return JobCall(self).enqueue_many(calls, batch_size=batch_size, progress=progress)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
@@ -198,14 +208,21 @@ class JobCall:
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """:meth:`Job.enqueue_many` with these options."""
         from .publishing import enqueue_batches
 
-        return enqueue_batches(self, calls, batch_size=batch_size)
+        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress)
 
 
 @dataclass
-class Signature:
+class Signature(SignatureAliases):
     """A job and its arguments, to run later; ``a.s(1).then(b.s(2)).enqueue()`` runs b after a succeeds."""
 
     job: str
@@ -269,6 +286,7 @@ def job(
     rate_limit: str | Rate | None = None,
     rate_key: str | None = None,
     drop_unknown_kwargs: bool = True,
+    aliases: Iterable[str] = (),
 ) -> Any:
     """Declare a background job.
 
@@ -277,7 +295,9 @@ def job(
     at a time across all workers (``on_lock="defer"`` or ``"skip"`` when it is held);
     ``concurrency=N`` caps running instances cluster-wide; ``rate_limit="70/s"`` is global across
     workers (per ``rate_key`` template if given); ``unique=True`` or a key template refuses a second
-    enqueue while one is pending. Invalid options raise :class:`JobDefinitionError` right here.
+    enqueue while one is pending. ``aliases=["myapp.tasks.send_report"]`` also runs messages that
+    unmigrated Celery or Dramatiq producers send under those names. Invalid options raise
+    :class:`JobDefinitionError` right here.
     """
 
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
@@ -380,6 +400,7 @@ def job(
             rate_limit=parsed_rate,
             rate_key=rate_key,
             drop_unknown_kwargs=drop_unknown_kwargs,
+            aliases=check_aliases(job_name, aliases, _registry),
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:

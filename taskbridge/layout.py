@@ -6,14 +6,10 @@ adapter builds its names and declarations from them. docs/transports.md describe
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 SQS_RETENTION_SECONDS = 14 * 24 * 3600
 """How long an SQS queue keeps a message; SQS's maximum, set by whichever engine creates the queue."""
-
-_SQS_NAME_CHARACTERS = {ord(c): "_" for c in string.punctuation if c not in "-_."}
-_SQS_NAME_CHARACTERS[ord(".")] = "-"
 
 
 def amqp_queue_arguments(queue: str) -> dict[str, Any]:
@@ -28,9 +24,10 @@ def amqp_queue_arguments(queue: str) -> dict[str, Any]:
 
 
 def sqs_queue_name(namespace: str, queue: str) -> str:
-    """The SQS queue of ``queue`` under every engine: ``<namespace>-<queue>``, with the characters
-    SQS does not allow replaced as kombu replaces them ('.' -> '-', other punctuation -> '_')."""
-    return f"{namespace}-{queue}".translate(_SQS_NAME_CHARACTERS)
+    """The SQS queue of ``queue`` under every engine: ``<namespace>-<queue>`` (kombu's name with the
+    ``<namespace>-`` prefix). Names SQS cannot hold are refused before they reach it
+    (taskbridge.queue_rules), so no engine's character replacement ever applies."""
+    return f"{namespace}-{queue}"
 
 
 def redis_celery_prefix(namespace: str) -> str:

@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import events
@@ -19,6 +19,7 @@ from .engine import Engine, get_engine
 from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
+from .queue_rules import queue_name_problem
 from .units import parse_duration
 from .wire import readable_body
 
@@ -148,6 +149,9 @@ class _Publisher:
                 f"job {self.spec.name!r}: queue= must be letters, digits, '-', '_' or '.', got {call.queue!r}"
             )
         self.queue = call.queue or self.spec.resolved_queue(self.settings.default_queue)
+        problem = queue_name_problem(self.queue, self.settings)
+        if problem:
+            raise EnqueueError(f"job {self.spec.name!r}: {problem}")
         self.delay = _countdown(call)
         self.expires = _expires(call, self.settings)
         self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()
@@ -290,8 +294,17 @@ def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
     )
 
 
-def enqueue_batches(call: JobCall, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
-    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch."""
+def enqueue_batches(
+    call: JobCall,
+    calls: Iterable[Any],
+    *,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch.
+
+    ``progress`` is called after each batch with the number of calls handled so far (published,
+    or refused as duplicates of a ``unique`` job)."""
     publisher = _Publisher(call)
     size = publisher.settings.enqueue_batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -311,4 +324,6 @@ def enqueue_batches(call: JobCall, calls: Iterable[Any], *, batch_size: int | No
                 batch.append(envelope)
         publisher.send(batch)
         total += len(batch)
+        if progress is not None:
+            progress(consumed)
     return total

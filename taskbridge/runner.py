@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from . import carrying, events
@@ -20,6 +21,7 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .queue_rules import queue_name_problem
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -49,6 +51,9 @@ class Runner:
         in a store its processes do not share."""
         specs = specs if specs is not None else [j.spec for j in registry().values()]
         for spec in specs:
+            problem = queue_name_problem(spec.resolved_queue(self.settings.default_queue), self.settings)
+            if problem:
+                raise ConfigurationError(f"job {spec.name!r}: {problem}")
             timeout = spec.resolved_timeout(self.settings.default_timeout)
             if spec.hard_timeout is not None and timeout is not None and spec.hard_timeout <= timeout:
                 raise ConfigurationError(
@@ -73,10 +78,19 @@ class Runner:
         self._report(outcome, queue)
         return outcome
 
-    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+    def run_item(
+        self,
+        body: bytes | str,
+        queue: str,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
-        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
-        item = unwrap(body, content_type=content_type)
+        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters.
+        ``content_type`` and ``headers`` are the transport's message properties where it has them
+        (AMQP): the headers name the task of a legacy Celery message (see :mod:`.legacy`)."""
+        item = unwrap(body, content_type=content_type, headers=headers)
         if item.payload is None:
             return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
         limit = self.engine.facts.max_message_size

@@ -14,6 +14,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
+from .legacy import refuse_non_json
 from .wire import payload_text
 
 log = logging.getLogger("taskbridge.celery")
@@ -49,7 +50,8 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         engine = self.app.taskbridge_engine
         queue = (message.delivery_info or {}).get("routing_key")
         try:
-            engine.dead_letter(_raw_envelope(message), reason, queue)
+            if not refuse_non_json(engine._runner_or_new(), message, queue):
+                engine.dead_letter(_raw_envelope(message), reason, queue)
         except Exception:
             log.exception("could not dead-letter a message (%s); it goes back to the queue", reason)
             message.reject_log_error(log, self.connection_errors, requeue=True)

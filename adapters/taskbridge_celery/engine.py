@@ -6,11 +6,13 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, carrying, get_settings
 from taskbridge.engine import MessageRunner
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
+from taskbridge.extras import require
 from taskbridge.job import lookup
 from taskbridge.layout import redis_celery_prefix, sqs_queue_name
 from taskbridge.publishing import publish_dead_letter
@@ -19,11 +21,17 @@ from taskbridge.runner import Runner
 from .app import build_app, consume
 from .broker import broker_for
 from .connection import ProcessConnection
+from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
-from .sqs import SqsQueues
 from .tasks import register
+
+if TYPE_CHECKING:
+    from .sqs import SqsQueues
+
+_TRANSPORT_MODULES = {"redis": {"redis": "redis"}, "amqp": {}, "sqs": {"boto3": "sqs"}}
+"""Per transport, the packages it needs beyond Celery (module -> extra); py-amqp comes with kombu."""
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -39,13 +47,16 @@ class CeleryEngine:
 
     def __init__(self, settings: Settings | None = None, options: CelerySettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = options or load_celery_settings()
+        self.options = options or load_celery_settings(strict=self.settings.strict)
         self.broker = broker_for(self.settings, self.options)
+        require(_TRANSPORT_MODULES[self.broker.scheme], f"the celery engine on {self.broker.scheme}://")
         self.facts: TransportFacts = self.broker.facts(self.options)
         self.app = build_app(self.settings, self.broker)
         self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
         self._connection = ProcessConnection(self.app)
         if self.broker.scheme == "sqs":
+            from .sqs import SqsQueues  # kombu's SQS transport and botocore: only for sqs://
+
             sqs = SqsQueues(self._connection)
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs
@@ -59,7 +70,9 @@ class CeleryEngine:
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
         self._runner = runner
-        register(self.app, spec, self._run_message)
+        if spec.name not in spec.aliases:  # else the alias task below runs the job's own name too
+            register(self.app, spec, self._run_message)
+        register_aliases(self.app, spec, self._runner_or_new)
         longest = spec.hard_timeout or spec.resolved_timeout(self.settings.default_timeout)
         if self.broker.scheme in ("redis", "sqs") and longest and longest >= self.broker.hold_limit:
             log.warning(

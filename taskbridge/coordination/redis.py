@@ -16,7 +16,9 @@ try:
     import redis
     from redis.exceptions import LockNotOwnedError
 except ImportError as exc:
-    raise ImportError("the Redis coordination store needs the redis package: pip install 'taskbridge[redis]'") from exc
+    raise ImportError(
+        "the Redis coordination store needs the redis package: pip install 'taskbridge-jobs[redis]'"
+    ) from exc
 
 # GCRA with reservation: the caller always takes the next slot and learns how long until it.
 # Times are integer microseconds of the server clock, so every host agrees on "now".
