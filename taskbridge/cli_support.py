@@ -35,10 +35,17 @@ def log_level_option(default: str | None = None) -> Callable[[F], F]:
     )
 
 
+_CHATTY = ("botocore", "boto3", "urllib3", "pika")
+"""Libraries that log routine steps (credentials found, connection opened) at INFO."""
+
+
 def set_log_level(level: str | None) -> None:
-    """Set the root log level (``None`` leaves it as the group's ``--log-level`` set it)."""
+    """Set the root log level (``None`` leaves it as the group's ``--log-level`` set it); the
+    libraries in :data:`_CHATTY` speak only from WARNING unless the level is DEBUG."""
     if level is not None:
         logging.getLogger().setLevel(level.upper())
+        for name in _CHATTY:
+            logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 
 def fail(exc: Exception) -> NoReturn:
@@ -110,6 +117,8 @@ def describe_settings(settings: Settings) -> str:
         shown = mask_url(value) if name in secret and isinstance(value, str) else str(value)
         if name == "sentry_dsn" and value:
             shown = "(set)"
+        elif name == "signing_keys_accepted":
+            shown = f"({len(value)} key{'' if len(value) == 1 else 's'})" if value else "[]"
         lines.append(f"{name:<{width}}  {shown}  [{settings.origin(name)}]")
     return "\n".join(lines)
 

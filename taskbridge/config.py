@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from . import config_check
+from . import config_check, tls
 from .config_files import ConfigFile, find_config_files
 from .errors import ConfigurationError
 from .units import parse_duration
 
 _BROKER_SCHEMES = ("memory", "redis", "rediss", "amqp", "amqps", "pyamqp", "sqs")
+_MIN_KEY_LENGTH = 16
 _files_in_force: ContextVar[tuple[ConfigFile, ...] | None] = ContextVar("taskbridge_config_files", default=None)
 
 
@@ -64,6 +67,14 @@ class Settings(BaseSettings):
     prefetch: int = Field(1, ge=1)
     metrics_port: int | None = None
     sentry_dsn: str | None = Field(None, description="report job exceptions to Sentry (default: SENTRY_DSN)")
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key: envelopes are signed, workers dead-letter unsigned or wrongly signed ones",
+    )
+    signing_keys_accepted: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="older signing keys workers still accept while keys rotate (comma-separated or a JSON list)",
+    )
     strict: bool = Field(False, description="unknown TASKBRIDGE_* variables and file keys are errors, not warnings")
     connect_timeout: float = Field(
         5.0, description="how long commands and workers wait for the broker and coordination store to answer"
@@ -105,6 +116,7 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in _BROKER_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(_BROKER_SCHEMES)}")
+        tls.check(value)
         return value
 
     @field_validator("coordination_url")
@@ -112,7 +124,39 @@ class Settings(BaseSettings):
     def _coordination(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("memory", "redis", "rediss", "unix"):
             raise ValueError("must be memory:// or a redis:// URL")
+        if value is not None:
+            tls.check(value)
         return value
+
+    @field_validator("signing_keys_accepted", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("must be a JSON list of strings or comma-separated keys") from None
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("signing_key", "signing_keys_accepted")
+    @classmethod
+    def _key_length(cls, value: Any) -> Any:
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None and len(key.get_secret_value()) < _MIN_KEY_LENGTH:
+                raise ValueError(f"a signing key must be at least {_MIN_KEY_LENGTH} characters (use a random one)")
+        return value
+
+    @model_validator(mode="after")
+    def _signing(self) -> Settings:
+        if self.signing_keys_accepted and self.signing_key is None:
+            raise ValueError(
+                "signing_keys_accepted (TASKBRIDGE_SIGNING_KEYS_ACCEPTED) needs TASKBRIDGE_SIGNING_KEY: "
+                "a worker checks signatures only when it has a key of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _engine_and_broker(self) -> Settings:

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
+from . import tls
 from .config import Settings, mask_url
 from .errors import TaskbridgeError
 
@@ -92,7 +93,14 @@ def _explain(exc: BaseException, variable: str) -> tuple[str, str]:
 def _ping_redis(url: str, timeout: float) -> None:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False)
+    url, options = tls.split(url)
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry_on_timeout=False,
+        **(options.redis_kwargs() if options else {}),
+    )
     try:
         client.ping()
     finally:
@@ -100,20 +108,21 @@ def _ping_redis(url: str, timeout: float) -> None:
 
 
 def _open_amqp(url: str, timeout: float) -> None:
+    url, options = tls.split(url)
     parts = urlsplit(url)
     user = unquote(parts.username) if parts.username else "guest"
     password = unquote(parts.password) if parts.password else "guest"
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    secure = parts.scheme == "amqps"
     host = parts.hostname or "localhost"
-    port = parts.port or (5671 if secure else 5672)
+    port = parts.port or (5672 if options is None else 5671)
     try:
         import amqp
     except ImportError:
         amqp = None
     if amqp is not None:
         connection = amqp.Connection(
-            host=f"{host}:{port}", userid=user, password=password, virtual_host=vhost, ssl=secure,
+            host=f"{host}:{port}", userid=user, password=password, virtual_host=vhost,
+            ssl=options.py_amqp_ssl(host) if options else False,
             connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
         )
         try:
@@ -129,10 +138,8 @@ def _open_amqp(url: str, timeout: float) -> None:
         host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(user, password),
         connection_attempts=1, socket_timeout=timeout, stack_timeout=timeout, blocked_connection_timeout=timeout,
     )
-    if secure:
-        import ssl
-
-        parameters.ssl_options = pika.SSLOptions(ssl.create_default_context(), host)
+    if options is not None:
+        parameters.ssl_options = pika.SSLOptions(options.context(), host)
     pika.BlockingConnection(parameters).close()
 
 

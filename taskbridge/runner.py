@@ -22,6 +22,7 @@ from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
 from .queue_rules import queue_name_problem
+from .signing import signer_for
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -44,6 +45,7 @@ class Runner:
         self.coordination = coordination or get_coordination()
         self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
+        self.signer = signer_for(self.settings)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -118,7 +120,10 @@ class Runner:
             outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
         else:
             handle = lookup(envelope.job)
-            if handle is None:
+            unsigned = self.signer.verify(envelope) if self.signer else None
+            if unsigned:
+                outcome = Dead(None, unsigned, raw=raw)
+            elif handle is None:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}")
             else:
                 self._release_killed(handle.spec, envelope)
@@ -144,6 +149,11 @@ class Runner:
             envelope = decode(raw)
         except EnvelopeError as exc:
             return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
+        if self.signer is not None:
+            unsigned = self.signer.verify(envelope)
+            if unsigned:
+                # Nothing in the envelope is trusted, not even its queue: dead-letter the bytes.
+                return Dead(None, unsigned, raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from .. import tls
 from ..config import mask_url
 from ..errors import CoordinationError
 from ..units import Rate
@@ -94,8 +95,12 @@ class RedisCoordination:
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
         self.where = mask_url(url)
+        url, options = tls.split(url)
         self._client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            **(options.redis_kwargs() if options else {}),
         )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
