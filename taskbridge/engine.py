@@ -21,8 +21,12 @@ ENTRY_POINT_GROUP = "taskbridge.engines"
 class MessageRunner(Protocol):
     """What an engine hands every message to (the core's :class:`~taskbridge.runner.Runner`).
 
-    Both methods carry out the outcome (republish or dead-letter) before they return; if they
-    raise, the message must not be acknowledged, so that it is delivered again.
+    Both methods carry out the outcome (republish or dead-letter) before they return: a write that
+    fails is retried in place, with back-off, until it is stored (:mod:`taskbridge.carrying`), so
+    the calling thread may hold the message a long time but the job never runs twice for it. If
+    they raise (no outcome could be decided, so the job did not run; or, inside
+    :func:`taskbridge.carrying.without_holding`, the one write failed), the message must not be
+    acknowledged, so that it is delivered again.
     """
 
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
@@ -120,6 +124,18 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    # Optional (looked up with getattr, so an engine without it still fits the port):
+    #
+    # def holdings(self, queue: str) -> Mapping[str, int]:
+    #     """Where on the broker ``queue``'s waiting messages are kept (a Redis key, an SQS or
+    #     RabbitMQ queue: the name as the broker knows it) and how many each place holds.
+    #
+    #     At start a worker compares the places of the other registered engines with its own
+    #     engine's, on the same broker URL: a place only the other engine uses that holds messages
+    #     is a stranded backlog, and the worker logs the ``taskbridge move`` command for it
+    #     (taskbridge.stranded). The checks must be cheap: one count per place, no message read.
+    #     """
 
 
 def settle(items: Sequence[Taken], *, ack: bool) -> None:

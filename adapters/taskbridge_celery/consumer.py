@@ -14,6 +14,8 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
+from taskbridge import carrying
+
 from .legacy import refuse_non_json
 from .wire import payload_text
 
@@ -50,8 +52,9 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         engine = self.app.taskbridge_engine
         queue = (message.delivery_info or {}).get("routing_key")
         try:
-            if not refuse_non_json(engine._runner_or_new(), message, queue):
-                engine.dead_letter(_raw_envelope(message), reason, queue)
+            with carrying.without_holding():  # the consumer's event loop must not wait on a broker
+                if not refuse_non_json(engine._runner_or_new(), message, queue):
+                    engine.dead_letter(_raw_envelope(message), reason, queue)
         except Exception:
             log.exception("could not dead-letter a message (%s); it goes back to the queue", reason)
             message.reject_log_error(log, self.connection_errors, requeue=True)

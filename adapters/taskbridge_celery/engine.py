@@ -8,12 +8,13 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
+from taskbridge import Envelope, JobSpec, Settings, TransportFacts, carrying, get_settings
 from taskbridge.engine import MessageRunner, Taken
 from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
 from taskbridge.extras import require
 from taskbridge.job import lookup
+from taskbridge.layout import redis_celery_prefix, sqs_queue_name
 from taskbridge.publishing import dead_letter_queue, publish_dead_letter
 from taskbridge.runner import Runner
 
@@ -61,7 +62,9 @@ class CeleryEngine:
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
-            self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
+            amqp = self.broker.scheme == "amqp"
+            confirmed = amqp and self.options.amqp_confirm_publish
+            self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
         self._taker: RedisTake | AmqpTake | SqsTake | None = None
@@ -90,6 +93,11 @@ class CeleryEngine:
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
         consume(self.app, names)
+        if self.broker.scheme == "amqp":
+            # A retry or dead letter must be stored before its message is acknowledged: the
+            # worker's own publishes are confirmed whatever producers chose.
+            self.app.conf.broker_transport_options = {**self.broker.transport_options, "confirm_publish": True}
+            self.close()
         worker = self.app.Worker(
             hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",
             queues=names,
@@ -109,6 +117,17 @@ class CeleryEngine:
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""
         return self._queues.depth(queue)
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker (the Redis key, SQS or RabbitMQ
+        queue), and how many (the optional Engine port method the stranded-backlog check uses)."""
+        if self.broker.scheme == "redis":
+            name = redis_celery_prefix(self.settings.namespace) + queue
+        elif self.broker.scheme == "sqs":
+            name = sqs_queue_name(self.settings.namespace, queue)
+        else:
+            name = queue
+        return {name: self.depth(queue)}
 
     def purge(self, queue: str) -> int:
         """Drop the waiting messages of ``queue``; returns how many there were."""
@@ -134,19 +153,25 @@ class CeleryEngine:
         self._connection.close()
 
     def fail_killed(self, raw: str, reason: str, queue: str | None) -> None:
-        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy."""
-        self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
+        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy.
+
+        Called in the worker's main process, which must not block: one write, or it raises.
+        """
+        with carrying.without_holding():
+            self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
 
     def dead_letter(self, raw: str, reason: str, queue: str | None) -> None:
         """A message Celery could not turn into a job run goes to the dead letters, never lost.
 
         Malformed envelopes and unknown jobs go through the runner, which dead-letters them without
         running anything; a valid envelope in a broken Celery message is dead-lettered as it is.
+        Called in the worker's main process, which must not block: one write, or it raises.
         """
         job = peek_job_name(raw)
         log.warning("dead-lettering a message of job %s that Celery cannot run: %s", job, reason)
         if job is None or lookup(job) is None:
-            self._run_message(raw, queue)
+            with carrying.without_holding():
+                self._run_message(raw, queue)
             return
         try:
             envelope: Envelope | None = decode(raw)

@@ -32,7 +32,12 @@ class CelerySettings(BaseSettings):
         default=1800.0, gt=0, description="RabbitMQ's consumer_timeout in seconds (the broker's default is 1800)"
     )
     amqp_confirm_publish: bool = Field(
-        default=False, description="wait for RabbitMQ publisher confirms on every publish (safer, slower)"
+        default=True,
+        description=(
+            "RabbitMQ: a publish returns only once the broker has stored the message (publisher "
+            "confirms; a batch is one transaction, one round trip). Off: faster single enqueues, "
+            "but a message the broker drops or refuses is lost without an error"
+        ),
     )
     sqs_wait_time_seconds: int = Field(
         default=10, ge=0, le=20, description="SQS long-polling wait of the worker's ReceiveMessage calls"

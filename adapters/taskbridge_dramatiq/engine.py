@@ -115,6 +115,11 @@ class DramatiqEngine:
             count += own_dead_letters(self.broker, self.transport, queue[: -len(self.settings.dead_letter_suffix)])
         return count
 
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker, and how many each place holds
+        (the optional Engine port method the worker's stranded-backlog check uses)."""
+        return self.broker.holdings(queue)
+
     def purge(self, queue: str) -> int:
         """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
         count = self.broker.purge_queue(queue)
