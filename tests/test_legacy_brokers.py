@@ -13,15 +13,20 @@ import dramatiq
 import legacy_jobs
 import pytest
 from celery import Celery
+from kombu import Exchange, Queue
 from support import open_harness
 
 from taskbridge import get_engine
+from taskbridge.layout import amqp_queue_arguments
 from taskbridge.testing import Harness
+
+# During a migration the Celery engine shares kombu's bare Redis keys with the old Celery app.
+SHARED_CELERY_KEYS = {"TASKBRIDGE_CELERY_REDIS_KEY_PREFIX": ""}
 
 
 @pytest.fixture(params=["celery-redis", "celery-amqp"])
 def celery_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    with open_harness(request.param, tmp_path, "legacy_jobs") as harness:
+    with open_harness(request.param, tmp_path, "legacy_jobs", settings=SHARED_CELERY_KEYS) as harness:
         yield harness
 
 
@@ -35,6 +40,11 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     """The producers' Celery app as it was before the migration, sending to the queue the worker reads."""
     app = Celery("oldapp", broker=run.combination.broker_url, set_as_current=False)
     app.conf.update(task_default_queue=run.queue, task_serializer=serializer, accept_content=[serializer])
+    # On RabbitMQ the old app declares its queue with the shared layout's arguments, as
+    # migration_guide/live_migration.md asks before taskbridge workers join.
+    arguments = amqp_queue_arguments(run.queue)
+    queue = Queue(run.queue, Exchange(run.queue), routing_key=run.queue, queue_arguments=arguments)
+    app.conf.task_queues = [queue]
     return app
 
 

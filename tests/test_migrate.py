@@ -150,7 +150,7 @@ def test_a_rewritten_worker_on_redis_runs_new_enqueues_and_the_old_producers_mes
     ledger = tmp_path / "ledger.jsonl"
     monkeypatch.setenv("PYTHONPATH", str(rewritten))
     monkeypatch.setenv("LEDGER_FILE", str(ledger))
-    with open_harness("celery-redis", tmp_path, "shop.tasks") as run:
+    with open_harness("celery-redis", tmp_path, "shop.tasks", {"TASKBRIDGE_CELERY_REDIS_KEY_PREFIX": ""}) as run:
         tasks = importlib.import_module("shop.tasks")
         old = Celery("shop", broker=run.combination.broker_url, set_as_current=False)
         old.conf.task_default_queue = run.queue

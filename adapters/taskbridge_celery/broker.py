@@ -72,7 +72,7 @@ def broker_for(settings: Settings, options: CelerySettings) -> Broker:
     """The Celery broker for ``settings.broker_url``."""
     scheme = settings.broker_scheme
     if scheme in ("redis", "rediss"):
-        return _redis(settings)
+        return _redis(settings, options)
     if scheme in ("amqp", "amqps", "pyamqp"):
         return _amqp(settings, options)
     if scheme == "sqs":
@@ -82,14 +82,14 @@ def broker_for(settings: Settings, options: CelerySettings) -> Broker:
     )
 
 
-def _redis(settings: Settings) -> Broker:
+def _redis(settings: Settings, options: CelerySettings) -> Broker:
     vt = settings.visibility_timeout
-    url, options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
+    url, tls_options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
     return Broker(
         scheme="redis",
         url=url,
         # kombu hands these to redis-py's SSLConnection; without them it would not verify the server.
-        ssl=options.redis_kwargs() if options else None,
+        ssl=tls_options.redis_kwargs() if tls_options else None,
         transport_options={
             "visibility_timeout": vt,
             # kombu scans for messages whose worker died every interval x throttle seconds
@@ -98,8 +98,13 @@ def _redis(settings: Settings) -> Broker:
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
             # Every key (queue lists, the unacked hash and index, bindings, pidbox channels) under
-            # "<namespace>:celery:", apart from Dramatiq's "<namespace>:<queue>" keys.
-            "global_keyprefix": redis_celery_prefix(settings.namespace),
+            # "<namespace>:celery:", apart from Dramatiq's "<namespace>:<queue>" keys; "" shares
+            # kombu's bare keys with Celery apps not migrated yet.
+            "global_keyprefix": (
+                redis_celery_prefix(settings.namespace)
+                if options.redis_key_prefix is None
+                else options.redis_key_prefix
+            ),
         },
         hold_limit=vt,
         max_message_size=REDIS_MAX_MESSAGE,

@@ -14,7 +14,7 @@ from taskbridge.envelope import decode, peek_job_name
 from taskbridge.errors import EnvelopeError
 from taskbridge.extras import require
 from taskbridge.job import lookup
-from taskbridge.layout import redis_celery_prefix, sqs_queue_name
+from taskbridge.layout import sqs_queue_name
 from taskbridge.publishing import dead_letter_queue, publish_dead_letter
 from taskbridge.runner import Runner
 
@@ -122,7 +122,7 @@ class CeleryEngine:
         """Where ``queue``'s waiting messages are kept on the broker (the Redis key, SQS or RabbitMQ
         queue), and how many (the optional Engine port method the stranded-backlog check uses)."""
         if self.broker.scheme == "redis":
-            name = redis_celery_prefix(self.settings.namespace) + queue
+            name = str(self.broker.transport_options.get("global_keyprefix", "")) + queue
         elif self.broker.scheme == "sqs":
             name = sqs_queue_name(self.settings.namespace, queue)
         else:

@@ -51,6 +51,13 @@ class CelerySettings(BaseSettings):
             "SQS, so a small value costs no extra requests (kombu's 1 s caps a worker at ~2 jobs/s)"
         ),
     )
+    redis_key_prefix: str | None = Field(
+        default=None,
+        description=(
+            "prefix of every Redis key the Celery engine uses (default '<namespace>:celery:'); '' uses "
+            "kombu's bare keys, shared with plain Celery producers and workers during a migration"
+        ),
+    )
     loglevel: str = Field(default="INFO", description="log level of the Celery worker")
     hostname: str | None = Field(default=None, description="Celery node name (default taskbridge-<pid>@<host>)")
 
