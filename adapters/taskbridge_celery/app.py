@@ -55,6 +55,8 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
         "worker_consumer": "taskbridge_celery.consumer:EnvelopeConsumer",
         "enable_utc": True,
     }
+    if broker.transport:
+        config["broker_transport"] = broker.transport
     if settings.worker_max_memory_mb:
         config["worker_max_memory_per_child"] = settings.worker_max_memory_mb * 1024
     if broker.scheme == "sqs":

@@ -30,6 +30,9 @@ _SQS_HEADROOM = 4 * 1024
 """Bytes of the SQS body taken by Celery headers and kombu's message fields around the envelope."""
 _MAX_MARGIN = 900.0
 REDIS_MAX_MESSAGE = 8 * 1024 * 1024
+REDIS_TRANSPORT = "taskbridge_celery.guarded_redis:RedisTransport"
+SQS_TRANSPORT = "taskbridge_celery.guarded_sqs:SQSTransport"
+"""kombu's transports with a guarded read of every queue item (guarded_redis.py, guarded_sqs.py)."""
 AMQP_MAX_MESSAGE = 8 * 1024 * 1024
 
 
@@ -44,6 +47,8 @@ class Broker:
     hold_limit: float = float("inf")
     """Seconds an unacknowledged message may stay with a worker before the broker redelivers it."""
     max_message_size: int = REDIS_MAX_MESSAGE
+    transport: str | None = None
+    """kombu transport class (``module:Class``) in place of the one the URL's scheme names."""
 
     def facts(self, options: CelerySettings) -> TransportFacts:
         if self.scheme == "sqs":
@@ -94,6 +99,8 @@ def _redis(settings: Settings) -> Broker:
         },
         hold_limit=vt,
         max_message_size=REDIS_MAX_MESSAGE,
+        # rediss:// keeps kombu's transport: a class path in its place would drop the TLS the scheme implies.
+        transport=REDIS_TRANSPORT if settings.broker_scheme == "redis" else None,
     )
 
 
@@ -132,6 +139,7 @@ def _sqs(settings: Settings, options: CelerySettings) -> Broker:
         transport_options=transport_options,
         hold_limit=float(transport_options["visibility_timeout"]),
         max_message_size=size,
+        transport=SQS_TRANSPORT,
     )
 
 
