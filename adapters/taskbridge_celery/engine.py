@@ -79,6 +79,12 @@ class CeleryEngine:
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
+        if self._runner is None:
+            # Without a runner every message would be one the worker can neither run nor dead-letter.
+            raise ConfigurationError(
+                "the celery worker has no job declared: name the modules that declare them "
+                "(taskbridge worker myapp.jobs)"
+            )
         names = list(queues) or [self.settings.default_queue]
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
