@@ -59,6 +59,7 @@ def test_any_item_becomes_a_kombu_message_routed_to_the_queue_it_was_read_from(i
     message = _message(kombu_payload(item, "emails"))
     assert message.delivery_info["routing_key"] == "emails"
     assert message.delivery_tag
+    assert isinstance(message.body, str | bytes), "every message has a body to run or dead-letter"
     if ITEM_HEADER in (message.headers or {}):
         assert message.body == item, "a wrapper carries the item's exact bytes"
 

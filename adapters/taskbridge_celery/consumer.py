@@ -37,13 +37,19 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
 
     def on_item(self, message: Message) -> None:
         """Hand ``message`` to Celery if it is one of our task messages, else to the runner."""
+        try:
+            self._route(message)
+        except Exception as exc:  # one message must never stop the consumer
+            log.exception("a message could not be routed; it goes to the dead letters")
+            self._dead_letter(message, f"the worker could not read the message: {exc!r}")
+
+    def _route(self, message: Message) -> None:
         if self._is_task_message(message):
             self._to_celery(message)
             return
         queue = self._queue_of(message)
-        wrapper = _is_wrapper(message)
-        body = message.body
-        content_type = None if wrapper else message.content_type
+        body = _body(message)
+        content_type = None if _is_wrapper(message) else message.content_type
         item = unwrap(body, content_type=content_type)
         if item.envelope is not None:
             job = peek_job_name(item.envelope)
@@ -108,7 +114,7 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         queue = self._queue_of(message)
-        self._carry_out(message, lambda runner: runner.dead_letter(message.body, reason, queue))
+        self._carry_out(message, lambda runner: runner.dead_letter(_body(message), reason, queue))
 
     def _carry_out(self, message: Message, action: Callable[[Any], object]) -> None:
         try:
@@ -118,6 +124,13 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             message.reject_log_error(log, self.connection_errors, requeue=True)
             return
         message.ack_log_error(log, self.connection_errors)
+
+
+def _body(message: Message) -> bytes | str:
+    body = message.body
+    if isinstance(body, bytes | str):
+        return body
+    return b"" if body is None else repr(body)
 
 
 def _is_wrapper(message: Message) -> bool:

@@ -69,13 +69,15 @@ def _well_formed(item: bytes | str) -> dict[str, Any] | None:
     headers = payload.get("headers")
     if not isinstance(headers, dict | None):
         return None
-    if not all(isinstance(payload.get(key), _TEXT_OR_NONE) for key in ("body", "content-type", "content-encoding")):
+    body = payload.get("body")
+    if not isinstance(body, str):
+        return None
+    if not all(isinstance(payload.get(key), _TEXT_OR_NONE) for key in ("content-type", "content-encoding")):
         return None
     encoding = properties.get("body_encoding")
-    body = payload.get("body")
     if encoding == "base64":
         try:
-            base64.b64decode(body or "", validate=True)
+            base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             return None
     elif encoding not in (None, "utf-8"):
