@@ -69,7 +69,10 @@ def envelope_text(args: Any, kwargs: Any) -> str | None:
         if isinstance(only, str):
             return only
         if isinstance(only, dict):
-            return json.dumps(only, separators=(",", ":"))
+            try:
+                return json.dumps(only, separators=(",", ":"))
+            except (TypeError, ValueError):  # kombu's JSON reader made objects of typed values
+                return None
     return None
 
 
