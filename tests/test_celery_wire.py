@@ -138,8 +138,11 @@ def test_generated_items_each_run_or_end_in_the_dead_letters_and_the_worker_goes
     assert {e["pid"] for e in _ran(run)} == pids, "the worker process was replaced"
 
 
-def test_a_dramatiq_message_in_a_queue_a_celery_worker_consumes_runs_its_envelope(tmp_path: Path) -> None:
-    with open_harness("celery-amqp", tmp_path, "celery_jobs", SETTINGS) as run:
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_a_dramatiq_message_in_a_queue_a_celery_worker_consumes_runs_its_envelope(
+    transport: str, tmp_path: Path
+) -> None:
+    with open_harness(f"celery-{transport}", tmp_path, "celery_jobs", SETTINGS) as run:
         run.start_workers()
         engine: Any = get_engine()
         envelope = Envelope(job=jobs.echo.name, queue=run.queue, args=[41])
@@ -151,18 +154,28 @@ def test_a_dramatiq_message_in_a_queue_a_celery_worker_consumes_runs_its_envelop
         stray = DramatiqMessage(
             queue_name=run.queue, actor_name=unknown.job, args=(unknown.encode(),), kwargs={}, options={},
         )
-        url = urlsplit(engine.broker.url)
-        credentials = pika.PlainCredentials(url.username or "guest", url.password or "guest")
-        connection = pika.BlockingConnection(pika.ConnectionParameters(url.hostname, url.port, "/", credentials))
-        try:
-            channel = connection.channel()
-            channel.queue_declare(run.queue, durable=True)
-            for body in (message.encode(), stray.encode()):
-                channel.basic_publish("", run.queue, body, pika.BasicProperties(delivery_mode=2))
-        finally:
-            connection.close()
+        bodies = [message.encode(), stray.encode()]
+        if transport == "amqp":
+            _publish_with_pika(engine.broker.url, run.queue, bodies)
+        else:
+            # As dramatiq-sqs sends them: base64 of Dramatiq's JSON.
+            for body in bodies:
+                put_raw(engine, run.queue, RawItem("dramatiq", base64.b64encode(body)))
         [ran] = run.wait_for(lambda: _ran(run), 30, "the envelope inside the Dramatiq message never ran")
         assert ran["n"] == 41
         run.wait_for(lambda: run.depth(run.dead_queue) == 1, 15, "the unknown job's message is a dead letter")
         time.sleep(1.0)
         assert len(_ran(run)) == 1 and run.depth(run.queue) == 0
+
+
+def _publish_with_pika(broker_url: str, queue: str, bodies: list[bytes]) -> None:
+    url = urlsplit(broker_url)
+    credentials = pika.PlainCredentials(url.username or "guest", url.password or "guest")
+    connection = pika.BlockingConnection(pika.ConnectionParameters(url.hostname, url.port, "/", credentials))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True)
+        for body in bodies:
+            channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
