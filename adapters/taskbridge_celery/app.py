@@ -32,6 +32,9 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
         "broker_url": broker.url,
         "broker_transport_options": broker.transport_options,
         "broker_connection_retry_on_startup": True,
+        # A worker whose broker goes away reconnects for as long as it takes (Celery's default gives
+        # up after 100 attempts, about 50 minutes, and exits).
+        "broker_connection_max_retries": None,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
