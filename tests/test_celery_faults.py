@@ -73,7 +73,7 @@ def test_a_publish_while_the_broker_is_unreachable_raises_publish_error_then_wor
     run.wait_for(lambda: get_engine().depth(run.queue) == 2, 15, "the two publishes around the cut are stored")
 
 
-@pytest.mark.parametrize("proxied", ["redis", "amqp"], indirect=True)
+@pytest.mark.parametrize("proxied", ["redis", "amqp", "sqs"], indirect=True)
 def test_a_drain_survives_a_cut_connection_without_losing_a_job(
     proxied: tuple[Harness, TcpProxy], record_property: Callable[[str, object], None]
 ) -> None:

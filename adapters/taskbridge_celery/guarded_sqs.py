@@ -1,5 +1,6 @@
 """kombu's SQS transport with a guarded read: every SQS body becomes a kombu message routed to the
-queue it was received from (kombu gives a body it cannot read no queue at all).
+queue it was received from (kombu gives a body it cannot read no queue at all), and a failed poll
+is retried instead of stopping the worker.
 
 Celery gets it as ``broker_transport`` (``taskbridge_celery.guarded_sqs:SQSTransport``).
 """
@@ -12,9 +13,32 @@ from kombu.transport import SQS
 
 from .items import ITEM_HEADER, kombu_payload
 
+RETRY_FAILED_POLL = 1.0
+"""Seconds before a queue whose last poll failed (no connection, timeout, 5xx) is polled again."""
+
 
 class GuardedSQSChannel(SQS.Channel):  # type: ignore[misc]
-    """kombu's SQS channel whose messages carry the queue they were received from, whatever the body."""
+    """kombu's SQS channel whose messages carry the queue they were received from, whatever the body,
+    and whose worker outlives a poll that failed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._failed_polls: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        if not isinstance(messages, dict):
+            # kombu's client answers a poll that could not connect, timed out or met a 5xx with [],
+            # which kombu's handler cannot read (the worker stopped): count it as a failed poll.
+            self._failed_polls.add(qname)
+            return 0
+        return super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-any-return]
+
+    def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
+        if queue in self._failed_polls:
+            self._failed_polls.discard(queue)
+            self.hub.call_later(RETRY_FAILED_POLL, self._schedule_queue, queue)
+            return
+        super()._loop1(queue, messages_fetched)
 
     def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> dict[str, Any]:
         if queue_name in self._noack_queues:
