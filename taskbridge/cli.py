@@ -11,6 +11,7 @@ import click
 
 from .config import load_settings, set_settings
 from .errors import TaskbridgeError
+from .migrate.command import migrate
 
 
 def _configure(**overrides: Any) -> None:
@@ -181,6 +182,8 @@ def status(
         _fail(exc)
     sys.exit(code)
 
+
+main.add_command(migrate)
 
 if __name__ == "__main__":
     main()

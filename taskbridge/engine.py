@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import UnknownEngineError
 
@@ -28,9 +28,18 @@ class MessageRunner(Protocol):
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
         """Decode, apply the policies, run the job; ``queue`` is where the message came from."""
 
-    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+    def run_item(
+        self,
+        body: bytes | str,
+        queue: str,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """An item as the transport holds it (any engine's wrapper, or any bytes at all) read from
-        ``queue``: run the envelope inside it, or dead-letter the item to ``queue``'s dead letters."""
+        ``queue``: run the envelope inside it, or dead-letter the item to ``queue``'s dead letters.
+        On AMQP pass the message's ``content_type`` and ``headers`` (a legacy Celery message's task
+        name is in its headers)."""
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Dead-letter an item the engine cannot hand to :meth:`run`, without running anything."""

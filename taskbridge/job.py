@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from .backoff import NO_RETRY, Backoff
+from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .envelope import is_queue_name
 from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
@@ -57,6 +58,8 @@ class JobSpec:
     rate_limit: Rate | None = None
     rate_key: str | None = None
     drop_unknown_kwargs: bool = True
+    aliases: tuple[str, ...] = ()
+    """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +127,7 @@ def lookup(name: str) -> Job[..., Any] | None:
     return _registry.get(name)
 
 
-class Job(Generic[P, R]):
+class Job(CallSiteAliases, Generic[P, R]):
     """A job handle: call it to run inline, ``.enqueue(...)`` to run it on a worker."""
 
     def __init__(self, spec: JobSpec) -> None:
@@ -205,7 +208,7 @@ class JobCall:
 
 
 @dataclass
-class Signature:
+class Signature(SignatureAliases):
     """A job and its arguments, to run later; ``a.s(1).then(b.s(2)).enqueue()`` runs b after a succeeds."""
 
     job: str
@@ -269,6 +272,7 @@ def job(
     rate_limit: str | Rate | None = None,
     rate_key: str | None = None,
     drop_unknown_kwargs: bool = True,
+    aliases: Iterable[str] = (),
 ) -> Any:
     """Declare a background job.
 
@@ -277,7 +281,9 @@ def job(
     at a time across all workers (``on_lock="defer"`` or ``"skip"`` when it is held);
     ``concurrency=N`` caps running instances cluster-wide; ``rate_limit="70/s"`` is global across
     workers (per ``rate_key`` template if given); ``unique=True`` or a key template refuses a second
-    enqueue while one is pending. Invalid options raise :class:`JobDefinitionError` right here.
+    enqueue while one is pending. ``aliases=["myapp.tasks.send_report"]`` also runs messages that
+    unmigrated Celery or Dramatiq producers send under those names. Invalid options raise
+    :class:`JobDefinitionError` right here.
     """
 
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
@@ -380,6 +386,7 @@ def job(
             rate_limit=parsed_rate,
             rate_key=rate_key,
             drop_unknown_kwargs=drop_unknown_kwargs,
+            aliases=check_aliases(job_name, aliases, _registry),
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from . import events
@@ -73,10 +74,19 @@ class Runner:
         self._report(outcome, queue)
         return outcome
 
-    def run_item(self, body: bytes | str, queue: str, *, content_type: str | None = None) -> Outcome:
+    def run_item(
+        self,
+        body: bytes | str,
+        queue: str,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
-        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters."""
-        item = unwrap(body, content_type=content_type)
+        whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters.
+        ``content_type`` and ``headers`` are the transport's message properties where it has them
+        (AMQP): the headers name the task of a legacy Celery message (see :mod:`.legacy`)."""
+        item = unwrap(body, content_type=content_type, headers=headers)
         if item.payload is None:
             return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
         limit = self.engine.facts.max_message_size

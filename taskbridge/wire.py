@@ -21,8 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from . import legacy
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", "application/x-json"})
 _MAX_DEPTH = 4
@@ -47,11 +50,14 @@ class Unwrapped:
         return self.payload
 
 
-def unwrap(body: bytes | bytearray | str, *, content_type: str | None = None) -> Unwrapped:
+def unwrap(
+    body: bytes | bytearray | str, *, content_type: str | None = None, headers: Mapping[str, Any] | None = None
+) -> Unwrapped:
     """Find the envelope inside ``body``, whatever engine wrote it; never raises.
 
-    ``content_type`` is the transport's own property where it has one (AMQP); a non-JSON type is
-    refused before the body is looked at.
+    ``content_type`` and ``headers`` are the transport's own message properties where it has them
+    (AMQP): a non-JSON type is refused before the body is looked at, and Celery's ``task`` header
+    lets a message of an old task name that a job declares in ``aliases=`` run (:mod:`.legacy`).
     """
     refused = _refused_content_type(content_type)
     if refused:
@@ -64,11 +70,13 @@ def unwrap(body: bytes | bytearray | str, *, content_type: str | None = None) ->
                 inner, inner_problem = _parse(decoded)
                 if inner_problem is None and _is_dramatiq(inner):
                     return _from_dramatiq(inner)
+        if legacy.looks_pickled(body):
+            return Unwrapped(None, f"the body is a pickle, which taskbridge never deserializes; {legacy.PICKLE_HINT}")
         return Unwrapped(None, problem)
-    return _classify(data, 0)
+    return _classify(data, 0, headers)
 
 
-def _classify(data: Any, depth: int) -> Unwrapped:
+def _classify(data: Any, depth: int, headers: Mapping[str, Any] | None = None) -> Unwrapped:
     if depth > _MAX_DEPTH:
         return Unwrapped(None, "message wrappers nested too deep")
     if isinstance(data, dict):
@@ -81,7 +89,7 @@ def _classify(data: Any, depth: int) -> Unwrapped:
         keys = ", ".join(sorted(str(k) for k in list(data)[:8]))
         return Unwrapped(None, f"a JSON object that is neither an envelope nor an engine message (keys: {keys})")
     if isinstance(data, list):
-        return _from_celery(data)
+        return _from_celery(data, headers)
     return Unwrapped(None, f"a bare JSON {_json_type(data)}, not a message")
 
 
@@ -112,7 +120,8 @@ def _from_kombu(data: dict[str, Any], depth: int) -> Unwrapped:
         if problem is not None:
             return Unwrapped(None, f"kombu message body: {problem}", form="kombu")
         inner = parsed
-    found = _classify(inner, depth + 1)
+    inner_headers = data.get("headers")
+    found = _classify(inner, depth + 1, inner_headers if isinstance(inner_headers, dict) else None)
     return Unwrapped(found.payload, found.reason and f"kombu message body: {found.reason}", form="kombu")
 
 
@@ -139,13 +148,19 @@ def _from_dramatiq(data: dict[str, Any]) -> Unwrapped:
         if not isinstance(value, kind) or isinstance(value, bool):
             what = "missing" if name not in data else f"{_json_type(value)}"
             return Unwrapped(None, f"Dramatiq message field {name!r} is {what}", form="dramatiq")
+    old = legacy.from_dramatiq(data)
+    if old is not None:
+        return old
     args, kwargs = data["args"], data["kwargs"]
     if len(args) != 1 or kwargs:
         return Unwrapped(None, "Dramatiq message does not carry exactly one envelope argument", form="dramatiq")
     return _envelope_argument(args[0], "dramatiq")
 
 
-def _from_celery(data: list[Any]) -> Unwrapped:
+def _from_celery(data: list[Any], headers: Mapping[str, Any] | None = None) -> Unwrapped:
+    old = legacy.from_celery(data, headers)
+    if old is not None:
+        return old
     if len(data) != 3 or not isinstance(data[0], list) or not isinstance(data[1], dict):
         return Unwrapped(None, "a JSON array that is not a Celery task body [args, kwargs, embed]", form="celery")
     args, kwargs = data[0], data[1]
@@ -169,7 +184,8 @@ def _refused_content_type(content_type: Any) -> str | None:
     if kind in JSON_CONTENT_TYPES:
         return None
     if "pickle" in kind or "python-serialize" in kind:
-        return f"content type {content_type!r} (pickle) is refused: taskbridge never deserializes pickle"
+        refused = f"content type {content_type!r} (pickle) is refused: taskbridge never deserializes pickle"
+        return f"{refused}; {legacy.PICKLE_HINT}"
     return f"content type {content_type!r} is not JSON"
 
 

@@ -1,12 +1,13 @@
 """Celery's consumer, guarded: only well-formed task messages of declared jobs reach Celery.
 
 Every message a worker receives, on every transport, comes through :meth:`EnvelopeConsumer.on_item`
-first. A Celery task message of a declared job carrying one envelope goes on to Celery (and its
-pool). Anything else is read by :func:`taskbridge.wire.unwrap`: an envelope of a declared job in
-another wrapper (a Dramatiq message on a shared queue, a bare envelope) becomes that job's task
-message and runs in the pool like any other; every other item goes to the runner's ``run_item``,
-which dead-letters it to the dead letters of the queue it was read from. The message is
-acknowledged only after that write succeeded, and requeued if it failed.
+first. A Celery task message of a declared job carrying one envelope, or an old producer's message
+for a name a job declares in ``aliases=``, goes on to Celery (and its pool). Anything else is read
+by :func:`taskbridge.wire.unwrap`: an envelope of a declared job in another wrapper (a Dramatiq
+message on a shared queue, a bare envelope) becomes that job's task message and runs in the pool
+like any other; every other item goes to the runner's ``run_item``, which dead-letters it to the
+dead letters of the queue it was read from. The message is acknowledged only after that write
+succeeded, and requeued if it failed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 
 from taskbridge.envelope import peek_job_name
+from taskbridge.legacy import is_legacy
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
 from .items import ITEM_HEADER
@@ -49,8 +51,10 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             return
         queue = self._queue_of(message)
         body = _body(message)
-        content_type = None if _is_wrapper(message) else message.content_type
-        item = unwrap(body, content_type=content_type)
+        wrapper = _is_wrapper(message)
+        content_type = None if wrapper else message.content_type
+        headers = message.headers if isinstance(message.headers, dict) and not wrapper else None
+        item = unwrap(body, content_type=content_type, headers=headers)
         if item.envelope is not None:
             job = peek_job_name(item.envelope)
             limit = self.app.taskbridge_engine.facts.max_message_size
@@ -58,7 +62,9 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
                 _rewrite_as_task(message, job, item.envelope)
                 self._to_celery(message)
                 return
-        self._carry_out(message, lambda runner: runner.run_item(body, queue, content_type=content_type))
+        self._carry_out(
+            message, lambda runner: runner.run_item(body, queue, content_type=content_type, headers=headers)
+        )
 
     def on_unknown_message(self, body: Any, message: Message) -> None:
         self._dead_letter(message, "not a Celery task message")
@@ -91,7 +97,8 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             payload = message.decode()  # cached on the message: Celery's request reads it from there
         except Exception:
             return False
-        return carries_one_envelope(payload)
+        # An old producer's call of a job's former name (aliases=) is converted by its task, in the pool.
+        return carries_one_envelope(payload) or (_celery_body(payload) and is_legacy(name, payload[0], payload[1]))
 
     def _declared(self, name: str) -> bool:
         return isinstance(self.app.tasks.get(name), EnvelopeTask)
@@ -131,6 +138,15 @@ def _body(message: Message) -> bytes | str:
     if isinstance(body, bytes | str):
         return body
     return b"" if body is None else repr(body)
+
+
+def _celery_body(payload: Any) -> bool:
+    return (
+        isinstance(payload, list | tuple)
+        and len(payload) == 3
+        and isinstance(payload[0], list)
+        and isinstance(payload[1], dict)
+    )
 
 
 def _is_wrapper(message: Message) -> bool:

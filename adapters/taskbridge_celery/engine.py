@@ -14,6 +14,7 @@ from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
 from .app import build_app, consume
 from .broker import broker_for
 from .connection import ProcessConnection
+from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
@@ -52,7 +53,9 @@ class CeleryEngine:
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
         self._runner = runner
-        register(self.app, spec, runner)
+        if spec.name not in spec.aliases:  # else the alias task below runs the job's own name too
+            register(self.app, spec, runner)
+        register_aliases(self.app, spec, runner)
         longest = spec.hard_timeout or spec.resolved_timeout(self.settings.default_timeout)
         if self.broker.scheme in ("redis", "sqs") and longest and longest >= self.broker.hold_limit:
             log.warning(

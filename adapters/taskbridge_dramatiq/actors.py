@@ -13,6 +13,7 @@ from dramatiq.common import q_name
 
 from taskbridge.envelope import Envelope
 from taskbridge.job import JobSpec
+from taskbridge.legacy import is_legacy
 
 from .brokers import UNKNOWN_JOB_ACTOR, TaskbridgeBroker
 
@@ -38,6 +39,14 @@ def raw_body(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
         if isinstance(args[0], dict):
             return json.dumps(args[0])
     return json.dumps({"args": list(args), "kwargs": kwargs}, default=repr)
+
+
+def legacy_item(message: MessageProxy | None) -> str | None:
+    """The whole message as JSON when it names a job's old name (``@job(aliases=...)``), for
+    ``Runner.run_item`` to convert; None for a message that carries an envelope."""
+    if message is None or not is_legacy(message.actor_name, message.args, message.kwargs):
+        return None
+    return json.dumps(message.asdict(), default=repr)
 
 
 def message_queue(message: MessageProxy) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
-from .actors import message_queue, raw_body
+from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
 from .middleware import JobAbandoned, ProcessMiddleware, Running
 
@@ -103,7 +103,11 @@ class WorkerProcess:
         message: Any = self.middleware.current_message()
         queue = message_queue(message) if message is not None else None
         try:
-            self.engine.run_message(raw_body(args, kwargs), queue)
+            old = legacy_item(message)
+            if old is not None:
+                self.engine.runner.run_item(old, queue or "")
+            else:
+                self.engine.run_message(raw_body(args, kwargs), queue)
         except JobAbandoned:
             return
         except Exception:

@@ -195,18 +195,21 @@ class Harness:
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         """Start ``count`` worker processes (the memory engine: threads in this process).
 
-        ``args`` are extra ``taskbridge worker`` options and ``env`` extra environment variables
-        of these processes (neither applies to the memory engine's threads)."""
+        ``queues`` are consumed instead of the harness's own queue (e.g. the queues your jobs
+        declare); ``args`` are extra ``taskbridge worker`` options and ``env`` extra environment
+        variables of these processes (neither applies to the memory engine's threads)."""
+        consumed = list(queues or [self.queue])
         if not self.multi_process:
             from taskbridge.memory import MemoryEngine
             from taskbridge.worker import prepare
 
             assert isinstance(self.engine, MemoryEngine)
             prepare(self.engine)
-            self.engine.start([self.queue], count * concurrency)
+            self.engine.start(consumed, count * concurrency)
             return
         for _ in range(count):
             log_path = self.workdir / f"worker-{len(self._logs)}.log"
@@ -221,7 +224,7 @@ class Harness:
                             "worker",
                             self.jobs_module,
                             "--queues",
-                            self.queue,
+                            ",".join(consumed),
                             "--concurrency",
                             str(concurrency),
                             *args,

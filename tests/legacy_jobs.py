@@ -1,0 +1,24 @@
+"""A job that declares its old Celery task and Dramatiq actor names, for the legacy-message tests;
+worker processes import it and record what ran and every dead letter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskbridge import events, job
+from taskbridge.testing.jobs import record
+
+CELERY_NAME = "myapp.tasks.send_report"
+DRAMATIQ_NAME = "send_report"
+
+
+@events.subscribe
+def _record_dead(event: events.Event) -> None:
+    if event.get("event") in ("dead", "expired", "done"):
+        record("outcome:" + str(event["event"]), reason=event.get("reason"), job=event.get("job"))
+
+
+@job(name="billing.send_report", aliases=[CELERY_NAME, DRAMATIQ_NAME])
+def send_report(user_id: int, day: str = "today", **extra: Any) -> None:
+    """Records its arguments and the attempt it ran on."""
+    record("ran", job="send_report", user_id=user_id, day=day, extra=extra)
