@@ -68,9 +68,12 @@ def test_a_publish_while_the_broker_is_unreachable_raises_publish_error_then_wor
     took = time.monotonic() - started
     assert took < PUBLISH_BOUND, f"the failed publish took {took:.1f}s"
     assert raised.value.__cause__ is not None, "the transport's exception is chained"
+    with pytest.raises(PublishError):
+        jobs.echo.enqueue_many({"n": n} for n in range(20))
     proxy.restore()
     jobs.echo.enqueue(3)
-    run.wait_for(lambda: get_engine().depth(run.queue) == 2, 15, "the two publishes around the cut are stored")
+    assert jobs.echo.enqueue_many({"n": n} for n in range(20)) == 20
+    run.wait_for(lambda: get_engine().depth(run.queue) == 22, 15, "the publishes around the cut are stored")
 
 
 @pytest.mark.parametrize("proxied", ["redis", "amqp", "sqs"], indirect=True)

@@ -46,7 +46,10 @@ class CeleryEngine:
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
-            self._publish = Publisher(self._connection, declare_queues=self.broker.scheme == "amqp").publish
+            amqp = self.broker.scheme == "amqp"
+            self._publish = Publisher(
+                self._connection, declare_queues=amqp, transactions=amqp and self.options.amqp_confirm_publish
+            ).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
 

@@ -20,11 +20,14 @@ BATCH_OPERATIONS = 1000
 
 
 class Publisher:
-    """Redis and RabbitMQ: kombu's producer; on Redis a batch goes out as one pipeline."""
+    """Redis and RabbitMQ: kombu's producer; on Redis a batch goes out as one pipeline, on RabbitMQ
+    with confirms (``transactions``) as one AMQP transaction."""
 
-    def __init__(self, connection: ProcessConnection, *, declare_queues: bool) -> None:
+    def __init__(self, connection: ProcessConnection, *, declare_queues: bool, transactions: bool = False) -> None:
         self._connection = connection
         self._declare_queues = declare_queues
+        self._transactions = transactions
+        self._tx: tuple[Connection, Any] | None = None
 
     def publish(self, envelopes: Sequence[Envelope], delay: float) -> None:
         """Send ``envelopes``; each is delivered ``delay`` seconds from now (Celery's ETA)."""
@@ -34,7 +37,9 @@ class Publisher:
         self._connection.call(lambda connection: self._send(connection, envelopes, eta))
 
     def _send(self, connection: Connection, envelopes: Sequence[Envelope], eta: float | None) -> None:
-        producer = Producer(connection.default_channel)
+        in_transaction = self._transactions and len(envelopes) > 1
+        channel: Any = self._tx_channel(connection) if in_transaction else connection.default_channel
+        producer = Producer(channel)
         # RabbitMQ drops a message routed to a queue that does not exist yet (a fresh dead-letter
         # queue, or a queue no worker consumed so far): declare it first, once per channel.
         with _batch(producer):
@@ -52,6 +57,20 @@ class Publisher:
                     delivery_mode=2,
                     declare=[queue(envelope.queue)] if self._declare_queues else None,
                 )
+        if in_transaction:
+            channel.tx_commit()
+
+    def _tx_channel(self, connection: Connection) -> Any:
+        """This connection's channel in AMQP transaction mode: a batch is stored as a whole when
+        ``tx_commit`` returns, one round trip where a confirm per message costs one each."""
+        if self._tx is None or self._tx[0] is not connection or not self._tx[1].is_open:
+            channel: Any = connection.channel()
+            # py-amqp made basic_publish wait for a confirm (confirm_publish); a channel in
+            # transaction mode gets no confirms, so it publishes plainly and commits.
+            channel.basic_publish = channel._basic_publish
+            channel.tx_select()
+            self._tx = (connection, channel)
+        return self._tx[1]
 
 
 def _batch(producer: Producer) -> Any:

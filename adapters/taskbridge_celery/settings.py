@@ -29,9 +29,10 @@ class CelerySettings(BaseSettings):
     amqp_confirm_publish: bool = Field(
         default=True,
         description=(
-            "wait for RabbitMQ's publisher confirm of every message, so a publish that returns was "
-            "stored and one that was not raises PublishError; false publishes about 4x faster but a "
-            "message written just before a connection drops may be lost unnoticed"
+            "RabbitMQ stores every message before a publish returns (a confirm per message, one "
+            "transaction per enqueue_many batch), and one it did not store raises PublishError; "
+            "false publishes without waiting, and a message written just before a connection drops "
+            "may be lost unnoticed"
         ),
     )
     sqs_wait_time_seconds: int = Field(
