@@ -1,12 +1,14 @@
 """Raw Celery against taskbridge-on-Celery, on one broker, in one run.
 
     .venv/bin/python benchmarks/bench_celery.py --broker redis://127.0.0.1:6379/0 --jobs 20000
+    .venv/bin/python benchmarks/bench_celery.py --broker redis://127.0.0.1:6379/0 --jobs 2000 --signing
 
 Measures, for N no-op jobs: the enqueue rate (raw ``.delay()`` loop vs ``job.enqueue()`` loop),
 ``enqueue_many`` against the raw ``.delay()`` loop, and the drain rate of one worker with prefork
 concurrency 2 on a pre-filled queue. Both sides use the same delivery settings (late acks,
 prefetch multiplier 1, JSON, no result backend, no rate limits) and log at WARNING, so the ratio
-shows what taskbridge itself costs. Each run uses fresh queue names.
+shows what taskbridge itself costs. Each run uses fresh queue names. ``--signing`` also measures
+the taskbridge side with ``TASKBRIDGE_SIGNING_KEY`` set on producer and worker.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
-from measure import rate, timed
+from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed
 from taskbridge_celery.broker import broker_for
 from taskbridge_celery.settings import load_celery_settings
 
@@ -72,8 +75,9 @@ def noop(n: int) -> None:
 
 
 
-def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> float:
-    """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty."""
+def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> tuple[float, float]:
+    """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty,
+    and the worker's CPU seconds per job over that time."""
     worker = subprocess.Popen(
         command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -85,12 +89,12 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker never took a message")
             time.sleep(0.01)
-        started, first = time.perf_counter(), left
+        started, first, cpu = time.perf_counter(), left, group_cpu(worker.pid)
         while (left := depth()) > 0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"queue not drained: {left} left")
             time.sleep(0.05)
-        return rate(first, time.perf_counter() - started)
+        return rate(first, time.perf_counter() - started), (group_cpu(worker.pid) - cpu) / first
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGTERM)
@@ -101,7 +105,7 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
-def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
+def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool) -> dict[str, float]:
     engine = get_engine()
     raw_queue, tb_queue, many_queue = f"bench-raw-{tag}", f"bench-tb-{tag}", f"bench-many-{tag}"
     raw_app.conf.task_default_queue = raw_queue
@@ -119,18 +123,29 @@ def _one_round(n: int, tag: str, env: dict[str, str]) -> dict[str, float]:
     }
     engine.purge(many_queue)
     python = sys.executable
-    result["raw_drain"] = _drain(
+    result["raw_drain"], result["raw_cpu"] = _drain(
         [python, "-m", "celery", "-A", "bench_celery:raw_app", "worker", "-Q", raw_queue, "-c", "2",
          "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-O", "fair", "-n", f"raw-{tag}@%h"],
         env, lambda: engine.depth(raw_queue), n,
     )
-    result["tb_drain"] = _drain(
-        [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", tb_queue,
-         "--concurrency", "2"],
-        env, lambda: engine.depth(tb_queue), n,
-    )
-    for queue in (raw_queue, tb_queue):
+    queues = {"tb": (tb_queue, env)}
+    if signed:
+        signed_queue = f"bench-tbsig-{tag}"
+        with signing(signed_queue):
+            result["tb_enqueue_signed"] = rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)]))
+        signed_env = {**env, "TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_DEFAULT_QUEUE": signed_queue}
+        queues["tb_signed"] = (signed_queue, signed_env)
+    # With signing, odd rounds drain the signed queue first, so load that grows or falls during a
+    # run does not always favour the same side.
+    for side in sorted(queues, reverse=signed_first):
+        queue, side_env = queues[side]
+        result[f"{side}_drain"], result[f"{side}_cpu"] = _drain(
+            [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", queue,
+             "--concurrency", "2"],
+            side_env, lambda queue=queue: engine.depth(queue), n,
+        )
+    for queue in [raw_queue] + [queue for queue, _ in queues.values()]:
         with contextlib.suppress(Exception):
             engine.purge(queue)
     return result
@@ -141,6 +156,7 @@ def main() -> int:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
+    parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
     n = args.jobs
@@ -160,14 +176,29 @@ def main() -> int:
     _use_broker(args.broker)
     print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
           f"best of {args.rounds} round(s)", flush=True)
-    rounds = [_one_round(n, f"{tag}-{i}", env) for i in range(args.rounds)]
-    best = {key: max(r[key] for r in rounds) for key in rounds[0]}
+    rounds = [_one_round(n, f"{tag}-{i}", env, args.signing, i % 2 == 1) for i in range(args.rounds)]
+    best = {key: (min if "cpu" in key else max)(r[key] for r in rounds) for key in rounds[0]}
     print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
           f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
     print(f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
           f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
     print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
           f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
+    print(f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
+          f"{best['tb_cpu'] * 1e6:8.0f} us/job")
+    if args.signing:
+        enqueue, drain = best["tb_enqueue_signed"], best["tb_signed_drain"]
+        print(f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
+              f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
+              f"({drain / best['tb_drain']:.3f} of unsigned)")
+        print(f"signed        worker CPU {best['tb_signed_cpu'] * 1e6:8.0f} us/job "
+              f"({best['tb_signed_cpu'] / best['tb_cpu']:.3f} of unsigned)")
+        drains = sorted(r["tb_signed_drain"] / r["tb_drain"] for r in rounds)
+        cpus = sorted(r["tb_signed_cpu"] / r["tb_cpu"] for r in rounds)
+        print(f"signed/unsigned per round: drain {' '.join(f'{d:.3f}' for d in drains)} (median "
+              f"{statistics.median(drains):.3f}), worker CPU {' '.join(f'{c:.3f}' for c in cpus)} "
+              f"(median {statistics.median(cpus):.3f})")
+        print(signing_cost(best["tb_drain"]))
     if args.json is not None:
         args.json.write_text(json.dumps({"engine": "celery", "broker": args.broker, "jobs": n, **best}, indent=2))
     get_engine().close()

@@ -7,6 +7,9 @@ For ``--jobs`` no-op jobs (default 20,000) it measures the enqueue rate (``actor
     .venv/bin/python benchmarks/bench_dramatiq.py --broker redis://127.0.0.1:6379/0
     .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672//
     .venv/bin/python benchmarks/bench_dramatiq.py --broker sqs:// --jobs 2000   # moto at 127.0.0.1:4566
+    .venv/bin/python benchmarks/bench_dramatiq.py --broker amqp://guest:guest@127.0.0.1:5672// --jobs 2000 --signing
+
+``--signing`` also measures the taskbridge side with ``TASKBRIDGE_SIGNING_KEY`` set on producer and worker.
 
 Workers log at WARNING (taskbridge's runner logs each outcome at INFO, raw Dramatiq logs nothing per
 message). This file is also the job module both workers import.
@@ -15,6 +18,7 @@ message). This file is also the job module both workers import.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-from measure import rate, timed
+from measure import group_cpu, rate, signing, signing_cost, timed
 
 from taskbridge import job
 
@@ -74,8 +78,9 @@ def setup_raw(confirm_delivery: bool = False) -> dramatiq.Actor[..., Any]:
 
 
 
-def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
-    """Start a worker on a queue already holding ``count`` messages; seconds from its first to last fetch."""
+def _drain(command: list[str], queue: str, count: int, log: Path) -> tuple[float, float]:
+    """Start a worker on a queue already holding ``count`` messages; seconds from its first to last
+    fetch, and the worker's CPU seconds over that time."""
     from taskbridge import get_engine
 
     engine = get_engine()
@@ -85,13 +90,14 @@ def _drain(command: list[str], queue: str, count: int, log: Path) -> float:
     try:
         deadline = time.monotonic() + 600
         first = None
+        cpu = 0.0
         while time.monotonic() < deadline:
             left = engine.depth(queue)
             now = time.perf_counter()
             if first is None and left < count:
-                first = now
+                first, cpu = now, group_cpu(worker.pid)
             if left == 0 and first is not None:
-                return now - first
+                return now - first, group_cpu(worker.pid) - cpu
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see {log}")
             time.sleep(0.02)
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads of the one worker process")
+    parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
 
@@ -134,20 +141,44 @@ def main() -> None:
     print(f"broker={args.broker} jobs={n} worker: 1 process x {args.threads} threads; logs in {logs}", flush=True)
 
     raw_send = timed(lambda: [actor.send() for _ in range(n)])
-    raw_drain = _drain(
+    raw_drain, raw_cpu = _drain(
         [sys.executable, "-m", "dramatiq", "bench_dramatiq:setup_raw", "--processes", "1",
          "--threads", str(args.threads), "--queues", raw_queue],
         raw_queue, n, logs / "raw-worker.log",
     )
     tb_send = timed(lambda: [noop.enqueue() for _ in range(n)])
-    tb_drain = _drain(
-        [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
-         "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
-        tb_queue, n, logs / "taskbridge-worker.log",
-    )
+    if args.signing:
+        tb_drain = tb_cpu = 0.0  # measured below, alternating with the signed side
+    else:
+        tb_drain, tb_cpu = _drain(
+            [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+             "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
+            tb_queue, n, logs / "taskbridge-worker.log",
+        )
     tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
-
+    if args.signing:
+        signed_queue = f"benchtbsig{run}"
+        with signing(signed_queue):
+            signed_send = timed(lambda: [noop.enqueue() for _ in range(n)])
+            get_engine().purge(signed_queue)
+        # Unsigned, signed, signed, unsigned: load that grows or falls during the run does not
+        # favour one side. Each drain: (seconds, worker CPU seconds).
+        drains: dict[str, list[tuple[float, float]]] = {"unsigned": [], "signed": []}
+        for index, side in enumerate(["unsigned", "signed", "signed", "unsigned"]):
+            queue = signed_queue if side == "signed" else tb_queue
+            with signing(signed_queue) if side == "signed" else contextlib.nullcontext():
+                noop.enqueue_many(() for _ in range(n))
+                drains[side].append(_drain(
+                    [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
+                     "--queues", queue, "--processes", "1", "--threads", str(args.threads)],
+                    queue, n, logs / f"taskbridge-{side}-{index}-worker.log",
+                ))
+    if args.signing:
+        tb_drain = sum(seconds for seconds, _ in drains["unsigned"]) / 2
+        tb_cpu = sum(cpu for _, cpu in drains["unsigned"]) / 2
+        signed_drain = sum(seconds for seconds, _ in drains["signed"]) / 2
+        signed_cpu = sum(cpu for _, cpu in drains["signed"]) / 2
     raw_send_rate, tb_send_rate = rate(n, raw_send), rate(n, tb_send)
     raw_drain_rate, tb_drain_rate = rate(n, raw_drain), rate(n, tb_drain)
     rows += [
@@ -157,6 +188,11 @@ def main() -> None:
         ("raw Dramatiq drain", raw_drain_rate, None),
         ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
     ]
+    if args.signing:
+        rows += [
+            ("taskbridge .enqueue() loop, signed", rate(n, signed_send), rate(n, signed_send) / raw_send_rate),
+            ("taskbridge drain, signed", rate(n, signed_drain), rate(n, signed_drain) / raw_drain_rate),
+        ]
     if args.broker.startswith("amqp"):
         # What publisher confirms cost: raw Dramatiq with them, taskbridge without them.
         confirmed = setup_raw(confirm_delivery=True)
@@ -180,6 +216,13 @@ def main() -> None:
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+    if args.signing:
+        pairs = [unsigned[0] / signed[0] for unsigned, signed in zip(drains["unsigned"], drains["signed"], strict=True)]
+        print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain "
+              f"(unsigned-signed pair {pairs[0]:.3f}, signed-unsigned pair {pairs[1]:.3f})")
+        print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us, "
+              f"signed {signed_cpu / n * 1e6:.0f} us ({signed_cpu / tb_cpu:.3f} of unsigned)")
+        print(signing_cost(tb_drain_rate))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""The ``taskbridge`` command: worker, enqueue, contract, demo, status."""
+"""The ``taskbridge`` command: worker, enqueue, status, config, contract, demo."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
+from . import __version__
+from .cli_support import fail, log_level_option, set_log_level
 from .config import load_settings, set_settings
-from .errors import TaskbridgeError
 from .migrate.command import migrate
 
 
@@ -20,21 +21,17 @@ def _configure(**overrides: Any) -> None:
     set_settings(load_settings(**overrides))
 
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
-
-
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR")
+@click.version_option(__version__, "--version", prog_name="taskbridge", message="%(prog)s %(version)s")
+@log_level_option(default="INFO")
 def main(log_level: str) -> None:
     """taskbridge: one @job API over Celery, Dramatiq and the embedded engine."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    set_log_level(log_level)
 
 
 @main.command()
+@log_level_option()
 @click.argument("modules", nargs=-1, required=True)
 @click.option("--queues", "-Q", default="", help="comma-separated queues to consume (default: every job's queue)")
 @click.option("--concurrency", "-c", type=int, default=None, help="parallel jobs (Celery: prefork children)")
@@ -42,6 +39,9 @@ def main(log_level: str) -> None:
 @click.option("--threads", "-t", type=int, default=None, help="Dramatiq: threads per process")
 @click.option("--reload", is_flag=True, default=None, help="restart when code changes (development)")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+@click.option(
+    "--any-queue", is_flag=True, help="consume --queues that no job declares (jobs routed there with .options(queue=))"
+)
 def worker(
     modules: tuple[str, ...],
     queues: str,
@@ -50,10 +50,13 @@ def worker(
     threads: int | None,
     reload: bool | None,
     metrics_port: int | None,
+    any_queue: bool,
+    log_level: str | None,
 ) -> None:
     """Run a worker for the jobs declared in MODULES on the configured engine."""
     from .worker import run_worker
 
+    set_log_level(log_level)
     try:
         _configure(
             worker_concurrency=concurrency,
@@ -62,9 +65,9 @@ def worker(
             worker_reload=reload,
             metrics_port=metrics_port,
         )
-        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency)
-    except TaskbridgeError as exc:
-        _fail(exc)
+        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency, any_queue=any_queue)
+    except Exception as exc:
+        fail(exc)
 
 
 def _finish_embedded() -> None:
@@ -75,8 +78,7 @@ def _finish_embedded() -> None:
     engine = get_engine()
     if isinstance(engine, MemoryEngine):
         click.echo("embedded engine (no TASKBRIDGE_ENGINE set): running the job in this process", err=True)
-        engine.join()
-        engine.stop()
+        engine.drain_at_exit()
 
 
 @main.command()
@@ -84,18 +86,46 @@ def _finish_embedded() -> None:
 @click.argument("arguments", default="[]")
 @click.option("--countdown", default=None, help="run after this delay, e.g. 30s, 2h")
 @click.option("--queue", default=None, help="send to this queue instead of the job's own")
-def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | None) -> None:
-    """Enqueue JOB_NAME (module.function) with ARGUMENTS as a JSON list (args) or object (kwargs)."""
+@click.option(
+    "--many",
+    type=click.File("r"),
+    default=None,
+    help="enqueue one run per line of this file ('-': stdin), each a JSON list (args) or object (kwargs)",
+)
+@log_level_option()
+def enqueue(
+    job_name: str,
+    arguments: str,
+    countdown: str | None,
+    queue: str | None,
+    many: TextIO | None,
+    log_level: str | None,
+) -> None:
+    """Enqueue JOB_NAME (module.function) with ARGUMENTS as a JSON list (args) or object (kwargs).
+
+    With --many, one run per line of a JSON-lines file, in batches, with a progress bar."""
+    from . import preflight
+    from .cli_support import unknown_job_message
+    from .config import get_settings
     from .job import lookup
     from .worker import import_job_modules
 
+    set_log_level(log_level)
     try:
         _configure()
         if lookup(job_name) is None and "." in job_name:
             import_job_modules([job_name.rsplit(".", 1)[0]])
         handle = lookup(job_name)
         if handle is None:
-            raise click.BadParameter(f"no job named {job_name!r}; use module.function", param_hint="JOB_NAME")
+            raise click.BadParameter(unknown_job_message(job_name), param_hint="JOB_NAME")
+        preflight.check_broker(get_settings())
+        call = handle.options(countdown=countdown, queue=queue)
+        if many is not None:
+            from .cli_support import enqueue_lines
+
+            click.echo(f"{enqueue_lines(call, many)} enqueued")
+            _finish_embedded()
+            return
         try:
             parsed = json.loads(arguments)
         except json.JSONDecodeError as exc:
@@ -106,18 +136,20 @@ def enqueue(job_name: str, arguments: str, countdown: str | None, queue: str | N
             args, kwargs = parsed, {}
         else:
             raise click.BadParameter("must be a JSON list or object", param_hint="ARGUMENTS")
-        envelope = handle.options(countdown=countdown, queue=queue).enqueue(*args, **kwargs)
+        envelope = call.enqueue(*args, **kwargs)
         click.echo(envelope.id if envelope is not None else "duplicate: not enqueued")
         _finish_embedded()
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
 
 
 @main.command()
-def demo() -> None:
+@log_level_option()
+def demo(log_level: str | None) -> None:
     """Run example jobs using every option on the embedded engine and show what happened."""
     from .demo import run_demo
 
+    set_log_level(log_level)
     sys.exit(run_demo())
 
 
@@ -126,8 +158,15 @@ def demo() -> None:
 @click.option("--broker", default=None, help="broker URL (default: TASKBRIDGE_BROKER_URL)")
 @click.option("--coordination", default=None, help="redis:// URL workers share (default: TASKBRIDGE_COORDINATION_URL)")
 @click.option("-k", "keyword", default=None, help="only cases matching this pytest expression")
-def contract(engine: str | None, broker: str | None, coordination: str | None, keyword: str | None) -> None:
+@log_level_option()
+def contract(
+    engine: str | None, broker: str | None, coordination: str | None, keyword: str | None, log_level: str | None
+) -> None:
     """Run the contract suite on one engine x transport; exits non-zero if any case fails."""
+    from .cli_support import require_contract_extra
+
+    set_log_level(log_level)
+    require_contract_extra()
     from .testing.report import run_contract
 
     sys.exit(run_contract(engine=engine, broker=broker, coordination=coordination, keyword=keyword))
@@ -147,6 +186,7 @@ def contract(engine: str | None, broker: str | None, coordination: str | None, k
 )
 @click.option("--interval", type=float, default=2.0, show_default=True, help="seconds between refreshes")
 @click.option("--window", type=float, default=60.0, show_default=True, help="seconds of history for rates and wait")
+@log_level_option()
 def status(
     modules: tuple[str, ...],
     queues: str,
@@ -155,17 +195,21 @@ def status(
     metrics_urls: tuple[str, ...],
     interval: float,
     window: float,
+    log_level: str | None,
 ) -> None:
     """Show queues: depth, dead letters, jobs/s, failed/s, p50/p95 wait, running (live; --once, --json)."""
+    from . import preflight
     from .config import get_settings
     from .engine import get_engine
     from .job import registry
     from .status import run_status
     from .worker import import_job_modules
 
+    set_log_level(log_level)
     try:
         _configure()
         settings = get_settings()
+        preflight.check_broker(settings)
         names = [q for q in queues.split(",") if q]
         if not names and modules:
             import_job_modules(list(modules))
@@ -178,12 +222,28 @@ def status(
         code = run_status(
             get_engine(), settings, names, urls, once=once, json_output=json_output, interval=interval, window=window
         )
-    except TaskbridgeError as exc:
-        _fail(exc)
+    except Exception as exc:
+        fail(exc)
     sys.exit(code)
 
 
 main.add_command(migrate)
+
+
+@main.command("config")
+@log_level_option()
+def config_command(log_level: str | None) -> None:
+    """Show the settings in force and where each comes from (environment, file, default)."""
+    from .cli_support import describe_settings
+    from .config import get_settings
+
+    set_log_level(log_level)
+    try:
+        _configure()
+        click.echo(describe_settings(get_settings()))
+    except Exception as exc:
+        fail(exc)
+
 
 if __name__ == "__main__":
     main()

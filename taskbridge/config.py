@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
-    PyprojectTomlConfigSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from . import config_check, tls
+from .config_files import ConfigFile, find_config_files
 from .errors import ConfigurationError
 from .units import parse_duration
 
 _BROKER_SCHEMES = ("memory", "redis", "rediss", "amqp", "amqps", "pyamqp", "sqs")
+_MIN_KEY_LENGTH = 16
+_files_in_force: ContextVar[tuple[ConfigFile, ...] | None] = ContextVar("taskbridge_config_files", default=None)
 
 
 class Settings(BaseSettings):
-    """Every taskbridge setting. Environment variables win over taskbridge.toml, which wins over pyproject.toml."""
+    """Every taskbridge setting. Settings given in code win over environment variables, which win
+    over taskbridge.toml, which wins over ``[tool.taskbridge]`` in pyproject.toml (see
+    :func:`taskbridge.config_files.find_config_files` for where the files are looked for)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TASKBRIDGE_",
-        extra="forbid",
-        toml_file="taskbridge.toml",
-        pyproject_toml_table_header=("tool", "taskbridge"),
-        validate_default=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="TASKBRIDGE_", extra="forbid", validate_default=True)
 
     engine: str = Field("memory", description="memory | celery | dramatiq, or any registered engine")
     broker_url: str = Field("memory://", description="memory:// redis:// amqp:// sqs://")
@@ -64,6 +67,24 @@ class Settings(BaseSettings):
     prefetch: int = Field(1, ge=1)
     metrics_port: int | None = None
     sentry_dsn: str | None = Field(None, description="report job exceptions to Sentry (default: SENTRY_DSN)")
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key: envelopes are signed, workers dead-letter unsigned or wrongly signed ones",
+    )
+    signing_keys_accepted: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="older signing keys workers still accept while keys rotate (comma-separated or a JSON list)",
+    )
+    strict: bool = Field(False, description="unknown TASKBRIDGE_* variables and file keys are errors, not warnings")
+    connect_timeout: float = Field(
+        5.0, description="how long commands and workers wait for the broker and coordination store to answer"
+    )
+    exit_drain_timeout: float = Field(
+        10.0, description="embedded engine: how long a process exiting waits for the jobs already due"
+    )
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
 
     @field_validator(
         "default_timeout",
@@ -72,17 +93,20 @@ class Settings(BaseSettings):
         "inline_wait_max",
         "lock_retry",
         "visibility_timeout",
+        "connect_timeout",
+        "exit_drain_timeout",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
+        required = ("inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout")
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            if info.field_name in ("inline_wait_max", "lock_retry", "visibility_timeout"):
+            if info.field_name in required:
                 raise ValueError("must be a duration")
             return None
         seconds = parse_duration(value, what=info.field_name)
-        if seconds == 0 and info.field_name != "inline_wait_max":
-            hint = "" if info.field_name in ("lock_retry", "visibility_timeout") else " (or 'none' for no limit)"
+        if seconds == 0 and info.field_name not in ("inline_wait_max", "exit_drain_timeout"):
+            hint = "" if info.field_name in required else " (or 'none' for no limit)"
             raise ValueError(f"must be greater than zero{hint}")
         return seconds
 
@@ -92,6 +116,7 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in _BROKER_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(_BROKER_SCHEMES)}")
+        tls.check(value)
         return value
 
     @field_validator("coordination_url")
@@ -99,7 +124,39 @@ class Settings(BaseSettings):
     def _coordination(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("memory", "redis", "rediss", "unix"):
             raise ValueError("must be memory:// or a redis:// URL")
+        if value is not None:
+            tls.check(value)
         return value
+
+    @field_validator("signing_keys_accepted", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("must be a JSON list of strings or comma-separated keys") from None
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("signing_key", "signing_keys_accepted")
+    @classmethod
+    def _key_length(cls, value: Any) -> Any:
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None and len(key.get_secret_value()) < _MIN_KEY_LENGTH:
+                raise ValueError(f"a signing key must be at least {_MIN_KEY_LENGTH} characters (use a random one)")
+        return value
+
+    @model_validator(mode="after")
+    def _signing(self) -> Settings:
+        if self.signing_keys_accepted and self.signing_key is None:
+            raise ValueError(
+                "signing_keys_accepted (TASKBRIDGE_SIGNING_KEYS_ACCEPTED) needs TASKBRIDGE_SIGNING_KEY: "
+                "a worker checks signatures only when it has a key of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _engine_and_broker(self) -> Settings:
@@ -123,6 +180,15 @@ class Settings(BaseSettings):
             return self.broker_url
         return "memory://"
 
+    @property
+    def config_files(self) -> list[str]:
+        """The configuration files these settings were read from, the one that wins first."""
+        return [f.where for f in self._files]
+
+    def origin(self, name: str) -> str:
+        """Where setting ``name`` came from: ``code``, ``env TASKBRIDGE_...``, a file, or ``default``."""
+        return self._origins.get(name, "default")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -132,25 +198,63 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            TomlConfigSettingsSource(settings_cls),
-            PyprojectTomlConfigSettingsSource(settings_cls, Path("pyproject.toml")),
+        fields = set(settings_cls.model_fields)
+        found = _files_in_force.get()
+        if found is None:  # Settings() built directly, not through load_settings()
+            found = tuple(find_config_files())
+        files = tuple(
+            InitSettingsSource(settings_cls, {k: v for k, v in f.values.items() if k in fields}) for f in found
         )
+        return (init_settings, env_settings, *files)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate settings; a bad value raises :class:`ConfigurationError` naming the setting."""
+    """Read and validate settings; a bad value raises :class:`ConfigurationError` naming the setting.
+
+    Unknown ``TASKBRIDGE_*`` variables and unknown keys in the files are logged as warnings that
+    name the closest setting, or raised as one error when the ``strict`` setting is on.
+    """
+    files = find_config_files()
+    fields = list(Settings.model_fields)
+    unknown = config_check.unknown_variables(os.environ, fields)
+    for file in files:
+        unknown += config_check.unknown_keys(file.values, fields, file.where)
+    origins = _origins(overrides, files)
+    token = _files_in_force.set(tuple(files))
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]) or "settings"
             env = f"TASKBRIDGE_{name.upper()}" if error["loc"] else name
-            problems.append(f"{name} ({env}): {error['msg']}")
-        raise ConfigurationError("invalid taskbridge settings:\n  " + "\n  ".join(problems)) from None
+            where = origins.get(name, "")
+            source = f", from {where}" if where and not where.startswith(("env", "code")) else ""
+            problems.append(f"{name} ({env}{source}): {error['msg']}")
+        raise ConfigurationError("invalid taskbridge settings:\n  " + "\n  ".join(problems + unknown)) from None
+    finally:
+        _files_in_force.reset(token)
+    settings._origins = origins
+    settings._files = tuple(files)
+    config_check.report(unknown, strict=settings.strict)
+    return settings
+
+
+def _origins(overrides: Mapping[str, Any], files: list[ConfigFile]) -> dict[str, str]:
+    """Where each setting that is not at its default comes from, by the same precedence as the sources."""
+    variables = {name.upper(): name for name in os.environ}
+    origins: dict[str, str] = {}
+    for name in Settings.model_fields:
+        variable = f"TASKBRIDGE_{name.upper()}"
+        if name in overrides:
+            origins[name] = "code"
+        elif variable in variables:
+            origins[name] = f"env {variables[variable]}"
+        else:
+            found = next((f for f in files if name in f.values), None)
+            if found is not None:
+                origins[name] = found.where
+    return origins
 
 
 def mask_url(url: str) -> str:
@@ -161,6 +265,15 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def banner(settings: Settings) -> str:
+    """One line saying which engine, broker, coordination store and configuration files are in force."""
+    files = "; ".join(settings.config_files) or "none (environment and defaults)"
+    return (
+        f"engine={settings.engine} broker={mask_url(settings.broker_url)} "
+        f"coordination={mask_url(settings.effective_coordination_url)} config={files}"
+    )
 
 
 _lock = threading.Lock()

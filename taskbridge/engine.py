@@ -107,9 +107,11 @@ def load_engine_factory(name: str) -> EngineFactory:
             try:
                 factory: EngineFactory = ep.load()
             except ImportError as exc:
+                from .extras import install_hint
+
                 raise UnknownEngineError(
                     f"engine {name!r} is registered but cannot be imported ({exc}); "
-                    f"install it with: pip install 'taskbridge[{name}]'"
+                    f"install it with: {install_hint(name)}"
                 ) from exc
             return factory
     known = ", ".join(sorted(available_engines())) or "none"

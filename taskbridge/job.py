@@ -163,12 +163,19 @@ class Job(CallSiteAliases, Generic[P, R]):
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Publish many runs in batches; each item is a kwargs dict, an args tuple/list, or ``(args, kwargs)``.
 
-        Memory stays bounded by the batch size, so a generator of millions is fine. Returns the count.
+        Memory stays bounded by the batch size, so a generator of millions is fine. ``progress`` is
+        called after each batch with the number of items handled so far. Returns the count published.
         """
-        return JobCall(self).enqueue_many(calls, batch_size=batch_size)
+        return JobCall(self).enqueue_many(calls, batch_size=batch_size, progress=progress)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
@@ -201,10 +208,17 @@ class JobCall:
     delay = enqueue
     send = enqueue
 
-    def enqueue_many(self, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """:meth:`Job.enqueue_many` with these options."""
         from .publishing import enqueue_batches
 
-        return enqueue_batches(self, calls, batch_size=batch_size)
+        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress)
 
 
 @dataclass

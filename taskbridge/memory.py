@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from .config import Settings, get_settings
 from .engine import MessageRunner, TransportFacts
-from .envelope import Envelope
+from .envelope import Envelope, peek_job_name
 from .job import JobSpec
 
 log = logging.getLogger("taskbridge.memory")
@@ -23,7 +26,9 @@ class MemoryEngine:
     """Runs jobs in worker threads of the current process. No server, nothing survives the process.
 
     By default workers start on the first publish (``memory://``); with ``memory://?autostart=0``
-    they run only under :meth:`start` or :meth:`work`.
+    they run only under :meth:`start` or :meth:`work`. When the process exits with workers
+    running, the jobs already due run first (for at most the ``exit_drain_timeout`` setting) and
+    a warning lists those that did not (see :meth:`drain_at_exit`); :meth:`join` waits for all.
     """
 
     name = "memory"
@@ -74,6 +79,7 @@ class MemoryEngine:
 
                 self._runner = Runner(self, self.settings)
             self._stopping.clear()
+            _running.add(self)
             count = concurrency or self.settings.worker_concurrency
             for index in range(count):
                 thread = threading.Thread(
@@ -103,6 +109,7 @@ class MemoryEngine:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        _running.discard(self)
 
     def join(self, timeout: float | None = None, include_delayed: bool = True) -> bool:
         """Wait until no job is ready, running (or, by default, delayed); False on timeout."""
@@ -114,6 +121,50 @@ class MemoryEngine:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
             return True
+
+    def drain_at_exit(self) -> list[str]:
+        """Run the jobs that are due (ready, running, or delayed but due within ``exit_drain_timeout``),
+        for at most that long, then stop the workers; log a warning listing what did not run.
+
+        Runs by itself at interpreter exit while workers are running. Returns what did not run.
+        """
+        if not self._threads:
+            return []
+        deadline = time.monotonic() + self.settings.exit_drain_timeout
+        with self._cond:
+            while self._due_before(deadline) and time.monotonic() < deadline:
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+        self.stop(timeout=0.5)
+        left = self._left_over()
+        if left:
+            log.warning(
+                "embedded engine: %d job(s) not run before the process exited: %s. The embedded engine "
+                "runs jobs inside this process; run a worker (TASKBRIDGE_ENGINE, TASKBRIDGE_BROKER_URL) "
+                "for jobs that must outlive it, or wait for them with get_engine().join()",
+                sum(left.values()), "; ".join(f"{count} x {what}" for what, count in left.items()),
+            )
+        return list(left.elements())
+
+    def _due_before(self, deadline: float) -> bool:
+        if self._in_flight or any(self._ready[q] for q in self._consumed_queues()):
+            return True
+        return bool(self._delayed) and self._delayed[0][0] <= deadline
+
+    def _left_over(self) -> Counter[str]:
+        """What is still waiting, running or delayed, by job and reason."""
+        left: Counter[str] = Counter()
+        now = time.monotonic()
+        with self._cond:
+            for queue in self._consumed_queues():
+                for body in self._ready[queue]:
+                    left[f"{peek_job_name(body)} (not started in time)"] += 1
+            if self._in_flight:
+                left[f"still running after exit_drain_timeout={self.settings.exit_drain_timeout:g}s"] += (
+                    self._in_flight
+                )
+            for due, _, _, body in sorted(self._delayed):
+                left[f"{peek_job_name(body)} (countdown: due in {math.ceil(max(0.0, due - now))}s)"] += 1
+        return left
 
     def depth(self, queue: str) -> int:
         with self._cond:
@@ -185,3 +236,16 @@ class MemoryEngine:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
+
+
+_running: weakref.WeakSet[MemoryEngine] = weakref.WeakSet()
+"""Engines whose workers run: each drains at interpreter exit."""
+
+
+@atexit.register
+def _drain_running_engines() -> None:
+    for engine in list(_running):
+        try:
+            engine.drain_at_exit()
+        except Exception:  # never let one engine stop the others from draining
+            log.exception("embedded engine: draining at exit failed")

@@ -1,6 +1,6 @@
 """Prometheus metrics: the same names and labels on every engine, fed by the runner's events.
 
-Install with ``pip install 'taskbridge[metrics]'``. A worker started with ``--metrics-port``
+Install with ``pip install 'taskbridge-jobs[metrics]'``. A worker started with ``--metrics-port``
 (setting ``metrics_port``) serves ``/metrics``; any other process (a web app that enqueues)
 calls :func:`install` and exposes the default registry its own way.
 
@@ -66,7 +66,7 @@ def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise ConfigurationError("metrics need prometheus-client: pip install 'taskbridge[metrics]'") from None
+        raise ConfigurationError("metrics need prometheus-client: pip install 'taskbridge-jobs[metrics]'") from None
     return prometheus_client
 
 

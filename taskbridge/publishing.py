@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import events
@@ -19,6 +19,8 @@ from .engine import Engine, get_engine
 from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
+from .queue_rules import queue_name_problem
+from .signing import overhead, signed
 from .units import parse_duration
 from .wire import readable_body
 
@@ -42,13 +44,18 @@ def schedule(engine: Engine, envelopes: Sequence[Envelope], delay: float, settin
     """Publish ``envelopes`` to run after ``delay`` seconds, hopping when the transport cannot hold it."""
     if not envelopes:
         return
-    if delay <= 0:
-        engine.publish(envelopes, 0)
-        return
     settings = settings or get_settings()
+    if delay <= 0:
+        publish(engine, envelopes, 0, settings)
+        return
     due = time.time() + delay
     stamped = [e.with_changes(not_before=due) for e in envelopes]
-    engine.publish(stamped, min(delay, max_delay(engine, settings)))
+    publish(engine, stamped, min(delay, max_delay(engine, settings)), settings)
+
+
+def publish(engine: Engine, envelopes: Sequence[Envelope], delay: float, settings: Settings) -> None:
+    """Hand finished envelopes to the engine: the one way out of the core, where they are signed."""
+    engine.publish(signed(envelopes, settings), delay)
 
 
 def dead_letter_queue(queue: str, settings: Settings | None = None) -> str:
@@ -82,14 +89,14 @@ def publish_dead_letter(
     if encoding:
         headers["body_encoding"] = encoding
     record = Envelope(job=DEAD_LETTER_JOB, queue=dead_letter_queue(queue, settings), headers=headers)
-    limit = engine.facts.max_message_size
+    limit = engine.facts.max_message_size - overhead(settings)
     if len(record.encode()) > limit:
         # The body was within the limit, but quoted inside the record it may not be; a record the
         # transport refuses would leave the message unacknowledged, to fail again forever.
         record.headers.update(truncated=True, body_size=len(body))
         while len(record.encode()) > limit and record.headers["body"]:
             record.headers["body"] = record.headers["body"][: len(record.headers["body"]) * 3 // 4]
-    engine.publish([record], 0)
+    publish(engine, [record], 0, settings)
 
 
 def _countdown(call: JobCall) -> float:
@@ -148,8 +155,13 @@ class _Publisher:
                 f"job {self.spec.name!r}: queue= must be letters, digits, '-', '_' or '.', got {call.queue!r}"
             )
         self.queue = call.queue or self.spec.resolved_queue(self.settings.default_queue)
+        problem = queue_name_problem(self.queue, self.settings)
+        if problem:
+            raise EnqueueError(f"job {self.spec.name!r}: {problem}")
         self.delay = _countdown(call)
         self.expires = _expires(call, self.settings)
+        self.signature_size = overhead(self.settings)
+        self.limit = self.engine.facts.max_message_size - self.signature_size
         self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()
         self._empty_frame = len(Envelope(job=self.spec.name, queue=self.queue).encode())
         self.coordination: Coordination | None = None
@@ -212,11 +224,11 @@ class _Publisher:
             chain=list(chain or []),
             headers=headers,
         )
-        limit = self.engine.facts.max_message_size
+        limit = self.limit
         if self._size_bound(arguments_size, envelope.chain, headers) <= limit:
             return envelope
-        size = len(envelope.encode().encode("utf-8"))
-        if size > limit:
+        size = len(envelope.encode().encode("utf-8")) + self.signature_size
+        if size > self.engine.facts.max_message_size:
             if self.coordination is not None:
                 self.coordination.release_unique(headers["unique"])
             raise EnqueueError(
@@ -290,8 +302,17 @@ def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
     )
 
 
-def enqueue_batches(call: JobCall, calls: Iterable[Any], *, batch_size: int | None = None) -> int:
-    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch."""
+def enqueue_batches(
+    call: JobCall,
+    calls: Iterable[Any],
+    *,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch.
+
+    ``progress`` is called after each batch with the number of calls handled so far (published,
+    or refused as duplicates of a ``unique`` job)."""
     publisher = _Publisher(call)
     size = publisher.settings.enqueue_batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -311,4 +332,6 @@ def enqueue_batches(call: JobCall, calls: Iterable[Any], *, batch_size: int | No
                 batch.append(envelope)
         publisher.send(batch)
         total += len(batch)
+        if progress is not None:
+            progress(consumed)
     return total

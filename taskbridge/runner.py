@@ -21,6 +21,8 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
+from .queue_rules import queue_name_problem
+from .signing import signer_for
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -43,6 +45,7 @@ class Runner:
         self.coordination = coordination or get_coordination()
         self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
+        self.signer = signer_for(self.settings)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -50,6 +53,9 @@ class Runner:
         in a store its processes do not share."""
         specs = specs if specs is not None else [j.spec for j in registry().values()]
         for spec in specs:
+            problem = queue_name_problem(spec.resolved_queue(self.settings.default_queue), self.settings)
+            if problem:
+                raise ConfigurationError(f"job {spec.name!r}: {problem}")
             timeout = spec.resolved_timeout(self.settings.default_timeout)
             if spec.hard_timeout is not None and timeout is not None and spec.hard_timeout <= timeout:
                 raise ConfigurationError(
@@ -112,7 +118,10 @@ class Runner:
             outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
         else:
             handle = lookup(envelope.job)
-            if handle is None:
+            unsigned = self.signer.verify(envelope) if self.signer else None
+            if unsigned:
+                outcome = Dead(None, unsigned, raw=raw)
+            elif handle is None:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}")
             else:
                 self._release_killed(handle.spec, envelope)
@@ -138,6 +147,11 @@ class Runner:
             envelope = decode(raw)
         except EnvelopeError as exc:
             return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
+        if self.signer is not None:
+            unsigned = self.signer.verify(envelope)
+            if unsigned:
+                # Nothing in the envelope is trusted, not even its queue: dead-letter the bytes.
+                return Dead(None, unsigned, raw=_dumped(raw))
         handle = lookup(envelope.job)
         if handle is None:
             return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import Settings, mask_url
+from .config import Settings, banner, mask_url
 from .engine import Engine
 from .errors import ConfigurationError
 from .publishing import dead_letter_queue
@@ -44,7 +44,7 @@ def read_metrics(url: str, timeout: float = 5.0) -> list[Sample]:
         from prometheus_client.parser import text_string_to_metric_families
     except ImportError:
         raise ConfigurationError(
-            "reading /metrics needs prometheus-client: pip install 'taskbridge[metrics]'"
+            "reading /metrics needs prometheus-client: pip install 'taskbridge-jobs[metrics]'"
         ) from None
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode("utf-8")
@@ -208,15 +208,18 @@ def as_json(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | Non
 
 def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None, settings: Settings) -> Any:
     """A rich table of ``rows``."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     title = f"taskbridge · {settings.engine} · {mask_url(settings.broker_url)}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("queue")
-    for name in ("depth", "dead letters", "jobs/s", "failed/s", "wait p50", "wait p95", "running"):
-        table.add_column(name, justify="right")
+    # At 80 columns every column fits: no vertical rules, and a long queue name folds onto the next
+    # line instead of being cut; the numbers and headers keep their width.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("queue", overflow="fold", min_width=10)
+    for name in ("depth", "dead\nletters", "jobs/s", "failed/s", "wait\np50", "wait\np95", "running"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             r.queue,
@@ -228,7 +231,7 @@ def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None
             _seconds(r.wait_p95),
             _count(r.running),
         )
-    notes = []
+    notes = [banner(settings)]
     if snapshot.counters is None and not snapshot.errors:
         notes.append("jobs/s and wait need a worker's /metrics: --metrics URL or the metrics_port setting")
     elif window is not None:
@@ -279,7 +282,8 @@ def run_status(
             print(as_json(rows, latest, span, settings))
         else:
             console.print(render(rows, latest, span, settings))
-        return 0
+        unread = [q for q in queues if latest.depths.get(q) is None]
+        return 1 if unread else 0
 
     from rich.live import Live
 

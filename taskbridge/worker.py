@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Settings, get_settings, mask_url
+from . import preflight
+from .config import Settings, banner, get_settings
 from .engine import Engine, get_engine, load_engine_factory
 from .errors import ConfigurationError
 from .job import registry
@@ -32,6 +33,40 @@ def import_job_modules(modules: Sequence[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigurationError(f"cannot import job module {module!r}: {exc}") from exc
+
+
+def jobs_of(module: str) -> list[str]:
+    """Names of the jobs an imported ``module`` declares or holds (imported from elsewhere)."""
+    from .job import Job
+
+    held = {value.name for value in vars(sys.modules[module]).values() if isinstance(value, Job)}
+    declared = {name for name in registry() if name.startswith(module + ".")}
+    return sorted(held | declared)
+
+
+def check_modules_and_queues(
+    modules: Sequence[str], queues: Sequence[str], default_queue: str, *, any_queue: bool = False
+) -> list[str]:
+    """The queues to consume: refuses (ConfigurationError) a module with no job, or queues no job
+    declares, unless ``any_queue`` (jobs routed there per call with ``.options(queue=...)``)."""
+    empty = [module for module in modules if not jobs_of(module)]
+    if empty:
+        raise ConfigurationError(
+            f"no @job in {', '.join(empty)}: a worker needs the module(s) that declare the jobs it runs"
+        )
+    names = {name for module in modules for name in jobs_of(module)}
+    used = sorted({registry()[name].spec.resolved_queue(default_queue) for name in names if name in registry()})
+    if not queues:
+        return used
+    unused = [queue for queue in queues if queue not in used]
+    if len(unused) == len(queues) and not any_queue:
+        raise ConfigurationError(
+            f"no job of {', '.join(modules)} uses queue(s) {', '.join(queues)} (--queues); "
+            f"their queues are: {', '.join(used)} (--any-queue if you route jobs there with .options(queue=...))"
+        )
+    if unused and not any_queue:
+        log.warning("no job of %s uses queue(s) %s; consuming them anyway", ", ".join(modules), ", ".join(unused))
+    return list(queues)
 
 
 def prepare(engine: Engine | None = None) -> Runner:
@@ -70,7 +105,9 @@ def process_exited(pid: int) -> None:
     metrics.process_exited(pid)
 
 
-def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int | None) -> None:
+def run_worker(
+    modules: Sequence[str], queues: Sequence[str], concurrency: int | None, *, any_queue: bool = False
+) -> None:
     """Import the job modules and run the configured engine's worker in the foreground.
 
     With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
@@ -92,17 +129,16 @@ def run_worker(modules: Sequence[str], queues: Sequence[str], concurrency: int |
     server = None
     try:
         import_job_modules(modules)
+        queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
+        preflight.check_broker(settings)
+        preflight.check_coordination(settings)
         engine = get_engine()
         prepare(engine)
-        if not queues:
-            queues = sorted({h.spec.resolved_queue(settings.default_queue) for h in registry().values()})
         if settings.metrics_port is not None:
             server = _serve_metrics(settings, engine, list(queues), directory, owns_directory)
         log.info(
-            "taskbridge worker: engine=%s broker=%s coordination=%s queues=%s jobs=%d%s",
-            engine.name,
-            mask_url(settings.broker_url),
-            mask_url(settings.effective_coordination_url),
+            "taskbridge worker: %s queues=%s jobs=%d%s",
+            banner(settings),
             ",".join(queues),
             len(registry()),
             f" metrics=:{server.port}/metrics" if server is not None else "",

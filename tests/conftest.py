@@ -25,7 +25,7 @@ def redis_url() -> str:
     try:
         import redis
     except ImportError:
-        unavailable("the redis package is not installed: pip install 'taskbridge[redis]'")
+        unavailable("the redis package is not installed: pip install 'taskbridge-jobs[redis]'")
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()

@@ -71,7 +71,7 @@ def test_redis_and_sqs_workers_read_items_through_the_guarded_transports(clean_e
     assert transport("redis://h:6379/0") == "taskbridge_celery.guarded_redis:RedisTransport"
     assert transport("sqs://", sqs_endpoint_url="http://127.0.0.1:4566") == "taskbridge_celery.guarded_sqs:SQSTransport"
     assert transport("amqp://guest:guest@h:5672//") is None, "RabbitMQ is guarded in the consumer"
-    assert transport("rediss://h:6380/0") is None, "TLS stays with kombu's own transport"
+    assert transport("rediss://h:6380/0") == "taskbridge_celery.guarded_redis:RedisTransport"
 
 
 def test_rabbitmq_publishes_wait_for_the_brokers_confirm_unless_turned_off(clean_env: None) -> None:

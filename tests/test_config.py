@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from taskbridge.memory import MemoryEngine
 def empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> Iterator[Path]:
     """A working directory with no configuration files and no TASKBRIDGE_* variables."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".git").mkdir()  # the project root: files above it are not read
     yield tmp_path
     set_engine(None)
     set_coordination(None)
@@ -116,14 +118,92 @@ def test_a_bad_value_names_the_setting_and_its_variable(
 
 def test_a_bad_value_in_a_file_is_reported_too(empty_dir: Path) -> None:
     write(empty_dir / "taskbridge.toml", 'default_timeout = "a while"\n')
-    with pytest.raises(ConfigurationError, match=r"default_timeout \(TASKBRIDGE_DEFAULT_TIMEOUT\)"):
+    expected = r"default_timeout \(TASKBRIDGE_DEFAULT_TIMEOUT, from .*taskbridge.toml\)"
+    with pytest.raises(ConfigurationError, match=expected):
         load_settings()
 
 
-def test_a_misspelt_setting_in_a_file_is_an_error(empty_dir: Path) -> None:
+def test_a_misspelt_setting_in_a_file_is_a_warning_naming_the_closest_setting(
+    empty_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     write(empty_dir / "taskbridge.toml", 'default_timout = "30s"\n')
-    with pytest.raises(ConfigurationError, match=r"default_timout.*[Ee]xtra inputs are not permitted"):
+    settings = load_settings()
+    assert settings.default_timeout == 300.0
+    assert "unknown setting 'default_timout'" in caplog.text
+    assert "did you mean 'default_timeout'?" in caplog.text
+
+
+def test_a_misspelt_variable_is_a_warning_naming_the_closest_variable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TASKBRIDGE_ENGNE", "celery")
+    monkeypatch.setenv("TASKBRIDGE_CONTRACT_COMBINATIONS", "all")
+    monkeypatch.setenv("TASKBRIDGE_CELERY_LOGLEVEL", "INFO")
+    assert load_settings().engine == "memory"
+    assert "unknown environment variable TASKBRIDGE_ENGNE; did you mean TASKBRIDGE_ENGINE?" in caplog.text
+    assert "CONTRACT" not in caplog.text and "CELERY" not in caplog.text, "variables read elsewhere are known"
+
+
+@pytest.mark.parametrize("strict_by", ["env", "file"])
+def test_strict_makes_unknown_names_an_error(empty_dir: Path, monkeypatch: pytest.MonkeyPatch, strict_by: str) -> None:
+    monkeypatch.setenv("TASKBRIDGE_ENGNE", "celery")
+    if strict_by == "env":
+        monkeypatch.setenv("TASKBRIDGE_STRICT", "1")
+        write(empty_dir / "taskbridge.toml", 'namespce = "app"\n')
+    else:
+        write(empty_dir / "taskbridge.toml", 'strict = true\nnamespce = "app"\n')
+    with pytest.raises(ConfigurationError) as caught:
         load_settings()
+    assert "TASKBRIDGE_ENGNE; did you mean TASKBRIDGE_ENGINE?" in str(caught.value)
+    assert "'namespce'" in str(caught.value) and "did you mean 'namespace'?" in str(caught.value)
+
+
+def test_taskbridge_toml_is_found_from_a_subfolder_up_to_the_project_root(empty_dir: Path) -> None:
+    root = empty_dir / "project"
+    (root / "src" / "app").mkdir(parents=True)
+    (root / ".git").mkdir()
+    write(root / "taskbridge.toml", 'engine = "celery"\nbroker_url = "redis://127.0.0.1:6379/0"\n')
+    write(empty_dir / "taskbridge.toml", 'namespace = "outside-the-project"\n')
+    os.chdir(root / "src" / "app")
+    settings = load_settings()
+    assert (settings.engine, settings.namespace) == ("celery", "taskbridge")
+    assert settings.config_files == [str(root / "taskbridge.toml")]
+    assert settings.origin("engine") == str(root / "taskbridge.toml")
+    assert settings.origin("namespace") == "default"
+
+
+def test_pyproject_marks_the_project_root(empty_dir: Path) -> None:
+    root = empty_dir / "project"
+    (root / "pkg").mkdir(parents=True)
+    write(root / "pyproject.toml", '[tool.taskbridge]\ndefault_queue = "root"\n')
+    write(root / "pkg" / "pyproject.toml", '[project]\nname = "pkg"\n')
+    os.chdir(root / "pkg")
+    assert load_settings().default_queue == "default", "the nearest pyproject.toml is the root"
+    os.chdir(root)
+    settings = load_settings()
+    assert settings.default_queue == "root"
+    assert settings.config_files == [f"{root / 'pyproject.toml'} [tool.taskbridge]"]
+
+
+def test_taskbridge_config_names_the_file(empty_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(empty_dir / "taskbridge.toml", 'default_queue = "here"\n')
+    elsewhere = empty_dir / "conf" / "prod.toml"
+    elsewhere.parent.mkdir()
+    write(elsewhere, 'default_queue = "prod"\n')
+    monkeypatch.setenv("TASKBRIDGE_CONFIG", str(elsewhere))
+    settings = load_settings()
+    assert settings.default_queue == "prod"
+    assert settings.origin("default_queue") == str(elsewhere)
+    monkeypatch.setenv("TASKBRIDGE_CONFIG", str(empty_dir / "missing.toml"))
+    with pytest.raises(ConfigurationError, match=r"TASKBRIDGE_CONFIG=.*missing.toml: no such file"):
+        load_settings()
+
+
+def test_origins_name_the_variable_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKBRIDGE_BROKER_URL", "redis://127.0.0.1:6379/3")
+    settings = load_settings(namespace="app")
+    assert settings.origin("broker_url") == "env TASKBRIDGE_BROKER_URL"
+    assert settings.origin("namespace") == "code"
 
 
 def test_every_problem_is_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,3 +240,25 @@ def test_an_unknown_engine_lists_the_registered_ones() -> None:
 )
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_engine_variables_are_checked_by_their_engine(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskbridge_celery.settings import load_celery_settings
+    from taskbridge_dramatiq.settings import load_dramatiq_settings
+
+    monkeypatch.setenv("TASKBRIDGE_CELERY_LOGLEVL", "DEBUG")
+    monkeypatch.setenv("TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMOUT", "5")
+    assert load_celery_settings().loglevel == "INFO"
+    assert "TASKBRIDGE_CELERY_LOGLEVL; did you mean TASKBRIDGE_CELERY_LOGLEVEL?" in caplog.text
+    with pytest.raises(ConfigurationError, match=r"did you mean TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMEOUT\?"):
+        load_dramatiq_settings(strict=True)
+
+
+def test_a_removed_working_directory_means_no_files(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    gone.rmdir()
+    assert load_settings().config_files == []

@@ -247,7 +247,7 @@ def test_unknown_scheme_is_refused_with_the_password_masked() -> None:
 def test_missing_redis_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.delitem(sys.modules, "taskbridge.coordination.redis")
-    with pytest.raises(ImportError, match=r"pip install 'taskbridge\[redis\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'taskbridge-jobs\[redis\]'"):
         open_coordination("redis://127.0.0.1:6379/0")
 
 

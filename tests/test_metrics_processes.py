@@ -40,8 +40,8 @@ def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) ->
                 TB_OBSERVED_SEED="1",
                 TASKBRIDGE_BROKER_URL="memory://?autostart=0",
                 TASKBRIDGE_DEFAULT_QUEUE="seeded",
-                # a password that must never reach the log
-                TASKBRIDGE_COORDINATION_URL="redis://:s3cret-pw@127.0.0.1:6379/15",
+                # a password that must never reach the log (Redis's passwordless default user takes any)
+                TASKBRIDGE_COORDINATION_URL="redis://default:s3cret-pw@127.0.0.1:6379/15",
                 PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
             ),
             stdout=log,
@@ -81,7 +81,7 @@ def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) ->
         worker.wait(15)
     text = log_path.read_text()
     assert "s3cret-pw" not in text
-    assert "redis://:***@127.0.0.1:6379/15" in text
+    assert "redis://default:***@127.0.0.1:6379/15" in text
     assert metrics_dir.is_dir() and not list(metrics_dir.glob("*.db.new"))
 
 

@@ -60,6 +60,8 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
     }
     if broker.transport:
         config["broker_transport"] = broker.transport
+    if broker.ssl is not None:
+        config["broker_use_ssl"] = broker.ssl
     if settings.worker_max_memory_mb:
         config["worker_max_memory_per_child"] = settings.worker_max_memory_mb * 1024
     if broker.scheme == "sqs":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from taskbridge import Settings, TransportFacts
+from taskbridge import Settings, TransportFacts, tls
 from taskbridge.errors import ConfigurationError
 
 from .settings import CelerySettings
@@ -49,6 +49,8 @@ class Broker:
     max_message_size: int = REDIS_MAX_MESSAGE
     transport: str | None = None
     """kombu transport class (``module:Class``) in place of the one the URL's scheme names."""
+    ssl: dict[str, Any] | None = None
+    """TLS options as kombu's ``ssl`` connection argument (Celery's ``broker_use_ssl``), or None."""
 
     def facts(self, options: CelerySettings) -> TransportFacts:
         if self.scheme == "sqs":
@@ -86,9 +88,12 @@ def broker_for(settings: Settings, options: CelerySettings) -> Broker:
 
 def _redis(settings: Settings) -> Broker:
     vt = settings.visibility_timeout
+    url, options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
     return Broker(
         scheme="redis",
-        url=settings.broker_url,
+        url=url,
+        # kombu hands these to redis-py's SSLConnection; without them it would not verify the server.
+        ssl=options.redis_kwargs() if options else None,
         transport_options={
             "visibility_timeout": vt,
             # kombu scans for messages whose worker died every interval x throttle seconds
@@ -99,8 +104,8 @@ def _redis(settings: Settings) -> Broker:
         },
         hold_limit=vt,
         max_message_size=REDIS_MAX_MESSAGE,
-        # rediss:// keeps kombu's transport: a class path in its place would drop the TLS the scheme implies.
-        transport=REDIS_TRANSPORT if settings.broker_scheme == "redis" else None,
+        # rediss:// too: its TLS comes from ``ssl`` (broker_use_ssl), not from the scheme's name.
+        transport=REDIS_TRANSPORT,
     )
 
 
@@ -108,9 +113,11 @@ def _amqp(settings: Settings, options: CelerySettings) -> Broker:
     transport_options: dict[str, Any] = {}
     if options.amqp_confirm_publish:
         transport_options["confirm_publish"] = True
+    url, tls_options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
     return Broker(
         scheme="amqp",
-        url=settings.broker_url,
+        url=url,
+        ssl=tls_options.py_amqp_ssl(urlsplit(url).hostname) if tls_options else None,
         transport_options=transport_options,
         hold_limit=options.amqp_consumer_timeout,
         max_message_size=AMQP_MAX_MESSAGE,

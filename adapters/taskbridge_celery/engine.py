@@ -6,10 +6,12 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
 from taskbridge.engine import MessageRunner
 from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
+from taskbridge.extras import require
 
 from .app import build_app, consume
 from .broker import broker_for
@@ -18,8 +20,13 @@ from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
-from .sqs import SqsQueues
 from .tasks import register
+
+if TYPE_CHECKING:
+    from .sqs import SqsQueues
+
+_TRANSPORT_MODULES = {"redis": {"redis": "redis"}, "amqp": {}, "sqs": {"boto3": "sqs"}}
+"""Per transport, the packages it needs beyond Celery (module -> extra); py-amqp comes with kombu."""
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -35,13 +42,16 @@ class CeleryEngine:
 
     def __init__(self, settings: Settings | None = None, options: CelerySettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = options or load_celery_settings()
+        self.options = options or load_celery_settings(strict=self.settings.strict)
         self.broker = broker_for(self.settings, self.options)
+        require(_TRANSPORT_MODULES[self.broker.scheme], f"the celery engine on {self.broker.scheme}://")
         self.facts: TransportFacts = self.broker.facts(self.options)
         self.app = build_app(self.settings, self.broker)
         self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
         self._connection = ProcessConnection(self.app)
         if self.broker.scheme == "sqs":
+            from .sqs import SqsQueues  # kombu's SQS transport and botocore: only for sqs://
+
             sqs = SqsQueues(self._connection)
             self._publish = sqs.publish
             self._queues: SqsQueues | BrokerQueues = sqs

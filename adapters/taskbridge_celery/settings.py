@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskbridge import config_check
 from taskbridge.errors import ConfigurationError
+
+PREFIX = "TASKBRIDGE_CELERY_"
 
 
 class CelerySettings(BaseSettings):
     """Celery-specific knobs; everything shared with other engines lives in taskbridge's Settings."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKBRIDGE_CELERY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     delay_margin: float | None = Field(
         default=None,
@@ -51,13 +56,16 @@ class CelerySettings(BaseSettings):
     hostname: str | None = Field(default=None, description="Celery node name (default taskbridge-<pid>@<host>)")
 
 
-def load_celery_settings() -> CelerySettings:
-    """Read the ``TASKBRIDGE_CELERY_*`` settings; a bad value raises ConfigurationError naming it."""
+def load_celery_settings(*, strict: bool = False) -> CelerySettings:
+    """Read the ``TASKBRIDGE_CELERY_*`` settings; a bad value raises ConfigurationError naming it, an
+    unknown variable is a warning naming the closest one (an error when ``strict``)."""
+    unknown = config_check.unknown_variables(os.environ, CelerySettings.model_fields, prefix=PREFIX)
     try:
-        return CelerySettings()
+        options = CelerySettings()
     except ValidationError as exc:
         problems = [
-            f"TASKBRIDGE_CELERY_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
+            f"{PREFIX}{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
         ]
-        raise ConfigurationError("invalid Celery engine settings:\n  " + "\n  ".join(problems)) from None
+        raise ConfigurationError("invalid Celery engine settings:\n  " + "\n  ".join(problems + unknown)) from None
+    config_check.report(unknown, strict=strict)
+    return options

@@ -14,16 +14,24 @@ from taskbridge.config import Settings, get_settings
 from taskbridge.engine import MessageRunner, TransportFacts
 from taskbridge.envelope import Envelope
 from taskbridge.errors import ConfigurationError
+from taskbridge.extras import require
 from taskbridge.job import JobSpec
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, transport_facts, transport_of
-from .settings import DramatiqSettings
+from .settings import load_dramatiq_settings
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
 
 log = logging.getLogger("taskbridge.dramatiq")
+
+_TRANSPORT_MODULES = {
+    "redis": {"redis": "redis"},
+    "amqp": {"pika": "rabbitmq"},
+    "sqs": {"boto3": "sqs", "dramatiq_sqs": "sqs"},
+}
+"""Per transport, the packages its Dramatiq broker needs (module -> extra)."""
 
 
 class DramatiqEngine:
@@ -38,8 +46,9 @@ class DramatiqEngine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = DramatiqSettings()
+        self.options = load_dramatiq_settings(strict=self.settings.strict)
         self.transport = transport_of(self.settings)
+        require(_TRANSPORT_MODULES[self.transport], f"the dramatiq engine on {self.transport}://")
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
         self._runner: MessageRunner | None = None

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskbridge import config_check
+from taskbridge.errors import ConfigurationError
+
+PREFIX = "TASKBRIDGE_DRAMATIQ_"
 
 
 class DramatiqSettings(BaseSettings):
     """Tuning of the Dramatiq adapter. Every field has a safe default; set them through the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKBRIDGE_DRAMATIQ_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
 
     worker_timeout_ms: int = Field(
         default=100, ge=10, le=20_000,
@@ -35,3 +42,18 @@ class DramatiqSettings(BaseSettings):
         "the process is replaced (jobs still running then are delivered again)",
     )
     respawn_delay: float = Field(default=1.0, ge=0, description="seconds before a crashed worker process is restarted")
+
+
+def load_dramatiq_settings(*, strict: bool = False) -> DramatiqSettings:
+    """Read the ``TASKBRIDGE_DRAMATIQ_*`` settings; a bad value raises ConfigurationError naming it, an
+    unknown variable is a warning naming the closest one (an error when ``strict``)."""
+    unknown = config_check.unknown_variables(os.environ, DramatiqSettings.model_fields, prefix=PREFIX)
+    try:
+        options = DramatiqSettings()
+    except ValidationError as exc:
+        problems = [
+            f"{PREFIX}{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
+        ]
+        raise ConfigurationError("invalid Dramatiq engine settings:\n  " + "\n  ".join(problems + unknown)) from None
+    config_check.report(unknown, strict=strict)
+    return options

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from .. import tls
 from ..config import mask_url
 from ..errors import CoordinationError
 from ..units import Rate
@@ -16,7 +17,9 @@ try:
     import redis
     from redis.exceptions import LockNotOwnedError
 except ImportError as exc:
-    raise ImportError("the Redis coordination store needs the redis package: pip install 'taskbridge[redis]'") from exc
+    raise ImportError(
+        "the Redis coordination store needs the redis package: pip install 'taskbridge-jobs[redis]'"
+    ) from exc
 
 # GCRA with reservation: the caller always takes the next slot and learns how long until it.
 # Times are integer microseconds of the server clock, so every host agrees on "now".
@@ -92,8 +95,12 @@ class RedisCoordination:
     def __init__(self, url: str, namespace: str = "taskbridge") -> None:
         self.namespace = namespace
         self.where = mask_url(url)
+        url, options = tls.split(url)
         self._client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            **(options.redis_kwargs() if options else {}),
         )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)

@@ -1,7 +1,7 @@
 """The codemod from Celery and Dramatiq: task decorators become ``@job``, old names stay as aliases.
 
 ``taskbridge migrate PATH [--write]`` on the command line; :func:`migrate_paths` and :func:`rewrite`
-in code. Needs libcst (``pip install 'taskbridge[migrate]'``), imported only when used.
+in code. Needs libcst (``pip install 'taskbridge-jobs[migrate]'``), imported only when used.
 """
 
 from __future__ import annotations

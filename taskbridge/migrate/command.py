@@ -16,7 +16,7 @@ def migrate(paths: tuple[str, ...], write: bool) -> None:
     try:
         from .run import migrate_paths
     except ImportError as exc:
-        click.echo(f"error: the codemod needs libcst ({exc}): pip install 'taskbridge[migrate]'", err=True)
+        click.echo(f"error: the codemod needs libcst ({exc}): pip install 'taskbridge-jobs[migrate]'", err=True)
         sys.exit(2)
     report = migrate_paths(paths)
     if write:

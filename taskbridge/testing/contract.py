@@ -20,6 +20,7 @@ import pytest
 
 from taskbridge import EnqueueError, Envelope, get_settings
 from taskbridge.publishing import max_delay
+from taskbridge.signing import MISMATCH, MISSING, Signer
 
 from . import jobs
 from .harness import Harness, RawItem
@@ -267,3 +268,49 @@ def test_any_bytes_in_the_queue_end_in_dead_letters_and_the_worker_keeps_going(h
     assert harness.depth(harness.queue) == 0, "nothing is left behind in the queue"
     assert not marker.exists(), "a pickle body was deserialized"
     assert {event["pid"] for event in _ran(harness, "echo")} == pids, "the worker process was replaced"
+
+
+SIGNING_KEY = "contract-signing-key-2"
+OLD_SIGNING_KEY = "contract-signing-key-1"
+
+
+def _dead_reasons(harness: Harness) -> list[str]:
+    return sorted(event["reason"] for event in harness.events("outcome:dead", "echo"))
+
+
+def _echoed(harness: Harness) -> list[str]:
+    return sorted(str(event["args"][0]) for event in _ran(harness, "echo"))
+
+
+@pytest.mark.harness_settings({"TASKBRIDGE_SIGNING_KEY": SIGNING_KEY})
+def test_signed_jobs_run_and_unsigned_or_tampered_messages_are_dead_lettered_unrun(harness: Harness) -> None:
+    harness.start_workers(concurrency=1)
+    jobs.echo.enqueue("signed")
+    harness.wait_for(lambda: _ran(harness, "echo"), 40, "a signed job never ran")
+    _publish_raw(harness, Envelope(job=jobs.echo.name, queue=harness.queue, args=["unsigned"]))
+    signed = Signer(SIGNING_KEY).sign(Envelope(job=jobs.echo.name, queue=harness.queue, args=["pay 10"]))
+    _publish_raw(harness, signed.with_changes(args=["pay 99"]))
+    jobs.echo.enqueue("last")
+    harness.wait_for(lambda: len(_dead_reasons(harness)) >= 2, 40, "the bad messages were not dead-lettered")
+    harness.wait_for(lambda: harness.depth(harness.dead_queue) == 2, 15, "the dead-letter queue should hold both")
+    harness.wait_for(lambda: len(_ran(harness, "echo")) >= 2, 40, "the job after the bad messages never ran")
+    time.sleep(1.0)
+    assert _dead_reasons(harness) == sorted([MISSING, MISMATCH])
+    assert _echoed(harness) == ["last", "signed"], "an unsigned or tampered message ran"
+
+
+@pytest.mark.harness_settings(
+    {"TASKBRIDGE_SIGNING_KEY": SIGNING_KEY, "TASKBRIDGE_SIGNING_KEYS_ACCEPTED": OLD_SIGNING_KEY}
+)
+def test_during_a_key_rotation_messages_signed_with_the_old_key_still_run(harness: Harness) -> None:
+    before = Envelope(job=jobs.echo.name, queue=harness.queue, args=["old key"])
+    _publish_raw(harness, Signer(OLD_SIGNING_KEY).sign(before))
+    jobs.echo.enqueue("new key")
+    stranger = Envelope(job=jobs.echo.name, queue=harness.queue, args=["unknown key"])
+    _publish_raw(harness, Signer("contract-signing-key-x").sign(stranger))
+    harness.start_workers(concurrency=1)
+    harness.wait_for(lambda: len(_ran(harness, "echo")) >= 2, 40, "the old- and new-key jobs did not both run")
+    harness.wait_for(lambda: _dead_reasons(harness), 40, "a message signed with an unknown key was not dead-lettered")
+    time.sleep(1.0)
+    assert _echoed(harness) == ["new key", "old key"]
+    assert _dead_reasons(harness) == [MISMATCH]

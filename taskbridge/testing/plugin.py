@@ -31,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "processes: needs an engine that runs jobs in worker processes")
+    config.addinivalue_line(
+        "markers", "harness_settings(settings): TASKBRIDGE_* settings of the test's harness, over the contract's"
+    )
 
 
 def selected_combinations(config: pytest.Config) -> list[Combination]:
@@ -67,7 +70,8 @@ def harness(taskbridge_combination: Combination, tmp_path: Path, request: pytest
         pytest.skip(f"{taskbridge_combination}: {reason}")
     if request.node.get_closest_marker("processes") and taskbridge_combination.engine == "memory":
         pytest.skip("the memory engine runs jobs inside this process: killing its worker would end the test")
-    h = Harness(taskbridge_combination, tmp_path)
+    marker = request.node.get_closest_marker("harness_settings")
+    h = Harness(taskbridge_combination, tmp_path, settings=marker.args[0] if marker else None)
     try:
         yield h
     finally:

@@ -7,6 +7,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import dramatiq
 
+from taskbridge import tls
 from taskbridge.config import Settings
 from taskbridge.engine import TransportFacts
 from taskbridge.errors import ConfigurationError
@@ -20,7 +21,9 @@ __all__ = [
     "TaskbridgeBroker",
     "build_broker",
     "consumer_timeout_ms",
+    "pika_ssl_options",
     "pika_url",
+    "redis_connection",
     "redis_heartbeat_timeout",
     "transport_facts",
     "transport_of",
@@ -89,7 +92,7 @@ def build_broker(
         from .redis import TaskbridgeRedisBroker
 
         broker = TaskbridgeRedisBroker(
-            url=settings.broker_url,
+            **redis_connection(settings.broker_url),
             namespace=settings.namespace,
             heartbeat_timeout=int(redis_heartbeat_timeout(settings, options) * 1000),
             middleware=middleware,
@@ -97,10 +100,13 @@ def build_broker(
     elif transport == "amqp":
         from .rabbitmq import TaskbridgeRabbitmqBroker
 
+        url, tls_options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
         broker = TaskbridgeRabbitmqBroker(
-            url=pika_url(settings.broker_url), confirm_delivery=worker or options.confirm_delivery,
+            url=pika_url(url), confirm_delivery=worker or options.confirm_delivery,
             middleware=middleware,
         )
+        if tls_options is not None:
+            broker.parameters.ssl_options = pika_ssl_options(tls_options, urlsplit(url).hostname)
     else:
         from .sqs import MAX_BODY_BYTES, TaskbridgeSQSBroker
 
@@ -112,6 +118,25 @@ def build_broker(
             **_boto_options(settings),
         )
     return broker  # type: ignore[no-any-return]
+
+
+def redis_connection(url: str) -> dict[str, Any]:
+    """RedisBroker's connection argument for ``url``: the URL itself, or for ``rediss://`` a
+    connection pool with the TLS options (RedisBroker passes a URL on with no further options)."""
+    plain, options = tls.split(url, "TASKBRIDGE_BROKER_URL")
+    if options is None:
+        return {"url": url}
+    import redis
+
+    return {"connection_pool": redis.ConnectionPool.from_url(plain, **options.redis_kwargs())}
+
+
+def pika_ssl_options(options: tls.TlsOptions, host: str | None) -> Any:
+    """pika's SSL options from ours (pika itself reads TLS options only from an ``ssl_options``
+    Python-literal URL parameter, and would refuse the ``ssl_*`` ones)."""
+    import pika
+
+    return pika.SSLOptions(options.context(), server_hostname=host)
 
 
 def pika_url(url: str) -> str:
