@@ -7,11 +7,18 @@ from .envelope import Envelope
 from .errors import (
     ConfigurationError,
     EnqueueError,
+    JobCancelled,
     JobDefinitionError,
+    JobExpired,
+    JobFailed,
+    JobNotCancellable,
     JobTimeout,
     PublishError,
+    ResultTimeout,
+    ResultUnavailable,
     TaskbridgeError,
 )
+from .handles import JobRef, get_job
 from .job import Job, JobSpec, Signature, job
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 
@@ -28,11 +35,18 @@ __all__ = [
     "Envelope",
     "Expired",
     "Job",
+    "JobCancelled",
     "JobDefinitionError",
+    "JobExpired",
+    "JobFailed",
+    "JobNotCancellable",
+    "JobRef",
     "JobSpec",
     "JobTimeout",
     "Outcome",
     "PublishError",
+    "ResultTimeout",
+    "ResultUnavailable",
     "Retry",
     "Settings",
     "Signature",
@@ -42,6 +56,7 @@ __all__ = [
     "__version__",
     "configure",
     "get_engine",
+    "get_job",
     "get_settings",
     "job",
     "load_settings",

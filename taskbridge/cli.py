@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .cli_support import fail, log_level_option, set_log_level
 from .config import load_settings, set_settings
+from .job_command import job_command
 from .migrate.command import migrate
 
 
@@ -228,6 +229,7 @@ def status(
 
 
 main.add_command(migrate)
+main.add_command(job_command)
 
 
 @main.command("config")

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="older signing keys workers still accept while keys rotate (comma-separated or a JSON list)",
     )
+    track_jobs: bool = Field(False, description="keep a status record of every job, not only of jobs with result_ttl")
+    track_ttl: float = Field(3600.0, description="how long a finished job's record is kept (jobs without result_ttl)")
+    result_ttl: float | None = Field(None, description="keep every job's return value this long (or per job)")
     strict: bool = Field(False, description="unknown TASKBRIDGE_* variables and file keys are errors, not warnings")
     connect_timeout: float = Field(
         5.0, description="how long commands and workers wait for the broker and coordination store to answer"
@@ -93,13 +96,17 @@ class Settings(BaseSettings):
         "inline_wait_max",
         "lock_retry",
         "visibility_timeout",
+        "track_ttl",
+        "result_ttl",
         "connect_timeout",
         "exit_drain_timeout",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
-        required = ("inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout")
+        required = (
+            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
+        )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:
                 raise ValueError("must be a duration")

@@ -7,7 +7,7 @@ import inspect
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from .backoff import NO_RETRY, Backoff
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
@@ -16,6 +16,7 @@ from .errors import JobDefinitionError
 from .units import Duration, Rate, parse_duration, parse_rate
 
 if TYPE_CHECKING:
+    from .handles import JobRef
     from .policies.arguments import BoundCall
 
 P = ParamSpec("P")
@@ -58,6 +59,7 @@ class JobSpec:
     rate_limit: Rate | None = None
     rate_key: str | None = None
     drop_unknown_kwargs: bool = True
+    result_ttl: float | None = None
     aliases: tuple[str, ...] = ()
     """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
@@ -154,8 +156,9 @@ class Job(CallSiteAliases, Generic[P, R]):
         """Per-call options: ``.options(countdown=60).enqueue(...)``."""
         return JobCall(self, countdown=countdown, eta=eta, queue=queue, expires=expires)
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Publish one run of the job; returns its envelope, or None if a ``unique`` twin is pending."""
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobRef | None:
+        """Publish one run of the job; returns its :class:`~taskbridge.JobRef` (status, result,
+        cancel; ``ref.envelope`` is what was published), or None if a ``unique`` twin is pending."""
         from .publishing import enqueue_default
 
         return enqueue_default(self, args, kwargs)
@@ -163,19 +166,39 @@ class Job(CallSiteAliases, Generic[P, R]):
     delay = enqueue
     send = enqueue
 
+    @overload
     def enqueue_many(
         self,
         calls: Iterable[Any],
         *,
         batch_size: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> int:
+        refs: Literal[False] = False,
+    ) -> int: ...
+    @overload
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        refs: Literal[True],
+    ) -> list[JobRef]: ...
+    def enqueue_many(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        refs: bool = False,
+    ) -> int | list[JobRef]:
         """Publish many runs in batches; each item is a kwargs dict, an args tuple/list, or ``(args, kwargs)``.
 
         Memory stays bounded by the batch size, so a generator of millions is fine. ``progress`` is
-        called after each batch with the number of items handled so far. Returns the count published.
+        called after each batch with the number of items handled so far. Returns the count published,
+        or with ``refs=True`` the list of :class:`~taskbridge.JobRef` (then memory grows with the calls).
         """
-        return JobCall(self).enqueue_many(calls, batch_size=batch_size, progress=progress)
+        return JobCall(self).enqueue_many(calls, batch_size=batch_size, progress=progress, refs=refs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
@@ -200,7 +223,7 @@ class JobCall:
     queue: str | None = None
     expires: Duration | _Default | None = DEFAULT
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+    def enqueue(self, *args: Any, **kwargs: Any) -> JobRef | None:
         from .publishing import enqueue_one
 
         return enqueue_one(self, args, kwargs)
@@ -214,11 +237,12 @@ class JobCall:
         *,
         batch_size: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> int:
+        refs: bool = False,
+    ) -> Any:
         """:meth:`Job.enqueue_many` with these options."""
         from .publishing import enqueue_batches
 
-        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress)
+        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress, refs=refs)
 
 
 @dataclass
@@ -238,7 +262,7 @@ class Signature(SignatureAliases):
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "args": self.args, "kwargs": self.kwargs}
 
-    def enqueue(self) -> Any:
+    def enqueue(self) -> JobRef | None:
         """Publish the first job of the chain; each next one is published when the previous is done."""
         from .publishing import enqueue_one
 
@@ -286,6 +310,7 @@ def job(
     rate_limit: str | Rate | None = None,
     rate_key: str | None = None,
     drop_unknown_kwargs: bool = True,
+    result_ttl: Duration | None = None,
     aliases: Iterable[str] = (),
 ) -> Any:
     """Declare a background job.
@@ -296,8 +321,9 @@ def job(
     ``concurrency=N`` caps running instances cluster-wide; ``rate_limit="70/s"`` is global across
     workers (per ``rate_key`` template if given); ``unique=True`` or a key template refuses a second
     enqueue while one is pending. ``aliases=["myapp.tasks.send_report"]`` also runs messages that
-    unmigrated Celery or Dramatiq producers send under those names. Invalid options raise
-    :class:`JobDefinitionError` right here.
+    unmigrated Celery or Dramatiq producers send under those names. ``result_ttl="1h"`` keeps the
+    job's status and (JSON) return value that long after it finishes, for ``ref.result()``. Invalid
+    options raise :class:`JobDefinitionError` right here.
     """
 
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
@@ -318,6 +344,7 @@ def job(
         parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)
         parsed_lock_ttl = _duration_option("lock_ttl", job_name, lock_ttl, allow_none=True)
         parsed_unique_ttl = _duration_option("unique_ttl", job_name, unique_ttl, allow_none=True)
+        parsed_result_ttl = _duration_option("result_ttl", job_name, result_ttl, allow_none=True)
         if isinstance(parsed_hard, float) and isinstance(parsed_timeout, float) and parsed_hard <= parsed_timeout:
             raise JobDefinitionError(
                 f"job {job_name!r}: hard_timeout ({parsed_hard:g}s) must be longer than timeout ({parsed_timeout:g}s)"
@@ -400,6 +427,7 @@ def job(
             rate_limit=parsed_rate,
             rate_key=rate_key,
             drop_unknown_kwargs=drop_unknown_kwargs,
+            result_ttl=parsed_result_ttl if isinstance(parsed_result_ttl, float) else None,
             aliases=check_aliases(job_name, aliases, _registry),
         )
 

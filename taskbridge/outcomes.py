@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .envelope import Envelope
 
@@ -13,6 +14,8 @@ class Done:
 
     envelope: Envelope
     duration: float = 0.0
+    value: Any = None
+    """What the job returned."""
     kind: str = "done"
 
 
@@ -26,6 +29,7 @@ class Retry:
     duration: float = 0.0
     timed_out: bool = False
     error_type: str | None = None
+    traceback: str | None = None
     kind: str = "retried"
 
 
@@ -67,6 +71,7 @@ class Dead:
     duration: float = 0.0
     timed_out: bool = False
     error_type: str | None = None
+    traceback: str | None = None
     kind: str = "dead"
 
 

@@ -18,9 +18,12 @@ from .config import Settings, get_settings
 from .engine import Engine, get_engine
 from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
 from .errors import ConfigurationError, EnqueueError
+from .handles import JobRef
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
 from .queue_rules import queue_name_problem
 from .signing import overhead, signed
+from .tracking import HEADER as TRACK_HEADER
+from .tracking import get_tracker, plan_for
 from .units import parse_duration
 from .wire import readable_body
 
@@ -164,6 +167,8 @@ class _Publisher:
         self.limit = self.engine.facts.max_message_size - self.signature_size
         self._good_shapes: set[tuple[int, tuple[str, ...]]] = set()
         self._empty_frame = len(Envelope(job=self.spec.name, queue=self.queue).encode())
+        self.plan = plan_for(self.spec, self.settings)
+        self.tracker = get_tracker(self.settings) if self.plan is not None else None
         self.coordination: Coordination | None = None
         if self.spec.unique is not None:
             from .coordination import get_coordination
@@ -205,7 +210,7 @@ class _Publisher:
         self._check_shape(args, kwargs)
         now = time.time()
         due = now + self.delay
-        headers: dict[str, Any] = {}
+        headers: dict[str, Any] = {TRACK_HEADER: self.plan.header()} if self.plan is not None else {}
         if self.coordination is not None:
             key = unique_key(self.spec, args, kwargs)
             ttl = self.spec.unique_ttl or (self.delay + (self.expires or 3600.0))
@@ -244,6 +249,8 @@ class _Publisher:
                 self.coordination.release_unique(envelope.headers["unique"])
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
+        if self.tracker is not None and self.plan is not None and envelopes:
+            self.tracker.enqueued(envelopes, self.plan)
         schedule(self.engine, envelopes, self.delay, self.settings)
         if envelopes:
             events.emit(
@@ -261,19 +268,20 @@ class _Publisher:
 
 def enqueue_one(
     call: JobCall, args: Sequence[Any], kwargs: dict[str, Any], *, chain: list[dict[str, Any]] | None = None
-) -> Envelope | None:
+) -> JobRef | None:
     """Check, build and publish one envelope; None if a ``unique`` twin is already pending."""
     publisher = _Publisher(call)
     envelope = publisher.build(args, kwargs, chain)
-    if envelope is not None:
-        publisher.send([envelope])
-    return envelope
+    if envelope is None:
+        return None
+    publisher.send([envelope])
+    return JobRef(envelope.id, envelope, publisher.settings)
 
 
 _default_publishers: dict[str, _Publisher] = {}
 
 
-def enqueue_default(job: Job[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Envelope | None:
+def enqueue_default(job: Job[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> JobRef | None:
     """``job.enqueue(...)`` without per-call options: reuses one publisher per job while the settings
     and engine stay the same, so a loop of enqueues pays only for building and sending."""
     publisher = _default_publishers.get(job.name)
@@ -285,9 +293,10 @@ def enqueue_default(job: Job[..., Any], args: Sequence[Any], kwargs: dict[str, A
     ):
         publisher = _default_publishers[job.name] = _Publisher(JobCall(job))
     envelope = publisher.build(args, kwargs)
-    if envelope is not None:
-        publisher.send([envelope])
-    return envelope
+    if envelope is None:
+        return None
+    publisher.send([envelope])
+    return JobRef(envelope.id, envelope, publisher.settings)
 
 
 def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
@@ -308,8 +317,10 @@ def enqueue_batches(
     *,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
-) -> int:
-    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch.
+    refs: bool = False,
+) -> int | list[JobRef]:
+    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch. Returns the
+    count, or with ``refs`` a :class:`JobRef` per published call.
 
     ``progress`` is called after each batch with the number of calls handled so far (published,
     or refused as duplicates of a ``unique`` job)."""
@@ -318,6 +329,7 @@ def enqueue_batches(
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise EnqueueError(f"job {call.job.name!r}: batch_size must be at least 1")
     total = consumed = 0
+    sent: list[JobRef] = []
     iterator = iter(calls)
     while chunk := list(itertools.islice(iterator, size)):
         batch: list[Envelope] = []
@@ -332,6 +344,8 @@ def enqueue_batches(
                 batch.append(envelope)
         publisher.send(batch)
         total += len(batch)
+        if refs:
+            sent.extend(JobRef(envelope.id, envelope, publisher.settings) for envelope in batch)
         if progress is not None:
             progress(consumed)
-    return total
+    return sent if refs else total

@@ -23,6 +23,7 @@ from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
 from .queue_rules import queue_name_problem
 from .signing import signer_for
+from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
 from .wire import unwrap
 
 log = logging.getLogger("taskbridge.runner")
@@ -46,6 +47,7 @@ class Runner:
         self.outage = Outage(getattr(self.coordination, "where", "in-process"))
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
         self.signer = signer_for(self.settings)
+        self.tracker = get_tracker(self.settings)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -75,7 +77,7 @@ class Runner:
     def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
         """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
         JSON text, or the JSON object already parsed)."""
-        outcome = self._decide(raw, queue)
+        outcome = self.tracker.settle(self._decide(raw, queue))
         self._carry_out(outcome, queue)
         self._report(outcome, queue)
         return outcome
@@ -125,7 +127,7 @@ class Runner:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}")
             else:
                 self._release_killed(handle.spec, envelope)
-                outcome = self._failed(handle.spec, envelope, None, reason, 0.0, timed_out)
+                outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         self._carry_out(outcome, queue)
         self._report(outcome)
         return outcome
@@ -190,19 +192,23 @@ class Runner:
             if spec.on_lock == "skip":
                 return Skip(envelope, "lock busy")
             return Defer(envelope, self.settings.lock_retry, "lock busy")
+        plan = plan_of(envelope, self.settings)
+        if plan is not None and not self.tracker.started(envelope, plan):
+            guard.release()
+            return Skip(envelope, CANCELLED)
         if events.has_subscribers():
             events.emit(_event("started", envelope))
         started = time.monotonic()
         try:
             with soft_timeout(timeout if self.soft_timeouts else None):
-                spec.func(*bound.args, **bound.kwargs)
+                value = spec.func(*bound.args, **bound.kwargs)
         except Exception as exc:
             duration = time.monotonic() - started
             events.emit_exception(exc, _event("raised", envelope))
             return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
         finally:
             guard.release()
-        return Done(envelope, time.monotonic() - started)
+        return Done(envelope, time.monotonic() - started, value)
 
     def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
         """The job needs the coordination store and it is unreachable: never run it unguarded; try
@@ -220,10 +226,19 @@ class Runner:
     ) -> Outcome:
         if retry.should_retry(spec, envelope.attempt, error):
             wait = retry.delay(spec, envelope.attempt)
-            return Retry(envelope, wait, reason, duration, timed_out, _error_type(error, timed_out))
+            return Retry(
+                envelope, wait, reason, duration, timed_out, _error_type(error, timed_out), traceback_text(error)
+            )
         attempts = envelope.attempt
         why = f"failed on attempt {attempts} of {spec.retry.max_retries + 1}: {reason}"
-        return Dead(envelope, why, duration=duration, timed_out=timed_out, error_type=_error_type(error, timed_out))
+        return Dead(
+            envelope,
+            why,
+            duration=duration,
+            timed_out=timed_out,
+            error_type=_error_type(error, timed_out),
+            traceback=traceback_text(error),
+        )
 
     def _carry_out(self, outcome: Outcome, queue: str | None) -> None:
         if isinstance(outcome, Retry):

@@ -75,6 +75,8 @@ class Snapshot:
     dead_letters: dict[str, int | None]
     counters: dict[str, QueueCounters] | None
     errors: list[str] = field(default_factory=list)
+    states: dict[str, dict[str, int]] | None = None
+    """Tracked jobs per queue and state, when tracking is on."""
 
 
 @dataclass
@@ -91,6 +93,8 @@ class QueueStatus:
     wait_p50: float | None
     wait_p95: float | None
     running: float | None
+    states: dict[str, int] | None = None
+    """Tracked jobs by state (queued, running, done, ...), when tracking is on."""
 
 
 def counters_from(samples: Iterable[Sample], queues: Sequence[str]) -> dict[str, QueueCounters]:
@@ -156,7 +160,10 @@ def take_snapshot(engine: Engine, queues: Sequence[str], metrics_urls: Sequence[
             except Exception as exc:
                 errors.append(f"{mask_url(url)}: {exc}")
         counters = counters_from(samples, queues) if read else None
-    return Snapshot(time.time(), depths, dead, counters, errors)
+    from .tracking.counts import state_counts
+
+    states = state_counts(queues, settings, errors)
+    return Snapshot(time.time(), depths, dead, counters, errors, states)
 
 
 def _depth(engine: Engine, queue: str, errors: list[str]) -> int | None:
@@ -172,6 +179,7 @@ def compare(older: Snapshot | None, newer: Snapshot) -> list[QueueStatus]:
     rows = []
     for queue in newer.depths:
         row = QueueStatus(queue, newer.depths[queue], newer.dead_letters[queue], None, None, None, None, None)
+        row.states = newer.states.get(queue) if newer.states is not None else None
         now = newer.counters.get(queue) if newer.counters is not None else None
         if now is not None:
             row.running = now.running
@@ -220,7 +228,11 @@ def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None
     table.add_column("queue", overflow="fold", min_width=10)
     for name in ("depth", "dead\nletters", "jobs/s", "failed/s", "wait\np50", "wait\np95", "running"):
         table.add_column(name, justify="right", no_wrap=True)
+    with_states = snapshot.states is not None
+    if with_states:
+        table.add_column("tracked jobs", overflow="fold")
     for r in rows:
+        states = [" ".join(f"{k} {v}" for k, v in sorted((r.states or {}).items()))] if with_states else []
         table.add_row(
             r.queue,
             _count(r.depth),
@@ -230,6 +242,7 @@ def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None
             _seconds(r.wait_p50),
             _seconds(r.wait_p95),
             _count(r.running),
+            *states,
         )
     notes = [banner(settings)]
     if snapshot.counters is None and not snapshot.errors:

@@ -16,7 +16,7 @@ from taskbridge.coordination import MemoryCoordination
 from taskbridge.envelope import Envelope, decode
 from taskbridge.memory import MemoryEngine
 from taskbridge.runner import Runner
-from taskbridge.testing import KNOWN, Harness, unavailable_reason
+from taskbridge.testing import KNOWN, Combination, Harness, unavailable_reason
 
 TESTS_DIR = Path(__file__).parent
 
@@ -30,11 +30,12 @@ def unavailable(reason: str) -> NoReturn:
 
 @contextlib.contextmanager
 def open_harness(
-    name: str, workdir: Path, jobs_module: str, settings: Mapping[str, str | None] | None = None
+    name: str | Combination, workdir: Path, jobs_module: str, settings: Mapping[str, str | None] | None = None
 ) -> Iterator[Harness]:
-    """A contract :class:`Harness` on the known combination ``name`` whose workers import
-    ``jobs_module`` from ``tests/``; skipped (failed under CI=true) when the combination is unavailable."""
-    combination = KNOWN[name]
+    """A contract :class:`Harness` on the known combination ``name`` (or on a combination of its
+    own) whose workers import ``jobs_module`` from ``tests/``; skipped (failed under CI=true) when
+    the combination is unavailable."""
+    combination = name if isinstance(name, Combination) else KNOWN[name]
     reason = unavailable_reason(combination)
     if reason:
         unavailable(f"{combination}: {reason}")

@@ -24,6 +24,8 @@ from .settings import load_dramatiq_settings
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
 
+    from .brokers.guard import CarriedItem
+
 log = logging.getLogger("taskbridge.dramatiq")
 
 _TRANSPORT_MODULES = {
@@ -150,6 +152,9 @@ class DramatiqEngine:
             self._runner = Runner(self, self.settings)
         return self._runner
 
-    def run_message(self, raw: str, queue: str | None) -> Outcome:
-        """Hand one message body to the runner given to :meth:`declare` (or a fresh one)."""
+    def run_message(self, raw: str, queue: str | None, item: CarriedItem | None = None) -> Outcome:
+        """Hand one message body to the runner given to :meth:`declare` (or a fresh one); for a
+        stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
+        if item is not None and queue is not None:
+            return self.runner.run_item(item.body, queue, content_type=item.content_type, headers=item.headers)
         return self.runner.run(raw, queue)

@@ -15,6 +15,7 @@ import dramatiq
 
 from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
+from .brokers.guard import envelope_text, raw_item
 from .middleware import JobAbandoned, ProcessMiddleware, Running
 
 if TYPE_CHECKING:
@@ -103,11 +104,12 @@ class WorkerProcess:
         message: Any = self.middleware.current_message()
         queue = message_queue(message) if message is not None else None
         try:
-            old = legacy_item(message)
+            item = raw_item(message)
+            old = legacy_item(message) if item is None else None
             if old is not None:
                 self.engine.runner.run_item(old, queue or "")
             else:
-                self.engine.run_message(raw_body(args, kwargs), queue)
+                self.engine.run_message(raw_body(args, kwargs), queue, item)
         except JobAbandoned:
             return
         except Exception:
@@ -159,7 +161,8 @@ class WorkerProcess:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(running.thread_id), ctypes.py_object(JobAbandoned))
         try:
             self.engine.runner.fail_externally(
-                raw_body(message.args, message.kwargs), reason, timed_out=True, queue=message_queue(message)
+                envelope_text(message) or raw_body(message.args, message.kwargs),
+                reason, timed_out=True, queue=message_queue(message),
             )
         except Exception:
             log.exception("recording the hard timeout failed; the message will be delivered again")

@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import pickle
 import random
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from taskbridge import EnqueueError, Envelope, get_settings
+from taskbridge import (
+    EnqueueError,
+    Envelope,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
+    configure,
+    get_engine,
+    get_job,
+    get_settings,
+)
 from taskbridge.publishing import max_delay
 from taskbridge.signing import MISMATCH, MISSING, Signer
 
 from . import jobs
-from .harness import Harness, RawItem
+from .harness import DEFAULT_COORDINATION, Harness, RawItem
+from .proxy import TcpProxy
 
 ROUND_TRIP = [1, -2.5, "zürich ✓", None, True, [1, [2, {"x": "y"}]], {"nested": {"list": [1, 2], "n": None}}]
 
@@ -314,3 +327,97 @@ def test_during_a_key_rotation_messages_signed_with_the_old_key_still_run(harnes
     time.sleep(1.0)
     assert _echoed(harness) == ["new key", "old key"]
     assert _dead_reasons(harness) == [MISMATCH]
+# -- job handles: status, result, cancel (issue 13) -------------------------------------------
+
+
+def test_status_moves_queued_running_done_and_result_crosses_processes(harness: Harness) -> None:
+    release = harness.workdir / f"release-{uuid.uuid4().hex}"
+    ref = jobs.tracked.enqueue("v1", str(release))
+    assert ref is not None and ref.status() == "queued"
+    harness.start_workers()
+    harness.wait_for(lambda: ref.status() == "running", 40, "the tracked job never showed running")
+    assert ref.attempts == 1 and ref.started_at is not None
+    release.touch()
+    result = ref.result(timeout=40)
+    assert result["value"] == "v1"
+    assert harness.multi_process == (result["pid"] != os.getpid()), "the result comes from the worker's process"
+    again = get_job(ref.id)
+    assert again.status() == "done" and again.finished_at is not None and again.result() == result
+
+
+def test_a_failing_job_shows_failed_then_dead_with_its_error(harness: Harness) -> None:
+    harness.start_workers()
+    ref = jobs.tracked_failing.enqueue("t3")
+    assert ref is not None
+    harness.wait_for(lambda: ref.status() == "failed", 40, "the failing job never showed failed")
+    assert ref.error is not None and ref.error.type == "OSError"
+    harness.wait_for(lambda: ref.status() == "dead", 40, "the failing job never showed dead")
+    assert ref.attempts == 2
+    assert ref.error is not None and ref.error.message == "tracked_failing t3 failed on purpose"
+    with pytest.raises(JobFailed, match="failed on purpose") as failed:
+        ref.result(timeout=5)
+    assert failed.value.error_type == "OSError" and "OSError" in (failed.value.traceback or "")
+
+
+def test_a_delayed_job_shows_scheduled(harness: Harness) -> None:
+    harness.start_workers()
+    ref = jobs.tracked.options(countdown=60).enqueue("later")
+    assert ref is not None and ref.status() == "scheduled"
+    time.sleep(3.0)
+    assert ref.status() == "scheduled", "a delay hop is not a run"
+    assert not _ran(harness, "tracked")
+
+
+def test_cancel_before_start_means_the_body_never_runs(harness: Harness) -> None:
+    ref = jobs.tracked.enqueue("cancelled")
+    assert ref is not None
+    ref.cancel()
+    assert ref.status() == "cancelled"
+    harness.start_workers()
+    harness.wait_for(lambda: harness.events("outcome:skipped", "tracked"), 40, "the cancelled job was not skipped")
+    after = jobs.tracked.enqueue("after")
+    assert after is not None and after.result(timeout=40)["value"] == "after"
+    assert [e["value"] for e in _ran(harness, "tracked")] == ["after"], "the cancelled body ran"
+    with pytest.raises(JobCancelled):
+        get_job(ref.id).result(timeout=5)
+
+
+def test_an_expired_job_shows_expired(harness: Harness) -> None:
+    ref = jobs.tracked.options(expires=1).enqueue("stale")
+    assert ref is not None
+    time.sleep(2.0)
+    assert ref.status() == "expired", "past its expiry it will never run"
+    harness.start_workers()
+    harness.wait_for(lambda: harness.events("outcome:expired", "tracked"), 40, "no expired outcome")
+    harness.wait_for(lambda: ref.refresh() and ref.finished_at is not None, 10, "the worker did not record it")
+    assert ref.status() == "expired" and not _ran(harness, "tracked")
+    with pytest.raises(JobExpired):
+        ref.result(timeout=5)
+
+
+def test_with_the_store_unreachable_enqueue_works_and_status_is_unknown(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = urlsplit(harness.env.get("TASKBRIDGE_COORDINATION_URL", DEFAULT_COORDINATION))
+    proxy = TcpProxy(store.hostname or "127.0.0.1", store.port or 6379)
+    try:
+        through_proxy = proxy.url(store.geturl())
+        harness.env["TASKBRIDGE_COORDINATION_URL"] = through_proxy
+        monkeypatch.setenv("TASKBRIDGE_COORDINATION_URL", through_proxy)
+        configure()
+        harness.engine = get_engine()
+        harness.start_workers()
+        before = jobs.tracked.enqueue("before")
+        assert before is not None and before.result(timeout=40)["value"] == "before"
+        proxy.cut()
+        ref = jobs.tracked.enqueue("unseen")
+        assert ref is not None and ref.status() == "unknown"
+        harness.wait_for(
+            lambda: [e for e in _ran(harness, "tracked") if e["value"] == "unseen"],
+            60,
+            "the job was lost because tracking failed",
+        )
+        assert ref.status() == "unknown"
+    finally:
+        harness.stop_workers()
+        proxy.close()

@@ -118,3 +118,25 @@ def crashy(token: str, marker: str) -> None:
         record("started", job="crashy", token=token)
         time.sleep(110)
     record("ran", job="crashy", token=token)
+
+
+# -- job handles: tracked jobs keep their status and result ----------------------------------
+
+
+@job(name=f"{__name__}.tracked", result_ttl=120)
+def tracked(value: Any, hold_until: str | None = None) -> dict[str, Any]:
+    """Returns ``value`` and its process id; with ``hold_until``, first waits (at most 60 s) for
+    that file to exist, so a test can see it running."""
+    if hold_until:
+        deadline = time.monotonic() + 60
+        while not Path(hold_until).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    record("ran", job="tracked", value=value)
+    return {"value": value, "pid": os.getpid()}
+
+
+@job(name=f"{__name__}.tracked_failing", result_ttl=120, retry=Backoff(max_retries=1, base=2.0, jitter=False))
+def tracked_failing(token: str) -> None:
+    """Always fails; its policy retries once, two seconds later."""
+    record("attempt", job="tracked_failing", token=token)
+    raise OSError(f"tracked_failing {token} failed on purpose")

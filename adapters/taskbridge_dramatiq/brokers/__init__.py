@@ -121,14 +121,12 @@ def build_broker(
 
 
 def redis_connection(url: str) -> dict[str, Any]:
-    """RedisBroker's connection argument for ``url``: the URL itself, or for ``rediss://`` a
-    connection pool with the TLS options (RedisBroker passes a URL on with no further options)."""
-    plain, options = tls.split(url, "TASKBRIDGE_BROKER_URL")
-    if options is None:
-        return {"url": url}
-    import redis
+    """RedisBroker's client for ``url``, whose connects and replies time out (see
+    :func:`.redis.redis_client`), with the TLS options for ``rediss://``."""
+    from .redis import redis_client
 
-    return {"connection_pool": redis.ConnectionPool.from_url(plain, **options.redis_kwargs())}
+    plain, options = tls.split(url, "TASKBRIDGE_BROKER_URL")
+    return {"client": redis_client(plain, **(options.redis_kwargs() if options else {}))}
 
 
 def pika_ssl_options(options: tls.TlsOptions, host: str | None) -> Any:
@@ -152,8 +150,11 @@ def _boto_options(settings: Settings) -> dict[str, Any]:
     """Endpoint, region and credentials for boto3: ``sqs://KEY:SECRET@`` wins over the environment;
     with a custom endpoint (moto, LocalStack) and no credentials at all, dummy ones are used."""
     import boto3
+    from botocore.config import Config
 
-    options: dict[str, Any] = {"region_name": settings.sqs_region}
+    # Bounded: a send to an unreachable endpoint fails within seconds; a read waits out a long poll.
+    timeouts = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+    options: dict[str, Any] = {"region_name": settings.sqs_region, "config": timeouts}
     if settings.sqs_endpoint_url:
         options["endpoint_url"] = settings.sqs_endpoint_url
     parts = urlsplit(settings.broker_url)

@@ -1,20 +1,25 @@
-"""Dramatiq's RabbitmqBroker with depth and purge; publishes are confirmed where at-least-once needs it."""
+"""Dramatiq's RabbitmqBroker with guarded consumers, depth and purge; publishes are confirmed where
+at-least-once needs it and fail with PublishError."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pika
 import pika.exceptions
 from dramatiq import Message
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.common import current_millis, dq_name
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 
+from taskbridge.errors import PublishError
+
 from .common import RoutesUnknownActors
+from .guard import read_item
 
 _BATCH_ATTEMPTS = 3
 _PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -34,8 +39,46 @@ class _QuietMissingQueue(logging.Filter):
 _quiet = _QuietMissingQueue()
 
 
+@contextmanager
+def _stored_or_raise(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (ConnectionClosed, pika.exceptions.AMQPError) as exc:
+        raise PublishError(f"RabbitMQ did not store {what}: {exc}") from exc
+
+
+class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
+    """Dramatiq's RabbitMQ consumer whose every delivery goes through :func:`guard.read_item`: no
+    body is ever rejected to Dramatiq's ``.XQ`` or crashes the worker, whatever its bytes."""
+
+    def __next__(self) -> _RabbitmqMessage | None:
+        # Dramatiq decodes inside the same method that reads the delivery, so the read is repeated here.
+        try:
+            method, properties, body = next(self.iterator)
+        except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            if getattr(exc, "reply_code", None) == 404:
+                self.broker.queues_pending.add(q_name(self.queue_name))
+            raise ConnectionClosed(exc) from None
+        if method is None:
+            return None
+        message = read_item(
+            body, self.queue_name, content_type=properties.content_type, headers=properties.headers,
+            known_actors=self.broker.actors,
+        )
+        self.known_tags.add(method.delivery_tag)
+        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+
+
 class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     """RabbitmqBroker that can count and purge a queue together with its delay queue."""
+
+    @property
+    def consumer_class(self) -> type[GuardedRabbitmqConsumer]:
+        return GuardedRabbitmqConsumer
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):
+            return super().enqueue(message, delay=delay)  # type: ignore[no-any-return]
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         if len(messages) == 1 or not self.confirm_delivery:
@@ -48,11 +91,11 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
             try:
                 self._publish_in_transaction(messages, delay_ms)
                 return
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            except (ConnectionClosed, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
                 self.state.tx_channel = None
                 del self.connection
                 if attempt == _BATCH_ATTEMPTS:
-                    raise ConnectionClosed(exc) from None
+                    raise PublishError(f"RabbitMQ did not store a batch of {len(messages)} messages: {exc}") from exc
 
     def _publish_in_transaction(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         channel = getattr(self.state, "tx_channel", None)

@@ -1,17 +1,43 @@
-"""Dramatiq's RedisBroker with pipelined batches, depth, purge and on-demand dead-worker recovery."""
+"""Dramatiq's RedisBroker with guarded consumers, pipelined batches, depth, purge and on-demand
+dead-worker recovery."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
+import redis
 from dramatiq import Message, get_encoder
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
+from taskbridge.errors import PublishError
+
 from .common import RoutesUnknownActors
+from .redis_consumer import FETCH, RECOVER, GuardedRedisConsumer, HeldIds
+
+_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 30.0
+"""No command of the broker blocks on the server, so a reply slower than this means a dead link."""
+
+
+def redis_client(url: str, **options: Any) -> redis.Redis:
+    """A client whose connects and replies time out, so a publish to an unreachable server fails
+    within a bounded time instead of hanging; ``options`` go to redis-py (e.g. TLS)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, **options
+    )
+
+
+@contextmanager
+def _stored_or_raise(what: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise PublishError(f"Redis did not store {what}: {exc}") from exc
 
 
 class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
@@ -25,6 +51,25 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._forced = threading.local()
+        self._held: dict[str, HeldIds] = {}
+        self._held_lock = threading.Lock()
+        self.consumer_scripts = (self.client.register_script(FETCH), self.client.register_script(RECOVER))
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> GuardedRedisConsumer:
+        if queue_name.endswith(".DQ"):
+            # A delay-queue consumer (re)starts with nothing in memory: Dramatiq drops or hands back
+            # the delayed messages of the one it replaces, so every id in its acks set is stranded.
+            self.held_ids(queue_name).clear()
+        return GuardedRedisConsumer(self, queue_name, prefetch, timeout)
+
+    def held_ids(self, queue_name: str) -> HeldIds:
+        """The ids of ``queue_name`` this process holds, shared by all its consumers of that queue."""
+        with self._held_lock:
+            return self._held.setdefault(queue_name, HeldIds())
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):
+            return super().enqueue(message, delay=delay)  # type: ignore[no-any-return]
 
     def _should_do_maintenance(self, command: str) -> int:
         if getattr(self._forced, "on", False):
@@ -74,7 +119,8 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         for queue_name, (ids, bodies) in batches.items():
             pipe.hset(f"{self.namespace}:{queue_name}.msgs", mapping=bodies)  # type: ignore[arg-type]
             pipe.rpush(f"{self.namespace}:{queue_name}", *ids)
-        pipe.execute()
+        with _stored_or_raise(f"a batch of {len(messages)} messages"):
+            pipe.execute()
         for message in sent:
             self.emit_after("enqueue", message, delay_ms)
 

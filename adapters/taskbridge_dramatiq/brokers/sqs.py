@@ -1,18 +1,25 @@
-"""dramatiq-sqs's SQSBroker with batched sends, whole-second delays rounded up, depth and purge."""
+"""dramatiq-sqs's SQSBroker with guarded consumers, batched sends, whole-second delays rounded up,
+depth and purge; a send that fails raises PublishError."""
 
 from __future__ import annotations
 
 import math
+import time
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
+import botocore.exceptions
 from dramatiq import Message
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
 from dramatiq_sqs import SQSBroker
+from dramatiq_sqs.broker import SQSConsumer, _SQSMessage
 
-from taskbridge.errors import EnqueueError
+from taskbridge.errors import EnqueueError, PublishError
 
 from .common import RoutesUnknownActors
+from .guard import read_item
 
 MAX_DELAY_SECONDS = 900
 MAX_BODY_BYTES = 256 * 1024
@@ -20,8 +27,65 @@ MAX_BODY_BYTES = 256 * 1024
 _BATCH = 10
 
 
+_TRANSPORT_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+# Errors after which the same request may succeed once the endpoint is reachable again; a refusal
+# (ClientError, e.g. an expired receipt handle) would fail forever if retried.
+_UNREACHABLE = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+
+
+class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
+    """dramatiq-sqs's consumer whose every received body goes through :func:`guard.read_item`: a
+    body it cannot decode is dead-lettered and deleted instead of coming back after every visibility
+    timeout."""
+
+    def __init__(self, broker: TaskbridgeSQSBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(
+            broker.queues[queue_name], prefetch, timeout,
+            dead_letter_queue=None, visibility_timeout=broker.visibility_timeout,
+        )
+        self.queue_name = queue_name
+        self.actors: Container[str] = broker.actors
+
+    def ack(self, message: _SQSMessage) -> None:
+        try:
+            super().ack(message)
+        except _UNREACHABLE as exc:  # Dramatiq retries an acknowledgement that raised ConnectionClosed
+            raise ConnectionClosed(exc) from None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except _TRANSPORT_ERRORS as exc:  # Dramatiq's consumer thread survives only a ConnectionClosed here
+            raise ConnectionClosed(exc) from None
+
+    def __next__(self) -> _SQSMessage | None:
+        # dramatiq-sqs decodes inside the method that receives, so the receive is repeated here.
+        if not self.messages and self.message_refc < self.prefetch:
+            options: dict[str, Any] = {"MaxNumberOfMessages": self.prefetch, "WaitTimeSeconds": self.wait_time_seconds}
+            if self.visibility_timeout is not None:
+                options["VisibilityTimeout"] = self.visibility_timeout
+            try:
+                received = self.queue.receive_messages(**options)
+            except _TRANSPORT_ERRORS as exc:
+                raise ConnectionClosed(exc) from None
+            for sqs_message in received:
+                message = read_item(sqs_message.body, self.queue_name, known_actors=self.actors)
+                self.messages.append(_SQSMessage(sqs_message, message))
+                self.message_refc += 1
+        if self.messages:
+            self.misses = 0
+            return self.messages.popleft()  # type: ignore[no-any-return]
+        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.wait_time_seconds * 1000 or 1000)
+        time.sleep(backoff_ms / 1000)
+        return None
+
+
 class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
     """SQSBroker that sends up to ten messages per request and never floors a delay."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 20_000) -> GuardedSQSConsumer:
+        self._ensure_queue(queue_name)
+        return GuardedSQSConsumer(self, queue_name, prefetch, timeout)
 
     def _queue_url(self, queue: str) -> str:
         if queue not in self.queue_names:
@@ -45,7 +109,10 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
                 )
             by_queue.setdefault(message.queue_name, []).append((message, body))
         for queue, items in by_queue.items():
-            url = self._queue_url(queue)
+            try:
+                url = self._queue_url(queue)
+            except _TRANSPORT_ERRORS as exc:
+                raise PublishError(f"SQS queue {queue!r} cannot be reached: {exc}") from exc
             batch: list[tuple[Message[Any], str]] = []
             size = 0
             for item in items:
@@ -60,16 +127,14 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
     def _send(self, client: Any, url: str, batch: list[tuple[Message[Any], str]], delay: int) -> None:
         for message, _ in batch:
             self.emit_before("enqueue", message, delay * 1000)
-        response = client.send_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(index), "MessageBody": body, "DelaySeconds": delay}
-                for index, (_, body) in enumerate(batch)
-            ],
-        )
+        entries = [{"Id": str(i), "MessageBody": body, "DelaySeconds": delay} for i, (_, body) in enumerate(batch)]
+        try:
+            response = client.send_message_batch(QueueUrl=url, Entries=entries)
+        except _TRANSPORT_ERRORS as exc:
+            raise PublishError(f"SQS did not store a batch of {len(batch)} messages: {exc}") from exc
         failed = response.get("Failed") or []
         if failed:
-            raise RuntimeError(f"SQS refused {len(failed)} of {len(batch)} messages: {failed[0]}")
+            raise PublishError(f"SQS refused {len(failed)} of {len(batch)} messages: {failed[0]}")
         for message, _ in batch:
             self.emit_after("enqueue", message, delay * 1000)
 
