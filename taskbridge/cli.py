@@ -1,4 +1,4 @@
-"""The ``taskbridge`` command: worker, enqueue, status, config, contract, demo."""
+"""The ``taskbridge`` command: worker, enqueue, status, config, contract, demo, move, dead."""
 
 from __future__ import annotations
 
@@ -245,6 +245,16 @@ def config_command(log_level: str | None) -> None:
         click.echo(describe_settings(get_settings()))
     except Exception as exc:
         fail(exc)
+
+
+def _add_backlog_commands() -> None:
+    from .cli_backlog import dead, move
+
+    main.add_command(move)
+    main.add_command(dead)
+
+
+_add_backlog_commands()
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ ENTRY_POINT_GROUP = "taskbridge.engines"
 class MessageRunner(Protocol):
     """What an engine hands every message to (the core's :class:`~taskbridge.runner.Runner`).
 
-    Both methods carry out the outcome (republish or dead-letter) before they return; if they
-    raise, the message must not be acknowledged, so that it is delivered again.
+    Both methods carry out the outcome (republish or dead-letter) before they return: a write that
+    fails is retried in place, with back-off, until it is stored (:mod:`taskbridge.carrying`), so
+    the calling thread may hold the message a long time but the job never runs twice for it. If
+    they raise (no outcome could be decided, so the job did not run; or, inside
+    :func:`taskbridge.carrying.without_holding`, the one write failed), the message must not be
+    acknowledged, so that it is delivered again.
     """
 
     def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
@@ -66,6 +70,29 @@ class TransportFacts:
     """The engine raises :class:`JobTimeout` in the job itself; the runner then sets no timer of its own."""
 
 
+class Taken(Protocol):
+    """One item taken out of a queue by :meth:`Engine.take`, not run, until it is acknowledged or released.
+
+    An item neither acknowledged nor released (the taking process died) becomes deliverable again
+    by itself: RabbitMQ and SQS redeliver it, Redis puts it back on the next ``take`` in that namespace.
+    """
+
+    body: bytes
+    """The item exactly as the transport holds it, the engine's wrapper included."""
+    queue: str
+    """The taskbridge queue it was taken from (``<queue>-dead`` for taskbridge's own dead letters)."""
+    redelivered: bool
+    """It may have been taken before by a taker that stopped without settling it, so a copy may
+    already be stored elsewhere (RabbitMQ's redelivered flag, an SQS receive count above one, a
+    Redis holding given up by a killed taker)."""
+
+    def ack(self) -> None:
+        """Remove it for good; call only after wherever it goes has stored it."""
+
+    def release(self) -> None:
+        """Put it back untouched, deliverable again."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     """An engine adapter: only what the engine must do natively."""
@@ -88,8 +115,45 @@ class Engine(Protocol):
     def purge(self, queue: str) -> int:
         """Drop every waiting message of ``queue``; returns how many were dropped where known."""
 
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting items of ``queue`` taken out without running them, natively delayed
+        ones included (Dramatiq's ``.DQ``, Celery ETA messages); with ``dead_letters``, the queue's
+        dead letters instead (taskbridge's ``<queue>-dead`` and the engine's own, e.g. Dramatiq's
+        ``.XQ``). An empty list means nothing more is waiting. Each item stays out of the queue,
+        invisible to workers, until it is acknowledged or released."""
+
     def close(self) -> None:
         """Release connections."""
+
+    # Optional (looked up with getattr, so an engine without it still fits the port):
+    #
+    # def holdings(self, queue: str) -> Mapping[str, int]:
+    #     """Where on the broker ``queue``'s waiting messages are kept (a Redis key, an SQS or
+    #     RabbitMQ queue: the name as the broker knows it) and how many each place holds.
+    #
+    #     At start a worker compares the places of the other registered engines with its own
+    #     engine's, on the same broker URL: a place only the other engine uses that holds messages
+    #     is a stranded backlog, and the worker logs the ``taskbridge move`` command for it
+    #     (taskbridge.stranded). The checks must be cheap: one count per place, no message read.
+    #     """
+
+
+def settle(items: Sequence[Taken], *, ack: bool) -> None:
+    """Acknowledge (or release) taken items; items whose ``taker`` attribute offers ``ack_many`` /
+    ``release_many`` are settled in one call per taker (one round trip where the transport allows)."""
+    groups: dict[int, tuple[Any, list[Taken]]] = {}
+    for item in items:
+        taker = getattr(item, "taker", None)
+        many = getattr(taker, "ack_many" if ack else "release_many", None)
+        if many is None:
+            if ack:
+                item.ack()
+            else:
+                item.release()
+        else:
+            groups.setdefault(id(taker), (many, []))[1].append(item)
+    for many, grouped in groups.values():
+        many(grouped)
 
 
 EngineFactory = Callable[["Settings"], Engine]

@@ -12,14 +12,36 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from .config import Settings, get_settings
-from .engine import MessageRunner, TransportFacts
+from .engine import MessageRunner, Taken, TransportFacts
 from .envelope import Envelope, peek_job_name
 from .job import JobSpec
 
 log = logging.getLogger("taskbridge.memory")
+
+
+@dataclass
+class _MemoryTaken:
+    """A body taken out of the embedded engine's queues; it is already out, so ``ack`` has nothing to do."""
+
+    engine: MemoryEngine
+    queue: str
+    text: str | bytes
+    due: float | None
+    body: bytes = b""
+    redelivered: bool = False
+
+    def __post_init__(self) -> None:
+        self.body = self.text if isinstance(self.text, bytes) else self.text.encode()
+
+    def ack(self) -> None:
+        pass
+
+    def release(self) -> None:
+        self.engine._put_back(self.queue, self.text, self.due)
 
 
 class MemoryEngine:
@@ -186,6 +208,32 @@ class MemoryEngine:
             if not include_delayed:
                 return ready
             return ready + [body for _, _, name, body in sorted(self._delayed) if name == queue]
+
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting bodies of ``queue`` (ready first, then delayed ones), or of its dead letters."""
+        name = queue + self.settings.dead_letter_suffix if dead_letters else queue
+        taken: list[Taken] = []
+        with self._cond:
+            ready = self._ready.get(name)
+            while ready and len(taken) < limit:
+                taken.append(_MemoryTaken(self, name, ready.popleft(), None))
+            if len(taken) < limit and any(d[2] == name for d in self._delayed):
+                kept = []
+                for item in sorted(self._delayed):
+                    if item[2] == name and len(taken) < limit:
+                        taken.append(_MemoryTaken(self, name, item[3], item[0]))
+                    else:
+                        kept.append(item)
+                self._delayed = kept  # sorted, so still a heap
+        return taken
+
+    def _put_back(self, queue: str, body: str | bytes, due: float | None) -> None:
+        with self._cond:
+            if due is None:
+                self._ready.setdefault(queue, deque()).appendleft(body)
+            else:
+                heapq.heappush(self._delayed, (due, next(self._seq), queue, body))
+            self._cond.notify_all()
 
     def close(self) -> None:
         self.stop()

@@ -72,6 +72,7 @@ class Dead:
     timed_out: bool = False
     error_type: str | None = None
     traceback: str | None = None
+    """The traceback text of the last failure, when the job raised."""
     kind: str = "dead"
 
 

@@ -73,9 +73,11 @@ def publish_dead_letter(
     envelope: Envelope | None,
     raw: str | bytes | None,
     settings: Settings | None = None,
+    traceback: str | None = None,
 ) -> None:
-    """Write a message that cannot run to ``<queue><dead_letter_suffix>`` with the reason and its body
-    (bytes that are not UTF-8 are kept as base64, with ``body_encoding: base64``)."""
+    """Write a message that cannot run to ``<queue><dead_letter_suffix>`` with the reason, its body
+    (bytes that are not UTF-8 are kept as base64, with ``body_encoding: base64``), the time
+    (``failed_at``) and, when the job raised, the ``traceback`` text of the last failure."""
     settings = settings or get_settings()
     encoding: str | None = None
     if raw is not None:
@@ -88,7 +90,10 @@ def publish_dead_letter(
         "id": envelope.id if envelope else None,
         "attempt": envelope.attempt if envelope else None,
         "body": body,
+        "failed_at": time.time(),
     }
+    if traceback:
+        headers["traceback"] = traceback
     if encoding:
         headers["body_encoding"] = encoding
     record = Envelope(job=DEAD_LETTER_JOB, queue=dead_letter_queue(queue, settings), headers=headers)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import events
+from . import carrying, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .coordination.outage import Outage
@@ -78,7 +78,7 @@ class Runner:
         """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
         JSON text, or the JSON object already parsed)."""
         outcome = self.tracker.settle(self._decide(raw, queue))
-        self._carry_out(outcome, queue)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome, queue)
         return outcome
 
@@ -104,9 +104,11 @@ class Runner:
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
-        bytes (base64 when they are not UTF-8), without running anything."""
+        bytes (base64 when they are not UTF-8), without running anything. Like :meth:`run` it
+        retries a failed write until it is stored; a caller that must not block (an engine's event
+        loop) calls it inside :func:`taskbridge.carrying.without_holding` and requeues on failure."""
         outcome = Dead(None, reason, raw=raw)
-        self._carry_out(outcome, queue)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome, queue)
         return outcome
 
@@ -128,7 +130,7 @@ class Runner:
             else:
                 self._release_killed(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
-        self._carry_out(outcome, queue)
+        carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome)
         return outcome
 
@@ -260,6 +262,7 @@ class Runner:
                 envelope=env,
                 raw=outcome.raw,
                 settings=self.settings,
+                traceback=outcome.traceback,
             )
         if isinstance(outcome, Done) and outcome.envelope.chain:
             self._continue_chain(outcome.envelope)
@@ -338,6 +341,7 @@ def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
     if error is not None:
         return type(error).__name__
     return "JobTimeout" if timed_out else "WorkerLost"
+
 
 
 def _describe(exc: BaseException) -> str:

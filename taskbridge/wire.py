@@ -68,8 +68,9 @@ def unwrap(
             decoded = _b64(body)
             if decoded is not None:
                 inner, inner_problem = _parse(decoded)
-                if inner_problem is None and _is_dramatiq(inner):
-                    return _from_dramatiq(inner)
+                # Dramatiq on SQS, and kombu's SQS transport with its default sqs_base64_encoding.
+                if inner_problem is None and isinstance(inner, dict) and (_is_dramatiq(inner) or _is_kombu(inner)):
+                    return _classify(inner, 0, headers)
         if legacy.looks_pickled(body):
             return Unwrapped(None, f"the body is a pickle, which taskbridge never deserializes; {legacy.PICKLE_HINT}")
         return Unwrapped(None, problem)
@@ -189,6 +190,14 @@ def _refused_content_type(content_type: Any) -> str | None:
     return f"content type {content_type!r} is not JSON"
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+"""One decoder for every item: ``json.loads`` with options builds a new one per call."""
+
+
 def _parse(body: bytes | bytearray | str) -> tuple[Any, str | None]:
     if isinstance(body, bytes | bytearray):
         try:
@@ -198,13 +207,9 @@ def _parse(body: bytes | bytearray | str) -> tuple[Any, str | None]:
     if not body.strip():
         return None, "body is empty"
     try:
-        return json.loads(body, parse_constant=_no_constant), None
+        return _DECODER.decode(body), None
     except (ValueError, RecursionError) as exc:
         return None, f"body is not JSON ({_short(exc)})"
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _looks_base64(body: bytes | bytearray | str) -> bool:

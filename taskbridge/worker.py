@@ -17,6 +17,7 @@ from .engine import Engine, get_engine, load_engine_factory
 from .errors import ConfigurationError
 from .job import registry
 from .runner import Runner
+from .stranded import warn_about_stranded
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -143,6 +144,7 @@ def run_worker(
             len(registry()),
             f" metrics=:{server.port}/metrics" if server is not None else "",
         )
+        warn_about_stranded(engine, settings, list(queues))
         engine.work(list(queues), concurrency or settings.worker_concurrency)
     finally:
         if server is not None:

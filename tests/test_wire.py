@@ -109,3 +109,9 @@ def test_dead_letter_bodies_keep_bytes_that_are_not_utf8_as_base64() -> None:
     assert readable_body(b"plain") == ("plain", None)
     text, encoding = readable_body(b"\xff\x00")
     assert encoding == "base64" and base64.b64decode(text) == b"\xff\x00"
+
+
+def test_a_kombu_message_base64_encoded_whole_as_plain_celery_writes_it_to_sqs() -> None:
+    celery_body = ("[[" + json.dumps(ENVELOPE) + "],{},{}]").encode()
+    found = unwrap(base64.b64encode(_kombu(celery_body)))
+    assert (found.envelope, found.form) == (ENVELOPE, "kombu")

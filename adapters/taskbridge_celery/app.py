@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from taskbridge import Settings
+from taskbridge.layout import amqp_queue_arguments
 
 from .broker import Broker
 
@@ -21,8 +22,12 @@ key, so no exchange or binding has to exist (and Redis needs no binding table)."
 
 @lru_cache(maxsize=4096)
 def queue(name: str) -> Queue:
-    """The kombu queue for a taskbridge queue name, declared the same by producers and workers."""
-    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=True)
+    """The kombu queue for a taskbridge queue name, declared the same by producers and workers.
+
+    Its arguments are the shared layout's (taskbridge.layout), so a Dramatiq worker may declare
+    the same RabbitMQ queue before or after; Redis and SQS ignore them.
+    """
+    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=True, queue_arguments=amqp_queue_arguments(name))
 
 
 def build_app(settings: Settings, broker: Broker) -> Celery:

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from taskbridge import Settings, TransportFacts, tls
 from taskbridge.errors import ConfigurationError
+from taskbridge.layout import SQS_RETENTION_SECONDS, redis_celery_prefix
 
 from .settings import CelerySettings
 
@@ -101,6 +102,9 @@ def _redis(settings: Settings) -> Broker:
             "unacked_restore_interval": max(1.0, min(10.0, vt / 4)),
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
+            # Every key (queue lists, the unacked hash and index, bindings, pidbox channels) under
+            # "<namespace>:celery:", apart from Dramatiq's "<namespace>:<queue>" keys.
+            "global_keyprefix": redis_celery_prefix(settings.namespace),
         },
         hold_limit=vt,
         max_message_size=REDIS_MAX_MESSAGE,
@@ -129,7 +133,8 @@ def _sqs(settings: Settings, options: CelerySettings) -> Broker:
     transport_options: dict[str, Any] = {
         "region": settings.sqs_region,
         "visibility_timeout": max(1, int(settings.visibility_timeout)),
-        "queue_name_prefix": f"{settings.namespace}-",
+        "queue_name_prefix": f"{settings.namespace}-",  # taskbridge.layout.sqs_queue_name
+        "sqs-creation-attributes": {"MessageRetentionPeriod": str(SQS_RETENTION_SECONDS)},
         "wait_time_seconds": options.sqs_wait_time_seconds,
         "polling_interval": options.sqs_polling_interval,
         # Plain JSON bodies: base64 over kombu's own base64 body would leave 190 KiB of 256.

@@ -19,6 +19,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
+from taskbridge import carrying
 from taskbridge.envelope import peek_job_name
 from taskbridge.legacy import is_legacy
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
@@ -125,7 +126,8 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
 
     def _carry_out(self, message: Message, action: Callable[[Any], object]) -> None:
         try:
-            action(self.app.taskbridge_engine.runner)
+            with carrying.without_holding():  # the consumer's event loop must not wait on a broker
+                action(self.app.taskbridge_engine.runner)
         except Exception:
             log.exception("could not dead-letter a message; it goes back to the queue")
             message.reject_log_error(log, self.connection_errors, requeue=True)

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import MessageRunner
+from taskbridge.engine import MessageRunner, Taken
 from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
 from taskbridge.extras import require
+from taskbridge.layout import redis_celery_prefix, sqs_queue_name
+from taskbridge.publishing import dead_letter_queue
 
 from .app import build_app, consume
 from .broker import broker_for
@@ -20,6 +22,7 @@ from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
+from .take import AmqpTake, RedisTake, SqsTake
 from .tasks import register
 
 if TYPE_CHECKING:
@@ -57,11 +60,11 @@ class CeleryEngine:
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
             amqp = self.broker.scheme == "amqp"
-            self._publish = Publisher(
-                self._connection, declare_queues=amqp, transactions=amqp and self.options.amqp_confirm_publish
-            ).publish
+            confirmed = amqp and self.options.amqp_confirm_publish
+            self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
+        self._taker: RedisTake | AmqpTake | SqsTake | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
@@ -105,6 +108,11 @@ class CeleryEngine:
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
         consume(self.app, names)
+        if self.broker.scheme == "amqp":
+            # A retry or dead letter must be stored before its message is acknowledged: the
+            # worker's own publishes are confirmed whatever producers chose.
+            self.app.conf.broker_transport_options = {**self.broker.transport_options, "confirm_publish": True}
+            self.close()
         worker = self.app.Worker(
             hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",
             queues=names,
@@ -125,12 +133,38 @@ class CeleryEngine:
         """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""
         return self._queues.depth(queue)
 
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker (the Redis key, SQS or RabbitMQ
+        queue), and how many (the optional Engine port method the stranded-backlog check uses)."""
+        if self.broker.scheme == "redis":
+            name = redis_celery_prefix(self.settings.namespace) + queue
+        elif self.broker.scheme == "sqs":
+            name = sqs_queue_name(self.settings.namespace, queue)
+        else:
+            name = queue
+        return {name: self.depth(queue)}
+
     def purge(self, queue: str) -> int:
         """Drop the waiting messages of ``queue``; returns how many there were."""
         return self._queues.purge(queue)
 
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""
+        if self._taker is None:
+            if self.broker.scheme == "redis":
+                self._taker = RedisTake(self.broker, self.settings.namespace)
+            elif self.broker.scheme == "amqp":
+                self._taker = AmqpTake(self._connection)
+            else:
+                self._taker = SqsTake(self._connection)
+        name = dead_letter_queue(queue, self.settings) if dead_letters else queue
+        return self._taker.take([(name, name)], limit)
+
     def close(self) -> None:
-        """Release this process's broker connection."""
+        """Release this process's broker connections."""
+        if self._taker is not None:
+            self._taker.close()
+            self._taker = None
         self._connection.close()
 
     @property

@@ -21,7 +21,7 @@ BATCH_OPERATIONS = 1000
 
 class Publisher:
     """Redis and RabbitMQ: kombu's producer; on Redis a batch goes out as one pipeline, on RabbitMQ
-    with confirms (``transactions``) as one AMQP transaction."""
+    (with ``transactions``) as one AMQP transaction."""
 
     def __init__(self, connection: ProcessConnection, *, declare_queues: bool, transactions: bool = False) -> None:
         self._connection = connection
@@ -37,40 +37,45 @@ class Publisher:
         self._connection.call(lambda connection: self._send(connection, envelopes, eta))
 
     def _send(self, connection: Connection, envelopes: Sequence[Envelope], eta: float | None) -> None:
-        in_transaction = self._transactions and len(envelopes) > 1
-        channel: Any = self._tx_channel(connection) if in_transaction else connection.default_channel
-        producer = Producer(channel)
+        if self._transactions and len(envelopes) > 1:
+            channel = self._tx_channel(connection)
+            self._publish_all(Producer(channel), envelopes, eta)
+            channel.tx_commit()  # returns once the broker stored the whole batch
+            return
+        producer = Producer(connection.default_channel)
+        with _batch(producer):
+            self._publish_all(producer, envelopes, eta)
+
+    def _publish_all(self, producer: Producer, envelopes: Sequence[Envelope], eta: float | None) -> None:
         # RabbitMQ drops a message routed to a queue that does not exist yet (a fresh dead-letter
         # queue, or a queue no worker consumed so far): declare it first, once per channel.
-        with _batch(producer):
-            for envelope in envelopes:
-                task_id = new_task_id()
-                producer.publish(
-                    message_body(envelope.encode()),
-                    exchange="",
-                    routing_key=envelope.queue,
-                    headers=message_headers(envelope, task_id, eta),
-                    content_type=CONTENT_TYPE,
-                    content_encoding=CONTENT_ENCODING,
-                    correlation_id=task_id,
-                    reply_to="",
-                    delivery_mode=2,
-                    declare=[queue(envelope.queue)] if self._declare_queues else None,
-                )
-        if in_transaction:
-            channel.tx_commit()
+        for envelope in envelopes:
+            task_id = new_task_id()
+            producer.publish(
+                message_body(envelope.encode()),
+                exchange="",
+                routing_key=envelope.queue,
+                headers=message_headers(envelope, task_id, eta),
+                content_type=CONTENT_TYPE,
+                content_encoding=CONTENT_ENCODING,
+                correlation_id=task_id,
+                reply_to="",
+                delivery_mode=2,
+                declare=[queue(envelope.queue)] if self._declare_queues else None,
+            )
 
     def _tx_channel(self, connection: Connection) -> Any:
-        """This connection's channel in AMQP transaction mode: a batch is stored as a whole when
-        ``tx_commit`` returns, one round trip where a confirm per message costs one each."""
-        if self._tx is None or self._tx[0] is not connection or not self._tx[1].is_open:
-            channel: Any = connection.channel()
-            # py-amqp made basic_publish wait for a confirm (confirm_publish); a channel in
-            # transaction mode gets no confirms, so it publishes plainly and commits.
-            channel.basic_publish = channel._basic_publish
-            channel.tx_select()
-            self._tx = (connection, channel)
-        return self._tx[1]
+        """This connection's channel in transaction mode: a confirm per message costs a round trip
+        each; one commit per batch gives the same guarantee for the whole batch in one."""
+        if self._tx is not None and self._tx[0] is connection and self._tx[1].is_open:
+            return self._tx[1]
+        channel: Any = connection.channel()
+        # py-amqp makes every channel of a confirming connection wait for a confirm on each publish
+        # (and switch to confirm mode, which a transaction channel cannot): publish plainly here.
+        channel.basic_publish = channel._basic_publish
+        channel.tx_select()
+        self._tx = (connection, channel)
+        return channel
 
 
 def _batch(producer: Producer) -> Any:

@@ -18,13 +18,16 @@ class BrokerQueues:
         self._connection = connection
         # A failed passive declare closes a RabbitMQ channel: use a throwaway one there.
         self._own_channel = scheme == "amqp"
+        # kombu's Redis passive declare asks EXISTS of the key without its global_keyprefix, so it
+        # never finds a prefixed queue; a plain declare there creates nothing and returns the size.
+        self._passive = scheme != "redis"
 
     def depth(self, name: str) -> int:
         def count(connection: Connection) -> int:
             if self._own_channel:
                 with connection.channel() as channel:
-                    return _declared_size(channel, name)
-            return _declared_size(connection.default_channel, name)
+                    return _declared_size(channel, name, self._passive)
+            return _declared_size(connection.default_channel, name, self._passive)
 
         return self._connection.call(count)
 
@@ -38,9 +41,9 @@ class BrokerQueues:
         return self._connection.call(purge)
 
 
-def _declared_size(channel: object, name: str) -> int:
+def _declared_size(channel: object, name: str, passive: bool) -> int:
     try:
-        return int(channel.queue_declare(queue=name, passive=True).message_count)  # type: ignore[attr-defined]
+        return int(channel.queue_declare(queue=name, passive=passive).message_count)  # type: ignore[attr-defined]
     except _MISSING:
         return 0
 

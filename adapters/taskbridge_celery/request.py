@@ -12,6 +12,8 @@ from celery.exceptions import Ignore, Reject, Retry, Terminated
 from celery.worker import state
 from celery.worker.request import Request
 
+from taskbridge import carrying
+
 from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
@@ -41,11 +43,14 @@ class EnvelopeRequest(Request):
         raw = envelope_text(self.args, self.kwargs) or self._message.body
         queue = (self.delivery_info or {}).get("routing_key")
         try:
-            if isinstance(exc, TimeLimitExceeded):
-                limit = exc.args[0] if exc.args else "?"
-                runner.fail_externally(raw, f"killed at its hard_timeout ({limit}s)", timed_out=True, queue=queue)
-            else:
-                runner.dead_letter(raw, f"the Celery task failed before the job ran: {exc!r}", queue)
+            # In the worker's main process, whose event loop must not wait on a broker: one write.
+            with carrying.without_holding():
+                if isinstance(exc, TimeLimitExceeded):
+                    limit = exc.args[0] if exc.args else "?"
+                    reason = f"killed at its hard_timeout ({limit}s)"
+                    runner.fail_externally(raw, reason, timed_out=True, queue=queue)
+                else:
+                    runner.dead_letter(raw, f"the Celery task failed before the job ran: {exc!r}", queue)
         except Exception:
             log.exception("job %s: could not carry out %r; the message goes back to the queue", self.name, exc)
             return False

@@ -34,10 +34,9 @@ class CelerySettings(BaseSettings):
     amqp_confirm_publish: bool = Field(
         default=True,
         description=(
-            "RabbitMQ stores every message before a publish returns (a confirm per message, one "
-            "transaction per enqueue_many batch), and one it did not store raises PublishError; "
-            "false publishes without waiting, and a message written just before a connection drops "
-            "may be lost unnoticed"
+            "RabbitMQ: a publish returns only once the broker has stored the message (publisher "
+            "confirms; a batch is one transaction, one round trip). Off: faster single enqueues, "
+            "but a message the broker drops or refuses is lost without an error"
         ),
     )
     sqs_wait_time_seconds: int = Field(

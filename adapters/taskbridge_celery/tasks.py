@@ -18,8 +18,8 @@ from .wire import envelope_text
 log = logging.getLogger("taskbridge.celery")
 
 REQUEUE_PAUSE = 1.0
-"""Seconds a child waits before requeueing a message whose outcome could not be carried out
-(broker or coordination store down), so a persistent outage does not spin."""
+"""Seconds a child waits before requeueing a message the runner could not decide (the coordination
+store is down, so the job did not run), so a persistent outage does not spin."""
 
 
 class EnvelopeTask(Task):  # type: ignore[misc]
@@ -47,8 +47,9 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
             else:
                 runner.run(text, queue)
         except Exception as exc:
-            # The runner raises only when it could not republish or dead-letter: keep the message.
-            log.exception("job %s: the outcome could not be carried out; the message is requeued", spec.name)
+            # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
+            # when it could not decide one, before the job ran: keep the message for another try.
+            log.exception("job %s: the message could not be handled; it is requeued", spec.name)
             time.sleep(REQUEUE_PAUSE)
             raise Reject(exc, requeue=True) from exc
 

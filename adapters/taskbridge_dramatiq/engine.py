@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import MessageRunner, TransportFacts
+from taskbridge.engine import MessageRunner, Taken, TransportFacts
 from taskbridge.envelope import Envelope
 from taskbridge.errors import ConfigurationError
 from taskbridge.extras import require
 from taskbridge.job import JobSpec
+from taskbridge.publishing import dead_letter_queue
 
 from .actors import declare_actors, to_message
-from .brokers import TaskbridgeBroker, build_broker, transport_facts, transport_of
+from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
 from .settings import load_dramatiq_settings
+from .take import AmqpTake, RedisTake, SqsTake, own_dead_letters, queue_names
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
@@ -56,6 +58,7 @@ class DramatiqEngine:
         self._runner: MessageRunner | None = None
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
+        self._taker: RedisTake | AmqpTake | SqsTake | None = None
 
     @property
     def broker(self) -> TaskbridgeBroker:
@@ -105,15 +108,52 @@ class DramatiqEngine:
         supervisor.run()
 
     def depth(self, queue: str) -> int:
-        """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS)."""
-        return self.broker.queue_depth(queue)
+        """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS); for
+        ``<queue>-dead``, Dramatiq's own dead letters of ``<queue>`` (``.XQ``) too."""
+        count = self.broker.queue_depth(queue)
+        if self._is_dead_letters(queue):
+            count += own_dead_letters(self.broker, self.transport, queue[: -len(self.settings.dead_letter_suffix)])
+        return count
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where ``queue``'s waiting messages are kept on the broker, and how many each place holds
+        (the optional Engine port method the worker's stranded-backlog check uses)."""
+        return self.broker.holdings(queue)
 
     def purge(self, queue: str) -> int:
         """Drop every waiting message of ``queue`` (and its Dramatiq delay queue)."""
-        return self.broker.purge_queue(queue)
+        count = self.broker.purge_queue(queue)
+        if self._is_dead_letters(queue):
+            base = queue[: -len(self.settings.dead_letter_suffix)]
+            count += own_dead_letters(self.broker, self.transport, base, purge=True)
+        return count
+
+    def _is_dead_letters(self, queue: str) -> bool:
+        """``<queue>-dead``: its count and purge include Dramatiq's own dead letters of ``<queue>`` (``.XQ``)."""
+        suffix = self.settings.dead_letter_suffix
+        return queue.endswith(suffix) and len(queue) > len(suffix)
+
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+        """Up to ``limit`` waiting messages of ``queue`` and its ``.DQ``, or its dead letters
+        (``<queue>-dead`` and Dramatiq's ``.XQ``)."""
+        broker: Any = self.broker
+        if self._taker is None:
+            if self.transport == "redis":
+                self._taker = RedisTake(broker)
+            elif self.transport == "amqp":
+                self._taker = AmqpTake(pika_url(self.settings.broker_url))
+            else:
+                self._taker = SqsTake(broker)
+        if not dead_letters:
+            broker.reap(queue)  # messages of dead workers back to the queue first
+        names = queue_names(queue, dead_letter_queue(queue, self.settings), dead_letters=dead_letters)
+        return self._taker.take(queue, names, limit)
 
     def close(self) -> None:
         """Close this process's broker connections; the next use opens new ones."""
+        if self._taker is not None:
+            self._taker.close()
+            self._taker = None
         with self._lock:
             broker, self._broker = self._broker, None
         if broker is not None:

@@ -15,6 +15,8 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from taskbridge import carrying
+
 log = logging.getLogger("taskbridge.dramatiq")
 
 
@@ -122,8 +124,11 @@ class ProcessMiddleware(dramatiq.Middleware):
             time.sleep(0.2)
             now = time.monotonic()
             with self._lock:
+                # A thread storing its outcome has finished the job; it only waits for the broker.
                 overdue = [
-                    (ident, r) for ident, r in self._running.items() if r.deadline is not None and r.deadline <= now
+                    (ident, r)
+                    for ident, r in self._running.items()
+                    if r.deadline is not None and r.deadline <= now and not carrying.is_holding(ident)
                 ]
                 for ident, _ in overdue:
                     del self._running[ident]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
+from taskbridge import carrying
+
 from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
 from .brokers.guard import envelope_text, raw_item
@@ -113,11 +115,12 @@ class WorkerProcess:
         except JobAbandoned:
             return
         except Exception:
-            # The outcome (retry, deferral or dead letter) could not be stored, so the message must not
-            # be acknowledged: Dramatiq acknowledges whatever returns, so this thread holds the message
-            # until the process is replaced and the message handed back to the transport.
+            # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
+            # when it could not decide one, before the job ran. The message must not be acknowledged,
+            # and Dramatiq acknowledges whatever returns, so this thread holds the message until the
+            # process is replaced and the message handed back to the transport.
             message_id = getattr(message, "message_id", "?")
-            log.exception("carrying out message %s failed; this worker process is replaced", message_id)
+            log.exception("handling message %s failed before the job ran; this worker process is replaced", message_id)
             held = self.middleware.release_current()
             if held is not None:
                 self._held.append(held)
@@ -160,10 +163,11 @@ class WorkerProcess:
         log.error("job %s (message %s): %s", message.actor_name, message.message_id, reason)
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(running.thread_id), ctypes.py_object(JobAbandoned))
         try:
-            self.engine.runner.fail_externally(
-                envelope_text(message) or raw_body(message.args, message.kwargs),
-                reason, timed_out=True, queue=message_queue(message),
-            )
+            with carrying.without_holding():  # the watchdog thread must not block on a broker
+                self.engine.runner.fail_externally(
+                    envelope_text(message) or raw_body(message.args, message.kwargs),
+                    reason, timed_out=True, queue=message_queue(message),
+                )
         except Exception:
             log.exception("recording the hard timeout failed; the message will be delivered again")
         else:

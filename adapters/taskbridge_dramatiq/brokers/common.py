@@ -41,6 +41,9 @@ class TaskbridgeBroker(Protocol):
     def purge_queue(self, queue: str) -> int:
         """Drop the waiting messages of ``queue``; how many were dropped."""
 
+    def holdings(self, queue: str) -> dict[str, int]:
+        """Where on the broker ``queue``'s waiting messages are (key or queue name) and how many each holds."""
+
     def reap(self, queue: str) -> None:
         """Deliver again the unacknowledged messages of dead workers, where the transport needs asking."""
 

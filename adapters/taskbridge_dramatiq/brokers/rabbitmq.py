@@ -16,7 +16,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _Rabbit
 from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 
+from taskbridge import carrying
 from taskbridge.errors import PublishError
+from taskbridge.layout import amqp_queue_arguments
 
 from .common import RoutesUnknownActors
 from .guard import read_item
@@ -67,6 +69,15 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
         )
         self.known_tags.add(method.delivery_tag)
         return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+class _QuietWhileHolding(logging.Filter):
+    """Drops pika's warning about each refused declaration or publish while the thread retries storing
+    an outcome: taskbridge.carrying logs the cause once, and a reminder now and then."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (carrying.is_holding(threading.get_ident()) and "Channel.Close" in record.getMessage())
+
+
+_quiet_while_holding = _QuietWhileHolding()
 
 
 class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
@@ -79,6 +90,16 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):
             return super().enqueue(message, delay=delay)  # type: ignore[no-any-return]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        pika_channel_log = logging.getLogger("pika.channel")
+        if _quiet_while_holding not in pika_channel_log.filters:
+            pika_channel_log.addFilter(_quiet_while_holding)
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        # The shared layout's arguments (today exactly Dramatiq's), so a Celery worker declares the
+        # same queue the same way.
+        return amqp_queue_arguments(queue_name)
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         if len(messages) == 1 or not self.confirm_delivery:
@@ -118,18 +139,26 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         for message in sent:
             self.emit_after("enqueue", message, delay_ms)
 
-    def _counts(self, queue: str, purge: bool) -> int:
+    def _counts(self, queue: str, purge: bool) -> dict[str, int]:
         pika_channel_log = logging.getLogger("pika.channel")
         if _quiet not in pika_channel_log.filters:
             pika_channel_log.addFilter(_quiet)
-        total = 0
         _quiet.active.on = True
         try:
-            for name in (queue, dq_name(queue)):
-                total += self._count(name, purge)
+            return {name: self._count(name, purge) for name in (queue, dq_name(queue))}
         finally:
             _quiet.active.on = False
-        return total
+
+    def count_one(self, name: str, *, purge: bool = False) -> int:
+        """Messages in the one queue ``name`` (0 if it does not exist); with ``purge``, drop them."""
+        pika_channel_log = logging.getLogger("pika.channel")
+        if _quiet not in pika_channel_log.filters:
+            pika_channel_log.addFilter(_quiet)
+        _quiet.active.on = True
+        try:
+            return self._count(name, purge)
+        finally:
+            _quiet.active.on = False
 
     def _count(self, name: str, purge: bool) -> int:
         try:
@@ -146,10 +175,13 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
             raise
 
     def queue_depth(self, queue: str) -> int:
-        return self._counts(queue, purge=False)
+        return sum(self._counts(queue, purge=False).values())
 
     def purge_queue(self, queue: str) -> int:
-        return self._counts(queue, purge=True)
+        return sum(self._counts(queue, purge=True).values())
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        return self._counts(queue, purge=False)
 
     def reap(self, queue: str) -> None:
         """RabbitMQ delivers a dead consumer's messages again by itself."""

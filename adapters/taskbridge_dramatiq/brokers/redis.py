@@ -125,11 +125,15 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             self.emit_after("enqueue", message, delay_ms)
 
     def queue_depth(self, queue: str) -> int:
+        return sum(self.holdings(queue).values())
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        ready_key, delayed_key = f"{self.namespace}:{queue}", f"{self.namespace}:{dq_name(queue)}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.llen(f"{self.namespace}:{queue}")
-        pipe.hlen(f"{self.namespace}:{dq_name(queue)}.msgs")
+        pipe.llen(ready_key)
+        pipe.hlen(f"{delayed_key}.msgs")
         ready, delayed = pipe.execute()
-        return int(ready) + int(delayed)
+        return {ready_key: int(ready), delayed_key: int(delayed)}
 
     def purge_queue(self, queue: str) -> int:
         dropped = self.queue_depth(queue)

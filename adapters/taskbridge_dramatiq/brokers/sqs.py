@@ -10,6 +10,7 @@ from collections.abc import Container, Sequence
 from typing import Any
 
 import botocore.exceptions
+import dramatiq
 from dramatiq import Message
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
@@ -17,6 +18,7 @@ from dramatiq_sqs import SQSBroker
 from dramatiq_sqs.broker import SQSConsumer, _SQSMessage
 
 from taskbridge.errors import EnqueueError, PublishError
+from taskbridge.layout import SQS_RETENTION_SECONDS, sqs_queue_name
 
 from .common import RoutesUnknownActors
 from .guard import read_item
@@ -81,7 +83,26 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
 
 
 class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
-    """SQSBroker that sends up to ten messages per request and never floors a delay."""
+    """SQSBroker that sends up to ten messages per request, never floors a delay, and names and
+    creates its queues as the shared layout says (``<namespace>-<queue>``, as the Celery engine)."""
+
+    def _ensure_queue(self, queue_name: str) -> None:
+        # dramatiq-sqs names a queue "<namespace>_<queue>" and creates it with its own attributes;
+        # this is its lookup with the layout's name and attributes (dramatiq-sqs has no hook for them).
+        if queue_name not in self.queue_names:
+            raise dramatiq.QueueNotFound(queue_name)
+        if queue_name in self.queues:
+            return
+        client = self.sqs.meta.client
+        name = self._sqs_name(queue_name)
+        try:
+            self.queues[queue_name] = self.sqs.get_queue_by_name(QueueName=name)
+        except client.exceptions.QueueDoesNotExist:
+            attributes = {
+                "VisibilityTimeout": str(self.visibility_timeout),
+                "MessageRetentionPeriod": str(SQS_RETENTION_SECONDS),
+            }
+            self.queues[queue_name] = self.sqs.create_queue(QueueName=name, Attributes=attributes)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 20_000) -> GuardedSQSConsumer:
         self._ensure_queue(queue_name)
@@ -94,7 +115,7 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
         return str(self.queues[queue].url)
 
     def _sqs_name(self, queue: str) -> str:
-        return f"{self.namespace}_{queue}" if self.namespace else queue
+        return sqs_queue_name(self.namespace or "", queue) if self.namespace else queue
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         delay_seconds = min(math.ceil((delay_ms or 0) / 1000), MAX_DELAY_SECONDS)
@@ -152,6 +173,9 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
         attributes = self.sqs.meta.client.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         return sum(int(attributes.get(name, 0)) for name in names)
+
+    def holdings(self, queue: str) -> dict[str, int]:
+        return {self._sqs_name(queue): self.queue_depth(queue)}
 
     def purge_queue(self, queue: str) -> int:
         dropped = self.queue_depth(queue)
