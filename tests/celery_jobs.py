@@ -31,3 +31,11 @@ def stuck(token: str) -> None:
     record("started", job="stuck", token=token)
     while True:
         time.sleep(0.05)
+
+
+@job(name="cq.step")
+def step(n: int, pause: float = 0.0) -> None:
+    """Takes ``pause`` seconds, then records that it ran with ``n`` (a job still running when the
+    broker connection drops)."""
+    time.sleep(pause)
+    record("ran", job="step", n=n)

@@ -62,3 +62,20 @@ def test_a_bad_sqs_endpoint_is_refused_naming_the_setting(clean_env: None) -> No
     settings = load_settings(engine="celery", broker_url="sqs://", sqs_endpoint_url="127.0.0.1:4566")
     with pytest.raises(ConfigurationError, match="TASKBRIDGE_SQS_ENDPOINT_URL"):
         broker_for(settings, CelerySettings())
+
+
+def test_redis_and_sqs_workers_read_items_through_the_guarded_transports(clean_env: None) -> None:
+    def transport(url: str, **settings: object) -> str | None:
+        return broker_for(load_settings(engine="celery", broker_url=url, **settings), CelerySettings()).transport
+
+    assert transport("redis://h:6379/0") == "taskbridge_celery.guarded_redis:RedisTransport"
+    assert transport("sqs://", sqs_endpoint_url="http://127.0.0.1:4566") == "taskbridge_celery.guarded_sqs:SQSTransport"
+    assert transport("amqp://guest:guest@h:5672//") is None, "RabbitMQ is guarded in the consumer"
+    assert transport("rediss://h:6380/0") == "taskbridge_celery.guarded_redis:RedisTransport"
+
+
+def test_rabbitmq_publishes_wait_for_the_brokers_confirm_unless_turned_off(clean_env: None) -> None:
+    settings = load_settings(engine="celery", broker_url="amqp://guest:guest@h:5672//")
+    assert broker_for(settings, CelerySettings()).transport_options["confirm_publish"] is True
+    off = CelerySettings(amqp_confirm_publish=False)
+    assert "confirm_publish" not in broker_for(settings, off).transport_options

@@ -100,7 +100,7 @@ def test_the_coordination_store_hands_redis_py_the_tls_options() -> None:
 
 def test_celery_on_redis_gets_the_tls_options_as_kombus_ssl(clean_env: None) -> None:
     from taskbridge_celery.app import build_app
-    from taskbridge_celery.broker import broker_for
+    from taskbridge_celery.broker import REDIS_TRANSPORT, broker_for
     from taskbridge_celery.settings import CelerySettings
 
     settings = load_settings(engine="celery", broker_url=f"rediss://cache.example.com:6380/0{FULL}")
@@ -108,7 +108,8 @@ def test_celery_on_redis_gets_the_tls_options_as_kombus_ssl(clean_env: None) -> 
     assert broker.url == "rediss://cache.example.com:6380/0"
     assert broker.ssl == REDIS_TLS
     connection = build_app(settings, broker).connection_for_write()
-    assert connection.transport_cls == "rediss" and connection.ssl == REDIS_TLS
+    # The guarded Redis transport (taskbridge_celery.guarded_redis) takes its TLS from ``ssl``.
+    assert connection.transport_cls == REDIS_TRANSPORT and connection.ssl == REDIS_TLS
 
 
 def test_celery_on_a_bare_rediss_url_still_verifies_the_server(clean_env: None) -> None:

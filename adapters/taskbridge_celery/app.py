@@ -37,6 +37,9 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
         "broker_url": broker.url,
         "broker_transport_options": broker.transport_options,
         "broker_connection_retry_on_startup": True,
+        # A worker whose broker goes away reconnects for as long as it takes (Celery's default gives
+        # up after 100 attempts, about 50 minutes, and exits).
+        "broker_connection_max_retries": None,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -60,6 +63,8 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
         "worker_consumer": "taskbridge_celery.consumer:EnvelopeConsumer",
         "enable_utc": True,
     }
+    if broker.transport:
+        config["broker_transport"] = broker.transport
     if broker.ssl is not None:
         config["broker_use_ssl"] = broker.ssl
     if settings.worker_max_memory_mb:

@@ -31,6 +31,9 @@ _SQS_HEADROOM = 4 * 1024
 """Bytes of the SQS body taken by Celery headers and kombu's message fields around the envelope."""
 _MAX_MARGIN = 900.0
 REDIS_MAX_MESSAGE = 8 * 1024 * 1024
+REDIS_TRANSPORT = "taskbridge_celery.guarded_redis:RedisTransport"
+SQS_TRANSPORT = "taskbridge_celery.guarded_sqs:SQSTransport"
+"""kombu's transports with a guarded read of every queue item (guarded_redis.py, guarded_sqs.py)."""
 AMQP_MAX_MESSAGE = 8 * 1024 * 1024
 
 
@@ -45,6 +48,8 @@ class Broker:
     hold_limit: float = float("inf")
     """Seconds an unacknowledged message may stay with a worker before the broker redelivers it."""
     max_message_size: int = REDIS_MAX_MESSAGE
+    transport: str | None = None
+    """kombu transport class (``module:Class``) in place of the one the URL's scheme names."""
     ssl: dict[str, Any] | None = None
     """TLS options as kombu's ``ssl`` connection argument (Celery's ``broker_use_ssl``), or None."""
 
@@ -108,6 +113,8 @@ def _redis(settings: Settings, options: CelerySettings) -> Broker:
         },
         hold_limit=vt,
         max_message_size=REDIS_MAX_MESSAGE,
+        # rediss:// too: its TLS comes from ``ssl`` (broker_use_ssl), not from the scheme's name.
+        transport=REDIS_TRANSPORT,
     )
 
 
@@ -149,6 +156,7 @@ def _sqs(settings: Settings, options: CelerySettings) -> Broker:
         transport_options=transport_options,
         hold_limit=float(transport_options["visibility_timeout"]),
         max_message_size=size,
+        transport=SQS_TRANSPORT,
     )
 
 

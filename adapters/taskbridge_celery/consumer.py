@@ -1,81 +1,172 @@
-"""Celery's consumer, with every message it cannot turn into a task handed to taskbridge.
+"""Celery's consumer, guarded: only well-formed task messages of declared jobs reach Celery.
 
-Celery logs and drops (acks or rejects) messages of an unregistered task name, messages that are
-not Celery messages, and bodies it cannot decode. Here each goes to the engine's dead-letter path
-(through the runner: it dead-letters unknown jobs and malformed envelopes without running them),
-and is acknowledged only after that write succeeded.
+Every message a worker receives, on every transport, comes through :meth:`EnvelopeConsumer.on_item`
+first. A Celery task message of a declared job carrying one envelope, or an old producer's message
+for a name a job declares in ``aliases=``, goes on to Celery (and its pool). Anything else is read
+by :func:`taskbridge.wire.unwrap`: an envelope of a declared job in another wrapper (a Dramatiq
+message on a shared queue, a bare envelope) becomes that job's task message and runs in the pool
+like any other; every other item goes to the runner's ``run_item``, which dead-letters it to the
+dead letters of the queue it was read from. The message is acknowledged only after that write
+succeeded, and requeued if it failed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
 from taskbridge import carrying
+from taskbridge.envelope import peek_job_name
+from taskbridge.legacy import is_legacy
+from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
-from .legacy import refuse_non_json
-from .wire import payload_text
+from .items import ITEM_HEADER
+from .tasks import EnvelopeTask
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, new_task_id, task_headers
 
 log = logging.getLogger("taskbridge.celery")
 
 
 class EnvelopeConsumer(Consumer):  # type: ignore[misc]
-    """Consumer whose unknown, invalid and undecodable messages become dead letters."""
+    """Consumer whose messages are all run, or dead-lettered then acknowledged."""
 
-    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
-        handle = super().create_task_handler(*args, **kwargs)
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Message], None]:
+        self._celery_handle = super().create_task_handler(*args, **kwargs)
+        return self.on_item
 
-        def on_task_received(message: Message) -> None:
-            try:
-                handle(message)
-            except Exception as exc:
-                self._to_dead_letters(message, f"unreadable Celery message: {exc!r}")
+    def on_item(self, message: Message) -> None:
+        """Hand ``message`` to Celery if it is one of our task messages, else to the runner."""
+        try:
+            self._route(message)
+        except Exception as exc:  # one message must never stop the consumer
+            log.exception("a message could not be routed; it goes to the dead letters")
+            self._dead_letter(message, f"the worker could not read the message: {exc!r}")
 
-        return on_task_received
+    def _route(self, message: Message) -> None:
+        if self._is_task_message(message):
+            self._to_celery(message)
+            return
+        queue = self._queue_of(message)
+        body = _body(message)
+        wrapper = _is_wrapper(message)
+        content_type = None if wrapper else message.content_type
+        headers = message.headers if isinstance(message.headers, dict) and not wrapper else None
+        item = unwrap(body, content_type=content_type, headers=headers)
+        if item.envelope is not None:
+            job = peek_job_name(item.envelope)
+            limit = self.app.taskbridge_engine.facts.max_message_size
+            if job is not None and self._declared(job) and len(item.envelope) <= limit:
+                _rewrite_as_task(message, job, item.envelope)
+                self._to_celery(message)
+                return
+        self._carry_out(
+            message, lambda runner: runner.run_item(body, queue, content_type=content_type, headers=headers)
+        )
 
     def on_unknown_message(self, body: Any, message: Message) -> None:
-        self._to_dead_letters(message, "not a Celery task message")
+        self._dead_letter(message, "not a Celery task message")
 
     def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
-        self._to_dead_letters(message, f"no task named {_task_name(message)!r} in this worker")
+        self._dead_letter(message, f"no task named {_task_name(message)!r} in this worker")
 
     def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
-        self._to_dead_letters(message, f"invalid Celery task message: {exc}")
+        self._dead_letter(message, f"invalid Celery task message: {exc}")
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
-        self._to_dead_letters(message, f"cannot decode the message body: {exc}")
+        self._dead_letter(message, f"cannot decode the message body: {exc}")
 
-    def _to_dead_letters(self, message: Message, reason: str) -> None:
-        engine = self.app.taskbridge_engine
-        queue = (message.delivery_info or {}).get("routing_key")
+    def _to_celery(self, message: Message) -> None:
+        try:
+            self._celery_handle(message)
+        except Exception as exc:
+            self._dead_letter(message, f"unreadable Celery message: {exc!r}")
+
+    def _is_task_message(self, message: Message) -> bool:
+        headers = message.headers
+        if not isinstance(headers, dict) or ITEM_HEADER in headers:
+            return False
+        name = headers.get("task")
+        if not isinstance(name, str) or not self._declared(name) or not isinstance(headers.get("id"), str):
+            return False
+        if message.content_type not in JSON_CONTENT_TYPES:
+            return False
+        try:
+            payload = message.decode()  # cached on the message: Celery's request reads it from there
+        except Exception:
+            return False
+        # An old producer's call of a job's former name (aliases=) is converted by its task, in the pool.
+        return carries_one_envelope(payload) or (_celery_body(payload) and is_legacy(name, payload[0], payload[1]))
+
+    def _declared(self, name: str) -> bool:
+        return isinstance(self.app.tasks.get(name), EnvelopeTask)
+
+    def _queue_of(self, message: Message) -> str:
+        """The queue the message was read from: by its consumer tag on AMQP; on Redis and SQS the
+        guarded channel stamps it as the routing key (see items.py)."""
+        info = message.delivery_info or {}
+        tag = info.get("consumer_tag")
+        consumer = getattr(self, "task_consumer", None)
+        if tag is not None and consumer is not None:
+            for queue, active in getattr(consumer, "_active_tags", {}).items():
+                if active == tag:
+                    return str(queue)
+        routing_key = info.get("routing_key")
+        if routing_key:
+            return str(routing_key)
+        consumed = [queue.name for queue in self.app.conf.task_queues or ()]
+        return consumed[0] if len(consumed) == 1 else str(self.app.conf.task_default_queue)
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        queue = self._queue_of(message)
+        self._carry_out(message, lambda runner: runner.dead_letter(_body(message), reason, queue))
+
+    def _carry_out(self, message: Message, action: Callable[[Any], object]) -> None:
         try:
             with carrying.without_holding():  # the consumer's event loop must not wait on a broker
-                if not refuse_non_json(engine._runner_or_new(), message, queue):
-                    engine.dead_letter(_raw_envelope(message), reason, queue)
+                action(self.app.taskbridge_engine.runner)
         except Exception:
-            log.exception("could not dead-letter a message (%s); it goes back to the queue", reason)
+            log.exception("could not dead-letter a message; it goes back to the queue")
             message.reject_log_error(log, self.connection_errors, requeue=True)
             return
         message.ack_log_error(log, self.connection_errors)
 
 
-def _task_name(message: Message) -> Any:
-    headers = message.headers or {}
-    return headers.get("task")
-
-
-def _raw_envelope(message: Message) -> str:
-    """The envelope inside a Celery body if there is one, else the body as text."""
-    try:
-        text = payload_text(message.decode())
-    except Exception:
-        text = None
-    if text is not None:
-        return text
+def _body(message: Message) -> bytes | str:
     body = message.body
-    if isinstance(body, bytes | bytearray):
-        return bytes(body).decode("utf-8", errors="replace")
-    return str(body)
+    if isinstance(body, bytes | str):
+        return body
+    return b"" if body is None else repr(body)
+
+
+def _celery_body(payload: Any) -> bool:
+    return (
+        isinstance(payload, list | tuple)
+        and len(payload) == 3
+        and isinstance(payload[0], list)
+        and isinstance(payload[1], dict)
+    )
+
+
+def _is_wrapper(message: Message) -> bool:
+    headers = message.headers
+    return isinstance(headers, dict) and ITEM_HEADER in headers
+
+
+def _rewrite_as_task(message: Message, job: str, envelope: str) -> None:
+    """Make ``message`` the Celery task message of ``job`` carrying ``envelope``, so it runs in the
+    pool like one; its delivery (tag, queue, redelivery) stays the broker's."""
+    task_id = new_task_id()
+    message.headers = task_headers(job, task_id, f"<envelope from a {job} message of another producer>")
+    message.body = message_body(envelope)
+    message.content_type = CONTENT_TYPE
+    message.content_encoding = CONTENT_ENCODING
+    message._decoded_cache = None
+
+
+def _task_name(message: Message) -> Any:
+    headers = message.headers
+    return headers.get("task") if isinstance(headers, dict) else None

@@ -8,15 +8,12 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from taskbridge import Envelope, JobSpec, Settings, TransportFacts, carrying, get_settings
+from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
 from taskbridge.engine import MessageRunner, Taken
-from taskbridge.envelope import decode, peek_job_name
-from taskbridge.errors import EnvelopeError
+from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
 from taskbridge.extras import require
-from taskbridge.job import lookup
 from taskbridge.layout import sqs_queue_name
-from taskbridge.publishing import dead_letter_queue, publish_dead_letter
-from taskbridge.runner import Runner
+from taskbridge.publishing import dead_letter_queue
 
 from .app import build_app, consume
 from .broker import broker_for
@@ -73,8 +70,8 @@ class CeleryEngine:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
         self._runner = runner
         if spec.name not in spec.aliases:  # else the alias task below runs the job's own name too
-            register(self.app, spec, self._run_message)
-        register_aliases(self.app, spec, self._runner_or_new)
+            register(self.app, spec, runner)
+        register_aliases(self.app, spec, runner)
         longest = spec.hard_timeout or spec.resolved_timeout(self.settings.default_timeout)
         if self.broker.scheme in ("redis", "sqs") and longest and longest >= self.broker.hold_limit:
             log.warning(
@@ -84,11 +81,29 @@ class CeleryEngine:
             )
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
-        """Send envelopes over this process's producer connection, in batches."""
-        self._publish(envelopes, delay)
+        """Send envelopes over this process's producer connection, in batches.
+
+        Raises :class:`~taskbridge.errors.PublishError` (the transport's exception chained) when the
+        broker did not store them; on RabbitMQ stored means confirmed by the broker."""
+        try:
+            self._publish(envelopes, delay)
+        except (EnqueueError, ValueError):
+            raise
+        except Exception as exc:
+            queues = ", ".join(sorted({e.queue for e in envelopes}))
+            raise PublishError(
+                f"{len(envelopes)} message(s) to {queues} not stored: the {self.broker.scheme} broker "
+                f"failed ({type(exc).__name__}: {exc}); publish them again once it is reachable"
+            ) from exc
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
+        if self._runner is None:
+            # Without a runner every message would be one the worker can neither run nor dead-letter.
+            raise ConfigurationError(
+                "the celery worker has no job declared: name the modules that declare them "
+                "(taskbridge worker myapp.jobs)"
+            )
         names = list(queues) or [self.settings.default_queue]
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
@@ -152,41 +167,9 @@ class CeleryEngine:
             self._taker = None
         self._connection.close()
 
-    def fail_killed(self, raw: str, reason: str, queue: str | None) -> None:
-        """A child was killed at the job's hard timeout: a failed attempt, retried per its policy.
-
-        Called in the worker's main process, which must not block: one write, or it raises.
-        """
-        with carrying.without_holding():
-            self._runner_or_new().fail_externally(raw, reason, timed_out=True, queue=queue)
-
-    def dead_letter(self, raw: str, reason: str, queue: str | None) -> None:
-        """A message Celery could not turn into a job run goes to the dead letters, never lost.
-
-        Malformed envelopes and unknown jobs go through the runner, which dead-letters them without
-        running anything; a valid envelope in a broken Celery message is dead-lettered as it is.
-        Called in the worker's main process, which must not block: one write, or it raises.
-        """
-        job = peek_job_name(raw)
-        log.warning("dead-lettering a message of job %s that Celery cannot run: %s", job, reason)
-        if job is None or lookup(job) is None:
-            with carrying.without_holding():
-                self._run_message(raw, queue)
-            return
-        try:
-            envelope: Envelope | None = decode(raw)
-        except EnvelopeError:
-            envelope = None
-        target = (envelope.queue if envelope else None) or queue or self.settings.default_queue
-        publish_dead_letter(
-            self, queue=target, reason=reason, envelope=envelope, raw=None if envelope else raw,
-            settings=self.settings,
-        )
-
-    def _run_message(self, raw: str, queue: str | None) -> object:
-        return self._runner_or_new().run(raw, queue)
-
-    def _runner_or_new(self) -> MessageRunner:
+    @property
+    def runner(self) -> MessageRunner:
+        """The runner :meth:`declare` was given; the worker's consumer and requests hand it messages."""
         if self._runner is None:
-            self._runner = Runner(self, self.settings)
+            raise ConfigurationError("the celery engine runs messages only after its jobs were declared")
         return self._runner

@@ -12,7 +12,9 @@ from celery.exceptions import Ignore, Reject, Retry, Terminated
 from celery.worker import state
 from celery.worker.request import Request
 
-from .wire import payload_text
+from taskbridge import carrying
+
+from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -37,15 +39,18 @@ class EnvelopeRequest(Request):
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
     def _carry_out(self, exc: BaseException) -> bool:
-        engine = self._app.taskbridge_engine
-        text = payload_text((self.args, self.kwargs, None))
+        runner = self._app.taskbridge_engine.runner
+        raw = envelope_text(self.args, self.kwargs) or self._message.body
         queue = (self.delivery_info or {}).get("routing_key")
         try:
-            if isinstance(exc, TimeLimitExceeded):
-                limit = exc.args[0] if exc.args else "?"
-                engine.fail_killed(text or "", f"killed at its hard_timeout ({limit}s)", queue)
-            else:
-                engine.dead_letter(text or "", f"the Celery task failed before the job ran: {exc!r}", queue)
+            # In the worker's main process, whose event loop must not wait on a broker: one write.
+            with carrying.without_holding():
+                if isinstance(exc, TimeLimitExceeded):
+                    limit = exc.args[0] if exc.args else "?"
+                    reason = f"killed at its hard_timeout ({limit}s)"
+                    runner.fail_externally(raw, reason, timed_out=True, queue=queue)
+                else:
+                    runner.dead_letter(raw, f"the Celery task failed before the job ran: {exc!r}", queue)
         except Exception:
             log.exception("job %s: could not carry out %r; the message goes back to the queue", self.name, exc)
             return False

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
 
 from taskbridge import JobSpec
+from taskbridge.engine import MessageRunner
 
 from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
-
-RunWithQueue = Callable[[str, "str | None"], Any]
 
 REQUEUE_PAUSE = 1.0
 """Seconds a child waits before requeueing a message the runner could not decide (the coordination
@@ -34,13 +33,19 @@ class EnvelopeTask(Task):  # type: ignore[misc]
     max_retries = 0
 
 
-def register(app: Celery, spec: JobSpec, run: RunWithQueue) -> Task:
+def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
     """Register the task named after ``spec``; ``hard_timeout`` becomes Celery's ``time_limit``."""
 
     def handle(task: Task, *args: Any, **kwargs: Any) -> None:
         queue = (task.request.delivery_info or {}).get("routing_key")
+        text = envelope_text(args, kwargs)
         try:
-            run(envelope_text(args, kwargs), queue)
+            if text is None:
+                # The consumer lets only one-envelope bodies through; this names what else came.
+                body = json.dumps([args, kwargs, {}], default=repr)
+                runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
+            else:
+                runner.run(text, queue)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.

@@ -28,20 +28,29 @@ def message_body(envelope_text: str) -> bytes:
 
 def message_headers(envelope: Envelope, task_id: str, eta: float | None) -> dict[str, Any]:
     """Celery protocol-2 headers: the task name is the job name; ``eta`` is a UNIX time or None."""
+    headers = task_headers(envelope.job, task_id, f"<envelope {envelope.id} attempt {envelope.attempt}>")
+    headers["retries"] = envelope.attempt - 1
+    if eta is not None:
+        headers["eta"] = datetime.fromtimestamp(eta, tz=timezone.utc).isoformat()
+    return headers
+
+
+def task_headers(job: str, task_id: str, argsrepr: str) -> dict[str, Any]:
+    """Celery protocol-2 headers of a task named ``job`` due now."""
     return {
         "lang": "py",
-        "task": envelope.job,
+        "task": job,
         "id": task_id,
         "shadow": None,
-        "eta": None if eta is None else datetime.fromtimestamp(eta, tz=timezone.utc).isoformat(),
+        "eta": None,
         "expires": None,
         "group": None,
         "group_index": None,
-        "retries": envelope.attempt - 1,
+        "retries": 0,
         "timelimit": [None, None],
         "root_id": task_id,
         "parent_id": None,
-        "argsrepr": f"<envelope {envelope.id} attempt {envelope.attempt}>",
+        "argsrepr": argsrepr,
         "kwargsrepr": "{}",
         "origin": _ORIGIN,
         "ignore_result": True,
@@ -53,23 +62,28 @@ def new_task_id() -> str:
     return os.urandom(16).hex()
 
 
-def envelope_text(args: Any, kwargs: Any) -> str:
-    """The raw envelope handed to the runner, from a task's decoded arguments.
-
-    Anything that is not exactly one envelope (object or text) is passed on as JSON of what came,
-    so the runner dead-letters it as malformed instead of Celery dropping it.
-    """
+def envelope_text(args: Any, kwargs: Any) -> str | None:
+    """The envelope a task's decoded arguments carry, if they are exactly one envelope (text or object)."""
     if isinstance(args, list | tuple) and len(args) == 1 and not kwargs:
         (only,) = args
         if isinstance(only, str):
             return only
         if isinstance(only, dict):
-            return json.dumps(only, separators=(",", ":"))
-    return json.dumps({"celery_args": args, "celery_kwargs": kwargs}, default=repr)
-
-
-def payload_text(payload: Any) -> str | None:
-    """The envelope inside a decoded Celery body ``(args, kwargs, embed)``, if it has that shape."""
-    if isinstance(payload, list | tuple) and len(payload) == 3:
-        return envelope_text(payload[0], payload[1])
+            try:
+                return json.dumps(only, separators=(",", ":"))
+            except (TypeError, ValueError):  # kombu's JSON reader made objects of typed values
+                return None
     return None
+
+
+def carries_one_envelope(payload: Any) -> bool:
+    """Whether a decoded Celery body is ``[[envelope], {}, embed]``, the only shape taskbridge sends."""
+    return (
+        isinstance(payload, list | tuple)
+        and len(payload) == 3
+        and isinstance(payload[0], list | tuple)
+        and len(payload[0]) == 1
+        and isinstance(payload[0][0], str | dict)
+        and payload[1] == {}
+        and isinstance(payload[2], dict | None)
+    )
