@@ -198,7 +198,8 @@ def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespac
     store = RedisCoordination(redis_url, namespace)
     client = redis.Redis.from_url(redis_url)
     try:
-        store.reserve_rate("jobs", RATE)
+        slow = Rate(count=1, period=1.0)  # its key lives one interval: long enough to see on a loaded machine
+        store.reserve_rate("jobs", slow)
         store.acquire_lock("user:1", ttl=5)
         store.acquire_slot("reports", limit=2, ttl=5)
         store.claim_unique("report:42", ttl=5)
@@ -210,8 +211,8 @@ def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespac
             f"{namespace}:unique:report:42",
         }
         assert all(0 < client.pttl(key) <= 5000 for key in keys)
-        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= T * 1000
-        time.sleep(T + 0.02)
+        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= slow.interval * 1000
+        time.sleep(slow.interval + 0.05)
         assert not client.exists(f"{namespace}:rate:jobs")
     finally:
         client.close()
