@@ -98,7 +98,17 @@ def _is_kombu(data: dict[str, Any]) -> bool:
     return "body" in data and ("properties" in data or "content-type" in data) and "job" not in data
 
 
+RAW_ITEM_HEADER = "x-taskbridge-item"
+"""Header of a kombu message whose base64 body is an item exactly as a queue held it (the Celery
+engine wraps items kombu cannot read this way; a crashed worker's wrappers are restored as such)."""
+
+
 def _from_kombu(data: dict[str, Any], depth: int) -> Unwrapped:
+    headers = data.get("headers")
+    if isinstance(headers, dict) and headers.get(RAW_ITEM_HEADER) and isinstance(data.get("body"), str):
+        original = _b64(data["body"])
+        if original is not None:
+            return unwrap(original)
     refused = _refused_content_type(data.get("content-type"))
     if refused:
         return Unwrapped(None, refused, form="kombu")

@@ -115,3 +115,17 @@ def test_a_kombu_message_base64_encoded_whole_as_plain_celery_writes_it_to_sqs()
     celery_body = ("[[" + json.dumps(ENVELOPE) + "],{},{}]").encode()
     found = unwrap(base64.b64encode(_kombu(celery_body)))
     assert (found.envelope, found.form) == (ENVELOPE, "kombu")
+
+
+def test_an_item_the_celery_engine_wrapped_with_its_bytes_is_read_as_those_bytes() -> None:
+    wrapper = json.dumps(
+        {
+            "body": base64.b64encode(ENVELOPE.encode()).decode(),
+            "content-type": "application/octet-stream",
+            "headers": {"x-taskbridge-item": True},
+            "properties": {"body_encoding": "base64"},
+        }
+    )
+    assert unwrap(wrapper).envelope == ENVELOPE
+    garbage = json.dumps({**json.loads(wrapper), "body": base64.b64encode(b"\xff\x00").decode()})
+    assert unwrap(garbage).reason and "UTF-8" in (unwrap(garbage).reason or "")

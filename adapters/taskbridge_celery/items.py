@@ -17,7 +17,9 @@ from typing import Any
 
 from kombu.utils.json import loads
 
-ITEM_HEADER = "x-taskbridge-item"
+from taskbridge.wire import RAW_ITEM_HEADER
+
+ITEM_HEADER = RAW_ITEM_HEADER
 """Header of a wrapper whose body is an item, exactly as the queue held it, that kombu cannot read."""
 
 _TEXT_OR_NONE = (str, type(None))
