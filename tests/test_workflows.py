@@ -1,0 +1,122 @@
+"""Chains that pass results and groups with a callback, on the embedded engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support import Embedded
+
+from taskbridge import EnqueueError, job
+from taskbridge.compat import chain
+from taskbridge.envelope import decode
+from taskbridge.workflows import group
+
+seen: list[Any] = []
+
+
+@job(name="wf.download", queue="wf")
+def download(account: int) -> dict[str, Any]:
+    return {"account": account, "rows": [1, 2, 3]}
+
+
+@job(name="wf.process", queue="wf")
+def process(data: dict[str, Any], kind: str = "slow") -> int:
+    return sum(data["rows"]) * (10 if kind == "fast" else 1)
+
+
+@job(name="wf.store", queue="wf")
+def store(total: int) -> None:
+    seen.append(("store", total))
+
+
+@job(name="wf.ping", queue="wf")
+def ping(*args: Any) -> None:
+    seen.append(("ping", list(args)))
+
+
+@job(name="wf.opaque", queue="wf")
+def opaque() -> object:
+    return object()
+
+
+@job(name="wf.fails", queue="wf")
+def fails(data: Any) -> None:
+    raise RuntimeError("no")
+
+
+@job(name="wf.resize", queue="wf")
+def resize(i: int) -> int:
+    if i % 10 == 0:
+        raise ValueError(f"image {i} is broken")
+    return i
+
+
+@job(name="wf.notify", queue="wf")
+def notify(counts: dict[str, int], label: str) -> None:
+    seen.append(("notify", label, counts))
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    seen.clear()
+
+
+def _drain(embedded: Embedded) -> None:
+    embedded.engine.start(["wf"], 4)
+    assert embedded.engine.join(timeout=20)
+    embedded.engine.stop()
+
+
+def test_each_step_receives_the_previous_result_and_si_steps_do_not(embedded: Embedded) -> None:
+    chain(download.s(7), process.s(kind="fast"), store.s(), ping.si("end")).enqueue()
+    _drain(embedded)
+    assert seen == [("store", 60), ("ping", ["end"])]
+    assert embedded.dead_letters("wf") == []
+
+
+def test_then_passes_results_too(embedded: Embedded) -> None:
+    download.s(1).then(process.s()).then(store.s()).enqueue()
+    _drain(embedded)
+    assert seen == [("store", 6)]
+
+
+def test_a_result_that_is_not_json_dead_letters_the_step_naming_job_and_type(embedded: Embedded) -> None:
+    opaque.s().then(ping.s()).enqueue()
+    _drain(embedded)
+    assert seen == []
+    [dead] = embedded.dead_letters("wf")
+    assert dead.headers["job"] == "wf.opaque"
+    assert "'wf.opaque' returned a object, which is not JSON" in dead.headers["reason"]
+
+
+def test_a_dead_step_stops_the_chain_and_its_dead_letter_keeps_the_rest(embedded: Embedded) -> None:
+    download.s(1).then(fails.s()).then(store.s()).then(ping.si()).enqueue()
+    _drain(embedded)
+    assert seen == []
+    [dead] = embedded.dead_letters("wf")
+    assert dead.headers["job"] == "wf.fails"
+    failed = decode(dead.headers["body"])
+    assert failed.args == [{"account": 1, "rows": [1, 2, 3]}], "the step keeps the result it received"
+    assert [step["job"] for step in failed.chain] == ["wf.store", "wf.ping"]
+
+
+def test_a_chain_over_the_step_limit_is_refused_at_enqueue(make_embedded: Any) -> None:
+    embedded = make_embedded(chain_max_steps=3)
+    long = chain(download.s(1), process.s(), store.s(), ping.si())
+    with pytest.raises(EnqueueError, match=r"chain starting with job 'wf.download' has 4 steps, over the limit of 3"):
+        long.enqueue()
+    assert embedded.engine.depth("wf") == 0
+
+
+def test_a_group_callback_runs_once_with_the_counts(embedded: Embedded) -> None:
+    ref = group((resize.s(i) for i in range(1, 101)), batch_size=7).then(notify.s("batch")).enqueue()
+    assert ref.total == 100
+    _drain(embedded)
+    assert seen == [("notify", "batch", {"total": 100, "done": 90, "dead": 10, "expired": 0, "skipped": 0})]
+
+
+def test_an_empty_group_runs_its_callback_at_once(embedded: Embedded) -> None:
+    group([]).then(notify.s("none")).enqueue()
+    _drain(embedded)
+    assert seen == [("notify", "none", {"total": 0, "done": 0, "dead": 0, "expired": 0, "skipped": 0})]
