@@ -62,5 +62,12 @@ class Coordination(Protocol):
     def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
         """Set ``group``'s total; returns the counts if every member had already ended (to one caller)."""
 
+    def read_record(self, key: str) -> str | None:
+        """The text stored under the record ``key``, or None."""
+
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds if the record still holds ``expected``
+        (None: if there is none); False, changing nothing, if it does not."""
+
     def close(self) -> None:
         """Release connections."""

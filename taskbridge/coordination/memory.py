@@ -38,6 +38,7 @@ class MemoryCoordination:
         self._slots: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
         self._uniques: dict[str, float] = {}  # key -> expiry
         self._groups: dict[str, _Group] = {}
+        self._records: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -137,6 +138,21 @@ class MemoryCoordination:
         state.fired = True
         return counts_of(state.counts)
 
+    def read_record(self, key: str) -> str | None:
+        with self._lock:
+            held = self._records.get(key)
+            return held[0] if held is not None and held[1] > self._now() else None
+
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        with self._lock:
+            now = self._now()
+            held = self._records.get(key)
+            current = held[0] if held is not None and held[1] > now else None
+            if current != expected:
+                return False
+            self._records[key] = (value, now + ttl)
+            return True
+
     def close(self) -> None:
         pass
 
@@ -149,6 +165,7 @@ class MemoryCoordination:
             self._locks = {key: held for key, held in self._locks.items() if held[1] > now}
             self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
             self._groups = {key: state for key, state in self._groups.items() if state.expiry > now}
+            self._records = {key: held for key, held in self._records.items() if held[1] > now}
             self._slots = {
                 key: live
                 for key, leases in self._slots.items()

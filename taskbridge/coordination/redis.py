@@ -80,6 +80,20 @@ if redis.call('HSETNX', KEYS[1], 'fired', 1) == 0 then
 end
 return redis.call('HGETALL', KEYS[1])
 """
+# Compare and set: KEYS[1] = record, ARGV[1] = expected ('' with ARGV[2] = '0': no record), ARGV[3] = value,
+# ARGV[4] = ttl ms. Returns 1 when the value was stored.
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[2] == '0' then
+    if current then
+        return 0
+    end
+elseif current ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+"""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,6 +141,7 @@ class RedisCoordination:
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
         self._group = self._client.register_script(_GROUP)
+        self._swap = self._client.register_script(_SWAP)
 
     @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -190,6 +205,17 @@ class RedisCoordination:
             return None
         pairs = dict(zip(reply[::2], reply[1::2], strict=True))
         return counts_of({k.decode(): int(v) for k, v in pairs.items()})
+
+    @_store_call
+    def read_record(self, key: str) -> str | None:
+        value = self._client.get(self._key("record", key))
+        return None if value is None else cast(bytes, value).decode()
+
+    @_store_call
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        present = "0" if expected is None else "1"
+        args: list[str | int] = [expected or "", present, value, _milliseconds(ttl)]
+        return bool(self._swap(keys=[self._key("record", key)], args=args))
 
     def close(self) -> None:
         self._client.close()
