@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from support import Embedded
@@ -10,7 +12,7 @@ from support import Embedded
 from taskbridge import EnqueueError, job
 from taskbridge.compat import chain
 from taskbridge.envelope import decode
-from taskbridge.workflows import group
+from taskbridge.workflows import cursor, dates, fan_out, group, ids, progress
 
 seen: list[Any] = []
 
@@ -120,3 +122,54 @@ def test_an_empty_group_runs_its_callback_at_once(embedded: Embedded) -> None:
     group([]).then(notify.s("none")).enqueue()
     _drain(embedded)
     assert seen == [("notify", "none", {"total": 0, "done": 0, "dead": 0, "expired": 0, "skipped": 0})]
+
+
+@job(name="wf.visit", queue="wf")
+def visit(item: Any, tag: str = "") -> None:
+    seen.append(item)
+
+
+def pages(after: int | None, limit: int) -> tuple[list[int], int | None]:
+    """Keyset pagination over 1..25."""
+    start = (after or 0) + 1
+    items = list(range(start, min(25, start + limit - 1) + 1))
+    return items, (items[-1] if items and items[-1] < 25 else None)
+
+
+def test_fan_out_over_ids_visits_each_id_once(embedded: Embedded) -> None:
+    ref = fan_out(visit, ids(1, 2_345), chunk=100, max_depth=300, recheck="50ms")
+    assert ref.total_chunks == 24
+    _drain(embedded)
+    assert sorted(seen) == list(range(1, 2_346))
+    done = progress(ref.id)
+    assert done is not None and done["finished"] and done["chunks"] == 24 and done["items"] == 2_345
+
+
+def test_fan_out_over_dates_and_a_cursor(embedded: Embedded) -> None:
+    zone = ZoneInfo("Europe/Zurich")
+    start = dt.datetime(2026, 3, 29, 0, 0, tzinfo=zone)
+    fan_out(visit, dates(start, dt.datetime(2026, 3, 29, 5, 0, tzinfo=zone), "1h"), chunk=2, kwargs={"tag": "t"})
+    fan_out(visit, dates(dt.date(2026, 2, 27), dt.date(2026, 3, 2)), chunk=3)
+    fan_out(visit, cursor(pages), chunk=10)
+    _drain(embedded)
+    assert sorted(x for x in seen if isinstance(x, int)) == list(range(1, 26))
+    assert sorted(x for x in seen if isinstance(x, str)) == sorted(
+        [
+            "2026-03-29T00:00:00+01:00",
+            "2026-03-29T01:00:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-29T04:00:00+02:00",
+            "2026-03-29T05:00:00+02:00",
+            "2026-02-27",
+            "2026-02-28",
+            "2026-03-01",
+            "2026-03-02",
+        ]
+    )
+
+
+def test_fan_out_refuses_naive_datetimes_and_arguments_that_do_not_fit(embedded: Embedded) -> None:
+    with pytest.raises(EnqueueError, match="must carry a time zone"):
+        dates(dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))
+    with pytest.raises(EnqueueError, match="arguments do not match"):
+        fan_out(visit, ids(1, 10), kwargs={"nope": 1})

@@ -483,3 +483,64 @@ def test_a_group_callback_runs_once_with_the_counts_when_all_ended(harness: Harn
     assert sorted(e["i"] for e in _ran(harness, "part")) == list(range(1, 41))
     time.sleep(2.0)
     assert len(_ran(harness, "tally")) == 1, "the callback ran more than once"
+
+
+# -- workflows: chunked fan-out --------------------------------------------------------------
+
+FAN_OUT_IDS = int(os.environ.get("TASKBRIDGE_CONTRACT_FANOUT_IDS", "20000"))
+"""How many ids the fan-out case walks (the issue's figure is 200,000; CI keeps it smaller)."""
+
+
+def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_dispatcher(harness: Harness) -> None:
+    import collections
+    import signal
+    import threading
+
+    from taskbridge.workflows import fan_out, ids, progress
+
+    count, chunk, max_depth = FAN_OUT_IDS, 500, 2000
+    dispatch_queue = f"{harness.queue}_fan"
+    dispatcher = None
+    if harness.multi_process:
+        harness.start_workers(count=2, concurrency=4)
+        harness.start_workers(queues=[dispatch_queue], concurrency=1)
+        dispatcher = harness.workers[-1]
+    else:
+        harness.start_workers(queues=[harness.queue, dispatch_queue], concurrency=4)
+    depths: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.1):
+            depths.append(harness.depth(harness.queue))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        ref = fan_out(
+            jobs.visit,
+            ids(1, count),
+            chunk=chunk,
+            max_depth=max_depth,
+            recheck="200ms",
+            lease="3s",
+            queue=dispatch_queue,
+        )
+        if dispatcher is not None:
+            harness.wait_for(lambda: (progress(ref.id) or {})["chunks"] >= (ref.total_chunks or 0) // 2, 300, "half")
+            os.killpg(dispatcher.pid, signal.SIGKILL)  # the dispatcher only: the jobs' workers keep running
+            dispatcher.wait(10)
+            harness.workers.remove(dispatcher)
+            harness.start_workers(queues=[dispatch_queue], concurrency=1)
+        harness.wait_for(lambda: (progress(ref.id) or {}).get("finished"), 600, "the fan-out never finished")
+        harness.wait_for(lambda: len(_ran(harness, "visit")) >= count, 600, "not every id was visited")
+        time.sleep(2.0)
+    finally:
+        sampling.set()
+        sampler.join()
+    visits = collections.Counter(event["item"] for event in _ran(harness, "visit"))
+    assert sorted(visits) == list(range(1, count + 1)), "an id was never visited"
+    assert max(visits.values()) == 1, "a chunk was published twice"
+    assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
+    done = progress(ref.id)
+    assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks

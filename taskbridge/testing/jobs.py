@@ -194,3 +194,9 @@ def part(i: int) -> int:
 def tally(counts: dict[str, int], label: str) -> None:
     """A group's callback: records the counts it received."""
     record("ran", job="tally", counts=counts, label=label)
+
+
+@job(name=f"{__name__}.visit")
+def visit(item: Any) -> None:
+    """A fan-out's idempotent job: records the item it was given."""
+    record("ran", job="visit", item=item)
