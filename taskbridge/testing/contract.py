@@ -503,7 +503,7 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
     dispatcher = None
     if harness.multi_process:
         harness.start_workers(count=2, concurrency=4)
-        harness.start_workers(queues=[dispatch_queue], concurrency=1)
+        harness.start_workers(queues=[dispatch_queue], concurrency=1, args=["--any-queue"])
         dispatcher = harness.workers[-1]
     else:
         harness.start_workers(queues=[harness.queue, dispatch_queue], concurrency=4)
@@ -531,7 +531,7 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
             os.killpg(dispatcher.pid, signal.SIGKILL)  # the dispatcher only: the jobs' workers keep running
             dispatcher.wait(10)
             harness.workers.remove(dispatcher)
-            harness.start_workers(queues=[dispatch_queue], concurrency=1)
+            harness.start_workers(queues=[dispatch_queue], concurrency=1, args=["--any-queue"])
         harness.wait_for(lambda: (progress(ref.id) or {}).get("finished"), 600, "the fan-out never finished")
         harness.wait_for(lambda: len(_ran(harness, "visit")) >= count, 600, "not every id was visited")
         time.sleep(2.0)
