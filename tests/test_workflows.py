@@ -173,3 +173,16 @@ def test_fan_out_refuses_naive_datetimes_and_arguments_that_do_not_fit(embedded:
         dates(dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))
     with pytest.raises(EnqueueError, match="arguments do not match"):
         fan_out(visit, ids(1, 10), kwargs={"nope": 1})
+
+
+def test_fanout_status_shows_chunks_done_of_total(embedded: Embedded) -> None:
+    from click.testing import CliRunner
+
+    from taskbridge.cli import main
+
+    ref = fan_out(visit, ids(1, 250), chunk=100)
+    shown = CliRunner().invoke(main, ["fanout", "status", ref.id])
+    assert shown.exit_code == 0 and "running, chunks 0 / 3, 0 jobs published" in shown.output
+    _drain(embedded)
+    shown = CliRunner().invoke(main, ["fanout", "status", ref.id])
+    assert "finished, chunks 3 / 3, 250 jobs published" in shown.output
