@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -186,3 +187,17 @@ def test_fanout_status_shows_chunks_done_of_total(embedded: Embedded) -> None:
     _drain(embedded)
     shown = CliRunner().invoke(main, ["fanout", "status", ref.id])
     assert "finished, chunks 3 / 3, 250 jobs published" in shown.output
+
+
+@pytest.mark.parametrize("example", ["chains.py", "group.py", "fan_out.py"])
+def test_the_example_runs(example: str, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / example
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
