@@ -488,7 +488,8 @@ def test_a_group_callback_runs_once_with_the_counts_when_all_ended(harness: Harn
 # -- workflows: chunked fan-out --------------------------------------------------------------
 
 FAN_OUT_IDS = int(os.environ.get("TASKBRIDGE_CONTRACT_FANOUT_IDS", "20000"))
-"""How many ids the fan-out case walks (the issue's figure is 200,000; CI keeps it smaller)."""
+"""How many ids the fan-out case walks (the issue's figure is 200,000; CI keeps it smaller). The chunk
+is a fortieth of it and ``max_depth`` four chunks; on a slow transport (moto's SQS) use 2,000."""
 
 
 def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_dispatcher(harness: Harness) -> None:
@@ -498,7 +499,9 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
 
     from taskbridge.workflows import fan_out, ids, progress
 
-    count, chunk, max_depth = FAN_OUT_IDS, 500, 2000
+    count = FAN_OUT_IDS
+    chunk = max(1, count // 40)  # 20,000 ids: chunks of 500 and a bound of 2,000
+    max_depth = 4 * chunk
     dispatch_queue = f"{harness.queue}_fan"
     dispatcher = None
     if harness.multi_process:
@@ -540,7 +543,13 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
         sampler.join()
     visits = collections.Counter(event["item"] for event in _ran(harness, "visit"))
     assert sorted(visits) == list(range(1, count + 1)), "an id was never visited"
-    assert max(visits.values()) == 1, "a chunk was published twice"
+    # A transport may deliver one message twice (at-least-once); a chunk published twice shows as
+    # every id of that chunk visited twice.
+    twice = {item for item, times in visits.items() if times > 1}
+    doubled = [
+        first for first in range(1, count + 1, chunk) if set(range(first, min(first + chunk, count + 1))) <= twice
+    ]
+    assert not doubled, f"chunks starting at ids {doubled} were published twice"
     assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
     done = progress(ref.id)
     assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks
