@@ -10,6 +10,7 @@ from typing import Any, TextIO
 import click
 
 from . import __version__
+from .cli_fanout import fanout
 from .cli_support import fail, log_level_option, set_log_level
 from .config import load_settings, set_settings
 from .job_command import job_command
@@ -230,6 +231,7 @@ def status(
 
 main.add_command(migrate)
 main.add_command(job_command)
+main.add_command(fanout)
 
 
 @main.command("config")

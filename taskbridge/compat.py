@@ -27,7 +27,7 @@ class _Sendable(Protocol):
         self, *, countdown: Any = None, eta: Any = None, queue: str | None = None, expires: Any = ...
     ) -> JobCall: ...
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def signature(self, args: Sequence[Any], kwargs: dict[str, Any], *, immutable: bool) -> Signature:
         ...
 
 
@@ -43,7 +43,7 @@ class _Chainable(Protocol):
 _INSTEAD: dict[str, str] = {
     "priority": "taskbridge has no message priorities; send urgent work to its own queue (queue=) "
     "and give that queue its own workers",
-    "link": "chain jobs with a.s(...).then(b.s(...)).enqueue(); the next job does not receive the result",
+    "link": "chain jobs with a.s(...).then(b.s(...)).enqueue(); b receives a's result first (b.si(...): it does not)",
     "link_error": "handle the failure in the job (try/except) or read the dead-letter queue "
     "(taskbridge dead list); there are no error callbacks",
     "routing_key": "pass queue=: taskbridge routes by queue name only",
@@ -70,7 +70,7 @@ _INSTEAD: dict[str, str] = {
     "throws": "set @job(retry=Backoff(on=(...))) to the exceptions that should be retried",
     "on_success": "chain the next job with a.s(...).then(b.s(...)).enqueue()",
     "on_failure": "handle the failure in the job (try/except) or read the dead-letter queue",
-    "pipe_ignore": "chained jobs never receive the previous result in taskbridge",
+    "pipe_ignore": "make the next step with .si(...): it then does not receive the previous result",
     "pipe_target": "chain jobs with a.s(...).then(b.s(...)).enqueue()",
 }
 
@@ -167,9 +167,9 @@ class CallSiteAliases:
         return call.enqueue(*args, **dict(kwargs or {}))
 
     def si(self: _Sendable, *args: Any, **kwargs: Any) -> Signature:
-        """Celery's immutable signature; the same as :meth:`~taskbridge.job.Job.s`, because a chained
-        job never receives the previous job's result in taskbridge."""
-        return self.s(*args, **kwargs)
+        """Celery's immutable signature: as a chain step, the job does not receive the previous
+        step's result (with :meth:`~taskbridge.job.Job.s` it does, as its first argument)."""
+        return self.signature(args, kwargs, immutable=True)
 
 
 class SignatureAliases:

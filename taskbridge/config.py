@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     )
     lock_retry: float = Field(1.0, description="how long a job deferred by a busy lock waits before it tries again")
     enqueue_batch_size: int = Field(500, ge=1, le=100_000)
+    chain_max_steps: int = Field(100, ge=1, description="longest chain enqueue accepts, in steps")
     dead_letter_suffix: str = Field("-dead", pattern=r"^[A-Za-z0-9_-]+$")
     visibility_timeout: float = Field(
         3600.0, description="Redis/SQS: seconds before an unacknowledged message is delivered again"

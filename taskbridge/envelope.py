@@ -15,6 +15,10 @@ from .errors import EnqueueError, EnvelopeError
 VERSION = 1
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _OPTIONAL_FLOAT = (float, type(None))
+TAKES_RESULT = "takes_result"
+"""Chain step flag: the step receives the previous step's return value as its first argument.
+Absent (as written by earlier versions, and by ``.si()``) means it does not."""
+_STEP_KEYS = frozenset({"job", "args", "kwargs", TAKES_RESULT})
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "job": str,
@@ -160,7 +164,8 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
             and isinstance(step.get("job"), str)
             and isinstance(step.get("args", []), list)
             and isinstance(step.get("kwargs", {}), dict)
-            and set(step) <= {"job", "args", "kwargs"}
+            and type(step.get(TAKES_RESULT, True)) is bool
+            and set(step) <= _STEP_KEYS
         ):
             raise EnvelopeError(f"envelope field 'chain' holds a malformed step: {step!r}")
     return Envelope(**values)

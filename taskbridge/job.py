@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -201,7 +201,12 @@ class Job(CallSiteAliases, Generic[P, R]):
         return JobCall(self).enqueue_many(calls, batch_size=batch_size, progress=progress, refs=refs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A signature: this job with these arguments, to enqueue later or chain with ``.then()``."""
+        """A signature: this job with these arguments, to enqueue later or chain with ``.then()``;
+        as a chain step it receives the previous step's result first (``.si()``: it does not)."""
+        return self.signature(args, kwargs, immutable=False)
+
+    def signature(self, args: Sequence[Any], kwargs: dict[str, Any], *, immutable: bool) -> Signature:
+        """:meth:`s` (``immutable=False``) or ``.si()``, with the arguments checked for either."""
         from .envelope import check_json_arguments
         from .errors import EnqueueError
 
@@ -209,8 +214,13 @@ class Job(CallSiteAliases, Generic[P, R]):
         try:
             self.spec.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise EnqueueError(f"job {self.name!r}: arguments do not match {self.spec.described}: {exc}") from None
-        return Signature(self.name, list(args), dict(kwargs))
+            try:  # as a chain step, the previous step's result comes first
+                if immutable:
+                    raise
+                self.spec.signature.bind(None, *args, **kwargs)
+            except TypeError:
+                raise EnqueueError(f"job {self.name!r}: arguments do not match {self.spec.described}: {exc}") from None
+        return Signature(self.name, list(args), dict(kwargs), immutable=immutable)
 
 
 @dataclass
@@ -253,11 +263,15 @@ class Signature(SignatureAliases):
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     chain: list[dict[str, Any]] = field(default_factory=list)
+    immutable: bool = False
+    """Set by ``.si()``: as a chain step, this job does not receive the previous step's result."""
 
     def then(self, other: Signature) -> Signature:
-        """This signature followed by ``other`` (and the rest of ``other``'s chain)."""
-        tail = [{"job": other.job, "args": other.args, "kwargs": other.kwargs}, *other.chain]
-        return Signature(self.job, self.args, self.kwargs, [*self.chain, *tail])
+        """This signature followed by ``other`` (and the rest of ``other``'s chain); ``other``
+        receives this chain's last result as its first argument unless it was made with ``.si()``."""
+        from .workflows.chains import step_of
+
+        return Signature(self.job, self.args, self.kwargs, [*self.chain, step_of(other), *other.chain], self.immutable)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "args": self.args, "kwargs": self.kwargs}
@@ -269,6 +283,9 @@ class Signature(SignatureAliases):
         handle = lookup(self.job)
         if handle is None:
             raise JobDefinitionError(f"job {self.job!r} is not declared in this process; import its module first")
+        from .workflows.chains import check_length
+
+        check_length(self)
         return enqueue_one(JobCall(handle), tuple(self.args), self.kwargs, chain=self.chain)
 
 

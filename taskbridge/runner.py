@@ -25,6 +25,7 @@ from .queue_rules import queue_name_problem
 from .signing import signer_for
 from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
 from .wire import unwrap
+from .workflows import chains, groups
 
 log = logging.getLogger("taskbridge.runner")
 
@@ -77,7 +78,7 @@ class Runner:
     def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
         """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
         JSON text, or the JSON object already parsed)."""
-        outcome = self.tracker.settle(self._decide(raw, queue))
+        outcome = self.tracker.settle(chains.checked(self._decide(raw, queue)))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome, queue)
         return outcome
@@ -265,7 +266,8 @@ class Runner:
                 traceback=outcome.traceback,
             )
         if isinstance(outcome, Done) and outcome.envelope.chain:
-            self._continue_chain(outcome.envelope)
+            self._continue_chain(outcome.envelope, outcome.value)
+        groups.member_ended(outcome, self.coordination)
         envelope = outcome.envelope
         if envelope is not None and "unique" in envelope.headers:
             try:
@@ -273,17 +275,17 @@ class Runner:
             except CoordinationError as exc:
                 log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
 
-    def _continue_chain(self, envelope: Envelope) -> None:
+    def _continue_chain(self, envelope: Envelope, value: Any) -> None:
         from .job import JobCall
         from .publishing import enqueue_one
 
-        step, *rest = envelope.chain
+        step, args, rest = chains.next_call(envelope, value)
         handle = lookup(step["job"])
         if handle is None:
             reason = f"chain step {step['job']!r} is not declared"
         else:
             try:
-                enqueue_one(JobCall(handle), tuple(step.get("args", ())), dict(step.get("kwargs", {})), chain=rest)
+                enqueue_one(JobCall(handle), tuple(args), dict(step.get("kwargs", {})), chain=rest)
                 return
             except EnqueueError as exc:
                 # Raising would leave the finished job unacknowledged, to run again and fail here again.

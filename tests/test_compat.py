@@ -86,7 +86,7 @@ def test_send_with_options_refuses_dramatiq_retry_options(embedded: Embedded) ->
 def test_s_si_and_pipe_chain_run_each_job_after_the_previous(embedded: Embedded) -> None:
     embedded.engine.start(["compat"], 1)
     try:
-        (add.si(1, 2) | log_it.s("done")).delay()
+        (add.si(1, 2) | add.s(10)).delay()
         chain(add.s(3), log_it.si("x")).apply_async()
         deadline = time.time() + 5
         while time.time() < deadline and embedded.engine.depth("compat"):

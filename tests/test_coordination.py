@@ -303,3 +303,59 @@ def test_lock_and_lease_taken_with_a_given_token_are_released_with_it(coordinati
     assert coordination.acquire_slot("jobs", 1, ttl=5) is None
     coordination.release_slot("jobs", "run-1:1")
     assert coordination.acquire_slot("jobs", 1, ttl=5) is not None
+
+
+# groups: each member's end counted once; the end of a sealed group reported to one caller
+
+
+def test_a_group_ends_once_when_every_member_has_ended(coordination: Coordination) -> None:
+    assert coordination.group_record("g1", "m1", "done", 60) is None
+    assert coordination.group_record("g1", "m1", "done", 60) is None, "a redelivered member counts once"
+    assert coordination.group_record("g1", "m2", "dead", 60) is None, "not sealed yet"
+    assert coordination.group_seal("g1", 3, 60) is None
+    counts = coordination.group_record("g1", "m3", "done", 60)
+    assert counts == {"total": 3, "done": 2, "dead": 1, "expired": 0, "skipped": 0}
+    assert coordination.group_record("g1", "m3", "done", 60) is None, "reported once"
+
+
+def test_sealing_a_group_whose_members_all_ended_reports_it(coordination: Coordination) -> None:
+    coordination.group_record("g2", "m1", "expired", 60)
+    assert coordination.group_seal("g2", 1, 60) == {"total": 1, "done": 0, "dead": 0, "expired": 1, "skipped": 0}
+    assert coordination.group_seal("g2", 1, 60) is None
+
+
+def test_concurrent_members_end_a_group_exactly_once(coordination: Coordination) -> None:
+    coordination.group_seal("g3", 200, 60)
+    reports: list[object] = []
+
+    def end(start: int) -> None:
+        for i in range(start, 200, 4):
+            counts = coordination.group_record("g3", f"m{i}", "done", 60)
+            if counts is not None:
+                reports.append(counts)
+
+    threads = [threading.Thread(target=end, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reports == [{"total": 200, "done": 200, "dead": 0, "expired": 0, "skipped": 0}]
+
+
+# records: compare and set
+
+
+def test_a_record_is_swapped_only_from_the_value_expected(coordination: Coordination) -> None:
+    assert coordination.read_record("r") is None
+    assert coordination.swap_record("r", None, "a", 60)
+    assert not coordination.swap_record("r", None, "b", 60), "it exists"
+    assert not coordination.swap_record("r", "x", "b", 60)
+    assert coordination.swap_record("r", "a", "b", 60)
+    assert coordination.read_record("r") == "b"
+
+
+def test_a_record_expires(coordination: Coordination) -> None:
+    assert coordination.swap_record("short", None, "a", 0.2)
+    time.sleep(0.4)
+    assert coordination.read_record("short") is None
+    assert coordination.swap_record("short", None, "b", 60)

@@ -249,7 +249,7 @@ def test_chains_run_in_order_on_the_memory_engine(embedded: Embedded) -> None:
     def step_b(x: int, label: str = "") -> None:
         order.append(f"b{x}{label}")
 
-    chain = step_a.s(1).then(step_b.s(2, label="!")).then(step_a.s(3).then(step_b.s(4)))
+    chain = step_a.s(1).then(step_b.si(2, label="!")).then(step_a.si(3).then(step_b.si(4)))
     assert isinstance(chain, Signature)
     assert [step["job"] for step in chain.chain] == ["opts.chain_b", "opts.chain_a", "opts.chain_b"]
     first = chain.enqueue()
@@ -272,7 +272,7 @@ def test_a_failing_step_stops_its_chain(embedded: Embedded) -> None:
     def after() -> None:
         order.append("after")
 
-    boom.s().then(after.s()).enqueue()
+    boom.s().then(after.si()).enqueue()
     embedded.engine.start()
     assert embedded.engine.join(timeout=10)
     assert order == ["boom"]
@@ -289,6 +289,7 @@ def test_signatures_check_arguments_when_made() -> None:
     with pytest.raises(
         EnqueueError, match=r"job 'opts\.sig': arguments do not match .*sig\(x\): missing a required argument: 'x'"
     ):
-        sig.s()
+        sig.si()
+    assert sig.s().args == [], "a chain step may leave its first argument to the previous step's result"
     with pytest.raises(EnqueueError, match=r"arguments do not match.*unexpected keyword argument 'y'"):
         sig.s(1, y=2)

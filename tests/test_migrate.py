@@ -92,7 +92,7 @@ def test_what_cannot_be_mapped_is_left_untouched_and_listed_with_file_line_and_r
     assert f"{path}:46: charge: bind=True body calls self.retry(...)" in output
     assert f"{path}:59: rebuild_search_index: custom Task base class (LoggedTask)" in output
     assert f"{path}:64: page_on_call: priority= has no equivalent" in output
-    assert f"{path}:71: chord(...): chord has no taskbridge equivalent" in output
+    assert f"{path}:71: chord(...): chord has no automatic rewrite: use taskbridge.workflows.group" in output
     assert f"{path}:80: send_receipt.apply_async(priority=...): raises at run time: taskbridge has no" in output
     actors = corpus / "notifications" / "actors.py"
     assert f"{actors}:28: validate_address: throws=" in output

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from ..units import Rate
+
+GROUP_ENDINGS = ("done", "dead", "expired", "skipped")
+
+
+def counts_of(fields: Mapping[str, int]) -> dict[str, int]:
+    """A group's counts as its callback receives them: total and every ending, zeros included."""
+    return {"total": fields.get("total", 0), **{name: fields.get(name, 0) for name in GROUP_ENDINGS}}
 
 
 @runtime_checkable
@@ -45,6 +53,21 @@ class Coordination(Protocol):
 
     def release_unique(self, key: str) -> None:
         """Forget a uniqueness mark (the job finished)."""
+
+    def group_record(self, group: str, member: str, ending: str, ttl: float) -> dict[str, int] | None:
+        """Count ``member``'s final ``ending`` (done, dead, expired, skipped) in ``group``, once per
+        member. Returns the counts (with ``total``) to exactly one caller: the one whose call ends
+        a sealed group; None to every other."""
+
+    def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
+        """Set ``group``'s total; returns the counts if every member had already ended (to one caller)."""
+
+    def read_record(self, key: str) -> str | None:
+        """The text stored under the record ``key``, or None."""
+
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds if the record still holds ``expected``
+        (None: if there is none); False, changing nothing, if it does not."""
 
     def close(self) -> None:
         """Release connections."""

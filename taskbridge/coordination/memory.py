@@ -5,10 +5,20 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 
 from ..units import Rate
+from .base import counts_of
 
 _SWEEP_INTERVAL = 60.0
+
+
+@dataclass
+class _Group:
+    members: dict[str, str] = field(default_factory=dict)  # member id -> ending
+    counts: dict[str, int] = field(default_factory=dict)
+    fired: bool = False
+    expiry: float = 0.0
 
 
 class MemoryCoordination:
@@ -27,6 +37,8 @@ class MemoryCoordination:
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (token, expiry)
         self._slots: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
         self._uniques: dict[str, float] = {}  # key -> expiry
+        self._groups: dict[str, _Group] = {}
+        self._records: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -96,6 +108,51 @@ class MemoryCoordination:
         with self._lock:
             self._uniques.pop(key, None)
 
+    def group_record(self, group: str, member: str, ending: str, ttl: float) -> dict[str, int] | None:
+        with self._lock:
+            state = self._group(group, ttl)
+            if member not in state.members:
+                state.members[member] = ending
+                state.counts[ending] = state.counts.get(ending, 0) + 1
+            return self._group_ended(state)
+
+    def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
+        with self._lock:
+            state = self._group(group, ttl)
+            state.counts["total"] = total
+            return self._group_ended(state)
+
+    def _group(self, group: str, ttl: float) -> _Group:
+        now = self._now()
+        state = self._groups.get(group)
+        if state is None or state.expiry <= now:
+            state = self._groups[group] = _Group()
+        state.expiry = now + ttl
+        return state
+
+    @staticmethod
+    def _group_ended(state: _Group) -> dict[str, int] | None:
+        total = state.counts.get("total")
+        if total is None or len(state.members) < total or state.fired:
+            return None
+        state.fired = True
+        return counts_of(state.counts)
+
+    def read_record(self, key: str) -> str | None:
+        with self._lock:
+            held = self._records.get(key)
+            return held[0] if held is not None and held[1] > self._now() else None
+
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        with self._lock:
+            now = self._now()
+            held = self._records.get(key)
+            current = held[0] if held is not None and held[1] > now else None
+            if current != expected:
+                return False
+            self._records[key] = (value, now + ttl)
+            return True
+
     def close(self) -> None:
         pass
 
@@ -107,6 +164,8 @@ class MemoryCoordination:
             self._rates = {key: tat for key, tat in self._rates.items() if tat > now}
             self._locks = {key: held for key, held in self._locks.items() if held[1] > now}
             self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
+            self._groups = {key: state for key, state in self._groups.items() if state.expiry > now}
+            self._records = {key: held for key, held in self._records.items() if held[1] > now}
             self._slots = {
                 key: live
                 for key, leases in self._slots.items()

@@ -12,6 +12,7 @@ from .. import tls
 from ..config import mask_url
 from ..errors import CoordinationError
 from ..units import Rate
+from .base import counts_of
 
 try:
     import redis
@@ -58,6 +59,41 @@ end
 return 1
 """
 
+# KEYS[1]: hash of a group's counts (total, done, dead, ...; fired once it ended); KEYS[2]: hash
+# member id -> ending, so a member counted twice (a redelivery) counts once.
+# ARGV[1] = member id ('' when sealing), ARGV[2] = ending field or 'total', ARGV[3] = total, ARGV[4] = ttl ms.
+# Returns the flattened counts to the one call that ends a sealed group, else false.
+_GROUP = """
+if ARGV[1] == '' then
+    redis.call('HSET', KEYS[1], 'total', ARGV[3])
+elseif redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+if not total or redis.call('HLEN', KEYS[2]) < total then
+    return false
+end
+if redis.call('HSETNX', KEYS[1], 'fired', 1) == 0 then
+    return false
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+# Compare and set: KEYS[1] = record, ARGV[1] = expected ('' with ARGV[2] = '0': no record), ARGV[3] = value,
+# ARGV[4] = ttl ms. Returns 1 when the value was stored.
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[2] == '0' then
+    if current then
+        return 0
+    end
+elseif current ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+"""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,6 +140,8 @@ class RedisCoordination:
         )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
         self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
+        self._group = self._client.register_script(_GROUP)
+        self._swap = self._client.register_script(_SWAP)
 
     @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -151,6 +189,33 @@ class RedisCoordination:
     @_store_call
     def release_unique(self, key: str) -> None:
         self._client.delete(self._key("unique", key))
+
+    @_store_call
+    def group_record(self, group: str, member: str, ending: str, ttl: float) -> dict[str, int] | None:
+        return self._group_call(group, member, ending, 0, ttl)
+
+    @_store_call
+    def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
+        return self._group_call(group, "", "total", total, ttl)
+
+    def _group_call(self, group: str, member: str, ending: str, total: int, ttl: float) -> dict[str, int] | None:
+        keys = [self._key("group", group), self._key("group", group + ":members")]
+        reply = self._group(keys=keys, args=[member, ending, total, _milliseconds(ttl)])
+        if not reply:
+            return None
+        pairs = dict(zip(reply[::2], reply[1::2], strict=True))
+        return counts_of({k.decode(): int(v) for k, v in pairs.items()})
+
+    @_store_call
+    def read_record(self, key: str) -> str | None:
+        value = self._client.get(self._key("record", key))
+        return None if value is None else cast(bytes, value).decode()
+
+    @_store_call
+    def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        present = "0" if expected is None else "1"
+        args: list[str | int] = [expected or "", present, value, _milliseconds(ttl)]
+        return bool(self._swap(keys=[self._key("record", key)], args=args))
 
     def close(self) -> None:
         self._client.close()

@@ -15,11 +15,11 @@ from .options import Mapped, map_celery, map_dramatiq
 
 _EMPTY = cst.Module([])
 _CANVAS = {
-    "chord": "chord has no taskbridge equivalent: enqueue the parts, and let the last one to finish "
-    "(counted in your database or with a lock) enqueue the callback",
-    "group": "group has no taskbridge equivalent: use job.enqueue_many(...) for the parts",
-    "chain": "use taskbridge.compat.chain (or a.s(...).then(b.s(...))); a step never receives the previous "
-    "result, so give each step its own arguments",
+    "chord": "chord has no automatic rewrite: use taskbridge.workflows.group(parts).then(callback.s()), "
+    "whose callback runs once with the counts of done and dead parts",
+    "group": "group has no automatic rewrite: use taskbridge.workflows.group(a.s(i) for i in ids).enqueue()",
+    "chain": "use taskbridge.compat.chain (or a.s(...).then(b.s(...))); each step receives the previous "
+    "result as its first argument (a step made with .si() does not)",
 }
 
 

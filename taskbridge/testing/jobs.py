@@ -140,3 +140,63 @@ def tracked_failing(token: str) -> None:
     """Always fails; its policy retries once, two seconds later."""
     record("attempt", job="tracked_failing", token=token)
     raise OSError(f"tracked_failing {token} failed on purpose")
+
+
+# -- workflows: chains that pass results, groups with a callback ----------------------------
+
+
+@job(name=f"{__name__}.extract")
+def extract(account: int) -> dict[str, Any]:
+    """A chain's first step: returns rows for the next step."""
+    record("ran", job="extract", account=account)
+    return {"account": account, "rows": [1, 2, 3]}
+
+
+@job(name=f"{__name__}.transform")
+def transform(data: dict[str, Any], factor: int = 1) -> int:
+    """Receives extract's result; returns a number."""
+    record("ran", job="transform", data=data, factor=factor)
+    return sum(data["rows"]) * factor
+
+
+@job(name=f"{__name__}.load")
+def load(total: Any, tag: str = "") -> None:
+    """A chain's last step: records what it received."""
+    record("ran", job="load", total=total, tag=tag)
+
+
+@job(name=f"{__name__}.fails_first")
+def fails_first(value: Any, marker: str) -> Any:
+    """Fails (not retried) until ``marker`` exists; then passes ``value`` on."""
+    record("attempt", job="fails_first", value=value)
+    if not Path(marker).exists():
+        raise ValueError(f"{marker} is missing")
+    return value
+
+
+@job(name=f"{__name__}.opaque")
+def opaque() -> Any:
+    """Returns a value that is not JSON."""
+    record("ran", job="opaque")
+    return {1, 2}
+
+
+@job(name=f"{__name__}.part")
+def part(i: int) -> int:
+    """A group member; members whose number is a multiple of 5 fail for good."""
+    record("ran", job="part", i=i)
+    if i % 5 == 0:
+        raise ValueError(f"part {i} fails on purpose")
+    return i
+
+
+@job(name=f"{__name__}.tally")
+def tally(counts: dict[str, int], label: str) -> None:
+    """A group's callback: records the counts it received."""
+    record("ran", job="tally", counts=counts, label=label)
+
+
+@job(name=f"{__name__}.visit")
+def visit(item: Any) -> None:
+    """A fan-out's idempotent job: records the item it was given."""
+    record("ran", job="visit", item=item)

@@ -1,0 +1,175 @@
+"""Chunked fan-out: one dispatcher job walks a source a chunk at a time, without a task flood.
+
+``fan_out(send_report, source=ids(1, 2_000_000), chunk=1_000, max_depth=5_000)`` enqueues a
+dispatcher. Each of its runs publishes the jobs of one chunk and enqueues the run for the next
+chunk, after a fixed ``pause`` or, with ``max_depth``, once the target queue holds fewer jobs than
+that (re-checked every ``recheck``, never in a busy loop). The dispatcher holds one chunk at a
+time, so its memory does not depend on the source's size.
+
+Crash safety: the fan-out's progress is a record in the coordination store (the next chunk, the
+cursor after the last one, counts), advanced by compare-and-set right after a chunk's publish
+returned, under a lease. A run for a chunk the record has passed is a duplicate and does nothing; a
+run killed before the record moved is delivered again and publishes its chunk then. The run for
+the next chunk is enqueued before the publish, so a crash never leaves the fan-out without one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import get_settings
+from ..coordination import Coordination, get_coordination
+from ..engine import get_engine
+from ..errors import ConfigurationError, EnqueueError, JobDefinitionError
+from ..job import Job, JobCall, job, lookup
+from ..units import Duration, parse_duration
+from .sources import Source, read_chunk, total_chunks
+
+log = logging.getLogger("taskbridge.workflows")
+
+DISPATCHER = "taskbridge.fan_out"
+RECORD_TTL = 30 * 86400.0
+"""Seconds a fan-out's progress record lives after its last change."""
+
+
+@dataclass(frozen=True)
+class FanOutRef:
+    """A fan-out that was started: its id and how many chunks it has (None for a cursor source)."""
+
+    id: str
+    total_chunks: int | None
+
+    def progress(self) -> dict[str, Any] | None:
+        """Its progress record (see :func:`progress`)."""
+        return progress(self.id)
+
+
+def fan_out(
+    target: Job[..., Any],
+    source: Source,
+    *,
+    chunk: int = 1000,
+    max_depth: int | None = None,
+    pause: Duration | None = None,
+    recheck: Duration = "1s",
+    lease: Duration = "30s",
+    queue: str | None = None,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> FanOutRef:
+    """Run ``target(item, *args, **kwargs)`` for every item of ``source`` (see
+    :mod:`taskbridge.workflows.sources`), ``chunk`` items at a time.
+
+    ``max_depth``: publish the next chunk only when the target's queue holds fewer jobs than this,
+    checked every ``recheck``; ``pause``: wait this long between chunks. ``queue``: where the
+    dispatcher runs (default: the target's queue). ``lease``: how long one run may take over one
+    chunk before a redelivered run may take it over (after a crash)."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise EnqueueError(f"fan_out({target.name!r}): chunk must be a positive integer, got {chunk!r}")
+    if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1):
+        raise EnqueueError(f"fan_out({target.name!r}): max_depth must be a positive integer, got {max_depth!r}")
+    store = get_coordination()
+    engine = get_engine()
+    if engine.facts.multi_process and not store.shared:
+        raise ConfigurationError(
+            f"fan_out({target.name!r}) keeps its progress in the coordination store, which is in-process; "
+            "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
+        )
+    target.s(None, *args, **(kwargs or {}))  # the arguments must fit the job, with an item first
+    settings = get_settings()
+    plan: dict[str, Any] = {
+        "id": os.urandom(12).hex(),
+        "job": target.name,
+        "queue": target.spec.resolved_queue(settings.default_queue),
+        "source": source,
+        "chunk": chunk,
+        "max_depth": max_depth,
+        "pause": 0.0 if pause is None else parse_duration(pause, what="pause"),
+        "recheck": parse_duration(recheck, what="recheck"),
+        "lease": parse_duration(lease, what="lease"),
+        "dispatch_queue": queue,
+        "args": list(args),
+        "kwargs": dict(kwargs or {}),
+    }
+    total = total_chunks(source, chunk)
+    state: dict[str, Any] = {"next": 0, "after": None, "chunks": 0, "total": total, "items": 0, "finished": False}
+    state |= {"job": target.name, "started_at": time.time(), "updated_at": time.time()}
+    store.swap_record(_key(plan["id"]), None, json.dumps(state), RECORD_TTL)
+    _enqueue(plan, 0, 0.0)
+    return FanOutRef(plan["id"], total)
+
+
+def progress(fan_out_id: str) -> dict[str, Any] | None:
+    """A fan-out's progress: ``chunks`` done of ``total`` (None for a cursor source), ``items``
+    published, ``finished``, and ``eta`` in seconds when it can be estimated; None if unknown."""
+    text = get_coordination().read_record(_key(fan_out_id))
+    if text is None:
+        return None
+    state: dict[str, Any] = json.loads(text)
+    done, total = state["chunks"], state["total"]
+    elapsed = state["updated_at"] - state["started_at"]
+    eta = None
+    if total is not None and done and not state["finished"]:
+        eta = elapsed / done * (total - done)
+    return {**state, "id": fan_out_id, "eta": 0.0 if state["finished"] else eta}
+
+
+@job(name=DISPATCHER, timeout=None)
+def dispatch(plan: dict[str, Any], number: int) -> None:
+    """One run of a fan-out's dispatcher, for chunk ``number`` (enqueued by :func:`fan_out`)."""
+    store = get_coordination()
+    key = _key(plan["id"])
+    text = store.read_record(key)
+    if text is None:
+        log.warning("fan-out %s: its progress record is gone (expired?); stopping", plan["id"])
+        return
+    state = json.loads(text)
+    if state["finished"] or state["next"] > number:
+        return  # a duplicate run for a chunk already published
+    token = store.acquire_lock(key, plan["lease"]) if state["next"] == number else None
+    if token is None:  # the run for the chunk before is still at it, or one for this chunk is
+        _enqueue(plan, number, plan["recheck"])
+        return
+    try:
+        _run_chunk(store, plan, number, key)
+    finally:
+        store.release_lock(key, token)
+
+
+def _run_chunk(store: Coordination, plan: dict[str, Any], number: int, key: str) -> None:
+    text = store.read_record(key)
+    state = json.loads(text) if text is not None else None
+    if state is None or state["finished"] or state["next"] != number:
+        return
+    if plan["max_depth"] is not None and get_engine().depth(plan["queue"]) >= plan["max_depth"]:
+        _enqueue(plan, number, plan["recheck"])
+        return
+    items, after, last = read_chunk(plan["source"], number, state["after"], plan["chunk"])
+    if not last:
+        _enqueue(plan, number + 1, plan["pause"])
+    _publish(plan, items)
+    state.update(next=number + 1, after=after, chunks=number + 1, finished=last, updated_at=time.time())
+    state["items"] += len(items)
+    if not store.swap_record(key, text, json.dumps(state), RECORD_TTL):
+        log.warning("fan-out %s: chunk %d was published but its progress changed meanwhile", plan["id"], number)
+
+
+def _publish(plan: dict[str, Any], items: list[Any]) -> None:
+    handle = lookup(plan["job"])
+    if handle is None:
+        raise JobDefinitionError(f"fan-out {plan['id']}: job {plan['job']!r} is not declared in this worker")
+    JobCall(handle).enqueue_many(([item, *plan["args"]], plan["kwargs"]) for item in items)
+
+
+def _enqueue(plan: dict[str, Any], number: int, delay: float) -> None:
+    dispatch.options(countdown=delay or None, queue=plan["dispatch_queue"] or plan["queue"]).enqueue(plan, number)
+
+
+def _key(fan_out_id: str) -> str:
+    return f"fanout:{fan_out_id}"
