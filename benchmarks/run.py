@@ -6,9 +6,10 @@
 For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
 on the same broker, in the same run), ``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
 taskbridge; 1,000 jobs, 300 with ``--quick``) and, per broker, ``bench_ceiling.py`` (raw bodies
-pushed as fast as Python can). It prints one markdown table of ratios with the raw figures beside them,
-writes ``benchmarks/results/<date>.json`` and ``<date>.md`` (the table) and draws ``benchmarks/results/<date>.png`` (matplotlib,
-from the ``bench`` extra). Ratios above 1 mean taskbridge is faster.
+pushed as fast as Python can). It prints one markdown table of ratios with the raw figures beside
+them, writes ``benchmarks/results/<date>.json`` and ``<date>.md`` (the table) and draws
+``benchmarks/results/<date>.png`` (matplotlib, from the ``bench`` extra). Ratios above 1 mean
+taskbridge is faster.
 """
 
 from __future__ import annotations
