@@ -209,13 +209,15 @@ def main() -> None:
     if args.json is not None:
         figures = {
             "raw_enqueue": raw_send_rate, "tb_enqueue": tb_send_rate, "tb_many": rate(n, tb_many),
-            "raw_drain": raw_drain_rate, "tb_drain": tb_drain_rate,
+            "raw_drain": raw_drain_rate, "tb_drain": tb_drain_rate, "raw_cpu": raw_cpu / n, "tb_cpu": tb_cpu / n,
         }
         args.json.write_text(json.dumps({"engine": "dramatiq", "broker": args.broker, "jobs": n, **figures}, indent=2))
     width = max(len(name) for name, _, _ in rows)
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+    if not args.signing:
+        print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us")
     if args.signing:
         pairs = [unsigned[0] / signed[0] for unsigned, signed in zip(drains["unsigned"], drains["signed"], strict=True)]
         print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain "

@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/run.py --quick    # 3,000 jobs, 1 round: a few minutes
 
 For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
-on the same broker, in the same run) and, per broker, ``bench_ceiling.py`` (raw bodies pushed as
-fast as Python can). It prints one markdown table of ratios with the raw figures beside them,
-writes ``benchmarks/results/<date>.json`` and draws ``benchmarks/results/<date>.png`` (matplotlib,
-from the ``bench`` extra). Ratios above 1 mean taskbridge is faster.
+on the same broker, in the same run), ``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
+taskbridge; 1,000 jobs, 300 with ``--quick``) and, per broker, ``bench_ceiling.py`` (raw bodies
+pushed as fast as Python can). It prints one markdown table of ratios with the raw figures beside
+them, writes ``benchmarks/results/<date>.json`` and ``<date>.md`` (the table) and draws
+``benchmarks/results/<date>.png`` (matplotlib, from the ``bench`` extra). Ratios above 1 mean
+taskbridge is faster.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _run(script: str, broker: str, jobs: int, out: Path) -> dict[str, Any]:
-    command = [sys.executable, str(HERE / script), "--broker", broker, "--jobs", str(jobs), "--json", str(out)]
+def _run(script: str, broker: str, jobs: int, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    command = [
+        sys.executable, str(HERE / script), "--broker", broker, "--jobs", str(jobs), "--json", str(out), *extra
+    ]
     print("$", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=HERE)
     figures: dict[str, Any] = json.loads(out.read_text())
@@ -48,13 +52,15 @@ def _run(script: str, broker: str, jobs: int, out: Path) -> dict[str, Any]:
 
 
 def _median(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float) and k != "jobs"]
+    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float) and k not in ("jobs", "rate")]
     return {key: statistics.median(r[key] for r in rounds) for key in keys}
 
 
-def measure(jobs: int, rounds: int, workdir: Path) -> dict[str, Any]:
+def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int) -> dict[str, Any]:
     """Figures per combination (medians over ``rounds``) and per broker's ceiling."""
-    results: dict[str, Any] = {"jobs": jobs, "rounds": rounds, "combinations": {}, "ceilings": {}}
+    results: dict[str, Any] = {
+        "jobs": jobs, "latency_jobs": latency_jobs, "rounds": rounds, "combinations": {}, "ceilings": {}
+    }
     for scheme, broker in BROKERS.items():
         if not _reachable(broker):
             print(f"skipping {scheme}: {broker} is not reachable", flush=True)
@@ -68,7 +74,12 @@ def measure(jobs: int, rounds: int, workdir: Path) -> dict[str, Any]:
                 _run(f"bench_{engine}.py", broker, jobs, workdir / f"{engine}-{scheme}-{i}.json")
                 for i in range(rounds)
             ]
-            results["combinations"][f"{engine}-{scheme}"] = _median(runs)
+            latency = [
+                _run("bench_latency.py", broker, latency_jobs, workdir / f"latency-{engine}-{scheme}-{i}.json",
+                     ("--engine", engine))
+                for i in range(rounds)
+            ]
+            results["combinations"][f"{engine}-{scheme}"] = {**_median(runs), **_median(latency)}
     return results
 
 
@@ -82,6 +93,7 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
             "enqueue_many_vs_loop": f["tb_many"] / f["raw_enqueue"],
             "enqueue_many_vs_ceiling": f["tb_many"] / ceiling if ceiling else float("nan"),
             "drain": f["tb_drain"] / f["raw_drain"],
+            "latency_p50": f["raw_p50_ms"] / f["tb_p50_ms"] if "tb_p50_ms" in f else float("nan"),
         }
     return table
 
@@ -89,16 +101,21 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 def markdown(results: dict[str, Any]) -> str:
     rows = [
         "| combination | enqueue ratio | `enqueue_many` vs raw loop | `enqueue_many` vs ceiling | drain ratio "
-        "| raw drain/s | taskbridge drain/s | `enqueue_many`/s | ceiling/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| raw drain/s | taskbridge drain/s | `enqueue_many`/s | ceiling/s "
+        "| latency p50 ms, taskbridge (raw) | latency p99 ms, taskbridge (raw) "
+        "| worker CPU us/job, taskbridge (raw) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for name, r in ratios(results).items():
         f = results["combinations"][name]
         ceiling = results["ceilings"].get(name.split("-", 1)[1], {}).get("ceiling_publish", float("nan"))
         rows.append(
             f"| {name} | {r['enqueue']:.2f} | {r['enqueue_many_vs_loop']:.1f}x | {r['enqueue_many_vs_ceiling']:.2f} "
             f"| {r['drain']:.2f} | {f['raw_drain']:,.0f} | {f['tb_drain']:,.0f} | {f['tb_many']:,.0f} "
-            f"| {ceiling:,.0f} |"
+            f"| {ceiling:,.0f} | {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
+            f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
+            f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )
     return "\n".join(rows)
 
@@ -112,7 +129,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     table = ratios(results)
     names = list(table)
-    measures = [("enqueue", "enqueue"), ("drain", "drain"), ("enqueue_many_vs_ceiling", "enqueue_many / ceiling")]
+    measures = [
+        ("enqueue", "enqueue"),
+        ("drain", "drain"),
+        ("enqueue_many_vs_ceiling", "enqueue_many / ceiling"),
+        ("latency_p50", "raw p50 latency / taskbridge's"),
+    ]
     width = 0.8 / len(measures)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(names)), 4))
     for index, (key, label) in enumerate(measures):
@@ -132,13 +154,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3,000 jobs, one round")
     parser.add_argument("--jobs", type=int, default=None, help="jobs per measurement (default 20,000)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds; the table shows medians (default 3)")
+    parser.add_argument("--latency-jobs", type=int, default=None, help="jobs per latency side (default 1,000)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and PNG go")
     args = parser.parse_args()
     jobs = args.jobs or (3_000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
     with tempfile.TemporaryDirectory(prefix="taskbridge-bench-") as workdir:
-        results = measure(jobs, rounds, Path(workdir))
+        latency_jobs = args.latency_jobs or (300 if args.quick else 1_000)
+        results = measure(jobs, rounds, Path(workdir), latency_jobs)
     if not results["combinations"]:
         print("no broker reachable: nothing measured", file=sys.stderr)
         return 1
@@ -149,6 +173,7 @@ def main() -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
     print(table)
+    (args.out / f"{stem}.md").write_text(table + "\n")
     try:
         chart(results, args.out / f"{stem}.png")
         print(f"wrote {args.out / f'{stem}.json'} and {args.out / f'{stem}.png'}")

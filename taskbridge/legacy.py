@@ -17,8 +17,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .job import Job, registry
+
 if TYPE_CHECKING:
-    from .job import Job
     from .wire import Unwrapped
 
 PICKLE_HINT = (
@@ -38,8 +39,6 @@ _DRAMATIQ_CALLBACKS = ("pipe_target", "on_success", "on_failure", "group_complet
 def job_for_alias(name: str) -> Job[..., Any] | None:
     """The job that declares ``name`` among its aliases, if any (a job may list its own name: a
     Celery task's default name is the same as the job's, ``module.function``)."""
-    from .job import registry
-
     jobs = registry()
     current = jobs.get(name)
     if current is not None:

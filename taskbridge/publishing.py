@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from . import events
 from .config import Settings, get_settings
 from .engine import Engine, get_engine
-from .envelope import Envelope, check_json_arguments, encode_json, is_queue_name, peek_job_name
+from .envelope import (
+    Envelope,
+    EnvelopeBatch,
+    check_json_arguments,
+    encode_json,
+    is_queue_name,
+    json_arguments,
+    peek_job_name,
+)
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
@@ -52,7 +60,10 @@ def schedule(engine: Engine, envelopes: Sequence[Envelope], delay: float, settin
         publish(engine, envelopes, 0, settings)
         return
     due = time.time() + delay
-    stamped = [e.with_changes(not_before=due) for e in envelopes]
+    if isinstance(envelopes, EnvelopeBatch):
+        stamped: Sequence[Envelope] = envelopes.with_not_before(due)
+    else:
+        stamped = [e.with_changes(not_before=due) for e in envelopes]
     publish(engine, stamped, min(delay, max_delay(engine, settings)), settings)
 
 
@@ -247,6 +258,35 @@ class _Publisher:
             )
         return envelope
 
+    def batch(self) -> EnvelopeBatch | None:
+        """An empty batch to :meth:`add` calls to, or None when each call needs its own envelope
+        (``unique`` jobs claim a mark per call)."""
+        if self.coordination is not None:
+            return None
+        now = time.time()
+        due = now + self.delay
+        return EnvelopeBatch(
+            self.spec.name,
+            self.queue,
+            enqueued_at=now,
+            expires_at=None if self.expires is None else due + self.expires,
+            not_before=due if self.delay > 0 else None,
+            headers={TRACK_HEADER: self.plan.header()} if self.plan is not None else {},
+        )
+
+    def add(self, batch: EnvelopeBatch, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Check one call as :meth:`build` does and add it to ``batch``."""
+        args_text, kwargs_text = json_arguments(self.spec.name, args, kwargs)
+        self._check_shape(args, kwargs)
+        size = batch.frame + len(args_text) + len(kwargs_text)
+        if size > self.limit:
+            raise EnqueueError(
+                f"job {self.spec.name!r}: the message is {size + self.signature_size} bytes, over the "
+                f"{self.engine.facts.max_message_size}-byte limit of the {self.engine.name} transport; "
+                "pass a reference (an id, a URL) instead of the data"
+            )
+        batch.add(args, kwargs, args_text, kwargs_text)
+
     def forget(self, envelopes: Sequence[Envelope]) -> None:
         """Release the uniqueness marks of envelopes built but never sent."""
         if self.coordination is not None:
@@ -316,6 +356,27 @@ def _split_call(job: str, item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
     )
 
 
+def _build(publisher: _Publisher, chunk: list[Any], consumed: int, total: int) -> Sequence[Envelope]:
+    """The envelopes of one chunk of calls: one :class:`EnvelopeBatch` unless each call needs its own
+    envelope (``unique``)."""
+    name = publisher.spec.name
+    templated = publisher.batch()
+    built: list[Envelope] = []
+    for item in chunk:
+        consumed += 1
+        try:
+            if templated is not None:
+                publisher.add(templated, *_split_call(name, item))
+                continue
+            envelope = publisher.build(*_split_call(name, item))
+        except EnqueueError as exc:
+            publisher.forget(built)
+            raise EnqueueError(f"{exc} (item {consumed}; {total} earlier calls were published)") from None
+        if envelope is not None:
+            built.append(envelope)
+    return built if templated is None else templated
+
+
 def enqueue_batches(
     call: JobCall,
     calls: Iterable[Any],
@@ -337,20 +398,14 @@ def enqueue_batches(
     sent: list[JobRef] = []
     iterator = iter(calls)
     while chunk := list(itertools.islice(iterator, size)):
-        batch: list[Envelope] = []
-        for item in chunk:
-            consumed += 1
-            try:
-                envelope = publisher.build(*_split_call(call.job.name, item))
-            except EnqueueError as exc:
-                publisher.forget(batch)
-                raise EnqueueError(f"{exc} (item {consumed}; {total} earlier calls were published)") from None
-            if envelope is not None:
-                batch.append(envelope)
+        batch = _build(publisher, chunk, consumed, total)
+        consumed += len(chunk)
+        del chunk  # memory holds one batch: the next chunk is read only after this one is sent and gone
         publisher.send(batch)
         total += len(batch)
         if refs:
             sent.extend(JobRef(envelope.id, envelope, publisher.settings) for envelope in batch)
+        del batch
         if progress is not None:
             progress(consumed)
     return sent if refs else total

@@ -41,6 +41,9 @@ class Unwrapped:
     reason: str | None = None
     form: str = "unknown"
     """``envelope``, ``celery``, ``kombu``, ``dramatiq`` or ``unknown``: the outermost wrapper."""
+    message: dict[str, Any] | None = None
+    """A Dramatiq message carrying an envelope, as parsed, its fields checked: the consumer builds
+    Dramatiq's message from it rather than parsing the item again."""
 
     @property
     def envelope(self) -> str | None:
@@ -165,7 +168,8 @@ def _from_dramatiq(data: dict[str, Any]) -> Unwrapped:
     args, kwargs = data["args"], data["kwargs"]
     if len(args) != 1 or kwargs:
         return Unwrapped(None, "Dramatiq message does not carry exactly one envelope argument", form="dramatiq")
-    return _envelope_argument(args[0], "dramatiq")
+    found = _envelope_argument(args[0], "dramatiq")
+    return found if found.payload is None else Unwrapped(found.payload, form="dramatiq", message=data)
 
 
 def _from_celery(data: list[Any], headers: Mapping[str, Any] | None = None) -> Unwrapped:

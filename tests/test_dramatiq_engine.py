@@ -64,6 +64,17 @@ def test_enqueue_many_runs_every_call_once(run: Harness) -> None:
     assert sorted(e["n"] for e in run.events("ran", "echo")) == list(range(60))
 
 
+def test_enqueue_many_with_a_countdown_runs_every_call_once_when_due(run: Harness) -> None:
+    run.start_workers(concurrency=4)
+    sent = time.time()
+    assert jobs.echo.options(countdown=2).enqueue_many(({"n": n} for n in range(30)), batch_size=10) == 30
+    run.wait_for(lambda: len(run.events("ran", "echo")) >= 30, 60, "not every call ran")
+    time.sleep(0.5)
+    ran = run.events("ran", "echo")
+    assert sorted(e["n"] for e in ran) == list(range(30))
+    assert min(e["time"] for e in ran) >= sent + 2
+
+
 def test_depth_counts_waiting_and_delayed_messages_and_purge_drops_them(run: Harness) -> None:
     engine = get_engine()
     assert engine.depth(run.queue) == 0

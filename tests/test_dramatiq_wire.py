@@ -18,13 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import open_harness
 from taskbridge_dramatiq import DramatiqEngine
+from taskbridge_dramatiq.actors import to_message
 from taskbridge_dramatiq.brokers import UNKNOWN_JOB_ACTOR, build_broker
+from taskbridge_dramatiq.brokers.common import message_bodies
 from taskbridge_dramatiq.brokers.guard import CarriedItem, raw_item, read_item
 from taskbridge_dramatiq.settings import DramatiqSettings
 from taskbridge_dramatiq.testing import put_raw, sqs_text
 
 from taskbridge import Envelope
 from taskbridge.config import load_settings
+from taskbridge.envelope import EnvelopeBatch, json_arguments
 from taskbridge.testing import Harness, unavailable_reason
 from taskbridge.testing import jobs as contract_jobs
 from taskbridge.testing.harness import DEFAULT_SQS_ENDPOINT, Combination, RawItem
@@ -292,3 +295,19 @@ def test_a_dramatiq_message_naming_another_queue_runs_once_and_the_worker_keeps_
 def wire_body(harness: Harness, body: bytes) -> bytes:
     """``body`` as Dramatiq stores it on the harness's transport (base64 on SQS)."""
     return base64.b64encode(body) if harness.combination.broker_url.startswith("sqs") else body
+
+
+def test_a_batch_is_rendered_as_the_dramatiq_messages_of_its_envelopes() -> None:
+    batch = EnvelopeBatch(
+        ECHO, "q", enqueued_at=1_800_000_000.123, expires_at=1_800_000_600.0, not_before=None, headers={}
+    )
+    for args, kwargs in [((1,), {}), ((), {"payload": {"text": "zürich ✓ \"quoted\""}})]:
+        batch.add(args, kwargs, *json_arguments(ECHO, args, kwargs))
+    options = ['{"redis_message_id":"b-0"}', '{"redis_message_id":"b-1","eta":1800000001000}']
+    bodies = message_bodies(batch, "q.DQ", options)
+    expected = [
+        to_message(envelope).copy(queue_name="q.DQ", options=json.loads(option)).encode()
+        for envelope, option in zip(batch, options, strict=True)
+    ]
+    assert bodies == expected
+    assert [read_item(body, "q.DQ").args for body in bodies] == [(text,) for text in batch.texts]

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from taskbridge.envelope import VERSION, Envelope, check_json_arguments, decode, peek_job_name, peek_queue
+from taskbridge.envelope import (
+    VERSION,
+    Envelope,
+    EnvelopeBatch,
+    check_json_arguments,
+    decode,
+    envelope_texts,
+    json_arguments,
+    peek_job_name,
+    peek_queue,
+)
 from taskbridge.errors import EnqueueError, EnvelopeError
 
 
@@ -177,13 +187,70 @@ class User:
         ((b"bytes",), {}, "positional argument 0", "is not JSON-serializable.*bytes"),
     ],
 )
+@pytest.mark.parametrize("check", [check_json_arguments, json_arguments])
 def test_non_json_arguments_fail_naming_the_job_and_argument(
-    args: tuple[Any, ...], kwargs: dict[str, Any], where: str, why: str
+    check: Any, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, why: str
 ) -> None:
     with pytest.raises(EnqueueError, match=rf"job 'mail\.send': {where} {why}"):
-        check_json_arguments("mail.send", args, kwargs)
+        check("mail.send", args, kwargs)
 
 
-def test_keyword_names_must_be_strings() -> None:
+@pytest.mark.parametrize("check", [check_json_arguments, json_arguments])
+def test_keyword_names_must_be_strings(check: Any) -> None:
     with pytest.raises(EnqueueError, match=r"job 'mail\.send': keyword argument names must be strings, got 1"):
-        check_json_arguments("mail.send", (), {1: "x"})  # type: ignore[dict-item]
+        check("mail.send", (), {1: "x"})
+
+
+# batches: envelopes rendered from one template
+
+
+def batch_of(calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **fields: Any) -> EnvelopeBatch:
+    options: dict[str, Any] = {"enqueued_at": 1_800_000_000.25, "expires_at": None, "not_before": None, "headers": {}}
+    batch = EnvelopeBatch("billing.charge", "payments", **{**options, **fields})
+    for args, kwargs in calls:
+        batch.add(args, kwargs, *json_arguments("billing.charge", args, kwargs))
+    return batch
+
+
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}),
+    ((1, "zürich ✓", None, [1.5, {"x": True}]), {}),
+    ((), {"user_id": 42, "meta": {"k": [1, 2]}, "quote": 'say "hi"\n'}),
+    ((7,), {"b": 8}),
+]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"expires_at": 1_800_000_600.5, "not_before": 1_800_000_060.0},
+        {"headers": {"track": {"keep": 3600.0, "results": True}}},
+    ],
+)
+def test_a_batch_renders_each_envelope_as_it_encodes_itself(fields: dict[str, Any]) -> None:
+    batch = batch_of(CALLS, **fields)
+    assert len(batch) == len(CALLS)
+    assert batch.texts == [envelope.encode() for envelope in batch] == envelope_texts(batch)
+    assert [decode(text) for text in batch.texts] == list(batch)
+    assert [(e.args, e.kwargs) for e in batch] == [(list(args), kwargs) for args, kwargs in CALLS]
+    assert len(set(batch.ids)) == len(CALLS) and all(len(i) == 32 for i in batch.ids)
+
+
+def test_a_batch_due_later_keeps_its_envelopes_and_ids() -> None:
+    batch = batch_of(CALLS)
+    later = batch.with_not_before(1_800_000_100.0)
+    assert [e.not_before for e in later] == [1_800_000_100.0] * len(CALLS)
+    assert later.ids == batch.ids
+    assert later.texts == [e.encode() for e in later]
+    assert batch[1:3] == list(batch)[1:3]
+
+
+def test_a_batch_keeps_the_arguments_as_they_were_added() -> None:
+    batch = EnvelopeBatch(
+        "billing.charge", "payments", enqueued_at=1.0, expires_at=None, not_before=None, headers={}
+    )
+    kwargs: dict[str, Any] = {"n": 1}
+    batch.add((), kwargs, *json_arguments("billing.charge", (), kwargs))
+    kwargs["n"] = 2  # a generator reusing one dict between items
+    assert batch[0].kwargs == {"n": 1} == decode(batch.texts[0]).kwargs

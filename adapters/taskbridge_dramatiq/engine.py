@@ -12,7 +12,7 @@ import dramatiq
 
 from taskbridge.config import Settings, get_settings
 from taskbridge.engine import MessageRunner, Taken, TransportFacts
-from taskbridge.envelope import Envelope
+from taskbridge.envelope import Envelope, EnvelopeBatch
 from taskbridge.errors import ConfigurationError
 from taskbridge.extras import require
 from taskbridge.job import JobSpec
@@ -78,6 +78,9 @@ class DramatiqEngine:
         if not envelopes:
             return
         delay_ms = math.ceil(delay * 1000) if delay > 0 else None
+        if isinstance(envelopes, EnvelopeBatch) and len(envelopes) > 1:
+            self.broker.publish_batch(envelopes, delay_ms)
+            return
         self.broker.publish([to_message(envelope) for envelope in envelopes], delay_ms)
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:

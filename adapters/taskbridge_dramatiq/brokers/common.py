@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
 from dramatiq import Actor, Message
 from dramatiq.errors import ActorNotFound
+
+from taskbridge.envelope import EnvelopeBatch
 
 UNKNOWN_JOB_ACTOR = "taskbridge.unknown_job"
 """Actor that receives messages naming no declared job, so the runner can dead-letter them."""
@@ -27,6 +30,19 @@ class RoutesUnknownActors:
             return self.fallback_actor
 
 
+def message_bodies(batch: EnvelopeBatch, queue_name: str, options: Sequence[str]) -> list[bytes]:
+    """The bytes ``Message.encode`` writes for the Dramatiq message carrying each envelope of ``batch``
+    on ``queue_name``, ``options[i]`` being its options' JSON: rendered from the envelopes' texts, so a
+    batch costs neither a Message object nor a JSON encoding per envelope."""
+    quote = encode_basestring_ascii
+    head = f'{{"queue_name":{quote(queue_name)},"actor_name":{quote(batch.job)},"args":['
+    stamp = f',"message_timestamp":{int(batch.enqueued_at * 1000)}}}'
+    return [
+        f'{head}{quote(text)}],"kwargs":{{}},"options":{option},"message_id":"{message_id}"{stamp}'.encode()
+        for text, option, message_id in zip(batch.texts, options, batch.ids, strict=True)
+    ]
+
+
 class TaskbridgeBroker(Protocol):
     """The operations the engine needs beyond Dramatiq's Broker."""
 
@@ -34,6 +50,9 @@ class TaskbridgeBroker(Protocol):
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         """Enqueue ``messages`` (batched where the transport can), each delayed by ``delay_ms``."""
+
+    def publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> None:
+        """Enqueue the envelopes of ``batch`` as Dramatiq messages rendered from their texts."""
 
     def queue_depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, delayed ones included."""

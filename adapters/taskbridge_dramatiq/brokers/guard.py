@@ -58,7 +58,7 @@ def read_item(
     """
     item = unwrap(body, content_type=content_type, headers=headers)
     if item.form == "dramatiq" and item.payload is not None:
-        message = _decoded(body)
+        message = _decoded(item.message if item.message is not None else body)
         if message is not None:
             # Dramatiq acknowledges through the consumer of message.queue_name: it must be this queue.
             return message if message.queue_name == queue_name else message.copy(queue_name=queue_name)
@@ -92,10 +92,13 @@ def envelope_text(message: Any) -> str | None:
     return unwrap(item.body, content_type=item.content_type, headers=item.headers).envelope
 
 
-def _decoded(body: bytes | str) -> Message[Any] | None:
-    # unwrap has checked every field; this only builds the Message (plain or base64 JSON).
-    text = body.encode() if isinstance(body, str) else body
+def _decoded(body: bytes | str | dict[str, Any]) -> Message[Any] | None:
+    # unwrap has checked every field; this only builds the Message (from the fields unwrap parsed,
+    # else from the item's plain or base64 JSON).
     try:
+        if isinstance(body, dict):
+            return Message(**body)
+        text = body.encode() if isinstance(body, str) else body
         if text[:1] != b"{":
             text = base64.b64decode(text, validate=True)
         fields = json.loads(text)

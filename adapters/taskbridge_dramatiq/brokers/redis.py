@@ -14,9 +14,10 @@ from dramatiq import Message, get_encoder
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
+from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 
-from .common import RoutesUnknownActors
+from .common import RoutesUnknownActors, message_bodies
 from .redis_consumer import FETCH, RECOVER, GuardedRedisConsumer, HeldIds
 
 _CONNECT_TIMEOUT = 5.0
@@ -123,6 +124,24 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             pipe.execute()
         for message in sent:
             self.emit_after("enqueue", message, delay_ms)
+
+    def publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> None:
+        if self.middleware:  # the enqueue hooks need Message objects
+            from ..actors import to_message
+
+            self.publish([to_message(envelope) for envelope in batch], delay_ms)
+            return
+        queue_name, eta = batch.queue, ""
+        if delay_ms is not None:
+            queue_name, eta = dq_name(queue_name), f',"eta":{current_millis() + delay_ms}'
+        prefix = f"{uuid4().hex}-"
+        redis_ids = [f"{prefix}{index}" for index in range(len(batch))]
+        bodies = message_bodies(batch, queue_name, [f'{{"redis_message_id":"{rid}"{eta}}}' for rid in redis_ids])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{self.namespace}:{queue_name}.msgs", mapping=dict(zip(redis_ids, bodies, strict=True)))
+        pipe.rpush(f"{self.namespace}:{queue_name}", *redis_ids)
+        with _stored_or_raise(f"a batch of {len(batch)} messages"):
+            pipe.execute()
 
     def queue_depth(self, queue: str) -> int:
         return sum(self.holdings(queue).values())

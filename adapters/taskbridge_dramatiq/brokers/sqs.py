@@ -17,6 +17,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq_sqs import SQSBroker
 from dramatiq_sqs.broker import SQSConsumer, _SQSMessage
 
+from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.layout import SQS_RETENTION_SECONDS, sqs_queue_name
 
@@ -144,6 +145,11 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
                 size += len(item[1])
             if batch:
                 self._send(client, url, batch, delay_seconds)
+
+    def publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> None:
+        from ..actors import to_message
+
+        self.publish([to_message(envelope) for envelope in batch], delay_ms)
 
     def _send(self, client: Any, url: str, batch: list[tuple[Message[Any], str]], delay: int) -> None:
         for message, _ in batch:

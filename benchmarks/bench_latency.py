@@ -1,0 +1,230 @@
+"""Light-load latency, raw engine against taskbridge on the same broker in one run: enqueue to start.
+
+    .venv/bin/python benchmarks/bench_latency.py --engine dramatiq --broker redis://127.0.0.1:6379/0
+    .venv/bin/python benchmarks/bench_latency.py --engine celery --broker amqp://guest:guest@127.0.0.1:5672//
+
+For each side (raw first, then taskbridge) it starts one worker, warms it up with ``--warmup`` jobs,
+then sends ``--jobs`` jobs (default 1,000) paced at ``--rate`` per second (default 100). Each job
+writes how long after its enqueue it started (the sender's clock, passed as its argument); the
+figures are the p50 and p99 of those delays in milliseconds. Both sides use the same delivery
+settings as ``bench_celery.py`` and ``bench_dramatiq.py`` (Celery: prefork concurrency 2, late
+acks, prefetch 1; Dramatiq: one process, 8 threads). This file is also the job module of every worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from taskbridge import job
+
+HERE = Path(__file__).resolve().parent
+OUT_ENV = "BENCH_LATENCY_FILE"
+QUEUE_ENV = "BENCH_LATENCY_RAW_QUEUE"
+BROKER_ENV = "BENCH_LATENCY_BROKER"
+WARMUP = -1.0
+
+
+def _started(sent: float) -> None:
+    """Append this job's delay from enqueue to start (or ``warm`` for a warm-up job) to the side's file."""
+    line = "warm\n" if sent == WARMUP else f"{time.time() - sent}\n"
+    fd = os.open(os.environ[OUT_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@job(name="bench.latency")
+def started(sent: float) -> None:
+    """taskbridge's job."""
+    _started(sent)
+
+
+def celery_app() -> Any:
+    """Raw Celery as ``bench_celery.py`` configures it, on the broker taskbridge would use."""
+    from celery import Celery
+    from taskbridge_celery.broker import broker_for
+    from taskbridge_celery.settings import load_celery_settings
+
+    from taskbridge import load_settings
+
+    app = Celery("bench_latency_raw", set_as_current=False)
+    url = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
+    broker = broker_for(load_settings(engine="celery", broker_url=url), load_celery_settings())
+    app.conf.update(
+        broker_url=broker.url, broker_transport_options=broker.transport_options,
+        task_serializer="json", accept_content=["json"], result_backend=None, task_ignore_result=True,
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        worker_disable_rate_limits=True, worker_send_task_events=False, task_send_sent_event=False,
+        broker_connection_retry_on_startup=True, task_default_queue=os.environ.get(QUEUE_ENV, "bench-latency"),
+    )
+    app.task(name="bench.raw_latency")(_started)
+    return app
+
+
+raw_app = celery_app() if os.environ.get("TASKBRIDGE_ENGINE") == "celery" else None
+
+
+def setup_raw_dramatiq() -> Any:
+    """Raw Dramatiq with its default middleware as the global broker, and the actor; the raw worker
+    command calls this as ``bench_latency:setup_raw_dramatiq``."""
+    import dramatiq
+
+    url = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
+    broker: dramatiq.Broker
+    if url.startswith("redis"):
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=url, namespace=os.environ["TASKBRIDGE_NAMESPACE"])
+    else:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        from taskbridge_dramatiq.brokers import pika_url
+
+        broker = RabbitmqBroker(url=pika_url(url))
+    dramatiq.set_broker(broker)
+    return dramatiq.Actor(_started, broker=broker, actor_name="bench.raw_latency",
+                          queue_name=os.environ[QUEUE_ENV], priority=0, options={"max_retries": 0})
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _wait_for(path: Path, count: int, worker: subprocess.Popen[bytes], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_lines(path)) < count:
+        if worker.poll() is not None:
+            raise SystemExit(f"the {what} worker exited with {worker.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the {what} worker ran {len(_lines(path))} of {count} jobs in {timeout:g}s")
+        time.sleep(0.05)
+
+
+def _paced(send: Callable[[float], object], count: int, per_second: float, warmup: bool = False) -> None:
+    """``count`` sends, each at its own slot of a fixed schedule (a late send does not shift the rest)."""
+    start = time.perf_counter()
+    for index in range(count):
+        pause = start + index / per_second - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        send(WARMUP if warmup else time.time())
+
+
+def _side(
+    what: str, command: list[str], env: dict[str, str], send: Callable[[float], object], args: argparse.Namespace
+) -> dict[str, float]:
+    """Start a worker, warm it up, send the paced jobs; p50 and p99 in milliseconds."""
+    path = Path(env[OUT_ENV])
+    worker = subprocess.Popen(
+        command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _paced(send, args.warmup, args.rate, warmup=True)
+        _wait_for(path, args.warmup, worker, what)
+        _paced(send, args.jobs, args.rate)
+        _wait_for(path, args.warmup + args.jobs, worker, what)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+    delays = sorted(float(line) * 1000 for line in _lines(path) if line != "warm")
+    cuts = statistics.quantiles(delays, n=100, method="inclusive")
+    return {"p50": statistics.median(delays), "p99": cuts[98]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=("celery", "dramatiq"), default="dramatiq")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis:// or amqp:// URL")
+    parser.add_argument("--jobs", type=int, default=1_000, help="jobs measured per side")
+    parser.add_argument("--rate", type=float, default=100.0, help="jobs sent per second")
+    parser.add_argument("--warmup", type=int, default=50, help="jobs sent and run before measuring")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures (ms) to this file")
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    raw_queue, tb_queue = f"benchlatraw{run}", f"benchlattb{run}"
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-latency-{run}"
+    workdir.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "TASKBRIDGE_ENGINE": args.engine,
+        "TASKBRIDGE_BROKER_URL": args.broker,
+        "TASKBRIDGE_NAMESPACE": f"benchlat{run}",
+        "TASKBRIDGE_DEFAULT_QUEUE": tb_queue,
+        "TASKBRIDGE_PREFETCH": "1",
+        "TASKBRIDGE_CELERY_LOGLEVEL": "WARNING",
+        BROKER_ENV: args.broker,
+        QUEUE_ENV: raw_queue,
+    }
+    os.environ.update(env)
+    import taskbridge
+    from taskbridge import get_engine
+
+    taskbridge.configure()
+    python = sys.executable
+    raw_env = {**env, OUT_ENV: str(workdir / "raw.txt")}
+    tb_env = {**env, OUT_ENV: str(workdir / "taskbridge.txt")}
+    if args.engine == "celery":
+        app = celery_app()
+        task = app.tasks["bench.raw_latency"]
+        raw_command = [
+            python, "-m", "celery", "-A", "bench_latency:raw_app", "worker", "-Q", raw_queue, "-c", "2",
+            "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-O", "fair", "-n", f"latency-{run}@%h",
+        ]
+        raw_send: Callable[[float], object] = task.delay
+        workers = ["--concurrency", "2"]
+    else:
+        actor = setup_raw_dramatiq()
+        raw_command = [python, "-m", "dramatiq", "bench_latency:setup_raw_dramatiq", "--processes", "1",
+                       "--threads", "8", "--queues", raw_queue]
+        raw_send = actor.send
+        workers = ["--processes", "1", "--threads", "8"]
+    tb_command = [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_latency",
+                  "--queues", tb_queue, *workers]
+    print(f"{args.engine} on {args.broker}: {args.jobs} jobs at {args.rate:g}/s after {args.warmup} warm-up jobs",
+          flush=True)
+    try:
+        raw = _side("raw", raw_command, raw_env, raw_send, args)
+        tb = _side("taskbridge", tb_command, tb_env, started.enqueue, args)
+    finally:
+        engine = get_engine()
+        for queue in (raw_queue, tb_queue):
+            with contextlib.suppress(Exception):
+                engine.purge(queue)
+        engine.close()
+    figures = {"raw_p50_ms": raw["p50"], "raw_p99_ms": raw["p99"], "tb_p50_ms": tb["p50"], "tb_p99_ms": tb["p99"]}
+    print(f"raw         p50 {raw['p50']:7.2f} ms   p99 {raw['p99']:7.2f} ms")
+    print(f"taskbridge  p50 {tb['p50']:7.2f} ms   p99 {tb['p99']:7.2f} ms   "
+          f"(p50 {tb['p50'] / raw['p50']:.2f}x raw)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            {"engine": args.engine, "broker": args.broker, "jobs": args.jobs, "rate": args.rate, **figures}, indent=2
+        ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
