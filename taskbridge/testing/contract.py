@@ -550,7 +550,9 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
     doubled = [
         first for first in range(1, count + 1, chunk) if set(range(first, min(first + chunk, count + 1))) <= twice
     ]
-    assert not doubled, f"chunks starting at ids {doubled} were published twice"
+    # The dispatcher is killed once: only the chunk it was publishing at that moment may go out again
+    # (its progress write had not landed); any other repeat is a bug.
+    assert len(doubled) <= 1, f"chunks starting at ids {doubled} were published twice"
     assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
     done = progress(ref.id)
     assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks
