@@ -90,7 +90,8 @@ def test_an_old_celery_producers_pickle_message_is_dead_lettered_with_how_to_swi
     celery_run.start_workers()
     send_report.delay(42)
     celery_run.wait_for(lambda: get_engine().depth(celery_run.dead_queue) == 1, 60, "no dead letter")
-    [dead] = celery_run.events("outcome:dead")
+    # The outcome event is written just after the dead letter is stored.
+    [dead] = celery_run.wait_for(lambda: celery_run.events("outcome:dead"), 10, "no outcome:dead event")
     assert "pickle" in dead["reason"] and "task_serializer='json'" in dead["reason"]
     assert celery_run.events("ran") == []
 
@@ -132,7 +133,8 @@ def test_an_old_dramatiq_producers_pickle_message_is_dead_lettered_with_how_to_s
         dramatiq.set_encoder(JSONEncoder())
     dramatiq_run.start_workers()
     dramatiq_run.wait_for(lambda: get_engine().depth(dramatiq_run.dead_queue) == 1, 60, "no dead letter")
-    [dead] = dramatiq_run.events("outcome:dead")
+    # The outcome event is written just after the dead letter is stored.
+    [dead] = dramatiq_run.wait_for(lambda: dramatiq_run.events("outcome:dead"), 10, "no outcome:dead event")
     assert "pickle" in dead["reason"] and "JSONEncoder" in dead["reason"]
     assert dramatiq_run.events("ran") == []
     broker.close()
