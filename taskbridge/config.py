@@ -106,7 +106,12 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
+            "inline_wait_max",
+            "lock_retry",
+            "visibility_timeout",
+            "connect_timeout",
+            "exit_drain_timeout",
+            "track_ttl",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:

@@ -61,7 +61,12 @@ class CeleryEngine:
         else:
             amqp = self.broker.scheme == "amqp"
             confirmed = amqp and self.options.amqp_confirm_publish
-            self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
+            self._publish = Publisher(
+                self._connection,
+                declare_queues=amqp,
+                transactions=confirmed,
+                redis_batches=self.broker.scheme == "redis",
+            ).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
         self._taker: RedisTake | AmqpTake | SqsTake | None = None
@@ -77,7 +82,10 @@ class CeleryEngine:
             log.warning(
                 "job %s may run %gs, but %s delivers an unacknowledged message again after %gs "
                 "(TASKBRIDGE_VISIBILITY_TIMEOUT): a run that long would also start on another worker",
-                spec.name, longest, self.broker.scheme, self.broker.hold_limit,
+                spec.name,
+                longest,
+                self.broker.scheme,
+                self.broker.hold_limit,
             )
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:

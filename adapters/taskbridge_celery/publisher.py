@@ -11,6 +11,7 @@ from kombu import Connection, Producer
 
 from taskbridge import Envelope
 
+from . import redis_batch
 from .app import queue
 from .connection import ProcessConnection
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
@@ -20,11 +21,19 @@ BATCH_OPERATIONS = 1000
 
 
 class Publisher:
-    """Redis and RabbitMQ: kombu's producer; on Redis a batch goes out as one pipeline, on RabbitMQ
-    (with ``transactions``) as one AMQP transaction."""
+    """Redis and RabbitMQ: kombu's producer for one message; on Redis (with ``redis_batches``) a
+    batch goes out as rendered pipelines, on RabbitMQ (with ``transactions``) as one AMQP transaction."""
 
-    def __init__(self, connection: ProcessConnection, *, declare_queues: bool, transactions: bool = False) -> None:
+    def __init__(
+        self,
+        connection: ProcessConnection,
+        *,
+        declare_queues: bool,
+        transactions: bool = False,
+        redis_batches: bool = False,
+    ) -> None:
         self._connection = connection
+        self._redis_batches = redis_batches
         self._declare_queues = declare_queues
         self._transactions = transactions
         self._tx: tuple[Connection, Any] | None = None
@@ -41,6 +50,9 @@ class Publisher:
             channel = self._tx_channel(connection)
             self._publish_all(Producer(channel), envelopes, eta)
             channel.tx_commit()  # returns once the broker stored the whole batch
+            return
+        if self._redis_batches and len(envelopes) > 1:
+            redis_batch.push(connection.default_channel, envelopes, eta)
             return
         producer = Producer(connection.default_channel)
         with _batch(producer):

@@ -1,0 +1,57 @@
+"""The Celery engine's Redis batches: stored exactly as kombu's producer stores a message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celery_jobs as jobs
+import pytest
+import redis
+from support import open_harness
+
+from taskbridge import get_engine
+from taskbridge.testing import Harness
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Harness]:
+    with open_harness("celery-redis", tmp_path, "celery_jobs", {}) as harness:
+        yield harness
+
+
+def _shape(value: Any) -> Any:
+    """Keys and value types, recursively: what kombu's consumer relies on."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    return type(value).__name__
+
+
+def _stored(run: Harness) -> list[dict[str, Any]]:
+    engine: Any = get_engine()
+    key = str(engine.broker.transport_options.get("global_keyprefix", "")) + run.queue
+    client = redis.Redis.from_url(engine.broker.url)
+    try:
+        return [json.loads(item) for item in reversed(client.lrange(key, 0, -1))]
+    finally:
+        client.close()
+
+
+def test_a_rendered_batch_is_stored_like_kombus_own_message_and_runs(run: Harness) -> None:
+    jobs.echo.enqueue(0)  # one message: kombu's producer
+    assert jobs.echo.enqueue_many([(1,), (2,), (3,)]) == 3  # a batch: rendered into one pipeline
+    kombu_made, *rendered = _stored(run)
+    assert len(rendered) == 3
+    for message in rendered:
+        assert _shape(message) == _shape(kombu_made)
+        assert message["headers"].keys() == kombu_made["headers"].keys()
+        assert message["headers"]["task"] == kombu_made["headers"]["task"]
+        for name in ("body_encoding", "delivery_mode", "priority", "reply_to", "delivery_info"):
+            assert message["properties"][name] == kombu_made["properties"][name], name
+        assert message["properties"]["correlation_id"] == message["headers"]["id"]
+    assert len({m["properties"]["delivery_tag"] for m in [kombu_made, *rendered]}) == 4
+    run.start_workers()
+    ran = run.wait_for(lambda: len(run.events("ran", "echo")) >= 4 and run.events("ran", "echo"), 60, "not all ran")
+    assert [e["n"] for e in ran] == [0, 1, 2, 3], "kept in publish order"
