@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_a_rendered_batch_is_stored_like_kombus_own_message_and_runs(run: Harnes
             assert message["properties"][name] == kombu_made["properties"][name], name
         assert message["properties"]["correlation_id"] == message["headers"]["id"]
     assert len({m["properties"]["delivery_tag"] for m in [kombu_made, *rendered]}) == 4
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in rendered]
+    assert [body[0][0]["args"] for body in bodies] == [[1], [2], [3]], "stored in publish order"
     run.start_workers()
     ran = run.wait_for(lambda: len(run.events("ran", "echo")) >= 4 and run.events("ran", "echo"), 60, "not all ran")
-    assert [e["n"] for e in ran] == [0, 1, 2, 3], "kept in publish order"
+    assert sorted(e["n"] for e in ran) == [0, 1, 2, 3]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from taskbridge import Envelope
@@ -24,28 +26,48 @@ PIPELINE_SIZE = 1000
 """Messages sent in one pipeline round trip."""
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_TASK_ID, _ENVELOPE_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000envelope\ue000", "\ue000body\ue000", "\ue000tag\ue000"
+_MARK = re.compile("(\ue000(?:task|envelope|body|tag)\ue000)")
 
 
 def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> Iterator[tuple[str, str]]:
     """``(queue, stored JSON)`` for each envelope, as kombu's Redis channel would ``LPUSH`` it."""
+    templates: dict[tuple[str, str, int], list[str]] = {}
     for envelope, text in zip(envelopes, envelope_texts(envelopes), strict=True):
+        key = (envelope.job, envelope.queue, envelope.attempt)
+        parts = templates.get(key)
+        if parts is None:
+            parts = templates[key] = _MARK.split(_template(envelope, eta))
         task_id = new_task_id()
-        message: dict[str, Any] = {
-            "body": base64.b64encode(message_body(text)).decode("ascii"),
-            "content-encoding": CONTENT_ENCODING,
-            "content-type": CONTENT_TYPE,
-            "headers": message_headers(envelope, task_id, eta),
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": "",
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": envelope.queue},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
+        values = {
+            _TASK_ID: task_id,
+            _ENVELOPE_ID: _encode(envelope.id)[1:-1],
+            _BODY: base64.b64encode(message_body(text)).decode("ascii"),
+            _TAG: str(uuid.uuid4()),
         }
-        yield envelope.queue, _encode(message)
+        yield envelope.queue, "".join(values.get(part, part) for part in parts)
+
+
+def _template(envelope: Envelope, eta: float | None) -> str:
+    """The stored JSON of ``envelope``'s message with a marker where each message differs."""
+    headers = message_headers(replace(envelope, id=_ENVELOPE_ID), _TASK_ID, eta)
+    message: dict[str, Any] = {
+        "body": _BODY,
+        "content-encoding": CONTENT_ENCODING,
+        "content-type": CONTENT_TYPE,
+        "headers": headers,
+        "properties": {
+            "correlation_id": _TASK_ID,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": envelope.queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": _TAG,
+        },
+    }
+    # ensure_ascii=False keeps the markers (private-use characters) as they are, to be found and replaced.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def push(channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> None:
