@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     exit_drain_timeout: float = Field(
         10.0, description="embedded engine: how long a process exiting waits for the jobs already due"
     )
+    scheduler_lease: float = Field(
+        15.0, description="periodic jobs: the leader lease; when the leader dies another scheduler fires within it"
+    )
+    scheduler_grace: float = Field(
+        60.0, description="periodic jobs: how late a run may fire and still count as on time (not missed)"
+    )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
@@ -101,12 +107,21 @@ class Settings(BaseSettings):
         "result_ttl",
         "connect_timeout",
         "exit_drain_timeout",
+        "scheduler_lease",
+        "scheduler_grace",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
+            "inline_wait_max",
+            "lock_retry",
+            "visibility_timeout",
+            "connect_timeout",
+            "exit_drain_timeout",
+            "track_ttl",
+            "scheduler_lease",
+            "scheduler_grace",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:
