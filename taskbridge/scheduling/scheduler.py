@@ -5,10 +5,11 @@ by moving the job's state in the coordination store by compare-and-set before it
 run is fired at most once even if two schedulers ever believed they led, and a run whose enqueue
 failed is tried again (its state is put back).
 
-Missed runs. A run fired within ``grace`` seconds of its time is on time. When the latest due run
-is later than that (no scheduler ran, or the store was unreachable), ``missed="skip"`` passes over
-it and ``missed="catch_up_once"`` fires it once. Either way, older missed runs are folded into
-that one decision: a scheduler back after a day fires at most one run per job.
+Missed runs. Every run is fired, in order, while it is at most ``grace`` seconds late, so a slow
+pass or a failover (shorter than ``grace``) loses none. Runs later than that were missed (no
+scheduler ran, or the store was unreachable): ``missed="skip"`` drops them, ``missed="catch_up_once"``
+fires one run for all of them, carrying the latest missed time. A scheduler back after a day thus
+fires at most one run per job for the whole downtime, then the runs of the last ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .lease import Lease
 log = logging.getLogger("taskbridge.scheduler")
 
 LONGEST_SLEEP = 1.0
+RUNS_PER_PASS = 100
 
 
 def periodic_jobs(jobs: Iterable[Job[..., object]] | None = None) -> list[Job[..., object]]:
@@ -98,7 +100,9 @@ class Scheduler:
             return min(LONGEST_SLEEP, max(0.05, self._next_refresh - time.monotonic()))
         now = time.time()
         for handle in self.jobs:
-            if now >= self._next_due.get(handle.name, 0.0):
+            for _ in range(RUNS_PER_PASS):
+                if now < self._next_due.get(handle.name, 0.0) or not self.lease.held:
+                    break
                 try:
                     self._next_due[handle.name] = self._decide(handle, now)
                 except Exception:
@@ -109,7 +113,8 @@ class Scheduler:
         return max(0.01, wake)
 
     def _decide(self, handle: Job[..., object], now: float) -> float:
-        """Decide the runs of ``handle`` due by ``now``; returns when to look at it again."""
+        """Decide the next undecided run of ``handle`` if it is due by ``now`` (or, when runs were
+        missed, all of those at once); returns when to look at the job again."""
         periodic = handle.spec.periodic
         assert periodic is not None
         schedule = periodic.schedule
@@ -117,33 +122,33 @@ class Scheduler:
         if current is None:  # a new job: its first run is the next one from now
             state.advance(self.coordination, handle.name, None, now)
             return schedule.next_after(now)
-        first = schedule.next_after(state.moment(current))
-        if first > now:
-            return first
-        latest = max(first, schedule.latest_until(now))
-        on_time = now - latest <= self.grace
+        run = schedule.next_after(state.moment(current))
+        if run > now:
+            return run
+        missed = run < now - self.grace
+        if missed:
+            run = max(run, schedule.latest_until(now - self.grace))
         if not self.lease.held:
             return now
-        moved = state.advance(self.coordination, handle.name, current, latest)
+        moved = state.advance(self.coordination, handle.name, current, run)
         if moved is None:
             return now  # another scheduler decided it: read the state again
-        if latest > first:
-            log.warning("scheduler: job %s: runs from %s until %s missed", handle.name, iso(first), iso(latest))
-        if not on_time and periodic.missed == "skip":
-            log.warning("scheduler: job %s: skipped the run of %s, %.0fs late", handle.name, iso(latest), now - latest)
-            return schedule.next_after(latest)
+        if missed and periodic.missed == "skip":
+            log.warning("scheduler: job %s: skipped the runs missed until %s (missed='skip')", handle.name, iso(run))
+            return now
         try:
-            envelope = fire(handle, latest)
+            envelope = fire(handle, run)
         except Exception:
             state.advance(self.coordination, handle.name, moved, state.moment(current))  # tried again next pass
             raise
         log.info(
-            "scheduler: job %s: fired the run of %s%s",
+            "scheduler: job %s: fired the run of %s%s%s",
             handle.name,
-            iso(latest),
+            iso(run),
+            " (once, for the runs missed until then)" if missed else "",
             f" id={envelope.id}" if envelope is not None else " (a unique twin is still pending)",
         )
-        return schedule.next_after(latest)
+        return schedule.next_after(run)
 
     def start(self) -> None:
         """Run in a background thread (daemon), as ``taskbridge worker --with-scheduler`` and the
