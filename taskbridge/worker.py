@@ -154,9 +154,9 @@ def run_worker(
         )
         warn_about_stranded(engine, settings, list(queues))
         if with_scheduler:
-            from .scheduling.service import build_scheduler
+            from .scheduling.service import build_scheduler, jobs_in
 
-            scheduler = build_scheduler(settings)
+            scheduler = build_scheduler(jobs_in(modules), settings)
             scheduler.start()
         engine.work(list(queues), concurrency or settings.worker_concurrency)
     finally:

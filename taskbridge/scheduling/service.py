@@ -5,19 +5,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import FrameType
 
 from ..config import Settings, banner, get_settings
 from ..errors import ConfigurationError
+from ..job import Job, registry
 from .scheduler import Scheduler, periodic_jobs
 
 log = logging.getLogger("taskbridge.scheduler")
 
 
-def build_scheduler(settings: Settings | None = None) -> Scheduler:
-    """A scheduler for every periodic job declared in this process, on the process-wide store; a
-    :class:`ConfigurationError` when the store is in-process but jobs run in other processes."""
+def jobs_in(modules: Sequence[str]) -> list[Job[..., object]]:
+    """The periodic jobs that the imported ``modules`` declare or hold."""
+    from ..worker import jobs_of
+
+    return periodic_jobs(registry()[name] for module in modules for name in jobs_of(module) if name in registry())
+
+
+def build_scheduler(jobs: Iterable[Job[..., object]] | None = None, settings: Settings | None = None) -> Scheduler:
+    """A scheduler for ``jobs`` (default: every periodic job declared in this process) on the
+    process-wide store; a :class:`ConfigurationError` when the store is in-process but jobs run in
+    other processes."""
     from ..coordination import get_coordination
     from ..engine import get_engine
 
@@ -28,7 +37,7 @@ def build_scheduler(settings: Settings | None = None) -> Scheduler:
             "the scheduler needs a coordination store shared by every scheduler, so that each run fires once: "
             "set TASKBRIDGE_COORDINATION_URL to a redis:// URL"
         )
-    return Scheduler(periodic_jobs(), coordination, lease=settings.scheduler_lease, grace=settings.scheduler_grace)
+    return Scheduler(periodic_jobs(jobs), coordination, lease=settings.scheduler_lease, grace=settings.scheduler_grace)
 
 
 def start_scheduler() -> Scheduler:
@@ -49,7 +58,8 @@ def run_scheduler(modules: Sequence[str]) -> None:
     install_password_masking()
     settings = get_settings()
     import_job_modules(modules)
-    if not periodic_jobs():
+    jobs = jobs_in(modules)
+    if not jobs:
         raise ConfigurationError(
             f"no periodic job in {', '.join(modules)}: declare one with @job(schedule='*/5 * * * *') "
             "or schedule=every('30s')"
@@ -61,7 +71,7 @@ def run_scheduler(modules: Sequence[str]) -> None:
         )
     preflight.check_broker(settings)
     preflight.check_coordination(settings)
-    scheduler = build_scheduler(settings)
+    scheduler = build_scheduler(jobs, settings)
     log.info("taskbridge scheduler: %s", banner(settings))
     with stopped_by_signals(scheduler):
         scheduler.run()
