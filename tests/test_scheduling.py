@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -259,3 +263,13 @@ def test_the_scheduler_command_refuses_a_module_without_periodic_jobs(clean_env:
     result = CliRunner().invoke(main, ["scheduler", "taskbridge.demo"])
     assert result.exit_code != 0
     assert "no periodic job in taskbridge.demo" in result.output
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "examples" / "periodic.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "heartbeat for " in done.stdout
