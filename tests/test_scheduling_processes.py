@@ -100,8 +100,9 @@ def test_after_a_downtime_a_restarted_scheduler_catches_up_once_or_skips_per_job
             store.close()
 
 
-def test_workers_started_with_the_scheduler_fire_each_run_once(tmp_path: Path) -> None:
-    with open_harness(COMBINATION, tmp_path, "scheduling_jobs") as harness:
+@pytest.mark.parametrize("combination", ["dramatiq-redis", "celery-redis"])
+def test_workers_started_with_the_scheduler_fire_each_run_once(tmp_path: Path, combination: str) -> None:
+    with open_harness(combination, tmp_path, "scheduling_jobs") as harness:
         harness.start_workers(count=2, args=["--with-scheduler"], env={"TASKBRIDGE_SCHEDULER_LEASE": "2"})
         harness.wait_for(lambda: len(harness.events("ran", "tick")) >= 3, 60, "the periodic job did not run 3 times")
         harness.stop_workers(grace=20.0)
