@@ -77,7 +77,12 @@ class Scheduler:
         )
         try:
             while not self._stopping.is_set():
-                self._stopping.wait(self.step())
+                try:
+                    pause = self.step()
+                except Exception:  # the scheduler must outlive any one failure; the next pass tries again
+                    log.exception("scheduler: a pass failed")
+                    pause = LONGEST_SLEEP
+                self._stopping.wait(pause)
         finally:
             self._give_up()
 
