@@ -35,7 +35,8 @@ RUNS_PER_PASS = 100
 def periodic_jobs(jobs: Iterable[Job[..., object]] | None = None) -> list[Job[..., object]]:
     """The jobs with a schedule among ``jobs`` (default: every job declared in this process)."""
     chosen = registry().values() if jobs is None else jobs
-    return sorted((handle for handle in chosen if handle.spec.periodic is not None), key=lambda h: h.name)
+    periodic = {handle.name: handle for handle in chosen if handle.spec.periodic is not None}
+    return [periodic[name] for name in sorted(periodic)]
 
 
 class Scheduler:
