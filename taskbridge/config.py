@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         60.0, description="periodic jobs: how late a run may fire and still count as on time (not missed)"
     )
 
+    @field_validator("scheduler_lease", "scheduler_grace", mode="before")
+    @classmethod
+    def _scheduler_durations(cls, value: Any, info: Any) -> float:
+        seconds = parse_duration(value, what=info.field_name)
+        if seconds <= 0:
+            raise ValueError("must be greater than zero")
+        return seconds
+
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
 
@@ -107,21 +115,12 @@ class Settings(BaseSettings):
         "result_ttl",
         "connect_timeout",
         "exit_drain_timeout",
-        "scheduler_lease",
-        "scheduler_grace",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max",
-            "lock_retry",
-            "visibility_timeout",
-            "connect_timeout",
-            "exit_drain_timeout",
-            "track_ttl",
-            "scheduler_lease",
-            "scheduler_grace",
+            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:
