@@ -21,6 +21,7 @@ from .errors import (
 from .handles import JobRef, get_job
 from .job import Job, JobSpec, Signature, job
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
+from .scheduling import cron, every
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ __all__ = [
     "TransportFacts",
     "__version__",
     "configure",
+    "cron",
+    "every",
     "get_engine",
     "get_job",
     "get_settings",

@@ -44,6 +44,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--any-queue", is_flag=True, help="consume --queues that no job declares (jobs routed there with .options(queue=))"
 )
+@click.option("--with-scheduler", is_flag=True, help="also fire the periodic jobs of MODULES (small deployments)")
 def worker(
     modules: tuple[str, ...],
     queues: str,
@@ -53,6 +54,7 @@ def worker(
     reload: bool | None,
     metrics_port: int | None,
     any_queue: bool,
+    with_scheduler: bool,
     log_level: str | None,
 ) -> None:
     """Run a worker for the jobs declared in MODULES on the configured engine."""
@@ -67,7 +69,30 @@ def worker(
             worker_reload=reload,
             metrics_port=metrics_port,
         )
-        run_worker(list(modules), [q for q in queues.split(",") if q], concurrency, any_queue=any_queue)
+        run_worker(
+            list(modules),
+            [q for q in queues.split(",") if q],
+            concurrency,
+            any_queue=any_queue,
+            with_scheduler=with_scheduler,
+        )
+    except Exception as exc:
+        fail(exc)
+
+
+@main.command()
+@log_level_option()
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--lease", default=None, help="leader lease, e.g. 15s: the longest failover when the leader dies")
+@click.option("--grace", default=None, help="how late a run may fire and still count as on time, e.g. 60s")
+def scheduler(modules: tuple[str, ...], lease: str | None, grace: str | None, log_level: str | None) -> None:
+    """Enqueue the periodic jobs declared in MODULES as they fall due (run two or more for failover)."""
+    from .scheduling.service import run_scheduler
+
+    set_log_level(log_level)
+    try:
+        _configure(scheduler_lease=lease, scheduler_grace=grace)
+        run_scheduler(list(modules))
     except Exception as exc:
         fail(exc)
 

@@ -86,6 +86,20 @@ class Settings(BaseSettings):
     exit_drain_timeout: float = Field(
         10.0, description="embedded engine: how long a process exiting waits for the jobs already due"
     )
+    scheduler_lease: float = Field(
+        15.0, description="periodic jobs: the leader lease; when the leader dies another scheduler fires within it"
+    )
+    scheduler_grace: float = Field(
+        60.0, description="periodic jobs: how late a run may fire and still count as on time (not missed)"
+    )
+
+    @field_validator("scheduler_lease", "scheduler_grace", mode="before")
+    @classmethod
+    def _scheduler_durations(cls, value: Any, info: Any) -> float:
+        seconds = parse_duration(value, what=info.field_name)
+        if seconds <= 0:
+            raise ValueError("must be greater than zero")
+        return seconds
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())

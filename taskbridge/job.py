@@ -13,6 +13,7 @@ from .backoff import NO_RETRY, Backoff
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .envelope import is_queue_name
 from .errors import JobDefinitionError
+from .scheduling.options import Periodic, parse_periodic
 from .units import Duration, Rate, parse_duration, parse_rate
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class JobSpec:
     result_ttl: float | None = None
     aliases: tuple[str, ...] = ()
     """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
+    periodic: Periodic | None = None
+    """Its schedule, when ``taskbridge scheduler`` enqueues it periodically."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -329,6 +332,9 @@ def job(
     drop_unknown_kwargs: bool = True,
     result_ttl: Duration | None = None,
     aliases: Iterable[str] = (),
+    schedule: Any = None,
+    schedule_tz: str | None = None,
+    missed: str = "skip",
 ) -> Any:
     """Declare a background job.
 
@@ -339,7 +345,10 @@ def job(
     workers (per ``rate_key`` template if given); ``unique=True`` or a key template refuses a second
     enqueue while one is pending. ``aliases=["myapp.tasks.send_report"]`` also runs messages that
     unmigrated Celery or Dramatiq producers send under those names. ``result_ttl="1h"`` keeps the
-    job's status and (JSON) return value that long after it finishes, for ``ref.result()``. Invalid
+    job's status and (JSON) return value that long after it finishes, for ``ref.result()``.
+    ``schedule="*/5 * * * *"`` (cron, read in ``schedule_tz``) or ``schedule=every("30s")`` has
+    ``taskbridge scheduler`` enqueue it periodically; ``missed="skip"`` or ``"catch_up_once"`` says
+    what happens to runs missed while no scheduler ran (see :mod:`taskbridge.scheduling`). Invalid
     options raise :class:`JobDefinitionError` right here.
     """
 
@@ -446,6 +455,7 @@ def job(
             drop_unknown_kwargs=drop_unknown_kwargs,
             result_ttl=parsed_result_ttl if isinstance(parsed_result_ttl, float) else None,
             aliases=check_aliases(job_name, aliases, _registry),
+            periodic=parse_periodic(job_name, fn, schedule, schedule_tz, missed),
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:

@@ -107,9 +107,16 @@ def process_exited(pid: int) -> None:
 
 
 def run_worker(
-    modules: Sequence[str], queues: Sequence[str], concurrency: int | None, *, any_queue: bool = False
+    modules: Sequence[str],
+    queues: Sequence[str],
+    concurrency: int | None,
+    *,
+    any_queue: bool = False,
+    with_scheduler: bool = False,
 ) -> None:
-    """Import the job modules and run the configured engine's worker in the foreground.
+    """Import the job modules and run the configured engine's worker in the foreground;
+    ``with_scheduler`` also fires the modules' periodic jobs from this process (see
+    :mod:`taskbridge.scheduling`), the lease given up when the worker stops.
 
     With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
     engine runs jobs in (prometheus-client multiprocess mode, set up before anything else).
@@ -128,6 +135,7 @@ def run_worker(
         os.environ[metrics.ACTIVE_ENV] = "1"
         metrics.install()  # before the job modules, whose import may enqueue
     server = None
+    scheduler = None
     try:
         import_job_modules(modules)
         queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
@@ -145,8 +153,15 @@ def run_worker(
             f" metrics=:{server.port}/metrics" if server is not None else "",
         )
         warn_about_stranded(engine, settings, list(queues))
+        if with_scheduler:
+            from .scheduling.service import build_scheduler, jobs_in
+
+            scheduler = build_scheduler(jobs_in(modules), settings)
+            scheduler.start()
         engine.work(list(queues), concurrency or settings.worker_concurrency)
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if server is not None:
             server.stop()
         elif owns_directory and directory is not None:

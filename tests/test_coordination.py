@@ -125,6 +125,25 @@ def test_lock_ttl_is_the_time_left(coordination: Coordination) -> None:
     assert coordination.lock_ttl("user:1") is None
 
 
+def test_renewing_a_lock_extends_it_for_its_owner_only(coordination: Coordination) -> None:
+    token = coordination.acquire_lock("leader", ttl=1)
+    assert token is not None
+    assert coordination.renew_lock("leader", token, ttl=30) is True
+    ttl = coordination.lock_ttl("leader")
+    assert ttl is not None and 29 < ttl <= 30
+    assert coordination.renew_lock("leader", "not-the-owner", ttl=30) is False
+    assert coordination.release_lock("leader", token) is True
+    assert coordination.renew_lock("leader", token, ttl=30) is False, "a released lock cannot be renewed"
+
+
+def test_an_expired_lock_cannot_be_renewed(coordination: Coordination) -> None:
+    token = coordination.acquire_lock("leader", ttl=0.1)
+    assert token is not None
+    time.sleep(0.15)
+    assert coordination.renew_lock("leader", token, ttl=5) is False
+    assert coordination.acquire_lock("leader", ttl=5) is not None
+
+
 # concurrency leases
 
 

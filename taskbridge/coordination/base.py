@@ -39,6 +39,10 @@ class Coordination(Protocol):
     def release_lock(self, key: str, token: str) -> bool:
         """Release ``key`` if ``token`` still owns it; False if it expired or another owner has it."""
 
+    def renew_lock(self, key: str, token: str, ttl: float) -> bool:
+        """Extend the lock ``key`` to ``ttl`` seconds from now if ``token`` still owns it; False if it
+        expired or another owner has it (a lease: the holder renews it well before it runs out)."""
+
     def lock_ttl(self, key: str) -> float | None:
         """Seconds until the lock ``key`` expires, or None when it is free."""
 

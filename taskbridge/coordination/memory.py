@@ -68,6 +68,15 @@ class MemoryCoordination:
             del self._locks[key]
             return held[1] > now
 
+    def renew_lock(self, key: str, token: str, ttl: float) -> bool:
+        with self._lock:
+            now = self._now()
+            held = self._locks.get(key)
+            if held is None or held[0] != token or held[1] <= now:
+                return False
+            self._locks[key] = (token, now + ttl)
+            return True
+
     def lock_ttl(self, key: str) -> float | None:
         with self._lock:
             now = self._now()

@@ -164,6 +164,15 @@ class RedisCoordination:
         return True
 
     @_store_call
+    def renew_lock(self, key: str, token: str, ttl: float) -> bool:
+        lock = self._client.lock(self._key("lock", key), timeout=_milliseconds(ttl) / 1000, thread_local=False)
+        lock.local.token = token.encode()
+        try:
+            return lock.reacquire()
+        except LockNotOwnedError:
+            return False
+
+    @_store_call
     def lock_ttl(self, key: str) -> float | None:
         milliseconds = cast(int, self._client.pttl(self._key("lock", key)))
         if milliseconds == -2:

@@ -7,6 +7,7 @@ Run it with ``taskbridge contract --engine NAME --broker URL`` or
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import os
@@ -482,6 +483,24 @@ def test_a_group_callback_runs_once_with_the_counts_when_all_ended(harness: Harn
     assert sorted(e["i"] for e in _ran(harness, "part")) == list(range(1, 41))
     time.sleep(2.0)
     assert len(_ran(harness, "tally")) == 1, "the callback ran more than once"
+
+
+# -- periodic jobs --------------------------------------------------------------------------
+
+
+def test_two_schedulers_fire_each_run_of_a_periodic_job_once_with_its_scheduled_time(harness: Harness) -> None:
+    harness.start_workers()
+    harness.start_schedulers(count=2)
+    harness.wait_for(lambda: len(_ran(harness, "tick")) >= 3, 60, "the every-second job did not run 3 times")
+    harness.stop_schedulers()
+    fired = harness.events("outcome:scheduled", "tick")
+    harness.wait_for(lambda: len(_ran(harness, "tick")) >= len(fired), 30, "a fired run never ran")
+    times = [event["scheduled_at"] for event in fired]
+    assert len(times) == len(set(times)), f"a run was fired twice: {sorted(times)}"
+    ran = sorted(event["scheduled_at"] for event in _ran(harness, "tick"))
+    assert ran == sorted(times), "each run received the scheduled time it was fired for"
+    seconds = sorted(dt.datetime.fromisoformat(t).timestamp() for t in times)
+    assert all(s == int(s) for s in seconds), f"every('1s') runs fall on whole seconds: {times}"
 
 
 # -- workflows: chunked fan-out --------------------------------------------------------------

@@ -176,6 +176,8 @@ class Harness:
         configure()
         self.engine: Engine = get_engine()
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.schedulers: list[subprocess.Popen[bytes]] = []
+        self._embedded_schedulers: list[Any] = []
         self._logs: list[Path] = []
 
     @property
@@ -235,6 +237,51 @@ class Harness:
                         start_new_session=True,
                     )
                 )
+
+    def start_schedulers(self, count: int = 1, *, lease: float = 2.0, env: Mapping[str, str] | None = None) -> None:
+        """Start ``count`` ``taskbridge scheduler`` processes for the jobs module, with a leader lease
+        of ``lease`` seconds (the memory engine: scheduler threads in this process, sharing its store)."""
+        if not self.multi_process:
+            from taskbridge.coordination import get_coordination
+            from taskbridge.job import registry
+            from taskbridge.scheduling import Scheduler
+            from taskbridge.worker import jobs_of
+
+            importlib.import_module(self.jobs_module)
+            own = [registry()[name] for name in jobs_of(self.jobs_module) if name in registry()]
+            for _ in range(count):
+                scheduler = Scheduler(own, get_coordination(), lease=lease)
+                scheduler.start()
+                self._embedded_schedulers.append(scheduler)
+            return
+        for _ in range(count):
+            log_path = self.workdir / f"scheduler-{len(self._logs)}.log"
+            self._logs.append(log_path)
+            with open(log_path, "wb") as log:
+                self.schedulers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "taskbridge", "scheduler", self.jobs_module, "--lease", str(lease)],
+                        env={**os.environ, **self.env, **self.worker_env, **(env or {})},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def stop_schedulers(self, grace: float = 5.0) -> None:
+        """SIGTERM the scheduler processes (they give their lease up) and wait for them to exit."""
+        for scheduler in self._embedded_schedulers:
+            scheduler.stop()
+        self._embedded_schedulers = []
+        for process in self.schedulers:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.schedulers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, deadline - time.monotonic()))
+            _signal_group(process, signal.SIGKILL)
+            process.wait(10)
+        self.schedulers = []
 
     def kill_workers(self) -> None:
         """SIGKILL every worker process and its children, as a crash would."""
@@ -321,7 +368,7 @@ class Harness:
         return f"events: {self.events_path.read_text()[-3000:]}\n{self.worker_logs(tail=4000)}"
 
     def _check_workers_alive(self) -> None:
-        for worker in self.workers:
+        for worker in [*self.workers, *self.schedulers]:
             if worker.poll() is not None:
                 raise AssertionError(
                     f"{self.combination}: a worker exited with code {worker.returncode}\n{self.diagnostics()}"
@@ -329,6 +376,7 @@ class Harness:
 
     def close(self) -> None:
         try:
+            self.stop_schedulers(grace=3.0)
             self.stop_workers(grace=3.0)
             for queue in (self.queue, self.dead_queue):
                 with contextlib.suppress(Exception):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskbridge import Backoff, JobTimeout, events, job
+from taskbridge import Backoff, JobTimeout, events, every, job
 
 EVENTS_ENV = "TASKBRIDGE_CONTRACT_EVENTS"
 _write_lock = threading.Lock()
@@ -200,3 +200,9 @@ def tally(counts: dict[str, int], label: str) -> None:
 def visit(item: Any) -> None:
     """A fan-out's idempotent job: records the item it was given."""
     record("ran", job="visit", item=item)
+
+
+@job(name=f"{__name__}.tick", schedule=every("1s"))
+def tick(scheduled_at: str) -> None:
+    """A periodic job (every second, once ``taskbridge scheduler`` runs): records its scheduled time."""
+    record("ran", job="tick", scheduled_at=scheduled_at)
