@@ -38,10 +38,11 @@ def adopt(queue: str, layout: Mapping[str, Any], reply: str) -> None:
         _adopted[queue] = reply
     log.warning(
         "queue %r already exists on RabbitMQ with other arguments than taskbridge's layout, so it is used "
-        "as it is (RabbitMQ: %s). The layout declares it durable with %s. %s Its own arguments (a "
-        "priority, a length limit, a message TTL, ...) apply to taskbridge's messages too. Nothing else "
-        "changes: taskbridge writes its dead letters itself, to the '-dead' queue of the queue a job ran "
-        "from. To get the layout's queue, drain it (taskbridge move) and delete it: see docs/transports.md.",
+        "as it is (RabbitMQ: %s). The layout declares it durable with %s. What changes: %sthe queue's own "
+        "arguments (a priority, a length limit, a message TTL, ...) apply to taskbridge's messages too. "
+        "taskbridge's dead letters are not affected: the worker writes them itself, to the '-dead' queue of "
+        "the queue a job ran from. To get the layout's queue, drain it (taskbridge move), delete it and let "
+        "taskbridge declare it (docs/transports.md).",
         queue,
         reply,
         _describe(layout),
@@ -65,9 +66,9 @@ def _what_changes(layout: Mapping[str, Any]) -> str:
     routing_key = layout.get("x-dead-letter-routing-key")
     if routing_key is not None:
         return (
-            f"RabbitMQ itself may not dead-letter what is rejected or expires in it to {routing_key!r} "
-            "(taskbridge's workers never reject a message to it)."
+            f"what RabbitMQ itself dead-letters from it (rejected or expired messages) does not go to "
+            f"{routing_key!r}, where taskbridge's workers never send anything; "
         )
     if "x-message-ttl" in layout:
-        return f"Messages in it may be kept longer or shorter than the layout's {layout['x-message-ttl']} ms."
+        return f"messages are not dropped after the layout's {layout['x-message-ttl']} ms but as the queue says; "
     return ""
