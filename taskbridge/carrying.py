@@ -5,7 +5,7 @@ must not run again because the outcome could not be written. A failed write is r
 with exponential back-off up to :data:`MAX_BACKOFF`, while the worker holds the message
 unacknowledged; the first failure per queue logs one error naming the queue and the cause, later
 ones a reminder at most every :data:`REMINDER_EVERY` seconds. A cause that goes away (a broker
-back from a restart, a queue redeclared by an operator) lets the same outcome through; the
+back from a restart, a queue released or fixed by an operator) lets the same outcome through; the
 message is then acknowledged as usual.
 
 The message comes back to another worker, and the job runs again, only where the transport itself
@@ -154,8 +154,8 @@ def _note_failure(queue: str, outcome: Outcome, exc: BaseException, ident: int) 
     if first:
         log.error(
             "cannot write to queue %r: %s. Storing %s failed; this worker holds the message and retries "
-            "with back-off (up to %gs), and the job does not run again meanwhile. Fix the queue (for a "
-            "declaration conflict: delete or redeclare it as docs/transports.md says) and it goes through.",
+            "with back-off (up to %gs), and the job does not run again meanwhile. Fix the cause (the queue's "
+            "permissions, another connection's exclusive hold on it, ...) and it goes through.",
             queue,
             _cause(exc),
             _describe(outcome),

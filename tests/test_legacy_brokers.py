@@ -40,8 +40,8 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     """The producers' Celery app as it was before the migration, sending to the queue the worker reads."""
     app = Celery("oldapp", broker=run.combination.broker_url, set_as_current=False)
     app.conf.update(task_default_queue=run.queue, task_serializer=serializer, accept_content=[serializer])
-    # On RabbitMQ the old app declares its queue with the shared layout's arguments, as
-    # migration_guide/live_migration.md asks before taskbridge workers join.
+    # On RabbitMQ this old app declares its queue with the shared layout's arguments; a queue it
+    # declared without them is used as it is (tests/test_adopted_queues.py).
     arguments = amqp_queue_arguments(run.queue)
     queue = Queue(run.queue, Exchange(run.queue), routing_key=run.queue, queue_arguments=arguments)
     app.conf.task_queues = [queue]

@@ -8,12 +8,13 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange
 
 from taskbridge import Settings
 from taskbridge.layout import amqp_queue_arguments
 
 from .broker import Broker
+from .layout_queue import LayoutQueue
 
 DEFAULT_EXCHANGE = Exchange("", type="direct")
 """Messages go through the broker's default exchange straight to the queue named by the routing
@@ -21,13 +22,16 @@ key, so no exchange or binding has to exist (and Redis needs no binding table)."
 
 
 @lru_cache(maxsize=4096)
-def queue(name: str) -> Queue:
+def queue(name: str) -> LayoutQueue:
     """The kombu queue for a taskbridge queue name, declared the same by producers and workers.
 
     Its arguments are the shared layout's (taskbridge.layout), so a Dramatiq worker may declare
-    the same RabbitMQ queue before or after; Redis and SQS ignore them.
+    the same RabbitMQ queue before or after; Redis and SQS ignore them. A RabbitMQ queue that
+    already exists with other arguments is used as it is (taskbridge.adopted_queues).
     """
-    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=True, queue_arguments=amqp_queue_arguments(name))
+    return LayoutQueue(
+        name, DEFAULT_EXCHANGE, routing_key=name, durable=True, queue_arguments=amqp_queue_arguments(name)
+    )
 
 
 def build_app(settings: Settings, broker: Broker) -> Celery:

@@ -120,6 +120,8 @@ class CeleryEngine:
             # A retry or dead letter must be stored before its message is acknowledged: the
             # worker's own publishes are confirmed whatever producers chose.
             self.app.conf.broker_transport_options = {**self.broker.transport_options, "confirm_publish": True}
+            if isinstance(self._queues, BrokerQueues):
+                self._queues.settle(names, [dead_letter_queue(name, self.settings) for name in names])
             self.close()
         worker = self.app.Worker(
             hostname=self.options.hostname or f"taskbridge-{os.getpid()}@{socket.gethostname()}",

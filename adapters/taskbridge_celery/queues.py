@@ -1,14 +1,21 @@
-"""Depth and purge on Redis (list length) and RabbitMQ (passive queue declare)."""
+"""Depth and purge on Redis (list length) and RabbitMQ (passive queue declare); a RabbitMQ worker's
+queues declared before its pool starts."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
 
 from amqp.exceptions import NotFound
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
+from .app import queue
 from .connection import ProcessConnection
 
 _MISSING = (NotFound, ChannelError)
+
+log = logging.getLogger("taskbridge.celery")
 
 
 class BrokerQueues:
@@ -39,6 +46,34 @@ class BrokerQueues:
             return _purged(connection.default_channel, name)
 
         return self._connection.call(purge)
+
+    def settle(self, consumed: Sequence[str], written: Sequence[str]) -> None:
+        """Declare the queues a worker consumes, and those of ``written`` that exist already (its
+        dead-letter queues), before its pool processes are forked: a queue that exists with other
+        arguments is adopted, and warned about, once here rather than once in each pool process."""
+
+        def declare(connection: Connection) -> None:
+            channel = connection.default_channel
+            for name in consumed:
+                queue(name).bind(channel).declare()
+            for name in written:
+                try:
+                    if _exists(connection, name):
+                        queue(name).bind(channel).declare()
+                except connection.channel_errors as exc:
+                    # Writing to it will tell, and hold the outcome while it cannot (taskbridge.carrying).
+                    log.debug("could not declare queue %r at start: %s", name, exc)
+
+        self._connection.call(declare)
+
+
+def _exists(connection: Connection, name: str) -> bool:
+    with connection.channel() as channel:  # a missing queue's 404 closes the channel it is asked on
+        try:
+            channel.queue_declare(queue=name, passive=True)
+        except _MISSING:
+            return False
+    return True
 
 
 def _declared_size(channel: object, name: str, passive: bool) -> int:

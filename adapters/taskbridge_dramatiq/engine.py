@@ -104,6 +104,9 @@ class DramatiqEngine:
             self.transport,
             ", reloading on changes" if self.settings.worker_reload else "",
         )
+        if self.transport == "amqp":
+            settling: Any = self.broker
+            settling.settle(queues, [dead_letter_queue(queue, self.settings) for queue in queues])
         self.close()  # a forked worker process must not share this process's connections
         supervisor = Supervisor(
             lambda slot: WorkerProcess(self, queues, threads).run(),

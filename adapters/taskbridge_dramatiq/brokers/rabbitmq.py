@@ -1,5 +1,6 @@
 """Dramatiq's RabbitmqBroker with guarded consumers, depth and purge; publishes are confirmed where
-at-least-once needs it and fail with PublishError."""
+at-least-once needs it and fail with PublishError; a queue that exists with other arguments than the
+layout's is used as it is (taskbridge.adopted_queues)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 import pika
 import pika.exceptions
 from dramatiq import Message
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
-from taskbridge import carrying
+from taskbridge import adopted_queues, carrying
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 from taskbridge.layout import amqp_queue_arguments
@@ -28,18 +29,35 @@ _BATCH_ATTEMPTS = 3
 _PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
-class _QuietMissingQueue(logging.Filter):
-    """Drops pika's warning about the 404 of a passive declare this thread asked for on purpose."""
+class _QuietExpectedRefusal(logging.Filter):
+    """Drops pika's warning about a refusal this thread asked for on purpose and handles: the 404 of a
+    passive declare, the 406 of a queue that exists with other arguments (adopted_queues warns)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.active = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (getattr(self.active, "on", False) and "(404)" in record.getMessage())
+        if not getattr(self.active, "on", False):
+            return True
+        message = record.getMessage()
+        return "(404)" not in message and "(406)" not in message
 
 
-_quiet = _QuietMissingQueue()
+_quiet = _QuietExpectedRefusal()
+
+
+@contextmanager
+def _expecting_refusals() -> Iterator[None]:
+    pika_channel_log = logging.getLogger("pika.channel")
+    if _quiet not in pika_channel_log.filters:
+        pika_channel_log.addFilter(_quiet)
+    previous = getattr(_quiet.active, "on", False)
+    _quiet.active.on = True
+    try:
+        yield
+    finally:
+        _quiet.active.on = previous
 
 
 @contextmanager
@@ -107,6 +125,68 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         # The shared layout's arguments (today exactly Dramatiq's), so a Celery worker declares the
         # same queue the same way.
         return amqp_queue_arguments(queue_name)
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        layout = self._build_queue_arguments(queue_name)
+        declare = super()._declare_queue
+        return self._declare_or_adopt(queue_name, layout, lambda: declare(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        layout = self._build_queue_arguments(queue_name)
+        declare = super()._declare_dq_queue
+        return self._declare_or_adopt(dq_name(queue_name), layout, lambda: declare(queue_name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        declare = super()._declare_xq_queue
+        return self._declare_or_adopt(
+            xq_name(queue_name), {"x-message-ttl": DEAD_MESSAGE_TTL}, lambda: declare(queue_name)
+        )
+
+    def _declare_or_adopt(self, name: str, layout: dict[str, Any], declare: Callable[[], Any]) -> Any:
+        """``declare()`` the queue ``name`` as the layout says; if it exists with other arguments,
+        take it as it is (a passive declare on a new channel: RabbitMQ closed the refused one)."""
+        with _expecting_refusals():
+            if not adopted_queues.is_adopted(name):
+                try:
+                    return declare()
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    del self.channel
+                    if exc.reply_code != adopted_queues.PRECONDITION_FAILED:
+                        raise
+                    adopted_queues.adopt(name, layout, exc.reply_text)
+            try:
+                return self.channel.queue_declare(queue=name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                del self.channel
+                if exc.reply_code != 404:
+                    raise
+                adopted_queues.forget(name)  # deleted since: the layout's declaration applies again
+        return declare()
+
+    def settle(self, consumed: Sequence[str], written: Sequence[str]) -> None:
+        """Declare the queues a worker consumes, and those of ``written`` that exist already (its
+        dead-letter queues), before its processes are forked: a queue that exists with other
+        arguments is adopted, and warned about, once here rather than once in each process."""
+        for name in consumed:
+            self.declare_queue(name, ensure=True)
+        for name in written:
+            try:
+                if self._exists(name):
+                    self.declare_queue(name, ensure=True)
+            except (ConnectionClosed, pika.exceptions.AMQPError) as exc:
+                # Writing to it will tell, and hold the outcome while it cannot (taskbridge.carrying).
+                logging.getLogger("taskbridge.dramatiq").debug("could not declare queue %r at start: %s", name, exc)
+
+    def _exists(self, name: str) -> bool:
+        with _expecting_refusals():
+            try:
+                self.channel.queue_declare(name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                del self.channel
+                if exc.reply_code != 404:
+                    raise
+                return False
+        return True
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
         if len(messages) == 1 or not self.confirm_delivery:
@@ -181,25 +261,13 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         return sent
 
     def _counts(self, queue: str, purge: bool) -> dict[str, int]:
-        pika_channel_log = logging.getLogger("pika.channel")
-        if _quiet not in pika_channel_log.filters:
-            pika_channel_log.addFilter(_quiet)
-        _quiet.active.on = True
-        try:
+        with _expecting_refusals():
             return {name: self._count(name, purge) for name in (queue, dq_name(queue))}
-        finally:
-            _quiet.active.on = False
 
     def count_one(self, name: str, *, purge: bool = False) -> int:
         """Messages in the one queue ``name`` (0 if it does not exist); with ``purge``, drop them."""
-        pika_channel_log = logging.getLogger("pika.channel")
-        if _quiet not in pika_channel_log.filters:
-            pika_channel_log.addFilter(_quiet)
-        _quiet.active.on = True
-        try:
+        with _expecting_refusals():
             return self._count(name, purge)
-        finally:
-            _quiet.active.on = False
 
     def _count(self, name: str, purge: bool) -> int:
         try:
