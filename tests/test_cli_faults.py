@@ -86,15 +86,22 @@ def test_a_worker_refuses_to_start_without_its_broker(tmp_path: Path, jobs: str)
     assert result.error_lines[0].startswith(f"error: cannot use the broker at amqp://guest:***@{CLOSED}//: ")
 
 
-def test_a_bad_dramatiq_setting_is_a_two_line_error(tmp_path: Path, jobs: str) -> None:
-    env = settings("dramatiq", REDIS, TASKBRIDGE_DRAMATIQ_WORKER_TIMEOUT_MS="fast")
-    result = taskbridge("worker", jobs, cwd=tmp_path, env=env, timeout=30)
+@pytest.mark.parametrize(
+    ("engine", "name", "message"),
+    [
+        ("dramatiq", "dramatiq.worker_timeout_ms", "Input should be a valid integer, unable to parse string as an"),
+        ("celery", "celery.amqp_consumer_timeout", "Input should be a valid number, unable to parse string as a"),
+    ],
+)
+def test_a_bad_engine_setting_is_a_two_line_error(
+    tmp_path: Path, jobs: str, engine: str, name: str, message: str
+) -> None:
+    variable = "TASKBRIDGE_" + name.replace(".", "_").upper()
+    result = taskbridge("worker", jobs, cwd=tmp_path, env=settings(engine, REDIS, **{variable: "fast"}), timeout=30)
     assert result.code == 2
-    assert result.error_lines == [
-        "error: invalid Dramatiq engine settings:",
-        "  TASKBRIDGE_DRAMATIQ_WORKER_TIMEOUT_MS: Input should be a valid integer, unable to parse string as an "
-        "integer",
-    ]
+    assert result.error_lines[0] == "error: invalid taskbridge settings:"
+    assert result.error_lines[1].startswith(f"  {name} ({variable}): {message}")
+    assert len(result.error_lines) == 2, result.stderr
 
 
 def test_a_queue_name_sqs_cannot_hold_is_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
