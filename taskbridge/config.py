@@ -120,7 +120,12 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
+            "inline_wait_max",
+            "lock_retry",
+            "visibility_timeout",
+            "connect_timeout",
+            "exit_drain_timeout",
+            "track_ttl",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:
@@ -192,10 +197,6 @@ class Settings(BaseSettings):
     def transport(self) -> Transport:
         """The broker URL parsed: the transport's kind, where it is, and what it accepts."""
         return transports.parse(self.broker_url, sqs_endpoint_url=self.sqs_endpoint_url, sqs_region=self.sqs_region)
-
-    @property
-    def broker_scheme(self) -> str:
-        return self.transport.scheme
 
     @property
     def effective_coordination_url(self) -> str:

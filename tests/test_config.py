@@ -278,7 +278,7 @@ def test_a_bad_value_in_an_engine_section_names_the_setting_variable_and_file(em
 def test_an_unknown_key_in_an_engine_section_is_reported_like_a_top_level_one(
     empty_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write(empty_dir / "pyproject.toml", '[tool.taskbridge.dramatiq]\nshutdown_timout = 5\n')
+    write(empty_dir / "pyproject.toml", "[tool.taskbridge.dramatiq]\nshutdown_timout = 5\n")
     assert load_settings().dramatiq.shutdown_timeout == 600.0
     assert "unknown setting 'dramatiq.shutdown_timout'" in caplog.text
     assert "did you mean 'dramatiq.shutdown_timeout'?" in caplog.text

@@ -159,9 +159,7 @@ def _sqs_url_for_endpoint(transport: Transport, endpoint: str) -> tuple[str, boo
     """kombu takes the SQS endpoint only from the broker URL's host (it ignores ``endpoint_url``)."""
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}"
-        )
+        raise ConfigurationError(f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}")
     credentials = transport.aws_credentials(_aws_credentials_configured)
     user = credentials.get("aws_access_key_id")
     secret = credentials.get("aws_secret_access_key", "")

@@ -22,6 +22,7 @@ __all__ = [
     "set_coordination",
 ]
 
+
 def __getattr__(name: str) -> Any:
     # RedisCoordination is imported on first use, so the core runs without the redis package.
     if name == "RedisCoordination":
