@@ -58,6 +58,30 @@ def test_a_wrong_amqp_password_is_one_line(tmp_path: Path, jobs: str) -> None:
         assert "not-the-password" not in result.stderr
 
 
+@pytest.mark.parametrize("engine", ["celery", "dramatiq"])
+def test_each_engine_checks_its_broker_with_the_same_wording(tmp_path: Path, jobs: str, engine: str) -> None:
+    refused = taskbridge(
+        "enqueue",
+        f"{jobs}.send_report",
+        "[1]",
+        cwd=tmp_path,
+        timeout=30,
+        env=settings(engine, "amqp://guest:not-the-password@127.0.0.1:5672//"),
+    )
+    assert refused.code == 2 and len(refused.error_lines) == 1, refused.stderr
+    assert refused.error_lines[0].startswith("error: cannot use the broker at amqp://guest:***@127.0.0.1:5672//: ")
+    assert (
+        "login refused" in refused.stderr and "check the user and password in TASKBRIDGE_BROKER_URL" in refused.stderr
+    )
+    env = settings(engine, "sqs://", TASKBRIDGE_SQS_ENDPOINT_URL=f"http://{CLOSED}", TASKBRIDGE_CONNECT_TIMEOUT="2s")
+    unreachable = taskbridge("enqueue", f"{jobs}.send_report", "[1]", cwd=tmp_path, timeout=30, env=env)
+    assert unreachable.code == 2 and len(unreachable.error_lines) == 1, unreachable.stderr
+    assert unreachable.error_lines[0].startswith(
+        f"error: cannot use the broker at sqs:// (http://{CLOSED}, region us-east-1): "
+    )
+    assert unreachable.error_lines[0].endswith("TASKBRIDGE_SQS_ENDPOINT_URL and that the server is running there")
+
+
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
 def test_a_silent_broker_fails_within_connect_timeout(tmp_path: Path, jobs: str, broker: str) -> None:
     with silent_server() as port:
