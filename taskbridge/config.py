@@ -318,6 +318,7 @@ def banner(settings: Settings) -> str:
 
 _lock = threading.Lock()
 _current: Settings | None = None
+_peeked: tuple[object, Settings | None] | None = None
 
 
 def get_settings() -> Settings:
@@ -331,15 +332,30 @@ def get_settings() -> Settings:
 
 def settings_if_valid() -> Settings | None:
     """The process-wide settings if already read, else read now without keeping them (so settings
-    given later in code still apply); None when they are invalid: whoever reads them next says why."""
+    given later in code still apply); None when they are invalid: whoever reads them next says why.
+
+    Settings read here are reused while the working directory and the ``TASKBRIDGE_*`` variables
+    stay the same, so that declaring many jobs reads them once.
+    """
+    global _peeked
     with _lock:
         current = _current
     if current is not None:
         return current
     try:
-        return load_settings()
+        directory = os.getcwd()
+    except OSError:  # the working directory was removed
+        directory = ""
+    key = (directory, tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("TASKBRIDGE_"))))
+    peeked = _peeked
+    if peeked is not None and peeked[0] == key:
+        return peeked[1]
+    try:
+        settings: Settings | None = load_settings()
     except ConfigurationError:
-        return None
+        settings = None
+    _peeked = (key, settings)
+    return settings
 
 
 def set_settings(settings: Settings | None) -> None:
