@@ -77,7 +77,7 @@ SQS_BATCH = BatchRules(max_count=10, max_bytes=SQS_MAX_MESSAGE_BYTES)
 class Transport:
     """A broker (or coordination store) URL as a typed value. Build it with :func:`parse`."""
 
-    url: str
+    url: str = field(repr=False)
     """The URL as configured (credentials and TLS parameters included): for clients, never for display."""
     scheme: str
     kind: Kind

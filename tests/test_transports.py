@@ -37,6 +37,7 @@ def test_the_parts_clients_need() -> None:
     assert (amqp.host, amqp.port, amqp.username, amqp.password) == ("mq.example.com", None, "us@er", "p/w")
     assert (amqp.vhost, amqp.tls, amqp.options) == ("my/vhost", True, {"ssl_cert_reqs": "required"})
     assert parse("amqp://mq//").vhost == "/" and parse("amqp://mq").vhost == "/"
+    assert "p/w" not in repr(amqp) and "p%2Fw" not in repr(amqp), "the password never shows in a log"
     sqs = parse("sqs://", sqs_endpoint_url="http://127.0.0.1:4566", sqs_region="eu-west-1")
     assert sqs.display == "sqs:// (http://127.0.0.1:4566, region eu-west-1)"
     assert (sqs.max_message_bytes, sqs.max_delay) == (256 * 1024, 900.0)
