@@ -29,7 +29,6 @@ from pathlib import Path
 from celery import Celery
 from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed
 from taskbridge_celery.broker import broker_for
-from taskbridge_celery.settings import load_celery_settings
 
 import taskbridge
 from taskbridge import get_engine, job, load_settings
@@ -56,7 +55,8 @@ raw_app.conf.update(
 def _use_broker(url: str) -> None:
     """Point raw Celery at ``url`` with the transport options taskbridge uses (for SQS: the endpoint,
     region and polling; elsewhere the visibility timeout), so both sides talk to the same broker."""
-    broker = broker_for(load_settings(engine="celery", broker_url=url), load_celery_settings())
+    settings = load_settings(engine="celery", broker_url=url)
+    broker = broker_for(settings, settings.celery)
     raw_app.conf.broker_url = broker.url
     raw_app.conf.broker_transport_options = broker.transport_options
 

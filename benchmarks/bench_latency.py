@@ -56,13 +56,13 @@ def celery_app() -> Any:
     """Raw Celery as ``bench_celery.py`` configures it, on the broker taskbridge would use."""
     from celery import Celery
     from taskbridge_celery.broker import broker_for
-    from taskbridge_celery.settings import load_celery_settings
 
     from taskbridge import load_settings
 
     app = Celery("bench_latency_raw", set_as_current=False)
     url = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
-    broker = broker_for(load_settings(engine="celery", broker_url=url), load_celery_settings())
+    settings = load_settings(engine="celery", broker_url=url)
+    broker = broker_for(settings, settings.celery)
     app.conf.update(
         broker_url=broker.url,
         broker_transport_options=broker.transport_options,

@@ -134,6 +134,7 @@ def enqueue(
     from . import preflight
     from .cli_support import unknown_job_message
     from .config import get_settings
+    from .engine import get_engine
     from .job import lookup
     from .worker import import_job_modules
 
@@ -145,7 +146,7 @@ def enqueue(
         handle = lookup(job_name)
         if handle is None:
             raise click.BadParameter(unknown_job_message(job_name), param_hint="JOB_NAME")
-        preflight.check_broker(get_settings())
+        preflight.check_broker(get_settings(), get_engine())
         call = handle.options(countdown=countdown, queue=queue)
         if many is not None:
             from .cli_support import enqueue_lines
@@ -236,7 +237,7 @@ def status(
     try:
         _configure()
         settings = get_settings()
-        preflight.check_broker(settings)
+        preflight.check_broker(settings, get_engine())
         names = [q for q in queues.split(",") if q]
         if not names and modules:
             import_job_modules(list(modules))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
-from .config import Settings, banner, mask_url
+from .config import Settings, banner, mask_url, setting_names
 from .errors import TaskbridgeError
 from .extras import configured_hint, install_hint
 
@@ -114,9 +114,11 @@ def describe_settings(settings: Settings) -> str:
     """The ``taskbridge config`` view: the banner, then each setting, its value and where it came from."""
     lines = [banner(settings), ""]
     secret = {"broker_url", "coordination_url", "sentry_dsn"}
-    width = max(len(name) for name in Settings.model_fields)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
+    names = setting_names()
+    width = max(len(name) for name in names)
+    for name in names:
+        section, _, key = name.rpartition(".")
+        value = getattr(getattr(settings, section) if section else settings, key)
         shown = mask_url(value) if name in secret and isinstance(value, str) else str(value)
         if name == "sentry_dsn" and value:
             shown = "(set)"

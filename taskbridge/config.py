@@ -8,9 +8,8 @@ import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -19,12 +18,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from . import config_check, tls
+from . import config_check, tls, transports
 from .config_files import ConfigFile, find_config_files
+from .engine_settings import SECTIONS, CelerySettings, DramatiqSettings
 from .errors import ConfigurationError
+from .transports import Transport, mask_url
 from .units import parse_duration
 
-_BROKER_SCHEMES = ("memory", "redis", "rediss", "amqp", "amqps", "pyamqp", "sqs")
 _MIN_KEY_LENGTH = 16
 _files_in_force: ContextVar[tuple[ConfigFile, ...] | None] = ContextVar("taskbridge_config_files", default=None)
 
@@ -34,7 +34,14 @@ class Settings(BaseSettings):
     over taskbridge.toml, which wins over ``[tool.taskbridge]`` in pyproject.toml (see
     :func:`taskbridge.config_files.find_config_files` for where the files are looked for)."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKBRIDGE_", extra="forbid", validate_default=True)
+    # TASKBRIDGE_CELERY_LOGLEVEL is celery.loglevel: split once, after the section's name.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKBRIDGE_",
+        extra="forbid",
+        validate_default=True,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     engine: str = Field("memory", description="memory | celery | dramatiq, or any registered engine")
     broker_url: str = Field("memory://", description="memory:// redis:// amqp:// sqs://")
@@ -101,6 +108,13 @@ class Settings(BaseSettings):
             raise ValueError("must be greater than zero")
         return seconds
 
+    celery: CelerySettings = Field(
+        default_factory=CelerySettings, description="the Celery engine's own settings ([tool.taskbridge.celery])"
+    )
+    dramatiq: DramatiqSettings = Field(
+        default_factory=DramatiqSettings, description="the Dramatiq engine's own settings ([tool.taskbridge.dramatiq])"
+    )
+
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
 
@@ -140,16 +154,16 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in _BROKER_SCHEMES:
-            raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(_BROKER_SCHEMES)}")
+        scheme = transports.parse(value).scheme
+        if scheme not in transports.BROKER_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(transports.BROKER_SCHEMES)}")
         tls.check(value)
         return value
 
     @field_validator("coordination_url")
     @classmethod
     def _coordination(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("memory", "redis", "rediss", "unix"):
+        if value is not None and transports.kind_of(value) not in ("memory", "redis"):
             raise ValueError("must be memory:// or a redis:// URL")
         if value is not None:
             tls.check(value)
@@ -187,23 +201,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _engine_and_broker(self) -> Settings:
-        scheme = urlsplit(self.broker_url).scheme
-        if self.engine != "memory" and scheme == "memory":
+        if self.engine != "memory" and self.transport.kind == "memory":
             raise ValueError(
                 f"engine {self.engine!r} needs a broker: set TASKBRIDGE_BROKER_URL to a redis://, amqp:// or sqs:// URL"
             )
         return self
 
     @property
-    def broker_scheme(self) -> str:
-        return urlsplit(self.broker_url).scheme
+    def transport(self) -> Transport:
+        """The broker URL parsed: the transport's kind, where it is, and what it accepts."""
+        return transports.parse(self.broker_url, sqs_endpoint_url=self.sqs_endpoint_url, sqs_region=self.sqs_region)
 
     @property
     def effective_coordination_url(self) -> str:
         """The coordination store: the configured one, else the Redis broker, else in-process memory."""
         if self.coordination_url:
             return self.coordination_url
-        if self.broker_scheme in ("redis", "rediss"):
+        if self.transport.kind == "redis":
             return self.broker_url
         return "memory://"
 
@@ -242,10 +256,11 @@ def load_settings(**overrides: Any) -> Settings:
     name the closest setting, or raised as one error when the ``strict`` setting is on.
     """
     files = find_config_files()
-    fields = list(Settings.model_fields)
-    unknown = config_check.unknown_variables(os.environ, fields)
+    sections = {name: list(model.model_fields) for name, model in SECTIONS.items()}
+    variables = [name.replace(".", "_") for name in setting_names()] + list(SECTIONS)
+    unknown = config_check.unknown_variables(os.environ, variables)
     for file in files:
-        unknown += config_check.unknown_keys(file.values, fields, file.where)
+        unknown += config_check.unknown_keys(file.values, Settings.model_fields, file.where, sections)
     origins = _origins(overrides, files)
     token = _files_in_force.set(tuple(files))
     try:
@@ -253,9 +268,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "settings"
-            env = f"TASKBRIDGE_{name.upper()}" if error["loc"] else name
-            where = origins.get(name, "")
+            loc = [str(part) for part in error["loc"]]
+            setting = ".".join(loc[: 2 if loc and loc[0] in SECTIONS else 1])
+            name = ".".join(loc) or "settings"
+            env = variable_of(setting) if loc else name
+            where = origins.get(setting, "")
             source = f", from {where}" if where and not where.startswith(("env", "code")) else ""
             problems.append(f"{name} ({env}{source}): {error['msg']}")
         raise ConfigurationError("invalid taskbridge settings:\n  " + "\n  ".join(problems + unknown)) from None
@@ -267,31 +284,41 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+def setting_names() -> list[str]:
+    """Every setting by name, those of the engines' sections dotted (``celery.loglevel``)."""
+    names = [name for name in Settings.model_fields if name not in SECTIONS]
+    return names + [f"{section}.{name}" for section, model in SECTIONS.items() for name in model.model_fields]
+
+
+def variable_of(name: str) -> str:
+    """The environment variable of a setting: ``celery.loglevel`` is ``TASKBRIDGE_CELERY_LOGLEVEL``."""
+    return "TASKBRIDGE_" + name.replace(".", "_").upper()
+
+
 def _origins(overrides: Mapping[str, Any], files: list[ConfigFile]) -> dict[str, str]:
     """Where each setting that is not at its default comes from, by the same precedence as the sources."""
     variables = {name.upper(): name for name in os.environ}
     origins: dict[str, str] = {}
-    for name in Settings.model_fields:
-        variable = f"TASKBRIDGE_{name.upper()}"
-        if name in overrides:
+    for name in setting_names():
+        section, _, key = name.rpartition(".")
+        variable = variable_of(name)
+        if name in overrides or (section and key in _table(overrides.get(section))):
             origins[name] = "code"
         elif variable in variables:
             origins[name] = f"env {variables[variable]}"
         else:
-            found = next((f for f in files if name in f.values), None)
+            found = next((f for f in files if key in (_table(f.values.get(section)) if section else f.values)), None)
             if found is not None:
                 origins[name] = found.where
     return origins
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and status output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+def _table(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return {}
 
 
 def banner(settings: Settings) -> str:
@@ -305,6 +332,7 @@ def banner(settings: Settings) -> str:
 
 _lock = threading.Lock()
 _current: Settings | None = None
+_peeked: tuple[object, Settings | None] | None = None
 
 
 def get_settings() -> Settings:
@@ -314,6 +342,34 @@ def get_settings() -> Settings:
         if _current is None:
             _current = load_settings()
         return _current
+
+
+def settings_if_valid() -> Settings | None:
+    """The process-wide settings if already read, else read now without keeping them (so settings
+    given later in code still apply); None when they are invalid: whoever reads them next says why.
+
+    Settings read here are reused while the working directory and the ``TASKBRIDGE_*`` variables
+    stay the same, so that declaring many jobs reads them once.
+    """
+    global _peeked
+    with _lock:
+        current = _current
+    if current is not None:
+        return current
+    try:
+        directory = os.getcwd()
+    except OSError:  # the working directory was removed
+        directory = ""
+    key = (directory, tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("TASKBRIDGE_"))))
+    peeked = _peeked
+    if peeked is not None and peeked[0] == key:
+        return peeked[1]
+    try:
+        settings: Settings | None = load_settings()
+    except ConfigurationError:
+        settings = None
+    _peeked = (key, settings)
+    return settings
 
 
 def set_settings(settings: Settings | None) -> None:

@@ -12,8 +12,8 @@ from .errors import ConfigurationError
 log = logging.getLogger("taskbridge.config")
 
 ENV_PREFIX = "TASKBRIDGE_"
-OTHER_PREFIXES = ("TASKBRIDGE_CELERY_", "TASKBRIDGE_DRAMATIQ_", "TASKBRIDGE_CONTRACT_", "TASKBRIDGE_TEST_")
-"""Variables read by the engine adapters (each checks its own) and by the contract suite and tests."""
+OTHER_PREFIXES = ("TASKBRIDGE_CONTRACT_", "TASKBRIDGE_TEST_")
+"""Variables read by the contract suite and by tests."""
 NOT_SETTINGS = frozenset({"TASKBRIDGE_CONFIG", "TASKBRIDGE_METRICS_ACTIVE"})
 """Variables taskbridge reads that are not fields of the settings."""
 
@@ -47,11 +47,25 @@ def unknown_variables(
     return problems
 
 
-def unknown_keys(values: Mapping[str, object], fields: Iterable[str], where: str) -> list[str]:
-    """A problem for every key in a configuration file that names no setting."""
+def unknown_keys(
+    values: Mapping[str, object],
+    fields: Iterable[str],
+    where: str,
+    sections: Mapping[str, Iterable[str]] | None = None,
+) -> list[str]:
+    """A problem for every key in a configuration file that names no setting; the keys of a table
+    named in ``sections`` (``[tool.taskbridge.celery]``) are checked against that section's fields."""
     known = list(fields)
+    sections = sections or {}
     problems = []
-    for key in values:
+    for key, value in values.items():
+        if key in sections and isinstance(value, Mapping):
+            problems += unknown_keys(
+                {f"{key}.{inner}": item for inner, item in value.items()},
+                [f"{key}.{field}" for field in sections[key]],
+                where,
+            )
+            continue
         if key in known:
             continue
         guess = closest(key, known)

@@ -128,6 +128,15 @@ class Engine(Protocol):
 
     # Optional (looked up with getattr, so an engine without it still fits the port):
     #
+    # def check(self, timeout: float) -> None:
+    #     """Connect to the broker once with the transport's own client, waiting at most ``timeout``
+    #     seconds whatever the engine's retry policy, and raise if it cannot be reached or refuses.
+    #
+    #     taskbridge.preflight calls it before a command or a worker uses the broker and turns what it
+    #     raises into one ServerUnavailable line (where, the cause, what to check); an ImportError
+    #     becomes the pip command of the transport's extra. Without it the broker is not checked.
+    #     """
+    #
     # def holdings(self, queue: str) -> Mapping[str, int]:
     #     """Where on the broker ``queue``'s waiting messages are kept (a Redis key, an SQS or
     #     RabbitMQ queue: the name as the broker knows it) and how many each place holds.

@@ -31,13 +31,9 @@ def require(modules: dict[str, str], what: str) -> None:
         )
 
 
-def transport_extra(scheme: str) -> str | None:
-    """The extra that brings the clients of the transport with this broker URL scheme."""
-    if scheme in ("redis", "rediss"):
-        return "redis"
-    if scheme in ("amqp", "amqps", "pyamqp"):
-        return "rabbitmq"
-    return "sqs" if scheme == "sqs" else None
+def transport_extra(kind: str) -> str | None:
+    """The extra that brings the clients of a transport (a :data:`taskbridge.transports.Kind`)."""
+    return {"redis": "redis", "amqp": "rabbitmq", "sqs": "sqs"}.get(kind)
 
 
 def configured_hint() -> str:
@@ -45,5 +41,5 @@ def configured_hint() -> str:
     from .config import get_settings
 
     settings = get_settings()
-    extras = [e for e in (settings.engine, transport_extra(settings.broker_scheme)) if e and e != "memory"]
+    extras = [e for e in (settings.engine, transport_extra(settings.transport.kind)) if e and e != "memory"]
     return install_hint(*extras) if extras else f"pip install '{DISTRIBUTION}'"

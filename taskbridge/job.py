@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 
 from .backoff import NO_RETRY, Backoff
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
+from .config import settings_if_valid
 from .envelope import is_queue_name
 from .errors import JobDefinitionError
 from .scheduling.options import Periodic, parse_periodic
+from .transports import check_declared_queue
 from .units import Duration, Rate, parse_duration, parse_rate
 
 if TYPE_CHECKING:
@@ -365,6 +367,7 @@ def job(
             raise JobDefinitionError(
                 f"job {job_name!r}: option queue= must be letters, digits, '-', '_' or '.', got {queue!r}"
             )
+        check_declared_queue(job_name, queue, settings_if_valid())
         parsed_timeout = _duration_option("timeout", job_name, timeout, allow_none=True)
         parsed_hard = _duration_option("hard_timeout", job_name, hard_timeout, allow_none=True)
         parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)

@@ -26,7 +26,7 @@ def amqp_queue_arguments(queue: str) -> dict[str, Any]:
 def sqs_queue_name(namespace: str, queue: str) -> str:
     """The SQS queue of ``queue`` under every engine: ``<namespace>-<queue>`` (kombu's name with the
     ``<namespace>-`` prefix). Names SQS cannot hold are refused before they reach it
-    (taskbridge.queue_rules), so no engine's character replacement ever applies."""
+    (taskbridge.transports), so no engine's character replacement ever applies."""
     return f"{namespace}-{queue}"
 
 

@@ -13,7 +13,6 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
 
 from .config import Settings, get_settings
 from .engine import MessageRunner, Taken, TransportFacts
@@ -58,8 +57,7 @@ class MemoryEngine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        query = parse_qs(urlsplit(self.settings.broker_url).query)
-        self.autostart = query.get("autostart", ["1"])[0] not in ("0", "false", "no")
+        self.autostart = self.settings.transport.options.get("autostart", "1") not in ("0", "false", "no")
         self._cond = threading.Condition()
         self._ready: dict[str, deque[str | bytes]] = {}
         self._delayed: list[tuple[float, int, str, str | bytes]] = []

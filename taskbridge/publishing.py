@@ -28,10 +28,10 @@ from .envelope import (
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
-from .queue_rules import queue_name_problem
 from .signing import overhead, signed
 from .tracking import HEADER as TRACK_HEADER
 from .tracking import get_tracker, plan_for
+from .transports import queue_name_problem
 from .units import parse_duration
 from .wire import readable_body
 

@@ -21,9 +21,9 @@ from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
-from .queue_rules import queue_name_problem
 from .signing import signer_for
 from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
+from .transports import queue_name_problem
 from .wire import unwrap
 from .workflows import chains, groups
 

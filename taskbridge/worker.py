@@ -139,9 +139,9 @@ def run_worker(
     try:
         import_job_modules(modules)
         queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
-        preflight.check_broker(settings)
-        preflight.check_coordination(settings)
         engine = get_engine()
+        preflight.check_broker(settings, engine)
+        preflight.check_coordination(settings)
         prepare(engine)
         if settings.metrics_port is not None:
             server = _serve_metrics(settings, engine, list(queues), directory, owns_directory)

@@ -8,6 +8,7 @@ from taskbridge_celery.settings import CelerySettings
 
 from taskbridge import load_settings
 from taskbridge.errors import ConfigurationError
+from taskbridge.transports import SQS_LOCAL_CREDENTIALS
 
 
 def test_redis_delays_end_well_before_the_visibility_timeout(clean_env: None) -> None:
@@ -44,7 +45,7 @@ def test_sqs_endpoint_goes_into_the_url_with_dummy_credentials(
         visibility_timeout=30,
     )
     broker = broker_for(settings, CelerySettings())
-    assert broker.url == "sqs://testing:testing@127.0.0.1:4566"
+    assert broker.url == f"sqs://{SQS_LOCAL_CREDENTIALS}:{SQS_LOCAL_CREDENTIALS}@127.0.0.1:4566"
     options = broker.transport_options
     assert (options["is_secure"], options["region"], options["queue_name_prefix"]) == (False, "eu-west-1", "run42-")
     assert options["visibility_timeout"] == 30

@@ -58,15 +58,44 @@ def test_a_wrong_amqp_password_is_one_line(tmp_path: Path, jobs: str) -> None:
         assert "not-the-password" not in result.stderr
 
 
+@pytest.mark.parametrize("engine", ["celery", "dramatiq"])
+def test_each_engine_checks_its_broker_with_the_same_wording(tmp_path: Path, jobs: str, engine: str) -> None:
+    refused = taskbridge(
+        "enqueue",
+        f"{jobs}.send_report",
+        "[1]",
+        cwd=tmp_path,
+        timeout=30,
+        env=settings(engine, "amqp://guest:not-the-password@127.0.0.1:5672//"),
+    )
+    assert refused.code == 2 and len(refused.error_lines) == 1, refused.stderr
+    assert refused.error_lines[0].startswith("error: cannot use the broker at amqp://guest:***@127.0.0.1:5672//: ")
+    assert (
+        "login refused" in refused.stderr and "check the user and password in TASKBRIDGE_BROKER_URL" in refused.stderr
+    )
+    env = settings(engine, "sqs://", TASKBRIDGE_SQS_ENDPOINT_URL=f"http://{CLOSED}", TASKBRIDGE_CONNECT_TIMEOUT="2s")
+    unreachable = taskbridge("enqueue", f"{jobs}.send_report", "[1]", cwd=tmp_path, timeout=30, env=env)
+    assert unreachable.code == 2 and len(unreachable.error_lines) == 1, unreachable.stderr
+    assert unreachable.error_lines[0].startswith(
+        f"error: cannot use the broker at sqs:// (http://{CLOSED}, region us-east-1): "
+    )
+    assert unreachable.error_lines[0].endswith("TASKBRIDGE_SQS_ENDPOINT_URL and that the server is running there")
+
+
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
 def test_a_silent_broker_fails_within_connect_timeout(tmp_path: Path, jobs: str, broker: str) -> None:
+    # A refused connection fails at once: its wall time is the command's start-up on this machine now.
+    refused_env = settings("dramatiq", broker.format(port=CLOSED.split(":")[1]), TASKBRIDGE_CONNECT_TIMEOUT="1s")
+    refused = taskbridge("status", jobs, "--once", cwd=tmp_path, env=refused_env, timeout=60)
+    assert refused.code == 2, refused.stderr
     with silent_server() as port:
         env = settings("dramatiq", broker.format(port=port), TASKBRIDGE_CONNECT_TIMEOUT="1s")
-        result = taskbridge("status", jobs, "--once", cwd=tmp_path, env=env, timeout=30)
+        result = taskbridge("status", jobs, "--once", cwd=tmp_path, env=env, timeout=60)
     assert result.code == 2
     assert len(result.error_lines) == 1, result.stderr
     assert "cannot use the broker at" in result.stderr and "timed out" in result.stderr.lower()
-    assert result.seconds < 6
+    # The silent server costs about connect_timeout (1s) more, not the client library's own default.
+    assert result.seconds < refused.seconds + 5, (result.seconds, refused.seconds)
 
 
 def test_a_worker_refuses_to_start_without_its_coordination_store(tmp_path: Path, jobs: str) -> None:
@@ -86,15 +115,22 @@ def test_a_worker_refuses_to_start_without_its_broker(tmp_path: Path, jobs: str)
     assert result.error_lines[0].startswith(f"error: cannot use the broker at amqp://guest:***@{CLOSED}//: ")
 
 
-def test_a_bad_dramatiq_setting_is_a_two_line_error(tmp_path: Path, jobs: str) -> None:
-    env = settings("dramatiq", REDIS, TASKBRIDGE_DRAMATIQ_WORKER_TIMEOUT_MS="fast")
-    result = taskbridge("worker", jobs, cwd=tmp_path, env=env, timeout=30)
+@pytest.mark.parametrize(
+    ("engine", "name", "message"),
+    [
+        ("dramatiq", "dramatiq.worker_timeout_ms", "Input should be a valid integer, unable to parse string as an"),
+        ("celery", "celery.amqp_consumer_timeout", "Input should be a valid number, unable to parse string as a"),
+    ],
+)
+def test_a_bad_engine_setting_is_a_two_line_error(
+    tmp_path: Path, jobs: str, engine: str, name: str, message: str
+) -> None:
+    variable = "TASKBRIDGE_" + name.replace(".", "_").upper()
+    result = taskbridge("worker", jobs, cwd=tmp_path, env=settings(engine, REDIS, **{variable: "fast"}), timeout=30)
     assert result.code == 2
-    assert result.error_lines == [
-        "error: invalid Dramatiq engine settings:",
-        "  TASKBRIDGE_DRAMATIQ_WORKER_TIMEOUT_MS: Input should be a valid integer, unable to parse string as an "
-        "integer",
-    ]
+    assert result.error_lines[0] == "error: invalid taskbridge settings:"
+    assert result.error_lines[1].startswith(f"  {name} ({variable}): {message}")
+    assert len(result.error_lines) == 2, result.stderr
 
 
 def test_a_queue_name_sqs_cannot_hold_is_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:

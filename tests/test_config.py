@@ -242,18 +242,48 @@ def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
-def test_engine_variables_are_checked_by_their_engine(
+def test_engine_variables_are_checked_with_the_settings(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from taskbridge_celery.settings import load_celery_settings
-    from taskbridge_dramatiq.settings import load_dramatiq_settings
-
     monkeypatch.setenv("TASKBRIDGE_CELERY_LOGLEVL", "DEBUG")
     monkeypatch.setenv("TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMOUT", "5")
-    assert load_celery_settings().loglevel == "INFO"
+    assert load_settings().celery.loglevel == "INFO"
     assert "TASKBRIDGE_CELERY_LOGLEVL; did you mean TASKBRIDGE_CELERY_LOGLEVEL?" in caplog.text
     with pytest.raises(ConfigurationError, match=r"did you mean TASKBRIDGE_DRAMATIQ_SHUTDOWN_TIMEOUT\?"):
-        load_dramatiq_settings(strict=True)
+        load_settings(strict=True)
+
+
+def test_engine_sections_in_the_files_and_the_environment(empty_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(empty_dir / "pyproject.toml", '[tool.taskbridge.celery]\nloglevel = "WARNING"\nhostname = "file"\n')
+    write(empty_dir / "taskbridge.toml", "[dramatiq]\nworker_timeout_ms = 250\n")
+    monkeypatch.setenv("TASKBRIDGE_CELERY_HOSTNAME", "env@host")
+    settings = load_settings()
+    assert (settings.celery.loglevel, settings.celery.hostname) == ("WARNING", "env@host")
+    assert settings.dramatiq.worker_timeout_ms == 250
+    assert settings.origin("celery.hostname") == "env TASKBRIDGE_CELERY_HOSTNAME"
+    assert settings.origin("celery.loglevel").endswith("pyproject.toml [tool.taskbridge]")
+    assert settings.origin("dramatiq.worker_timeout_ms").endswith("taskbridge.toml")
+
+
+def test_a_bad_value_in_an_engine_section_names_the_setting_variable_and_file(empty_dir: Path) -> None:
+    write(empty_dir / "taskbridge.toml", "[celery]\nsqs_wait_time_seconds = 60\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid taskbridge settings:"
+    assert lines[1].startswith("  celery.sqs_wait_time_seconds (TASKBRIDGE_CELERY_SQS_WAIT_TIME_SECONDS, from ")
+    assert lines[1].endswith("taskbridge.toml): Input should be less than or equal to 20")
+
+
+def test_an_unknown_key_in_an_engine_section_is_reported_like_a_top_level_one(
+    empty_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(empty_dir / "pyproject.toml", "[tool.taskbridge.dramatiq]\nshutdown_timout = 5\n")
+    assert load_settings().dramatiq.shutdown_timeout == 600.0
+    assert "unknown setting 'dramatiq.shutdown_timout'" in caplog.text
+    assert "did you mean 'dramatiq.shutdown_timeout'?" in caplog.text
+    with pytest.raises(ConfigurationError, match=r"did you mean 'dramatiq.shutdown_timeout'\?"):
+        load_settings(strict=True)
 
 
 def test_a_removed_working_directory_means_no_files(tmp_path: Path) -> None:

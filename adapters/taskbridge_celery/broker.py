@@ -14,19 +14,18 @@ queue itself holds the message invisible and the worker only receives it when du
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from taskbridge import Settings, TransportFacts, tls
 from taskbridge.errors import ConfigurationError
 from taskbridge.layout import SQS_RETENTION_SECONDS, redis_celery_prefix
+from taskbridge.transports import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES, Transport
 
 from .settings import CelerySettings
 
-SQS_MAX_DELAY = 900.0
-SQS_MAX_BODY = 256 * 1024
+SQS_MAX_BODY = SQS_MAX_MESSAGE_BYTES
 _SQS_HEADROOM = 4 * 1024
 """Bytes of the SQS body taken by Celery headers and kombu's message fields around the envelope."""
 _MAX_MARGIN = 900.0
@@ -75,16 +74,12 @@ class Broker:
 
 def broker_for(settings: Settings, options: CelerySettings) -> Broker:
     """The Celery broker for ``settings.broker_url``."""
-    scheme = settings.broker_scheme
-    if scheme in ("redis", "rediss"):
+    kind = settings.transport.served_by("celery")
+    if kind == "redis":
         return _redis(settings, options)
-    if scheme in ("amqp", "amqps", "pyamqp"):
+    if kind == "amqp":
         return _amqp(settings, options)
-    if scheme == "sqs":
-        return _sqs(settings, options)
-    raise ConfigurationError(
-        f"the celery engine cannot use broker {scheme}:// (TASKBRIDGE_BROKER_URL); use redis://, amqp:// or sqs://"
-    )
+    return _sqs(settings, options)
 
 
 def _redis(settings: Settings, options: CelerySettings) -> Broker:
@@ -126,7 +121,7 @@ def _amqp(settings: Settings, options: CelerySettings) -> Broker:
     return Broker(
         scheme="amqp",
         url=url,
-        ssl=tls_options.py_amqp_ssl(urlsplit(url).hostname) if tls_options else None,
+        ssl=tls_options.py_amqp_ssl(settings.transport.host) if tls_options else None,
         transport_options=transport_options,
         hold_limit=options.amqp_consumer_timeout,
         max_message_size=AMQP_MAX_MESSAGE,
@@ -146,7 +141,7 @@ def _sqs(settings: Settings, options: CelerySettings) -> Broker:
         "sqs_base64_encoding": False,
     }
     if settings.sqs_endpoint_url:
-        url, secure = _sqs_url_for_endpoint(url, settings.sqs_endpoint_url)
+        url, secure = _sqs_url_for_endpoint(settings.transport, settings.sqs_endpoint_url)
         transport_options["is_secure"] = secure
     # kombu base64-encodes the Celery body inside its JSON message: 4 bytes for every 3.
     size = (SQS_MAX_BODY - _SQS_HEADROOM) * 3 // 4
@@ -160,25 +155,20 @@ def _sqs(settings: Settings, options: CelerySettings) -> Broker:
     )
 
 
-def _sqs_url_for_endpoint(url: str, endpoint: str) -> tuple[str, bool]:
+def _sqs_url_for_endpoint(transport: Transport, endpoint: str) -> tuple[str, bool]:
     """kombu takes the SQS endpoint only from the broker URL's host (it ignores ``endpoint_url``)."""
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}")
-    given = urlsplit(url)
-    user = unquote(given.username) if given.username else None
-    secret = unquote(given.password) if given.password else None
-    if user is None and not _aws_credentials_configured():
-        # A local endpoint (moto, localstack) accepts any credentials; boto needs some.
-        user, secret = "testing", "testing"
-    auth = f"{quote(user, safe='')}:{quote(secret or '', safe='')}@" if user else ""
+    credentials = transport.aws_credentials(_aws_credentials_configured)
+    user = credentials.get("aws_access_key_id")
+    secret = credentials.get("aws_secret_access_key", "")
+    auth = f"{quote(user, safe='')}:{quote(secret, safe='')}@" if user else ""
     port = f":{parts.port}" if parts.port else ""
     return f"sqs://{auth}{parts.hostname}{port}", parts.scheme == "https"
 
 
 def _aws_credentials_configured() -> bool:
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
-        return True
     import boto3
 
     return boto3.Session().get_credentials() is not None

@@ -21,7 +21,7 @@ from .connection import ProcessConnection
 from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
-from .settings import CelerySettings, load_celery_settings
+from .settings import CelerySettings
 from .take import AmqpTake, RedisTake, SqsTake
 from .tasks import register
 
@@ -45,7 +45,7 @@ class CeleryEngine:
 
     def __init__(self, settings: Settings | None = None, options: CelerySettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = options or load_celery_settings(strict=self.settings.strict)
+        self.options = options or self.settings.celery
         self.broker = broker_for(self.settings, self.options)
         require(_TRANSPORT_MODULES[self.broker.scheme], f"the celery engine on {self.broker.scheme}://")
         self.facts: TransportFacts = self.broker.facts(self.options)
@@ -138,6 +138,12 @@ class CeleryEngine:
         worker.start()
         if worker.exitcode:
             raise SystemExit(worker.exitcode)
+
+    def check(self, timeout: float) -> None:
+        """Connect to the broker once, waiting at most ``timeout`` seconds; raise if it cannot be used."""
+        from .check import check_broker
+
+        check_broker(self.settings.transport, self.settings.namespace, timeout)
 
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""

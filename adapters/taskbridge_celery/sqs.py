@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
@@ -20,13 +20,11 @@ from kombu.utils.json import dumps
 
 from taskbridge import Envelope
 from taskbridge.errors import EnqueueError
+from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY
 
-from .broker import SQS_MAX_BODY, SQS_MAX_DELAY
+from .broker import SQS_MAX_BODY
 from .connection import ProcessConnection
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
-
-BATCH_COUNT = 10
-BATCH_BYTES = 256 * 1024
 
 
 class SqsQueues:
@@ -52,7 +50,7 @@ class SqsQueues:
                 url = channel._new_queue(name)  # creates the queue as kombu's worker would
                 client = channel.sqs(queue=channel.canonical_queue_name(name))
                 bodies = [(e, _sqs_body(channel, e, eta)) for e in group]
-                for chunk in _chunks(bodies):
+                for chunk in SQS_BATCH.split(bodies, lambda item: len(item[1].encode())):
                     _send_batch(client, url, chunk, delay_seconds)
 
         self._connection.call(send)
@@ -109,20 +107,6 @@ def _sqs_body(channel: Any, envelope: Envelope, eta: float | None) -> str:
             f"{SQS_MAX_BODY}-byte limit; pass a reference (an id, a URL) instead of the data"
         )
     return body
-
-
-def _chunks(bodies: list[tuple[Envelope, str]]) -> Iterator[list[tuple[Envelope, str]]]:
-    chunk: list[tuple[Envelope, str]] = []
-    size = 0
-    for item in bodies:
-        length = len(item[1].encode())
-        if chunk and (len(chunk) == BATCH_COUNT or size + length > BATCH_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += length
-    if chunk:
-        yield chunk
 
 
 def _send_batch(client: Any, url: str, chunk: list[tuple[Envelope, str]], delay_seconds: int) -> None:

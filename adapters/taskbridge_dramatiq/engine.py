@@ -20,7 +20,6 @@ from taskbridge.publishing import dead_letter_queue
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
-from .settings import load_dramatiq_settings
 from .take import AmqpTake, RedisTake, SqsTake, own_dead_letters, queue_names
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class DramatiqEngine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.options = load_dramatiq_settings(strict=self.settings.strict)
+        self.options = self.settings.dramatiq
         self.transport = transport_of(self.settings)
         require(_TRANSPORT_MODULES[self.transport], f"the dramatiq engine on {self.transport}://")
         self.facts: TransportFacts = transport_facts(self.settings)
@@ -115,6 +114,12 @@ class DramatiqEngine:
             respawn_delay=self.options.respawn_delay,
         )
         supervisor.run()
+
+    def check(self, timeout: float) -> None:
+        """Connect to the broker once, waiting at most ``timeout`` seconds; raise if it cannot be used."""
+        from .check import check_broker
+
+        check_broker(self.settings.transport, self.settings.namespace, timeout)
 
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, natively delayed ones included (approximate on SQS); for

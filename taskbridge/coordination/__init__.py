@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from ..config import get_settings, mask_url
+from ..config import get_settings
+from ..transports import kind_of, mask_url
 from .base import Coordination
 from .memory import MemoryCoordination
 
@@ -22,8 +22,6 @@ __all__ = [
     "set_coordination",
 ]
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-
 
 def __getattr__(name: str) -> Any:
     # RedisCoordination is imported on first use, so the core runs without the redis package.
@@ -37,10 +35,10 @@ def __getattr__(name: str) -> Any:
 def open_coordination(url: str, namespace: str = "taskbridge") -> Coordination:
     """Open the store at ``url``: ``memory://`` (this process only) or Redis at a
     ``redis://``, ``rediss://`` or ``unix://`` URL, its keys prefixed with ``namespace``."""
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
+    kind = kind_of(url)
+    if kind == "memory":
         return MemoryCoordination()
-    if scheme in _REDIS_SCHEMES:
+    if kind == "redis":
         from .redis import RedisCoordination
 
         return RedisCoordination(url, namespace)

@@ -19,13 +19,13 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..config import Settings, get_settings
 from ..envelope import Envelope, encode_json
 from ..errors import CoordinationError
 from ..job import JobSpec, lookup
 from ..outcomes import Dead, Done, Expired, Outcome, Retry, Skip
+from ..transports import kind_of
 from .base import TrackingStore
 from .memory import MemoryTracking
 from .record import CANCELLABLE, FINISHED, STATES, Fields, JobError, JobRecord, State
@@ -246,7 +246,7 @@ def _not_json(envelope: Envelope, done: Done, exc: Exception) -> Dead:
 def open_store(settings: Settings) -> TrackingStore:
     """The tracking store beside the coordination store: Redis when that is Redis, else memory."""
     url = settings.effective_coordination_url
-    if urlsplit(url).scheme == "memory":
+    if kind_of(url) == "memory":
         return _memory_store()
     from .redis import RedisTracking
 

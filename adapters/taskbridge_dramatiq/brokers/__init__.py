@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import dramatiq
 
 from taskbridge import tls
 from taskbridge.config import Settings
 from taskbridge.engine import TransportFacts
-from taskbridge.errors import ConfigurationError
+from taskbridge.transports import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES, Kind, parse
 
 from ..settings import DramatiqSettings
 from .common import UNKNOWN_JOB_ACTOR, RoutesUnknownActors, TaskbridgeBroker
@@ -33,25 +33,15 @@ _MIB = 1024 * 1024
 # Dramatiq holds a natively delayed message unacknowledged in the worker until it is due: RabbitMQ's
 # consumer_timeout (30 minutes by default) would close the channel of a longer hold, and SQS caps
 # DelaySeconds at 900. On Redis the message waits in the worker's memory; an hour keeps that small.
-_MAX_DELAY = {"redis": 3600.0, "amqp": 900.0, "sqs": 900.0}
+_MAX_DELAY = {"redis": 3600.0, "amqp": 900.0, "sqs": SQS_MAX_DELAY}
 # SQS: the envelope travels JSON-quoted inside Dramatiq's JSON message, base64-encoded (4/3), and
 # the message may be at most 256 KiB; the exact size is checked again when it is sent.
-_MAX_SIZE = {"redis": 16 * _MIB, "amqp": 16 * _MIB, "sqs": 256 * 1024 * 3 // 4 - 4096}
+_MAX_SIZE = {"redis": 16 * _MIB, "amqp": 16 * _MIB, "sqs": SQS_MAX_MESSAGE_BYTES * 3 // 4 - 4096}
 
 
-def transport_of(settings: Settings) -> str:
+def transport_of(settings: Settings) -> Kind:
     """``redis``, ``amqp`` or ``sqs`` for the broker URL; anything else is a configuration error."""
-    scheme = settings.broker_scheme
-    if scheme in ("redis", "rediss"):
-        return "redis"
-    if scheme in ("amqp", "amqps", "pyamqp"):
-        return "amqp"
-    if scheme == "sqs":
-        return "sqs"
-    raise ConfigurationError(
-        f"the dramatiq engine cannot use the {scheme}:// broker; set TASKBRIDGE_BROKER_URL to a redis://, "
-        "amqp:// or sqs:// URL"
-    )
+    return settings.transport.served_by("dramatiq")
 
 
 def transport_facts(settings: Settings) -> TransportFacts:
@@ -107,7 +97,7 @@ def build_broker(
             middleware=middleware,
         )
         if tls_options is not None:
-            broker.parameters.ssl_options = pika_ssl_options(tls_options, urlsplit(url).hostname)
+            broker.parameters.ssl_options = pika_ssl_options(tls_options, settings.transport.host)
     else:
         from .sqs import MAX_BODY_BYTES, TaskbridgeSQSBroker
 
@@ -142,27 +132,23 @@ def pika_url(url: str) -> str:
     """The broker URL as pika reads it: the path is the virtual host as Celery and kombu read it
     (``amqp://host//`` and ``amqp://host`` mean ``/``), quoted for pika."""
     parts = urlsplit(url)
-    scheme = "amqps" if parts.scheme == "amqps" else "amqp"
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return urlunsplit((scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+    transport = parse(url)
+    scheme = "amqps" if transport.tls else "amqp"
+    return urlunsplit((scheme, parts.netloc, "/" + quote(transport.vhost, safe=""), parts.query, ""))
 
 
 def _boto_options(settings: Settings) -> dict[str, Any]:
     """Endpoint, region and credentials for boto3: ``sqs://KEY:SECRET@`` wins over the environment;
     with a custom endpoint (moto, LocalStack) and no credentials at all, dummy ones are used."""
-    import boto3
     from botocore.config import Config
 
     # Bounded: a send to an unreachable endpoint fails within seconds; a read waits out a long poll.
     timeouts = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
-    options: dict[str, Any] = {"region_name": settings.sqs_region, "config": timeouts}
-    if settings.sqs_endpoint_url:
-        options["endpoint_url"] = settings.sqs_endpoint_url
-    parts = urlsplit(settings.broker_url)
-    if parts.username:
-        options["aws_access_key_id"] = unquote(parts.username)
-        options["aws_secret_access_key"] = unquote(parts.password or "")
-    elif settings.sqs_endpoint_url and boto3.Session().get_credentials() is None:
-        options["aws_access_key_id"] = "taskbridge"
-        options["aws_secret_access_key"] = "taskbridge"
-    return options
+    return {"config": timeouts, **settings.transport.boto_options(aws_credentials_configured)}
+
+
+def aws_credentials_configured() -> bool:
+    """boto3 finds credentials of its own (environment, profile, instance role)."""
+    import boto3
+
+    return boto3.Session().get_credentials() is not None

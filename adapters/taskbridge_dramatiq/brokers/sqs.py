@@ -20,14 +20,13 @@ from dramatiq_sqs.broker import SQSConsumer, _SQSMessage
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.layout import SQS_RETENTION_SECONDS, sqs_queue_name
+from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
 from .common import RoutesUnknownActors
 from .guard import read_item
 
-MAX_DELAY_SECONDS = 900
-MAX_BODY_BYTES = 256 * 1024
-"""SQS's classic limit for one message and for one SendMessageBatch request."""
-_BATCH = 10
+MAX_DELAY_SECONDS = int(SQS_MAX_DELAY)
+MAX_BODY_BYTES = SQS_MAX_MESSAGE_BYTES
 
 
 _TRANSPORT_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
@@ -138,15 +137,7 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
                 url = self._queue_url(queue)
             except _TRANSPORT_ERRORS as exc:
                 raise PublishError(f"SQS queue {queue!r} cannot be reached: {exc}") from exc
-            batch: list[tuple[Message[Any], str]] = []
-            size = 0
-            for item in items:
-                if batch and (len(batch) == _BATCH or size + len(item[1]) > MAX_BODY_BYTES):
-                    self._send(client, url, batch, delay_seconds)
-                    batch, size = [], 0
-                batch.append(item)
-                size += len(item[1])
-            if batch:
+            for batch in SQS_BATCH.split(items, lambda item: len(item[1])):
                 self._send(client, url, batch, delay_seconds)
 
     def publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> None:
