@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskbridge import Backoff, JobTimeout, events, job
+from taskbridge import Backoff, JobTimeout, job
+from taskbridge.observability import events
 
 EVENTS_ENV = "TASKBRIDGE_CONTRACT_EVENTS"
 _write_lock = threading.Lock()

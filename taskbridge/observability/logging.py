@@ -1,4 +1,4 @@
-"""Logging helpers: passwords in URLs are masked in every log line, whoever logs them."""
+"""Logging: passwords in URLs are masked in every log line, whoever logs them."""
 
 from __future__ import annotations
 
