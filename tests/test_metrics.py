@@ -4,6 +4,7 @@ counts add up across worker processes."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import re
 import socket
@@ -205,7 +206,34 @@ def test_outcome_reasons_are_a_small_fixed_set() -> None:
     assert reason({"event": "dead", "error_type": "JobTimeout", "timed_out": True}) == "timeout"
     assert reason({"event": "dead", "error_type": "WorkerLost"}) == "worker_lost"
     assert reason({"event": "dead", "reason": "unknown job 'x'"}) == "invalid"
+    assert reason({"event": "deferred", "reason": "coordination store unreachable"}) == "coordination"
     assert {reason({"event": "deferred", "reason": "anything else"})} <= set(tb_metrics.REASONS)
+
+
+def test_outcomes_and_reasons_given_as_string_enums_get_the_same_labels() -> None:
+    """Events may carry outcome kinds and reasons as ``(str, Enum)`` members whose values are
+    today's strings: the labels stay the plain strings."""
+
+    class Kind(str, enum.Enum):
+        DEFERRED = "deferred"
+
+    class Reason(str, enum.Enum):
+        RATE_LIMIT = "rate limit"
+
+    registry = CollectorRegistry()
+    m = tb_metrics.Metrics(registry)
+    m.handle({"event": Kind.DEFERRED, "job": "j", "queue": "q", "reason": Reason.RATE_LIMIT, "delay": 2.0})
+    assert (
+        registry.get_sample_value(
+            "taskbridge_jobs_finished_total",
+            {"job_name": "j", "queue": "q", "outcome": "deferred", "reason": "rate_limit"},
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value("taskbridge_rate_limited_total", {"job_name": "j", "queue": "q", "how": "deferred"})
+        == 1
+    )
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)

@@ -29,13 +29,17 @@ JOB_LABELS = ("job_name", "queue")
 scrape job), and would rename ours to ``exported_job``."""
 OUTCOMES = ("done", "retried", "deferred", "skipped", "expired", "dead")
 """Values of the ``outcome`` label of ``taskbridge_jobs_finished_total``."""
-REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_limit", "lock", "other")
+REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_limit", "lock", "coordination", "other")
 """Values of the ``reason`` label: why a job was retried, dead-lettered, deferred or skipped."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
-_DEFER_REASONS = {
+_OUTCOME_LABELS = {outcome: outcome for outcome in OUTCOMES}
+"""Looked up rather than converted with ``str()``: an event kind given as a ``(str, Enum)`` member
+still gives the plain label."""
+
+_DEFER_REASONS: dict[str, str] = {
     "rate limit": "rate_limit",
     "lock busy": "lock",
     "delay": "delay",
@@ -65,7 +69,7 @@ def outcome_reason(event: events.Event) -> str:
     """The ``reason`` label of an outcome event: a small fixed set, never free text."""
     kind = event.get("event")
     if kind in ("deferred", "skipped"):
-        return _DEFER_REASONS.get(str(event.get("reason") or ""), "other")
+        return _DEFER_REASONS.get(event.get("reason") or "", "other")
     if kind in ("retried", "dead"):
         if event.get("timed_out"):
             return "timeout"
@@ -164,8 +168,8 @@ class Metrics:
             if event.get("reason") == "rate limit":
                 self.rate_limited.labels(*labels, "inline").inc()
                 self.rate_limit_wait.labels(*labels).inc(float(event.get("wait") or 0.0))
-        elif kind in OUTCOMES:
-            self._outcome(str(kind), labels, event)
+        elif kind in _OUTCOME_LABELS:
+            self._outcome(_OUTCOME_LABELS[kind], labels, event)
 
     def _outcome(self, kind: str, labels: tuple[str, str], event: events.Event) -> None:
         reason = outcome_reason(event)
