@@ -36,6 +36,9 @@ class QueueDepthCollector:
         self.max_age = max_age
         self.done = done
         """Called after each read of all the queues (e.g. to close a client)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        self._family = GaugeMetricFamily  # imported here, not in a scrape thread (see multiprocess)
         self._lock = threading.Lock()
         self._cached: tuple[float, list[tuple[str, int | None, int | None]]] | None = None
 
@@ -62,10 +65,8 @@ class QueueDepthCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The two gauges (a prometheus-client collector)."""
-        from prometheus_client.core import GaugeMetricFamily
-
-        depth = GaugeMetricFamily("taskbridge_queue_depth", "Messages waiting in the queue", labels=["queue"])
-        dead = GaugeMetricFamily(
+        depth = self._family("taskbridge_queue_depth", "Messages waiting in the queue", labels=["queue"])
+        dead = self._family(
             "taskbridge_dead_letter_depth", "Messages in the queue's dead-letter queue", labels=["queue"]
         )
         for queue, waiting, dead_letters in self.read():

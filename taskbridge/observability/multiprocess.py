@@ -40,6 +40,8 @@ ACTIVE_ENV = "TASKBRIDGE_METRICS_ACTIVE"
 
 _SUMMED_TYPES = ("counter", "histogram", "summary")
 """Files whose values add up across processes, so an exited process's share can be kept as a total."""
+_LIVE_GAUGES = "gauge_live"
+"""Files of gauges that count only running processes (``mark_process_dead`` removes them)."""
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -102,75 +104,78 @@ def _alive(pid: int) -> bool:
 
 
 def _owner(path: str) -> tuple[str, int] | None:
-    """``(type, pid)`` of a value file named ``<type>_<pid>.db`` or ``gauge_<mode>_<pid>.db``."""
+    """``(kind, pid)`` of a value file named ``<type>_<pid>.db`` or ``gauge_<mode>_<pid>.db``."""
     name = os.path.basename(path)
-    if not name.endswith(".db"):
-        return None
-    kind, _, pid = name[:-3].rpartition("_")
-    return (kind.split("_", 1)[0], int(pid)) if kind and pid.isdigit() else None
+    kind, _, pid = name.removesuffix(".db").rpartition("_")
+    return (kind, int(pid)) if name.endswith(".db") and kind and pid.isdigit() else None
 
 
 class MultiProcessMetrics:
     """A prometheus-client collector: the values of every process writing to ``directory``, added up,
-    plus what processes that exited had counted (kept here once their files are removed)."""
+    plus what processes that exited had counted (kept here once their files are removed).
+
+    A process that reuses the id of an exited one before its files were taken in continues the
+    same files, so the values still add up.
+    """
 
     def __init__(self, directory: str | Path) -> None:
+        # Imported here, in the thread that starts the server: a scrape thread importing while the
+        # engine forks a worker process would leave the child waiting on the import's lock.
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+        from prometheus_client.samples import Sample
+
+        self._metric, self._sample = Metric, Sample
+        self._merge, self._mark_process_dead = MultiProcessCollector.merge, mark_process_dead
         self.directory = str(directory)
         self._lock = threading.Lock()
         self._exited: dict[str, tuple[str, str, dict[SampleKey, float]]] = {}
         """Per metric name: type, help and the summed samples of exited processes."""
-        self.processes_exited = 0
-        """Exited processes whose values were taken into the totals so far."""
 
     def take_exited(self) -> int:
-        """Fold the values of processes that are no longer running into the totals and remove
-        their files; returns how many processes that was."""
+        """Fold the values of processes that are no longer running into the totals, remove their
+        files and drop their live gauges; returns how many processes that was."""
         with self._lock:
             return self._take_exited()
 
     def _take_exited(self) -> int:
-        from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-
-        files: dict[int, list[str]] = {}
+        summed: dict[int, list[str]] = {}
+        live: set[int] = set()
         for path in glob.glob(os.path.join(self.directory, "*.db")):
             owner = _owner(path)
             if owner is not None and owner[0] in _SUMMED_TYPES:
-                files.setdefault(owner[1], []).append(path)
-            elif owner is not None:
-                files.setdefault(owner[1], [])
-        exited = [pid for pid in files if not _alive(pid)]
-        summed = [path for pid in exited for path in files[pid]]
-        for metric in MultiProcessCollector.merge(summed, accumulate=True):
+                summed.setdefault(owner[1], []).append(path)
+            elif owner is not None and owner[0].startswith(_LIVE_GAUGES):
+                live.add(owner[1])
+        exited = [pid for pid in {*summed, *live} if not _alive(pid)]
+        files = [path for pid in exited for path in summed.get(pid, ())]
+        for metric in self._merge(files, accumulate=True):
             _, _, totals = self._exited.setdefault(metric.name, (metric.type, metric.documentation, {}))
             for sample in metric.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 totals[key] = totals.get(key, 0.0) + sample.value
-        for path in summed:
+        for path in files:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
         for pid in exited:
-            mark_process_dead(pid, self.directory)
-        self.processes_exited += len(exited)
+            self._mark_process_dead(pid, self.directory)
         return len(exited)
 
     def collect(self) -> Iterable[Metric]:
         """Every metric, added up over all processes, running or exited."""
-        from prometheus_client.metrics_core import Metric
-        from prometheus_client.multiprocess import MultiProcessCollector
-        from prometheus_client.samples import Sample
-
         with self._lock:
             self._take_exited()
-            running = {m.name: m for m in MultiProcessCollector.merge(glob.glob(os.path.join(self.directory, "*.db")))}
+            running = {m.name: m for m in self._merge(glob.glob(os.path.join(self.directory, "*.db")))}
             collected = [metric for name, metric in running.items() if name not in self._exited]
             for name, (kind, documentation, totals) in self._exited.items():
                 values = dict(totals)
-                merged = Metric(name, documentation, kind)
+                merged = self._metric(name, documentation, kind)
                 metric = running.get(name)
                 for sample in metric.samples if metric is not None else ():
                     key = (sample.name, tuple(sorted(sample.labels.items())))
-                    merged.samples.append(Sample(sample.name, sample.labels, sample.value + values.pop(key, 0.0)))
-                merged.samples.extend(Sample(s, dict(labels), value) for (s, labels), value in values.items())
+                    total = sample.value + values.pop(key, 0.0)
+                    merged.samples.append(self._sample(sample.name, sample.labels, total))
+                merged.samples.extend(self._sample(s, dict(labels), value) for (s, labels), value in values.items())
                 collected.append(merged)
             return collected
 
