@@ -157,12 +157,17 @@ def _serve_metrics(
     settings: Settings, engine: Engine, queues: list[str], directory: Path | None, owns_directory: bool
 ) -> MetricsServer:
     from .observability.depth import QueueDepthCollector
-    from .observability.server import serve
+    from .observability.server import serve, serve_from_own_process
     from .publishing import dead_letter_queue
 
     assert settings.metrics_port is not None
     depth, done = _depth_reader(engine, settings)
     collector = QueueDepthCollector(queues, depth, lambda q: dead_letter_queue(q, settings), done=done)
+    if engine.facts.multi_process and directory is not None:
+        # No scrape thread in a process the engine forks job processes from.
+        return serve_from_own_process(
+            settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector
+        )
     return serve(settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector)
 
 

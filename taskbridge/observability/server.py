@@ -1,11 +1,23 @@
 """The ``/metrics`` endpoint a worker serves: one process's registry, or (multiprocess mode) every
-process's values added up, plus the queue-depth gauges."""
+process's values added up, plus the queue-depth gauges.
+
+A worker whose engine forks job processes (Celery prefork, the Dramatiq adapter) serves from a
+process of its own, forked before the engine starts, as Dramatiq's Prometheus middleware does:
+a scrape reads depths through the broker client, whose libraries hold locks while they work
+(kombu's ``cached_property`` holds one lock per property, shared by every instance). A job
+process forked while a scrape thread held one would wait on it for ever, and Celery gives the
+processes it starts with no time limit to report ready, so the worker would silently run with one
+process fewer. With no scrape thread in the worker's main process, nothing is held when it forks.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +41,8 @@ class MetricsServer:
     """A running ``/metrics`` endpoint; :meth:`stop` shuts it down."""
 
     port: int
-    registry: CollectorRegistry
+    registry: CollectorRegistry | None
+    """What is served; None when serving from a process of its own."""
     processes: MultiProcessMetrics | None = None
     """In multiprocess mode, the collector adding up the processes' values."""
     directory: Path | None = None
@@ -37,10 +50,15 @@ class MetricsServer:
     _server: Any = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _process: Any = None
 
     def stop(self) -> None:
         """Stop serving; remove the multiprocess directory if this server created it."""
         self._stopping.set()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(10)
+            self._process = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -127,3 +145,59 @@ def _sweep(processes: MultiProcessMetrics, stopping: threading.Event, every: flo
             processes.take_exited()
         except Exception:
             log.exception("metrics: taking in the values of exited processes failed")
+
+
+def serve_from_own_process(
+    port: int,
+    addr: str = "0.0.0.0",
+    *,
+    directory: str | Path,
+    owns_directory: bool = False,
+    depth: QueueDepthCollector | None = None,
+    archive_every: float = 30.0,
+) -> MetricsServer:
+    """:func:`serve` in multiprocess mode, from a process forked now, so that the calling process
+    runs no scrape thread when it later forks job processes (see the module's description).
+
+    Call it before the engine starts. The server process exits when the caller stops it or exits.
+    """
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_serve_until_parent_exits,
+        args=(writer, port, addr, str(directory), depth, archive_every),
+        name="taskbridge-metrics",
+        daemon=True,
+    )
+    process.start()
+    writer.close()
+    started = reader.poll(60)
+    status, value = reader.recv() if started else ("error", "the metrics server process did not start within 60s")
+    reader.close()
+    if status != "ok":
+        process.terminate()
+        process.join(10)
+        raise ConfigurationError(str(value))
+    return MetricsServer(
+        port=int(value),
+        registry=None,
+        directory=Path(directory),
+        owns_directory=owns_directory,
+        _process=process,
+    )
+
+
+def _serve_until_parent_exits(
+    writer: Any, port: int, addr: str, directory: str, depth: QueueDepthCollector | None, archive_every: float
+) -> None:
+    parent = os.getppid()
+    try:
+        server = serve(port, addr, directory=directory, depth=depth, archive_every=archive_every)
+    except Exception as exc:
+        writer.send(("error", str(exc)))
+        return
+    writer.send(("ok", server.port))
+    writer.close()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    server.stop()
