@@ -4,6 +4,7 @@ directory does not grow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -207,3 +208,33 @@ def test_multiprocess_mode_is_refused_once_prometheus_client_is_imported_without
         timeout=60,
     )
     assert with_variable.returncode == 0, with_variable.stderr
+
+
+def test_the_metrics_endpoint_goes_away_with_a_killed_worker(tmp_path: Path) -> None:
+    """A worker whose engine forks job processes serves /metrics from a process of its own; when
+    the worker is killed (SIGKILL, no cleanup), that process exits too and frees the port."""
+    from test_metrics import harness_for
+
+    with harness_for("celery-redis", tmp_path) as h:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        h.start_workers(1, 1, args=["--metrics-port", str(port)])
+        h.wait_for(lambda: scrape(url), 60, "the worker never served /metrics")
+        worker = h.workers.pop()
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+            h.wait_for(lambda: not _answers(url), 30, "/metrics still answers after the worker was killed")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    from taskbridge.status import read_metrics
+
+    try:
+        read_metrics(url, timeout=5)
+    except OSError:
+        return False
+    return True
