@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import configure
+from . import configure, events
 from .backoff import Backoff
 from .job import job
-from .observability import events
 
 if TYPE_CHECKING:
     from .memory import MemoryEngine

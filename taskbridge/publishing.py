@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import events
 from .config import Settings, get_settings
 from .engine import Engine, get_engine
 from .envelope import (
@@ -27,7 +28,6 @@ from .envelope import (
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .job import Job, JobCall, JobSpec, KeyTemplateError, _Default
-from .observability import events
 from .queue_rules import queue_name_problem
 from .signing import overhead, signed
 from .tracking import HEADER as TRACK_HEADER

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import carrying
+from . import carrying, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .coordination.outage import Outage
@@ -17,7 +17,6 @@ from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
-from .observability import events
 from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskbridge import Backoff, JobTimeout, job
-from taskbridge.observability import events
+from taskbridge import Backoff, JobTimeout, events, job
 
 EVENTS_ENV = "TASKBRIDGE_CONTRACT_EVENTS"
 _write_lock = threading.Lock()
