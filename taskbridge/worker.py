@@ -111,8 +111,9 @@ def run_worker(
 ) -> None:
     """Import the job modules and run the configured engine's worker in the foreground.
 
-    With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
-    engine runs jobs in (prometheus-client multiprocess mode, set up before anything else).
+    With ``metrics_port`` set, ``/metrics`` is served for every process the engine runs jobs in
+    (prometheus-client multiprocess mode, set up before anything else), from a process of its own
+    when the engine forks job processes.
     """
     from .observability.logging import install_password_masking
 
