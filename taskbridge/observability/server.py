@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -190,6 +191,7 @@ def serve_from_own_process(
 def _serve_until_parent_exits(
     writer: Any, port: int, addr: str, directory: str, depth: QueueDepthCollector | None, archive_every: float
 ) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle; it stops this process
     parent = os.getppid()
     try:
         server = serve(port, addr, directory=directory, depth=depth, archive_every=archive_every)
