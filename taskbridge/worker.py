@@ -20,7 +20,7 @@ from .runner import Runner
 from .stranded import warn_about_stranded
 
 if TYPE_CHECKING:
-    from .metrics import MetricsServer
+    from .observability.server import MetricsServer
 
 log = logging.getLogger("taskbridge.worker")
 
@@ -90,20 +90,20 @@ def init_process() -> None:
     that starts processes another way (spawn, exec) calls it first thing in each new process.
     Calling it again is harmless.
     """
-    from . import error_reporting, metrics
+    from .observability import error_reporting, metrics, multiprocess
 
-    if os.environ.get(metrics.ACTIVE_ENV) and os.environ.get(metrics.MULTIPROC_ENV):
+    if os.environ.get(multiprocess.ACTIVE_ENV) and multiprocess.configured_directory():
         metrics.install()
     error_reporting.install()
 
 
 def process_exited(pid: int) -> None:
     """An engine's supervisor calls this in the worker's main process when a worker process exits
-    (recycled, crashed, killed): its metric files are archived at once. Optional: exited
-    processes are also found on each scrape."""
-    from . import metrics
+    (recycled, crashed, killed): its metric values are taken into the totals at once. Optional:
+    exited processes are also found on each scrape."""
+    from .observability import multiprocess
 
-    metrics.process_exited(pid)
+    multiprocess.process_exited(pid)
 
 
 def run_worker(
@@ -118,21 +118,22 @@ def run_worker(
     ``with_scheduler`` also fires the modules' periodic jobs from this process (see
     :mod:`taskbridge.scheduling`), the lease given up when the worker stops.
 
-    With ``metrics_port`` set, ``/metrics`` is served from this process for every process the
-    engine runs jobs in (prometheus-client multiprocess mode, set up before anything else).
+    With ``metrics_port`` set, ``/metrics`` is served for every process the engine runs jobs in
+    (prometheus-client multiprocess mode, set up before anything else), from a process of its own
+    when the engine forks job processes.
     """
-    from .logging_setup import install_password_masking
+    from .observability.logging import install_password_masking
 
     install_password_masking()
     settings = get_settings()
     directory: Path | None = None
     owns_directory = False
     if settings.metrics_port is not None:
-        from . import metrics
+        from .observability import metrics, multiprocess
 
-        owns_directory = not os.environ.get(metrics.MULTIPROC_ENV)
-        directory = metrics.use_directory()
-        os.environ[metrics.ACTIVE_ENV] = "1"
+        owns_directory = not multiprocess.configured_directory()
+        directory = multiprocess.use_directory()
+        os.environ[multiprocess.ACTIVE_ENV] = "1"
         metrics.install()  # before the job modules, whose import may enqueue
     server = None
     scheduler = None
@@ -171,13 +172,19 @@ def run_worker(
 def _serve_metrics(
     settings: Settings, engine: Engine, queues: list[str], directory: Path | None, owns_directory: bool
 ) -> MetricsServer:
-    from . import metrics
+    from .observability.depth import QueueDepthCollector
+    from .observability.server import serve, serve_from_own_process
     from .publishing import dead_letter_queue
 
     assert settings.metrics_port is not None
     depth, done = _depth_reader(engine, settings)
-    collector = metrics.QueueDepthCollector(queues, depth, lambda q: dead_letter_queue(q, settings), done=done)
-    return metrics.serve(settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector)
+    collector = QueueDepthCollector(queues, depth, lambda q: dead_letter_queue(q, settings), done=done)
+    if engine.facts.multi_process and directory is not None:
+        # No scrape thread in a process the engine forks job processes from.
+        return serve_from_own_process(
+            settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector
+        )
+    return serve(settings.metrics_port, directory=directory, owns_directory=owns_directory, depth=collector)
 
 
 def _depth_reader(engine: Engine, settings: Settings) -> tuple[Callable[[str], int], Callable[[], None] | None]:

@@ -4,6 +4,7 @@ counts add up across worker processes."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import re
 import socket
@@ -61,9 +62,10 @@ def start_worker(h: Harness, *, metrics_port: int, concurrency: int = 2, env: di
 
 
 def scrape(url: str) -> list[Sample]:
-    """The samples of ``url``, or [] while the server is not up yet."""
+    """The samples of ``url``, or [] while the server is not up yet (or too slow to answer: a
+    scrape reads queue depths from the broker)."""
     try:
-        return read_metrics(url, timeout=2)
+        return read_metrics(url, timeout=10)
     except OSError:
         return []
 
@@ -205,7 +207,34 @@ def test_outcome_reasons_are_a_small_fixed_set() -> None:
     assert reason({"event": "dead", "error_type": "JobTimeout", "timed_out": True}) == "timeout"
     assert reason({"event": "dead", "error_type": "WorkerLost"}) == "worker_lost"
     assert reason({"event": "dead", "reason": "unknown job 'x'"}) == "invalid"
+    assert reason({"event": "deferred", "reason": "coordination store unreachable"}) == "coordination"
     assert {reason({"event": "deferred", "reason": "anything else"})} <= set(tb_metrics.REASONS)
+
+
+def test_outcomes_and_reasons_given_as_string_enums_get_the_same_labels() -> None:
+    """Events may carry outcome kinds and reasons as ``(str, Enum)`` members whose values are
+    today's strings: the labels stay the plain strings."""
+
+    class Kind(str, enum.Enum):
+        DEFERRED = "deferred"
+
+    class Reason(str, enum.Enum):
+        RATE_LIMIT = "rate limit"
+
+    registry = CollectorRegistry()
+    m = tb_metrics.Metrics(registry)
+    m.handle({"event": Kind.DEFERRED, "job": "j", "queue": "q", "reason": Reason.RATE_LIMIT, "delay": 2.0})
+    assert (
+        registry.get_sample_value(
+            "taskbridge_jobs_finished_total",
+            {"job_name": "j", "queue": "q", "outcome": "deferred", "reason": "rate_limit"},
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value("taskbridge_rate_limited_total", {"job_name": "j", "queue": "q", "how": "deferred"})
+        == 1
+    )
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -272,8 +301,8 @@ def test_counts_add_up_across_two_worker_processes(name: str, tmp_path: Path) ->
             return samples if sum(finished.values()) >= count + 4 else None
 
         wait_until(h, done, 90, "not every job was counted")
-        time.sleep(0.3)
-        samples = scrape(url)
+        time.sleep(0.3)  # anything unexpected arriving late would show now
+        samples = wait_until(h, done, 30, "/metrics stopped answering")
         pids = {e["pid"] for e in h.events("met", "observed.rendezvous")}
         assert len(pids) == 2, f"the rendezvous jobs did not run in two processes: {pids}"
         assert len(h.events("ran", "observed.ok")) == count

@@ -1,8 +1,10 @@
-"""Metrics across processes: the worker command serves /metrics for the embedded engine; files of
-exited processes are archived, so counts survive restarts and the directory does not grow."""
+"""Metrics across processes: the worker command serves /metrics for the embedded engine; the values
+of exited processes are kept and their files removed, so counts survive restarts and the
+directory does not grow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_metrics import free_port, scrape, series
 
-from taskbridge.logging_setup import MaskPasswords, mask_passwords
+from taskbridge.observability.logging import MaskPasswords, mask_passwords
 
 TESTS_DIR = Path(__file__).parent
 
@@ -82,10 +84,10 @@ def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) ->
     text = log_path.read_text()
     assert "s3cret-pw" not in text
     assert "redis://default:***@127.0.0.1:6379/15" in text
-    assert metrics_dir.is_dir() and not list(metrics_dir.glob("*.db.new"))
+    assert list(metrics_dir.glob("*.db")), "the worker did not write its values to PROMETHEUS_MULTIPROC_DIR"
 
 
-def test_exited_processes_are_archived_and_their_counts_kept(tmp_path: Path) -> None:
+def test_exited_processes_leave_their_counts_and_no_files(tmp_path: Path) -> None:
     """Six rounds of two forked worker processes that each run 3 jobs and exit (as recycled Celery
     or Dramatiq processes do): the counts add up, and the directory holds the same files after
     the sixth round as after the second."""
@@ -148,7 +150,7 @@ def test_exited_processes_are_archived_and_their_counts_kept(tmp_path: Path) -> 
     assert all(r["running"] == 0 for r in rounds)
     assert rounds[-1]["files"] == rounds[1]["files"], "the directory grew with the processes restarted"
     names = " ".join(rounds[-1]["files"])
-    assert not any(f"_{pid}-" in names for pid in report["pids"]), names
+    assert not any(f"_{pid}.db" in names for pid in report["pids"]), names
 
 
 def test_passwords_in_urls_are_masked_in_every_log_line(caplog: pytest.LogCaptureFixture) -> None:
@@ -181,3 +183,58 @@ def test_a_killed_workers_private_directory_is_removed_by_the_next_worker(tmp_pa
     assert result.returncode == 0, result.stderr
     assert not abandoned.exists()
     assert Path(result.stdout.strip()).name.startswith("taskbridge-metrics-")
+
+
+def test_multiprocess_mode_is_refused_once_prometheus_client_is_imported_without_it(tmp_path: Path) -> None:
+    """prometheus-client picks its mode on import: a worker set up after that would count nothing,
+    so it says so instead of serving empty metrics."""
+    script = (
+        "import prometheus_client\n"
+        "from taskbridge import ConfigurationError\n"
+        "from taskbridge.observability import multiprocess\n"
+        "try:\n"
+        "    multiprocess.use_directory()\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "PROMETHEUS_MULTIPROC_DIR" in result.stdout
+    with_variable = subprocess.run(
+        [sys.executable, "-c", script.replace("print(exc)", "raise")],
+        env=_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert with_variable.returncode == 0, with_variable.stderr
+
+
+def test_the_metrics_endpoint_goes_away_with_a_killed_worker(tmp_path: Path) -> None:
+    """A worker whose engine forks job processes serves /metrics from a process of its own; when
+    the worker is killed (SIGKILL, no cleanup), that process exits too and frees the port."""
+    from test_metrics import harness_for
+
+    with harness_for("celery-redis", tmp_path) as h:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        h.start_workers(1, 1, args=["--metrics-port", str(port)])
+        h.wait_for(lambda: scrape(url), 60, "the worker never served /metrics")
+        worker = h.workers.pop()
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+            h.wait_for(lambda: not _answers(url), 30, "/metrics still answers after the worker was killed")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    from taskbridge.status import read_metrics
+
+    try:
+        read_metrics(url, timeout=5)
+    except OSError:
+        return False
+    return True
