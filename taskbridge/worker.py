@@ -21,6 +21,8 @@ from .stranded import warn_about_stranded
 
 if TYPE_CHECKING:
     from .observability.server import MetricsServer
+    from .scheduling.scheduler import Scheduler
+    from .scheduling.service import SchedulerProcess
 
 log = logging.getLogger("taskbridge.worker")
 
@@ -115,8 +117,9 @@ def run_worker(
     with_scheduler: bool = False,
 ) -> None:
     """Import the job modules and run the configured engine's worker in the foreground;
-    ``with_scheduler`` also fires the modules' periodic jobs from this process (see
-    :mod:`taskbridge.scheduling`), the lease given up when the worker stops.
+    ``with_scheduler`` also fires the modules' periodic jobs (see :mod:`taskbridge.scheduling`):
+    from a process of its own beside an engine that forks job processes, else from a thread; the
+    lease is given up when the worker stops.
 
     With ``metrics_port`` set, ``/metrics`` is served for every process the engine runs jobs in
     (prometheus-client multiprocess mode, set up before anything else), from a process of its own
@@ -136,7 +139,7 @@ def run_worker(
         os.environ[multiprocess.ACTIVE_ENV] = "1"
         metrics.install()  # before the job modules, whose import may enqueue
     server = None
-    scheduler = None
+    scheduler: Scheduler | SchedulerProcess | None = None
     try:
         import_job_modules(modules)
         queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
@@ -155,10 +158,14 @@ def run_worker(
         )
         warn_about_stranded(engine, settings, list(queues))
         if with_scheduler:
-            from .scheduling.service import build_scheduler, jobs_in
+            from .scheduling.service import SchedulerProcess, build_scheduler, jobs_in
 
-            scheduler = build_scheduler(jobs_in(modules), settings)
-            scheduler.start()
+            if engine.facts.multi_process:
+                scheduler = SchedulerProcess(modules, settings)
+            else:
+                in_thread = build_scheduler(jobs_in(modules), settings)
+                in_thread.start()
+                scheduler = in_thread
         engine.work(list(queues), concurrency or settings.worker_concurrency)
     finally:
         if scheduler is not None:

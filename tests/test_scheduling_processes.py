@@ -113,3 +113,14 @@ def test_workers_started_with_the_scheduler_fire_each_run_once(tmp_path: Path, c
             assert store.lock_ttl(LEASE_KEY) is None, "a worker stopped with SIGTERM kept the lease"
         finally:
             store.close()
+
+
+def test_a_scheduler_started_beside_a_worker_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
+    with open_harness("celery-redis", tmp_path, "scheduling_jobs") as harness:
+        harness.start_workers(args=["--with-scheduler"], env={"TASKBRIDGE_SCHEDULER_LEASE": "2"})
+        harness.wait_for(lambda: len(harness.events("outcome:scheduled", "tick")) >= 2, 60, "the job was not fired")
+        os.kill(harness.workers[0].pid, signal.SIGKILL)  # the worker's main process only
+        time.sleep(6.0)  # the scheduler notices within a second or two
+        fired = len(harness.events("outcome:scheduled", "tick"))
+        time.sleep(4.0)
+        assert len(harness.events("outcome:scheduled", "tick")) == fired, "the scheduler outlived its worker"

@@ -163,6 +163,10 @@ class Scheduler:
         self._thread = threading.Thread(target=self.run, name="taskbridge-scheduler", daemon=True)
         self._thread.start()
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`stop`; whether it was called."""
+        return self._stopping.wait(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop firing and give the lease up (at once when running in the foreground, on the
         thread's way out when started with :meth:`start`)."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from types import FrameType
 
@@ -14,6 +18,9 @@ from ..job import Job, registry
 from .scheduler import Scheduler, periodic_jobs
 
 log = logging.getLogger("taskbridge.scheduler")
+
+PARENT_ENV = "_TASKBRIDGE_SCHEDULER_PARENT"
+"""Set for a scheduler started beside a worker: the worker's pid, whose exit stops the scheduler."""
 
 
 def jobs_in(modules: Sequence[str]) -> list[Job[..., object]]:
@@ -73,8 +80,52 @@ def run_scheduler(modules: Sequence[str]) -> None:
     preflight.check_coordination(settings)
     scheduler = build_scheduler(jobs, settings)
     log.info("taskbridge scheduler: %s", banner(settings))
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        _stop_when_gone(scheduler, int(parent))
     with stopped_by_signals(scheduler):
         scheduler.run()
+
+
+class SchedulerProcess:
+    """``taskbridge scheduler MODULES`` run beside a worker whose engine forks job processes.
+
+    A thread in the worker's main process would publish through the broker client while the engine
+    forks, and a job process forked while the client held one of its locks would wait on it for ever
+    (see :mod:`taskbridge.observability.server`); a process of its own holds nothing the worker forks.
+    It stops with the worker, also when the worker is killed."""
+
+    def __init__(self, modules: Sequence[str], settings: Settings) -> None:
+        level = logging.getLevelName(logging.getLogger("taskbridge").getEffectiveLevel())
+        env = {
+            **os.environ,
+            PARENT_ENV: str(os.getpid()),
+            "TASKBRIDGE_SCHEDULER_LEASE": str(settings.scheduler_lease),
+            "TASKBRIDGE_SCHEDULER_GRACE": str(settings.scheduler_grace),
+        }
+        command = [sys.executable, "-m", "taskbridge", "--log-level", str(level), "scheduler", *modules]
+        self._process = subprocess.Popen(command, env=env)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the scheduler (it gives its lease up) and wait for it."""
+        if self._process.poll() is None:
+            self._process.terminate()
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _stop_when_gone(scheduler: Scheduler, parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            if scheduler.wait_stopped(1.0):
+                return
+        log.info("scheduler: the worker it was started with has exited; stopping")
+        scheduler.stop()
+
+    threading.Thread(target=watch, name="taskbridge-scheduler-parent", daemon=True).start()
 
 
 @contextlib.contextmanager
