@@ -20,13 +20,13 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 
 from taskbridge import carrying
-from taskbridge.envelope import peek_job_name
+from taskbridge.envelope import peek_id, peek_job_name
 from taskbridge.legacy import is_legacy
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
 from .items import ITEM_HEADER
 from .tasks import EnvelopeTask
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, new_task_id, task_headers
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, task_headers, task_id_for
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -159,7 +159,7 @@ def _is_wrapper(message: Message) -> bool:
 def _rewrite_as_task(message: Message, job: str, envelope: str) -> None:
     """Make ``message`` the Celery task message of ``job`` carrying ``envelope``, so it runs in the
     pool like one; its delivery (tag, queue, redelivery) stays the broker's."""
-    task_id = new_task_id()
+    task_id = task_id_for(peek_id(envelope))
     message.headers = task_headers(job, task_id, f"<envelope from a {job} message of another producer>")
     message.body = message_body(envelope)
     message.content_type = CONTENT_TYPE

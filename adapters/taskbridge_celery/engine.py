@@ -49,7 +49,10 @@ class CeleryEngine:
         self.broker = broker_for(self.settings, self.options)
         require(_TRANSPORT_MODULES[self.broker.scheme], f"the celery engine on {self.broker.scheme}://")
         self.facts: TransportFacts = self.broker.facts(self.options)
-        self.app = build_app(self.settings, self.broker)
+        if self.options.task_events and self.broker.scheme == "sqs":
+            log.warning("TASKBRIDGE_CELERY_TASK_EVENTS is ignored on sqs://: Celery sends events on Redis or RabbitMQ")
+        self.task_events = self.options.task_events and self.broker.scheme != "sqs"
+        self.app = build_app(self.settings, self.broker, task_events=self.task_events)
         self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
         self._connection = ProcessConnection(self.app)
         if self.broker.scheme == "sqs":
@@ -121,7 +124,7 @@ class CeleryEngine:
             loglevel=self.options.loglevel,
             without_gossip=True,
             without_mingle=True,
-            without_heartbeat=True,
+            without_heartbeat=not self.task_events,  # Flower shows a worker online by its heartbeats
             optimization="fair",
             quiet=True,
         )

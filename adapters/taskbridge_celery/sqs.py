@@ -23,7 +23,7 @@ from taskbridge.errors import EnqueueError
 
 from .broker import SQS_MAX_BODY, SQS_MAX_DELAY
 from .connection import ProcessConnection
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
 
 BATCH_COUNT = 10
 BATCH_BYTES = 256 * 1024
@@ -92,7 +92,7 @@ class SqsQueues:
 
 
 def _sqs_body(channel: Any, envelope: Envelope, eta: float | None) -> str:
-    task_id = new_task_id()
+    task_id = task_id_for(envelope.id)
     message = channel.prepare_message(
         message_body(envelope.encode()),
         0,

@@ -1,0 +1,80 @@
+"""What Celery's own tools show of taskbridge jobs: the worker log, task events (Flower, ``celery
+events``), under the taskbridge job id; and ``taskbridge worker --reload`` on the Celery engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celery_jobs as jobs
+import pytest
+from support import open_harness
+
+from taskbridge import get_engine
+from taskbridge.testing import Harness
+
+SETTINGS: dict[str, str | None] = {"TASKBRIDGE_VISIBILITY_TIMEOUT": "10"}
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    with open_harness(
+        f"celery-{request.param}", tmp_path, "celery_jobs", {**SETTINGS, "TASKBRIDGE_CELERY_TASK_EVENTS": "true"}
+    ) as harness:
+        yield harness
+
+
+def _ids(ref: Any) -> str:
+    assert ref is not None
+    return str(ref.id)
+
+
+def test_celerys_log_tells_each_outcome_under_the_taskbridge_id(run: Harness) -> None:
+    run.start_workers()
+    done = _ids(jobs.echo.enqueue(1))
+    dead = _ids(jobs.boom.enqueue(2))
+    run.wait_for(lambda: run.events("outcome:dead", "boom") and run.events("outcome:done", "echo"), 60, "no outcomes")
+
+    def logged() -> str:
+        text = run.worker_logs()
+        wanted = [f"Task cq.echo[{done}] succeeded", f"Task cq.boom[{dead}] retry:", f"Task cq.boom[{dead}] raised"]
+        return text if all(line in text for line in wanted) else ""
+
+    log = run.wait_for(logged, 30, "Celery's log should show the outcomes under the job ids")
+    assert f"Task cq.boom[{dead}] succeeded" not in log, "a dead-lettered job is not a success"
+    failed = next(line for line in log.splitlines() if f"Task cq.boom[{dead}] raised" in line)
+    assert "ERROR" in failed and "DeadLettered" in failed and "failed on attempt 2 of 2: ValueError: boom 2" in failed
+    assert "raise ValueError(f\"boom {n}\")" in log, "the job's own traceback is shown with the failure"
+    retried = next(line for line in log.splitlines() if f"Task cq.boom[{dead}] retry:" in line)
+    assert "attempt 1 failed" in retried and "ValueError: boom 2" in retried
+    assert f"id={dead}" in log, "taskbridge's own log line shows the same id"
+
+
+def test_task_events_reach_a_celery_event_receiver_with_the_taskbridge_ids(run: Harness) -> None:
+    app = get_engine().app  # type: ignore[attr-defined]
+    seen: list[dict[str, Any]] = []
+    connection = app.connection_for_read()
+    receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+    capture = threading.Thread(target=receiver.capture, kwargs={"limit": None, "timeout": None}, daemon=True)
+    capture.start()
+    try:
+        run.start_workers()
+        # Heartbeats come every two seconds: once one arrived, the receiver is bound and sees what follows.
+        run.wait_for(lambda: any(e["type"] == "worker-heartbeat" for e in seen), 60, "no worker heartbeat event")
+        done = _ids(jobs.echo.enqueue(1))
+        dead = _ids(jobs.boom.enqueue(2))
+
+        def kinds(uuid: str) -> set[str]:
+            return {e["type"] for e in list(seen) if e.get("uuid") == uuid}
+
+        run.wait_for(lambda: {"task-received", "task-succeeded"} <= kinds(done), 60, "no events of the echo job")
+        run.wait_for(lambda: {"task-retried", "task-failed"} <= kinds(dead), 60, "no retry and failure events")
+        assert "task-succeeded" not in kinds(dead)
+        failed = next(e for e in list(seen) if e["type"] == "task-failed" and e["uuid"] == dead)
+        assert "failed on attempt 2 of 2" in failed["exception"]
+    finally:
+        receiver.should_stop = True
+        capture.join(10)
+        connection.release()
