@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     exit_drain_timeout: float = Field(
         10.0, description="embedded engine: how long a process exiting waits for the jobs already due"
     )
+    outage_reminder: float = Field(
+        30.0,
+        description="while the broker or coordination store is down, a worker logs it once, then at most this often",
+    )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
@@ -101,12 +105,14 @@ class Settings(BaseSettings):
         "result_ttl",
         "connect_timeout",
         "exit_drain_timeout",
+        "outage_reminder",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl"
+            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl",
+            "outage_reminder",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:

@@ -3,6 +3,9 @@ events``), under the taskbridge job id; and ``taskbridge worker --reload`` on th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ import celery_jobs as jobs
 import pytest
 from support import open_harness
 
-from taskbridge import get_engine
+from taskbridge import Envelope, get_engine
 from taskbridge.testing import Harness
 
 SETTINGS: dict[str, str | None] = {"TASKBRIDGE_VISIBILITY_TIMEOUT": "10"}
@@ -78,3 +81,54 @@ def test_task_events_reach_a_celery_event_receiver_with_the_taskbridge_ids(run: 
         receiver.should_stop = True
         capture.join(10)
         connection.release()
+
+
+RELOADED_JOBS = '''
+from taskbridge import job
+from taskbridge.testing.jobs import record
+
+VERSION = {version}
+
+
+@job(name="reloaded.which")
+def which(n: int) -> None:
+    record("ran", job="which", n=n, version=VERSION)
+'''
+
+
+def test_worker_reload_restarts_on_a_code_change_and_runs_the_new_code(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "reloaded_jobs.py"
+    module.write_text(RELOADED_JOBS.format(version=1))
+    with open_harness("celery-redis", tmp_path, "reloaded_jobs", SETTINGS) as run:
+        log_path = tmp_path / "reload-worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "taskbridge", "worker", "reloaded_jobs", "--reload", "--concurrency", "1"],
+                cwd=code,
+                env={**os.environ, **run.env, "PYTHONPATH": str(code), "TASKBRIDGE_DEFAULT_QUEUE": run.queue},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        run.workers.append(worker)  # stopped with the harness
+        engine = get_engine()
+
+        def send(n: int) -> None:
+            engine.publish([Envelope(job="reloaded.which", queue=run.queue, kwargs={"n": n})])
+
+        def versions() -> dict[int, int]:
+            return {e["n"]: e["version"] for e in run.events("ran", "which")}
+
+        def started() -> int:
+            return log_path.read_text(errors="replace").count("taskbridge worker: engine=celery")
+
+        send(1)
+        run.wait_for(lambda: 1 in versions(), 60, f"the first job never ran:\n{log_path.read_text()}")
+        module.write_text(RELOADED_JOBS.format(version=2))
+        run.wait_for(lambda: started() == 2, 60, f"the worker did not start again:\n{log_path.read_text()}")
+        send(2)
+        run.wait_for(lambda: 2 in versions(), 60, f"the job sent after the change never ran:\n{log_path.read_text()}")
+        assert versions() == {1: 1, 2: 2}
+        assert worker.poll() is None, "the worker restarts in place: the same process goes on"

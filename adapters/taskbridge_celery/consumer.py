@@ -13,15 +13,19 @@ succeeded, and requeued if it failed.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+from celery.exceptions import CPendingDeprecationWarning
 from celery.worker.consumer import Consumer
+from celery.worker.consumer import consumer as celery_consumer
 from kombu.message import Message
 
 from taskbridge import carrying
 from taskbridge.envelope import peek_id, peek_job_name
 from taskbridge.legacy import is_legacy
+from taskbridge.outage import broker_outage
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
 from .items import ITEM_HEADER
@@ -32,7 +36,27 @@ log = logging.getLogger("taskbridge.celery")
 
 
 class EnvelopeConsumer(Consumer):  # type: ignore[misc]
-    """Consumer whose messages are all run, or dead-lettered then acknowledged."""
+    """Consumer whose messages are all run, or dead-lettered then acknowledged; a lost broker is
+    logged once, then reminded (taskbridge.outage), in place of Celery's line per reconnection attempt."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        celery_log = logging.getLogger(celery_consumer.__name__)
+        if not any(isinstance(f, _ConnectionErrorsToOutage) for f in celery_log.filters):
+            celery_log.addFilter(_ConnectionErrorsToOutage())
+
+    def connect(self) -> Any:
+        connection = super().connect()  # returns once connected: Celery retries with back-off meanwhile
+        broker_outage().succeeded()
+        return connection
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        broker_outage().failed(exc)
+        with warnings.catch_warnings():
+            # Celery's notice that running late-ack jobs are not cancelled on a lost connection: as
+            # intended here (each is acknowledged, or delivered again, per the transport).
+            warnings.simplefilter("ignore", CPendingDeprecationWarning)
+            super().on_connection_error_after_connected(exc)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Message], None]:
         self._celery_handle = super().create_task_handler(*args, **kwargs)
@@ -133,6 +157,19 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             message.reject_log_error(log, self.connection_errors, requeue=True)
             return
         message.ack_log_error(log, self.connection_errors)
+
+
+class _ConnectionErrorsToOutage(logging.Filter):
+    """Celery's consumer logs each failed reconnection attempt (and the lost connection) itself:
+    those records go to the broker's outage record instead, which logs once and then reminds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == celery_consumer.CONNECTION_ERROR and isinstance(record.args, tuple) and len(record.args) > 1:
+            cause = record.args[1]
+            broker_outage().failed(cause if isinstance(cause, BaseException) else str(cause))
+            return False
+        args = record.args
+        return not (isinstance(args, tuple) and args[:1] == (celery_consumer.CONNECTION_RETRY,))
 
 
 def _body(message: Message) -> bytes | str:

@@ -21,6 +21,7 @@ from .connection import ProcessConnection
 from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
+from .reload import SourceWatcher, start_again
 from .settings import CelerySettings, load_celery_settings
 from .take import AmqpTake, RedisTake, SqsTake
 from .tasks import register
@@ -100,7 +101,8 @@ class CeleryEngine:
             ) from exc
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
-        """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
+        """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped; with
+        ``worker_reload``, a changed ``*.py`` file under the current directory restarts it."""
         if self._runner is None:
             # Without a runner every message would be one the worker can neither run nor dead-letter.
             raise ConfigurationError(
@@ -108,8 +110,7 @@ class CeleryEngine:
                 "(taskbridge worker myapp.jobs)"
             )
         names = list(queues) or [self.settings.default_queue]
-        if self.settings.worker_reload:
-            log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
+        watcher = SourceWatcher() if self.settings.worker_reload else None
         consume(self.app, names)
         if self.broker.scheme == "amqp":
             # A retry or dead letter must be stored before its message is acknowledged: the
@@ -128,9 +129,17 @@ class CeleryEngine:
             optimization="fair",
             quiet=True,
         )
-        worker.start()
+        if watcher is not None:
+            watcher.start()
+        try:
+            worker.start()
+        finally:
+            if watcher is not None:
+                watcher.stop()
         if worker.exitcode:
             raise SystemExit(worker.exitcode)
+        if watcher is not None and watcher.changed:
+            start_again()
 
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``, delayed ones included (SQS: approximate)."""
