@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,28 @@ def _ids(ref: Any) -> str:
     return str(ref.id)
 
 
+def _publish_expired(run: Harness) -> str:
+    """A job past its expiry when the worker gets it: taskbridge drops it unrun."""
+    envelope = Envelope(job=jobs.echo.name, queue=run.queue, kwargs={"n": 3}, expires_at=time.time() - 1)
+    get_engine().publish([envelope])
+    return envelope.id
+
+
 def test_celerys_log_tells_each_outcome_under_the_taskbridge_id(run: Harness) -> None:
     run.start_workers()
     done = _ids(jobs.echo.enqueue(1))
     dead = _ids(jobs.boom.enqueue(2))
+    expired = _publish_expired(run)
     run.wait_for(lambda: run.events("outcome:dead", "boom") and run.events("outcome:done", "echo"), 60, "no outcomes")
 
     def logged() -> str:
         text = run.worker_logs()
-        wanted = [f"Task cq.echo[{done}] succeeded", f"Task cq.boom[{dead}] retry:", f"Task cq.boom[{dead}] raised"]
+        wanted = [
+            f"Task cq.echo[{done}] succeeded",
+            f"Task cq.boom[{dead}] retry:",
+            f"Task cq.boom[{dead}] raised",
+            f"Task cq.echo[{expired}] ignored",
+        ]
         return text if all(line in text for line in wanted) else ""
 
     log = run.wait_for(logged, 30, "Celery's log should show the outcomes under the job ids")
@@ -68,13 +82,15 @@ def test_task_events_reach_a_celery_event_receiver_with_the_taskbridge_ids(run: 
         run.wait_for(lambda: any(e["type"] == "worker-heartbeat" for e in seen), 60, "no worker heartbeat event")
         done = _ids(jobs.echo.enqueue(1))
         dead = _ids(jobs.boom.enqueue(2))
+        expired = _publish_expired(run)
 
         def kinds(uuid: str) -> set[str]:
             return {e["type"] for e in list(seen) if e.get("uuid") == uuid}
 
         run.wait_for(lambda: {"task-received", "task-succeeded"} <= kinds(done), 60, "no events of the echo job")
         run.wait_for(lambda: {"task-retried", "task-failed"} <= kinds(dead), 60, "no retry and failure events")
-        assert "task-succeeded" not in kinds(dead)
+        run.wait_for(lambda: "task-revoked" in kinds(expired), 60, "no revoked event for the expired job")
+        assert "task-succeeded" not in kinds(dead) | kinds(expired)
         failed = next(e for e in list(seen) if e["type"] == "task-failed" and e["uuid"] == dead)
         assert "failed on attempt 2 of 2" in failed["exception"]
     finally:

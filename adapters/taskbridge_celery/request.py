@@ -14,7 +14,7 @@ from celery.worker.request import Request
 
 from taskbridge import carrying
 
-from .states import DeadLettered
+from .states import NOT_RUN, DeadLettered
 from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
@@ -35,6 +35,9 @@ class EnvelopeRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if isinstance(exc, Ignore) and exc.args and exc.args[0] in NOT_RUN:
+            # What Celery sends for a task it discards unrun (its own expired tasks): Flower shows it ended.
+            self.send_event("task-revoked", terminated=False, signum=None, expired=exc.args[0] == "expired")
         if not isinstance(exc, _CARRIED_OUT) and not state.should_terminate:
             if not self._carry_out(exc):
                 self.reject(requeue=True)

@@ -4,7 +4,8 @@ The runner carries out every outcome inside the task body (republish, dead lette
 ends by telling Celery what happened: a job that ran returns its value (``succeeded``), a retried
 or deferred one raises Celery's :class:`~celery.exceptions.Retry` (``retry:``, a ``task-retried``
 event), a dead-lettered one raises :class:`DeadLettered` (``raised unexpected``, ``task-failed``), and
-a skipped or expired one raises :class:`~celery.exceptions.Ignore` (``ignored``). Each of these
+a skipped or expired one raises :class:`~celery.exceptions.Ignore` (``ignored``, a
+``task-revoked`` event as for Celery's own expired tasks). Each of these
 leaves the message to be acknowledged; none makes Celery publish anything.
 """
 
@@ -16,6 +17,9 @@ from celery.exceptions import Ignore, Retry
 
 from taskbridge.outcomes import Dead, Defer, Done, Expired, Outcome, Skip
 from taskbridge.outcomes import Retry as Retried
+
+NOT_RUN = ("skipped", "expired")
+"""Outcomes of a job not run by its own rules (the Ignore's argument): Celery logs ``ignored``."""
 
 
 class DeadLettered(Exception):
