@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import CPendingDeprecationWarning
+from celery.worker import loops as celery_loops
 from celery.worker.consumer import Consumer
 from celery.worker.consumer import consumer as celery_consumer
 from kombu.message import Message
@@ -34,6 +35,9 @@ from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_
 
 log = logging.getLogger("taskbridge.celery")
 
+_LOOP_CLEANUP_ERROR = "Error cleaning up after event loop: %r"
+"""Celery's message (celery.worker.loops) when resetting the event loop after an error fails."""
+
 
 class EnvelopeConsumer(Consumer):  # type: ignore[misc]
     """Consumer whose messages are all run, or dead-lettered then acknowledged; a lost broker is
@@ -44,6 +48,9 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         celery_log = logging.getLogger(celery_consumer.__name__)
         if not any(isinstance(f, _ConnectionErrorsToOutage) for f in celery_log.filters):
             celery_log.addFilter(_ConnectionErrorsToOutage())
+        loop_log = logging.getLogger(celery_loops.__name__)
+        if not any(isinstance(f, _LostConnectionCleanup) for f in loop_log.filters):
+            loop_log.addFilter(_LostConnectionCleanup(self))
 
     def connect(self) -> Any:
         connection = super().connect()  # returns once connected: Celery retries with back-off meanwhile
@@ -170,6 +177,23 @@ class _ConnectionErrorsToOutage(logging.Filter):
             return False
         args = record.args
         return not (isinstance(args, tuple) and args[:1] == (celery_consumer.CONNECTION_RETRY,))
+
+
+class _LostConnectionCleanup(logging.Filter):
+    """Celery logs a traceback when closing the event loop's sockets fails after the broker
+    connection was lost; that failure is part of the outage, which the outage record reports."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__()
+        self._consumer = consumer
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        lost = tuple(self._consumer.connection_errors or ())
+        if record.msg == _LOOP_CLEANUP_ERROR and error is not None and lost and isinstance(error, lost):
+            broker_outage().failed(error)
+            return False
+        return True
 
 
 def _body(message: Message) -> bytes | str:
