@@ -74,7 +74,6 @@ def noop(n: int) -> None:
     """taskbridge's no-op."""
 
 
-
 def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], total: int) -> tuple[float, float]:
     """Start a worker on a full queue; jobs/s from its first message taken until the queue is empty,
     and the worker's CPU seconds per job over that time."""
@@ -124,10 +123,32 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first
     engine.purge(many_queue)
     python = sys.executable
     result["raw_drain"], result["raw_cpu"] = _drain(
-        [python, "-m", "celery", "-A", "bench_celery:raw_app", "worker", "-Q", raw_queue, "-c", "2",
-         "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "-O", "fair", "-n", f"raw-{tag}@%h"],
-        env, lambda: engine.depth(raw_queue), n,
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "bench_celery:raw_app",
+            "worker",
+            "-Q",
+            raw_queue,
+            "-c",
+            "2",
+            "-P",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-O",
+            "fair",
+            "-n",
+            f"raw-{tag}@%h",
+        ],
+        env,
+        lambda: engine.depth(raw_queue),
+        n,
     )
     queues = {"tb": (tb_queue, env)}
     if signed:
@@ -141,9 +162,22 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first
     for side in sorted(queues, reverse=signed_first):
         queue, side_env = queues[side]
         result[f"{side}_drain"], result[f"{side}_cpu"] = _drain(
-            [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_celery", "--queues", queue,
-             "--concurrency", "2"],
-            side_env, lambda queue=queue: engine.depth(queue), n,
+            [
+                python,
+                "-m",
+                "taskbridge",
+                "--log-level",
+                "WARNING",
+                "worker",
+                "bench_celery",
+                "--queues",
+                queue,
+                "--concurrency",
+                "2",
+            ],
+            side_env,
+            lambda queue=queue: engine.depth(queue),
+            n,
         )
     for queue in [raw_queue] + [queue for queue, _ in queues.values()]:
         with contextlib.suppress(Exception):
@@ -174,30 +208,46 @@ def main() -> int:
     }
     os.environ.update(env)
     _use_broker(args.broker)
-    print(f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, "
-          f"best of {args.rounds} round(s)", flush=True)
+    print(
+        f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, best of {args.rounds} round(s)",
+        flush=True,
+    )
     rounds = [_one_round(n, f"{tag}-{i}", env, args.signing, i % 2 == 1) for i in range(args.rounds)]
     best = {key: (min if "cpu" in key else max)(r[key] for r in rounds) for key in rounds[0]}
-    print(f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
-          f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}")
-    print(f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
-          f"{best['tb_many'] / best['raw_enqueue']:.1f}x")
-    print(f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
-          f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}")
-    print(f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
-          f"{best['tb_cpu'] * 1e6:8.0f} us/job")
+    print(
+        f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
+        f"{best['tb_enqueue']:8.0f}/s   ratio {best['tb_enqueue'] / best['raw_enqueue']:.2f}"
+    )
+    print(
+        f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
+        f"{best['tb_many'] / best['raw_enqueue']:.1f}x"
+    )
+    print(
+        f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
+        f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}"
+    )
+    print(
+        f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
+        f"{best['tb_cpu'] * 1e6:8.0f} us/job"
+    )
     if args.signing:
         enqueue, drain = best["tb_enqueue_signed"], best["tb_signed_drain"]
-        print(f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
-              f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
-              f"({drain / best['tb_drain']:.3f} of unsigned)")
-        print(f"signed        worker CPU {best['tb_signed_cpu'] * 1e6:8.0f} us/job "
-              f"({best['tb_signed_cpu'] / best['tb_cpu']:.3f} of unsigned)")
+        print(
+            f"signed        enqueue {enqueue:8.0f}/s ({enqueue / best['tb_enqueue']:.3f} of unsigned)   "
+            f"drain {drain:8.0f}/s   ratio {drain / best['raw_drain']:.2f} "
+            f"({drain / best['tb_drain']:.3f} of unsigned)"
+        )
+        print(
+            f"signed        worker CPU {best['tb_signed_cpu'] * 1e6:8.0f} us/job "
+            f"({best['tb_signed_cpu'] / best['tb_cpu']:.3f} of unsigned)"
+        )
         drains = sorted(r["tb_signed_drain"] / r["tb_drain"] for r in rounds)
         cpus = sorted(r["tb_signed_cpu"] / r["tb_cpu"] for r in rounds)
-        print(f"signed/unsigned per round: drain {' '.join(f'{d:.3f}' for d in drains)} (median "
-              f"{statistics.median(drains):.3f}), worker CPU {' '.join(f'{c:.3f}' for c in cpus)} "
-              f"(median {statistics.median(cpus):.3f})")
+        print(
+            f"signed/unsigned per round: drain {' '.join(f'{d:.3f}' for d in drains)} (median "
+            f"{statistics.median(drains):.3f}), worker CPU {' '.join(f'{c:.3f}' for c in cpus)} "
+            f"(median {statistics.median(cpus):.3f})"
+        )
         print(signing_cost(best["tb_drain"]))
     if args.json is not None:
         args.json.write_text(json.dumps({"engine": "celery", "broker": args.broker, "jobs": n, **best}, indent=2))

@@ -70,12 +70,14 @@ def setup_raw(confirm_delivery: bool = False) -> dramatiq.Actor[..., Any]:
         from dramatiq_sqs import SQSBroker
 
         broker = SQSBroker(
-            namespace=settings.namespace, endpoint_url=settings.sqs_endpoint_url, region_name=settings.sqs_region,
-            aws_access_key_id="bench", aws_secret_access_key="bench",
+            namespace=settings.namespace,
+            endpoint_url=settings.sqs_endpoint_url,
+            region_name=settings.sqs_region,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
         )
     dramatiq.set_broker(broker)
     return dramatiq.actor(_raw_noop, queue_name=os.environ[RAW_QUEUE_ENV], max_retries=0, broker=broker)
-
 
 
 def _drain(command: list[str], queue: str, count: int, log: Path) -> tuple[float, float]:
@@ -121,13 +123,15 @@ def main() -> None:
 
     run = uuid.uuid4().hex[:8]
     raw_queue, tb_queue = f"benchraw{run}", f"benchtb{run}"
-    os.environ.update({
-        "TASKBRIDGE_ENGINE": "dramatiq",
-        "TASKBRIDGE_BROKER_URL": args.broker,
-        "TASKBRIDGE_NAMESPACE": f"bench{run}",
-        "TASKBRIDGE_DEFAULT_QUEUE": tb_queue,
-        RAW_QUEUE_ENV: raw_queue,
-    })
+    os.environ.update(
+        {
+            "TASKBRIDGE_ENGINE": "dramatiq",
+            "TASKBRIDGE_BROKER_URL": args.broker,
+            "TASKBRIDGE_NAMESPACE": f"bench{run}",
+            "TASKBRIDGE_DEFAULT_QUEUE": tb_queue,
+            RAW_QUEUE_ENV: raw_queue,
+        }
+    )
     os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
     import taskbridge
     from taskbridge import get_engine
@@ -142,18 +146,45 @@ def main() -> None:
 
     raw_send = timed(lambda: [actor.send() for _ in range(n)])
     raw_drain, raw_cpu = _drain(
-        [sys.executable, "-m", "dramatiq", "bench_dramatiq:setup_raw", "--processes", "1",
-         "--threads", str(args.threads), "--queues", raw_queue],
-        raw_queue, n, logs / "raw-worker.log",
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bench_dramatiq:setup_raw",
+            "--processes",
+            "1",
+            "--threads",
+            str(args.threads),
+            "--queues",
+            raw_queue,
+        ],
+        raw_queue,
+        n,
+        logs / "raw-worker.log",
     )
     tb_send = timed(lambda: [noop.enqueue() for _ in range(n)])
     if args.signing:
         tb_drain = tb_cpu = 0.0  # measured below, alternating with the signed side
     else:
         tb_drain, tb_cpu = _drain(
-            [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
-             "--queues", tb_queue, "--processes", "1", "--threads", str(args.threads)],
-            tb_queue, n, logs / "taskbridge-worker.log",
+            [
+                sys.executable,
+                "-m",
+                "taskbridge",
+                "--log-level",
+                "WARNING",
+                "worker",
+                "bench_dramatiq",
+                "--queues",
+                tb_queue,
+                "--processes",
+                "1",
+                "--threads",
+                str(args.threads),
+            ],
+            tb_queue,
+            n,
+            logs / "taskbridge-worker.log",
         )
     tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
@@ -169,11 +200,28 @@ def main() -> None:
             queue = signed_queue if side == "signed" else tb_queue
             with signing(signed_queue) if side == "signed" else contextlib.nullcontext():
                 noop.enqueue_many(() for _ in range(n))
-                drains[side].append(_drain(
-                    [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_dramatiq",
-                     "--queues", queue, "--processes", "1", "--threads", str(args.threads)],
-                    queue, n, logs / f"taskbridge-{side}-{index}-worker.log",
-                ))
+                drains[side].append(
+                    _drain(
+                        [
+                            sys.executable,
+                            "-m",
+                            "taskbridge",
+                            "--log-level",
+                            "WARNING",
+                            "worker",
+                            "bench_dramatiq",
+                            "--queues",
+                            queue,
+                            "--processes",
+                            "1",
+                            "--threads",
+                            str(args.threads),
+                        ],
+                        queue,
+                        n,
+                        logs / f"taskbridge-{side}-{index}-worker.log",
+                    )
+                )
     if args.signing:
         tb_drain = sum(seconds for seconds, _ in drains["unsigned"]) / 2
         tb_cpu = sum(cpu for _, cpu in drains["unsigned"]) / 2
@@ -196,20 +244,35 @@ def main() -> None:
     if args.broker.startswith("amqp"):
         # What publisher confirms cost: raw Dramatiq with them, taskbridge without them.
         confirmed = setup_raw(confirm_delivery=True)
-        rows.append(("raw Dramatiq .send(), confirm_delivery=True", rate(n, timed(
-            lambda: [confirmed.send() for _ in range(n)])), None))
+        rows.append(
+            (
+                "raw Dramatiq .send(), confirm_delivery=True",
+                rate(n, timed(lambda: [confirmed.send() for _ in range(n)])),
+                None,
+            )
+        )
         os.environ["TASKBRIDGE_DRAMATIQ_CONFIRM_DELIVERY"] = "false"
         taskbridge.configure()
-        rows.append(("taskbridge .enqueue(), confirm_delivery=False", rate(n, timed(
-            lambda: [noop.enqueue() for _ in range(n)])), None))
+        rows.append(
+            (
+                "taskbridge .enqueue(), confirm_delivery=False",
+                rate(n, timed(lambda: [noop.enqueue() for _ in range(n)])),
+                None,
+            )
+        )
         rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][1] / raw_send_rate)
         get_engine().purge(tb_queue)
         get_engine().purge(raw_queue)
 
     if args.json is not None:
         figures = {
-            "raw_enqueue": raw_send_rate, "tb_enqueue": tb_send_rate, "tb_many": rate(n, tb_many),
-            "raw_drain": raw_drain_rate, "tb_drain": tb_drain_rate, "raw_cpu": raw_cpu / n, "tb_cpu": tb_cpu / n,
+            "raw_enqueue": raw_send_rate,
+            "tb_enqueue": tb_send_rate,
+            "tb_many": rate(n, tb_many),
+            "raw_drain": raw_drain_rate,
+            "tb_drain": tb_drain_rate,
+            "raw_cpu": raw_cpu / n,
+            "tb_cpu": tb_cpu / n,
         }
         args.json.write_text(json.dumps({"engine": "dramatiq", "broker": args.broker, "jobs": n, **figures}, indent=2))
     width = max(len(name) for name, _, _ in rows)
@@ -220,10 +283,14 @@ def main() -> None:
         print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us")
     if args.signing:
         pairs = [unsigned[0] / signed[0] for unsigned, signed in zip(drains["unsigned"], drains["signed"], strict=True)]
-        print(f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain "
-              f"(unsigned-signed pair {pairs[0]:.3f}, signed-unsigned pair {pairs[1]:.3f})")
-        print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us, "
-              f"signed {signed_cpu / n * 1e6:.0f} us ({signed_cpu / tb_cpu:.3f} of unsigned)")
+        print(
+            f"signed drain is {tb_drain / signed_drain:.3f} of the unsigned drain "
+            f"(unsigned-signed pair {pairs[0]:.3f}, signed-unsigned pair {pairs[1]:.3f})"
+        )
+        print(
+            f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us, "
+            f"signed {signed_cpu / n * 1e6:.0f} us ({signed_cpu / tb_cpu:.3f} of unsigned)"
+        )
         print(signing_cost(tb_drain_rate))
 
 

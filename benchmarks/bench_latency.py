@@ -64,11 +64,20 @@ def celery_app() -> Any:
     url = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
     broker = broker_for(load_settings(engine="celery", broker_url=url), load_celery_settings())
     app.conf.update(
-        broker_url=broker.url, broker_transport_options=broker.transport_options,
-        task_serializer="json", accept_content=["json"], result_backend=None, task_ignore_result=True,
-        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-        worker_disable_rate_limits=True, worker_send_task_events=False, task_send_sent_event=False,
-        broker_connection_retry_on_startup=True, task_default_queue=os.environ.get(QUEUE_ENV, "bench-latency"),
+        broker_url=broker.url,
+        broker_transport_options=broker.transport_options,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_rate_limits=True,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=os.environ.get(QUEUE_ENV, "bench-latency"),
     )
     app.task(name="bench.raw_latency")(_started)
     return app
@@ -94,8 +103,14 @@ def setup_raw_dramatiq() -> Any:
 
         broker = RabbitmqBroker(url=pika_url(url))
     dramatiq.set_broker(broker)
-    return dramatiq.Actor(_started, broker=broker, actor_name="bench.raw_latency",
-                          queue_name=os.environ[QUEUE_ENV], priority=0, options={"max_retries": 0})
+    return dramatiq.Actor(
+        _started,
+        broker=broker,
+        actor_name="bench.raw_latency",
+        queue_name=os.environ[QUEUE_ENV],
+        priority=0,
+        options={"max_retries": 0},
+    )
 
 
 def _lines(path: Path) -> list[str]:
@@ -189,22 +204,62 @@ def main() -> int:
         app = celery_app()
         task = app.tasks["bench.raw_latency"]
         raw_command = [
-            python, "-m", "celery", "-A", "bench_latency:raw_app", "worker", "-Q", raw_queue, "-c", "2",
-            "-P", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-O", "fair", "-n", f"latency-{run}@%h",
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "bench_latency:raw_app",
+            "worker",
+            "-Q",
+            raw_queue,
+            "-c",
+            "2",
+            "-P",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-O",
+            "fair",
+            "-n",
+            f"latency-{run}@%h",
         ]
         raw_send: Callable[[float], object] = task.delay
         workers = ["--concurrency", "2"]
     else:
         actor = setup_raw_dramatiq()
-        raw_command = [python, "-m", "dramatiq", "bench_latency:setup_raw_dramatiq", "--processes", "1",
-                       "--threads", "8", "--queues", raw_queue]
+        raw_command = [
+            python,
+            "-m",
+            "dramatiq",
+            "bench_latency:setup_raw_dramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+            "--queues",
+            raw_queue,
+        ]
         raw_send = actor.send
         workers = ["--processes", "1", "--threads", "8"]
-    tb_command = [python, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_latency",
-                  "--queues", tb_queue, *workers]
-    print(f"{args.engine} on {args.broker}: {args.jobs} jobs at {args.rate:g}/s after {args.warmup} warm-up jobs",
-          flush=True)
+    tb_command = [
+        python,
+        "-m",
+        "taskbridge",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "bench_latency",
+        "--queues",
+        tb_queue,
+        *workers,
+    ]
+    print(
+        f"{args.engine} on {args.broker}: {args.jobs} jobs at {args.rate:g}/s after {args.warmup} warm-up jobs",
+        flush=True,
+    )
     try:
         raw = _side("raw", raw_command, raw_env, raw_send, args)
         tb = _side("taskbridge", tb_command, tb_env, started.enqueue, args)
@@ -216,12 +271,14 @@ def main() -> int:
         engine.close()
     figures = {"raw_p50_ms": raw["p50"], "raw_p99_ms": raw["p99"], "tb_p50_ms": tb["p50"], "tb_p99_ms": tb["p99"]}
     print(f"raw         p50 {raw['p50']:7.2f} ms   p99 {raw['p99']:7.2f} ms")
-    print(f"taskbridge  p50 {tb['p50']:7.2f} ms   p99 {tb['p99']:7.2f} ms   "
-          f"(p50 {tb['p50'] / raw['p50']:.2f}x raw)")
+    print(f"taskbridge  p50 {tb['p50']:7.2f} ms   p99 {tb['p99']:7.2f} ms   (p50 {tb['p50'] / raw['p50']:.2f}x raw)")
     if args.json is not None:
-        args.json.write_text(json.dumps(
-            {"engine": args.engine, "broker": args.broker, "jobs": args.jobs, "rate": args.rate, **figures}, indent=2
-        ))
+        args.json.write_text(
+            json.dumps(
+                {"engine": args.engine, "broker": args.broker, "jobs": args.jobs, "rate": args.rate, **figures},
+                indent=2,
+            )
+        )
     return 0
 
 

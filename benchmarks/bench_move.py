@@ -85,17 +85,32 @@ def run_scenario(label: str, src: str, src_url: str, dst: str, dst_url: str, cou
         result["source_depth"] = source.depth(queue)
         env = {**os.environ, "TASKBRIDGE_NAMESPACE": namespace}
         seconds, peak, report, err = _move(
-            ["--from-engine", src, "--from-broker", src_url, "--to-engine", dst, "--to-broker", dst_url,
-             "--queues", queue, "--batch", str(batch)],
+            [
+                "--from-engine",
+                src,
+                "--from-broker",
+                src_url,
+                "--to-engine",
+                dst,
+                "--to-broker",
+                dst_url,
+                "--queues",
+                queue,
+                "--batch",
+                str(batch),
+            ],
             env,
         )
         if not report:
             result["error"] = err.strip().splitlines()[-1] if err.strip() else "move failed"
             return result
         result.update(
-            seconds=round(seconds, 2), jobs_per_s=round(rate(count, seconds)), peak_rss_mb=round(peak, 1),
+            seconds=round(seconds, 2),
+            jobs_per_s=round(rate(count, seconds)),
+            peak_rss_mb=round(peak, 1),
             moving_jobs_per_s=round(rate(count, report[0]["seconds"])),
-            moved=report[0]["moved"], target_depth=target.depth(queue),
+            moved=report[0]["moved"],
+            target_depth=target.depth(queue),
         )
         return result
     finally:

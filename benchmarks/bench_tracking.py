@@ -79,8 +79,18 @@ def _side(engine: str, n: int, tag: str, track: bool, base_env: dict[str, str]) 
     refs: list[object] = []
     enqueue = rate(n, timed(lambda: refs.extend(noop.enqueue(i) for i in range(n))))
     sizing = ["--concurrency", "2"] if engine == "celery" else ["--processes", "1", "--threads", "8"]
-    command = [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker", "bench_tracking",
-               "--queues", queue, *sizing]
+    command = [
+        sys.executable,
+        "-m",
+        "taskbridge",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "bench_tracking",
+        "--queues",
+        queue,
+        *sizing,
+    ]
     drain = _drain(command, env, queue, n)
     if track:
         # The first jobs ran long before the worker was stopped; their records must say so.
@@ -112,15 +122,21 @@ def main() -> int:
         "TASKBRIDGE_PREFETCH": "1",
         "TASKBRIDGE_CELERY_LOGLEVEL": "WARNING",
     }
-    print(f"{args.engine} on {args.broker}, records in {args.coordination}, {args.jobs} no-op jobs, "
-          f"best of {args.rounds} round(s)", flush=True)
+    print(
+        f"{args.engine} on {args.broker}, records in {args.coordination}, {args.jobs} no-op jobs, "
+        f"best of {args.rounds} round(s)",
+        flush=True,
+    )
     best: dict[bool, dict[str, float]] = {False: {}, True: {}}
     for index in range(args.rounds):
         order = (False, True) if index % 2 == 0 else (True, False)
         for track in order:
             measured = _side(args.engine, args.jobs, f"{tag}-{index}", track, base_env)
-            print(f"  round {index + 1} tracking {'on ' if track else 'off'}: enqueue {measured['enqueue']:7.0f}/s"
-                  f"  drain {measured['drain']:7.0f}/s", flush=True)
+            print(
+                f"  round {index + 1} tracking {'on ' if track else 'off'}: enqueue {measured['enqueue']:7.0f}/s"
+                f"  drain {measured['drain']:7.0f}/s",
+                flush=True,
+            )
             for key, value in measured.items():
                 best[track][key] = max(best[track].get(key, 0.0), value)
     for key in ("enqueue", "drain"):

@@ -42,9 +42,7 @@ def _reachable(url: str) -> bool:
 
 
 def _run(script: str, broker: str, jobs: int, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    command = [
-        sys.executable, str(HERE / script), "--broker", broker, "--jobs", str(jobs), "--json", str(out), *extra
-    ]
+    command = [sys.executable, str(HERE / script), "--broker", broker, "--jobs", str(jobs), "--json", str(out), *extra]
     print("$", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=HERE)
     figures: dict[str, Any] = json.loads(out.read_text())
@@ -59,7 +57,11 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, float]:
 def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int) -> dict[str, Any]:
     """Figures per combination (medians over ``rounds``) and per broker's ceiling."""
     results: dict[str, Any] = {
-        "jobs": jobs, "latency_jobs": latency_jobs, "rounds": rounds, "combinations": {}, "ceilings": {}
+        "jobs": jobs,
+        "latency_jobs": latency_jobs,
+        "rounds": rounds,
+        "combinations": {},
+        "ceilings": {},
     }
     for scheme, broker in BROKERS.items():
         if not _reachable(broker):
@@ -71,12 +73,16 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int) -> dict[st
         results["ceilings"][scheme] = _median(ceiling)
         for engine in ENGINES:
             runs = [
-                _run(f"bench_{engine}.py", broker, jobs, workdir / f"{engine}-{scheme}-{i}.json")
-                for i in range(rounds)
+                _run(f"bench_{engine}.py", broker, jobs, workdir / f"{engine}-{scheme}-{i}.json") for i in range(rounds)
             ]
             latency = [
-                _run("bench_latency.py", broker, latency_jobs, workdir / f"latency-{engine}-{scheme}-{i}.json",
-                     ("--engine", engine))
+                _run(
+                    "bench_latency.py",
+                    broker,
+                    latency_jobs,
+                    workdir / f"latency-{engine}-{scheme}-{i}.json",
+                    ("--engine", engine),
+                )
                 for i in range(rounds)
             ]
             results["combinations"][f"{engine}-{scheme}"] = {**_median(runs), **_median(latency)}

@@ -156,12 +156,19 @@ def _note_failure(queue: str, outcome: Outcome, exc: BaseException, ident: int) 
             "cannot write to queue %r: %s. Storing %s failed; this worker holds the message and retries "
             "with back-off (up to %gs), and the job does not run again meanwhile. Fix the queue (for a "
             "declaration conflict: delete or redeclare it as docs/transports.md says) and it goes through.",
-            queue, _cause(exc), _describe(outcome), MAX_BACKOFF,
+            queue,
+            _cause(exc),
+            _describe(outcome),
+            MAX_BACKOFF,
         )
     elif remind:
         log.error(
             "still cannot write to queue %r after %.0fs (%d failed writes, %d message(s) held): %s",
-            queue, since, failures, held, _cause(exc),
+            queue,
+            since,
+            failures,
+            held,
+            _cause(exc),
         )
 
 

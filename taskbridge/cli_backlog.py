@@ -33,8 +33,13 @@ def _progress(enabled: bool) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
     )
     with progress:
         yield progress
@@ -53,8 +58,17 @@ def _progress(enabled: bool) -> Iterator[Any]:
 @click.option("--json", "json_output", is_flag=True, help="print the summary as JSON")
 @log_level_option()
 def move(
-    from_engine: str, from_broker: str, to_engine: str, to_broker: str, queues: str, dead_letters: bool,
-    from_namespace: str | None, to_namespace: str | None, batch: int, json_output: bool, log_level: str | None,
+    from_engine: str,
+    from_broker: str,
+    to_engine: str,
+    to_broker: str,
+    queues: str,
+    dead_letters: bool,
+    from_namespace: str | None,
+    to_namespace: str | None,
+    batch: int,
+    json_output: bool,
+    log_level: str | None,
 ) -> None:
     """Move every waiting job (or dead letter) of the queues from one engine x broker to another.
 
@@ -169,8 +183,13 @@ def dead_list(queue: str, limit: int, json_output: bool, log_level: str | None) 
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["id"] or "-"), str(row["job"] or "-"), row["queue"], str(row["attempt"] or "-"),
-            _when(row["failed_at"]), row["reason"][:80], row["error"][:80],
+            str(row["id"] or "-"),
+            str(row["job"] or "-"),
+            row["queue"],
+            str(row["attempt"] or "-"),
+            _when(row["failed_at"]),
+            row["reason"][:80],
+            row["error"][:80],
         )
     Console().print(table)
 

@@ -54,8 +54,11 @@ def fail(exc: Exception) -> NoReturn:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if isinstance(exc, ImportError):
-        click.echo(f"error: a package is missing ({exc}); install the extras of your engine and transport: "
-                   f"{configured_hint()}", err=True)
+        click.echo(
+            f"error: a package is missing ({exc}); install the extras of your engine and transport: "
+            f"{configured_hint()}",
+            err=True,
+        )
         sys.exit(2)
     fault = _connection_fault(exc)
     if fault is None:

@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float | None:
         required = (
-            "inline_wait_max", "lock_retry", "visibility_timeout", "connect_timeout", "exit_drain_timeout", "track_ttl",
+            "inline_wait_max",
+            "lock_retry",
+            "visibility_timeout",
+            "connect_timeout",
+            "exit_drain_timeout",
+            "track_ttl",
             "outage_reminder",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):

@@ -81,17 +81,42 @@ def read(item: Taken, queue: str) -> DeadLetter:
     """What a taken dead letter says, whatever wrote it."""
     unwrapped = unwrap(item.body)
     if unwrapped.envelope is None:
-        return DeadLetter(None, None, f"unreadable dead letter: {unwrapped.reason}", None, None, queue, taken=item,
-                          body=item.body.decode("utf-8", "replace"), origin="engine")
+        return DeadLetter(
+            None,
+            None,
+            f"unreadable dead letter: {unwrapped.reason}",
+            None,
+            None,
+            queue,
+            taken=item,
+            body=item.body.decode("utf-8", "replace"),
+            origin="engine",
+        )
     try:
         envelope = decode(unwrapped.envelope)
     except EnvelopeError as exc:
-        return DeadLetter(None, None, f"unreadable dead letter: {exc}", None, None, queue, taken=item,
-                          body=unwrapped.envelope, origin="engine")
+        return DeadLetter(
+            None,
+            None,
+            f"unreadable dead letter: {exc}",
+            None,
+            None,
+            queue,
+            taken=item,
+            body=unwrapped.envelope,
+            origin="engine",
+        )
     if envelope.job != DEAD_LETTER_JOB:
         return DeadLetter(
-            envelope.id, envelope.job, "dead-lettered by the engine (no reason recorded)", envelope.attempt,
-            None, queue, body=unwrapped.envelope, origin="engine", taken=item,
+            envelope.id,
+            envelope.job,
+            "dead-lettered by the engine (no reason recorded)",
+            envelope.attempt,
+            None,
+            queue,
+            body=unwrapped.envelope,
+            origin="engine",
+            taken=item,
         )
     headers = envelope.headers
     failed_at = headers.get("failed_at")
@@ -165,4 +190,3 @@ def older_than(letter: DeadLetter, seconds: float, now: float | None = None) -> 
     if letter.failed_at is None:
         return True
     return (now or time.time()) - letter.failed_at > seconds
-

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "taskbridge.engines"
 
+
 class MessageRunner(Protocol):
     """What an engine hands every message to (the core's :class:`~taskbridge.runner.Runner`).
 

@@ -199,8 +199,12 @@ class EnvelopeBatch(Sequence[Envelope]):
     def with_not_before(self, not_before: float) -> EnvelopeBatch:
         """The same envelopes, due at ``not_before``."""
         batch = EnvelopeBatch(
-            self.job, self.queue, enqueued_at=self.enqueued_at, expires_at=self.expires_at,
-            not_before=not_before, headers=self.headers,
+            self.job,
+            self.queue,
+            enqueued_at=self.enqueued_at,
+            expires_at=self.expires_at,
+            not_before=not_before,
+            headers=self.headers,
         )
         batch.ids, batch.args, batch.kwargs = self.ids, self.args, self.kwargs
         start, end, head, tail = len(self._head), -len(self._tail), batch._head, batch._tail

@@ -19,7 +19,6 @@ class EnqueueError(TaskbridgeError, ValueError):
     """A job cannot be enqueued as asked (bad arguments, envelope too large, ...)."""
 
 
-
 class EnvelopeError(TaskbridgeError, ValueError):
     """A message body is not a valid taskbridge envelope."""
 

@@ -163,7 +163,8 @@ class MemoryEngine:
                 "embedded engine: %d job(s) not run before the process exited: %s. The embedded engine "
                 "runs jobs inside this process; run a worker (TASKBRIDGE_ENGINE, TASKBRIDGE_BROKER_URL) "
                 "for jobs that must outlive it, or wait for them with get_engine().join()",
-                sum(left.values()), "; ".join(f"{count} x {what}" for what, count in left.items()),
+                sum(left.values()),
+                "; ".join(f"{count} x {what}" for what, count in left.items()),
             )
         return list(left.elements())
 
@@ -181,9 +182,7 @@ class MemoryEngine:
                 for body in self._ready[queue]:
                     left[f"{peek_job_name(body)} (not started in time)"] += 1
             if self._in_flight:
-                left[f"still running after exit_drain_timeout={self.settings.exit_drain_timeout:g}s"] += (
-                    self._in_flight
-                )
+                left[f"still running after exit_drain_timeout={self.settings.exit_drain_timeout:g}s"] += self._in_flight
             for due, _, _, body in sorted(self._delayed):
                 left[f"{peek_job_name(body)} (countdown: due in {math.ceil(max(0.0, due - now))}s)"] += 1
         return left

@@ -121,8 +121,12 @@ class Mover:
         for envelope in envelopes:
             if envelope.job != DEAD_LETTER_JOB:  # an engine's own dead letter (Dramatiq's .XQ)
                 publish_dead_letter(
-                    self.target, queue=queue, reason="dead letter of the source engine (no reason recorded)",
-                    envelope=envelope, raw=None, settings=self.target_settings,
+                    self.target,
+                    queue=queue,
+                    reason="dead letter of the source engine (no reason recorded)",
+                    envelope=envelope,
+                    raw=None,
+                    settings=self.target_settings,
                 )
 
     def _read_batch(self, items: list[Taken], dead_letters: bool) -> tuple[_Batch, list[tuple[Taken, str]]]:
@@ -149,7 +153,11 @@ class Mover:
         try:
             for item, reason in bad:
                 publish_dead_letter(
-                    self.source, queue=queue, reason=f"not movable: {reason}", envelope=None, raw=item.body,
+                    self.source,
+                    queue=queue,
+                    reason=f"not movable: {reason}",
+                    envelope=None,
+                    raw=item.body,
                     settings=self.source_settings,
                 )
         except BaseException:

@@ -65,7 +65,11 @@ class Outage:
             elif now - self._reminded >= self.reminder_every:
                 self._log.warning(
                     "%s still unreachable after %.0fs; %d %s since the last message (%s)",
-                    self.what, now - self._since, self._unreported, self.held_back, describe(cause),
+                    self.what,
+                    now - self._since,
+                    self._unreported,
+                    self.held_back,
+                    describe(cause),
                 )
                 self._reminded, self._unreported = now, 0
             return wait
@@ -79,7 +83,10 @@ class Outage:
                 return
             self._log.warning(
                 "%s is reachable again after %.0fs (%d %s in all)",
-                self.what, time.monotonic() - self._since, self._failures, self.held_back,
+                self.what,
+                time.monotonic() - self._since,
+                self._failures,
+                self.held_back,
             )
             self._since, self._failures, self._unreported = None, 0, 0
 

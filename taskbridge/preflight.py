@@ -121,9 +121,14 @@ def _open_amqp(url: str, timeout: float) -> None:
         amqp = None
     if amqp is not None:
         connection = amqp.Connection(
-            host=f"{host}:{port}", userid=user, password=password, virtual_host=vhost,
+            host=f"{host}:{port}",
+            userid=user,
+            password=password,
+            virtual_host=vhost,
             ssl=options.py_amqp_ssl(host) if options else False,
-            connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
         )
         try:
             connection.connect()
@@ -135,8 +140,14 @@ def _open_amqp(url: str, timeout: float) -> None:
     import pika
 
     parameters = pika.ConnectionParameters(
-        host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(user, password),
-        connection_attempts=1, socket_timeout=timeout, stack_timeout=timeout, blocked_connection_timeout=timeout,
+        host=host,
+        port=port,
+        virtual_host=vhost,
+        credentials=pika.PlainCredentials(user, password),
+        connection_attempts=1,
+        socket_timeout=timeout,
+        stack_timeout=timeout,
+        blocked_connection_timeout=timeout,
     )
     if options is not None:
         parameters.ssl_options = pika.SSLOptions(options.context(), host)

@@ -346,12 +346,10 @@ def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
     return "JobTimeout" if timed_out else "WorkerLost"
 
 
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, JobTimeout):
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
-
 
 
 def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:

@@ -170,4 +170,3 @@ def signed(envelopes: Sequence[Envelope], settings: Settings) -> Sequence[Envelo
 def overhead(settings: Settings) -> int:
     """Bytes a signature adds to an envelope on the wire under ``settings`` (0 without a key)."""
     return 0 if settings.signing_key is None else _SIGNATURE_FIELD
-

@@ -88,7 +88,11 @@ def _check_engine(
     log.warning(
         "%d message(s) of queue(s) %s were written under the %s engine on this broker, where this %s worker "
         "never reads them (%s). Move them with: %s",
-        sum(stranded.values()), ",".join(sorted(moved_queues)), name, own_name,
-        ", ".join(f"{place}: {count}" for place, count in sorted(stranded.items())), command,
+        sum(stranded.values()),
+        ",".join(sorted(moved_queues)),
+        name,
+        own_name,
+        ", ".join(f"{place}: {count}" for place, count in sorted(stranded.items())),
+        command,
     )
     return command

@@ -38,8 +38,13 @@ def taskbridge(*args: str, cwd: Path, env: Mapping[str, str] | None = None, time
     clean.update(COLUMNS="80", LINES="40", NO_COLOR="1", TERM="dumb", PYTHONPATH=str(cwd))
     started = time.monotonic()
     done = subprocess.run(
-        [COMMAND, *args], cwd=cwd, env={**clean, **(env or {})}, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [COMMAND, *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
@@ -56,7 +61,7 @@ def silent_server() -> Iterator[int]:
         server.close()
 
 
-JOBS_MODULE = '''
+JOBS_MODULE = """
 from taskbridge import job
 
 @job(queue="emails")
@@ -66,7 +71,7 @@ def send_report(user_id: int) -> None:
 @job()
 def cleanup() -> None:
     pass
-'''
+"""
 
 
 def one_job(queue: str) -> str:

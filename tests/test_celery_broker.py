@@ -36,8 +36,12 @@ def test_sqs_endpoint_goes_into_the_url_with_dummy_credentials(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     settings = load_settings(
-        engine="celery", broker_url="sqs://", sqs_endpoint_url="http://127.0.0.1:4566",
-        sqs_region="eu-west-1", namespace="run42", visibility_timeout=30,
+        engine="celery",
+        broker_url="sqs://",
+        sqs_endpoint_url="http://127.0.0.1:4566",
+        sqs_region="eu-west-1",
+        namespace="run42",
+        visibility_timeout=30,
     )
     broker = broker_for(settings, CelerySettings())
     assert broker.url == "sqs://testing:testing@127.0.0.1:4566"

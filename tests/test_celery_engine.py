@@ -114,8 +114,11 @@ def _publish_foreign(queue: str) -> None:
         producer = Producer(connection.default_channel)
         common: dict[str, Any] = {"exchange": "", "routing_key": queue, "declare": [kombu_queue(queue)]}
         producer.publish(
-            b"{not json", headers={"task": "cq.echo", "id": uuid.uuid4().hex},
-            content_type="application/json", content_encoding="utf-8", **common,
+            b"{not json",
+            headers={"task": "cq.echo", "id": uuid.uuid4().hex},
+            content_type="application/json",
+            content_encoding="utf-8",
+            **common,
         )
         producer.publish({"hello": "not a task"}, serializer="json", **common)
         producer.publish(

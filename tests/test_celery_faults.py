@@ -44,7 +44,10 @@ def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ha
         url = proxy.url(combination.broker_url)
     pythonpath = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
     harness = Harness(
-        Combination("celery", url), tmp_path, settings=settings, jobs_module="celery_jobs",
+        Combination("celery", url),
+        tmp_path,
+        settings=settings,
+        jobs_module="celery_jobs",
         worker_env={"PYTHONPATH": pythonpath},
     )
     try:

@@ -63,7 +63,7 @@ def test_celerys_log_tells_each_outcome_under_the_taskbridge_id(run: Harness) ->
     assert f"Task cq.boom[{dead}] succeeded" not in log, "a dead-lettered job is not a success"
     failed = next(line for line in log.splitlines() if f"Task cq.boom[{dead}] raised" in line)
     assert "ERROR" in failed and "DeadLettered" in failed and "failed on attempt 2 of 2: ValueError: boom 2" in failed
-    assert "raise ValueError(f\"boom {n}\")" in log, "the job's own traceback is shown with the failure"
+    assert 'raise ValueError(f"boom {n}")' in log, "the job's own traceback is shown with the failure"
     retried = next(line for line in log.splitlines() if f"Task cq.boom[{dead}] retry:" in line)
     assert "attempt 1 failed" in retried and "ValueError: boom 2" in retried
     assert f"id={dead}" in log, "taskbridge's own log line shows the same id"
@@ -99,7 +99,7 @@ def test_task_events_reach_a_celery_event_receiver_with_the_taskbridge_ids(run: 
         connection.release()
 
 
-RELOADED_JOBS = '''
+RELOADED_JOBS = """
 from taskbridge import job
 from taskbridge.testing.jobs import record
 
@@ -109,7 +109,7 @@ VERSION = {version}
 @job(name="reloaded.which")
 def which(n: int) -> None:
     record("ran", job="which", n=n, version=VERSION)
-'''
+"""
 
 
 def test_worker_reload_restarts_on_a_code_change_and_runs_the_new_code(tmp_path: Path) -> None:

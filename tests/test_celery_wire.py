@@ -113,7 +113,10 @@ def test_generated_items_each_run_or_end_in_the_dead_letters_and_the_worker_goes
     # No shrinking: once the worker is gone every later example fails too, and a shrunk one would
     # name an innocent item; the first failing example is the item that broke the worker.
     @settings(
-        max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+        max_examples=30,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
         phases=(Phase.explicit, Phase.generate),
     )
     @given(item=_amqp_items() if amqp else _bodies().map(lambda body: RawItem("generated", body)))
@@ -149,12 +152,21 @@ def test_a_dramatiq_message_in_a_queue_a_celery_worker_consumes_runs_its_envelop
         engine: Any = get_engine()
         envelope = Envelope(job=jobs.echo.name, queue=run.queue, args=[41])
         message = DramatiqMessage(
-            queue_name=run.queue, actor_name=envelope.job, args=(envelope.encode(),), kwargs={}, options={},
-            message_id=envelope.id, message_timestamp=int(time.time() * 1000),
+            queue_name=run.queue,
+            actor_name=envelope.job,
+            args=(envelope.encode(),),
+            kwargs={},
+            options={},
+            message_id=envelope.id,
+            message_timestamp=int(time.time() * 1000),
         )
         unknown = Envelope(job="cq.no_such_job", queue=run.queue)
         stray = DramatiqMessage(
-            queue_name=run.queue, actor_name=unknown.job, args=(unknown.encode(),), kwargs={}, options={},
+            queue_name=run.queue,
+            actor_name=unknown.job,
+            args=(unknown.encode(),),
+            kwargs={},
+            options={},
         )
         bodies = [message.encode(), stray.encode()]
         if transport == "amqp":

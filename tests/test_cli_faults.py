@@ -119,8 +119,11 @@ def test_the_worker_banner_says_what_is_in_force(tmp_path: Path) -> None:
     assert COMMAND
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
     worker = subprocess.Popen(
-        [COMMAND, "worker", module], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-        stderr=subprocess.PIPE, text=True,
+        [COMMAND, "worker", module],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

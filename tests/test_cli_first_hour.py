@@ -31,12 +31,15 @@ def test_config_shows_what_is_in_force_found_from_a_subfolder(tmp_path: Path) ->
     )
     assert result.code == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith("engine=celery broker=amqp://app:***@127.0.0.1:5672// coordination=redis://127.0.0.1:6379/1")
+    assert first.startswith(
+        "engine=celery broker=amqp://app:***@127.0.0.1:5672// coordination=redis://127.0.0.1:6379/1"
+    )
     assert f"config={tmp_path / 'taskbridge.toml'}" in first
     assert "s3cretpw" not in result.stdout + result.stderr
     assert re.search(rf"^engine\s+celery\s+\[{re.escape(str(tmp_path / 'taskbridge.toml'))}\]$", result.stdout, re.M)
-    assert re.search(r"^coordination_url\s+redis://127.0.0.1:6379/1\s+\[env TASKBRIDGE_COORDINATION_URL\]$",
-                     result.stdout, re.M)
+    assert re.search(
+        r"^coordination_url\s+redis://127.0.0.1:6379/1\s+\[env TASKBRIDGE_COORDINATION_URL\]$", result.stdout, re.M
+    )
     assert re.search(r"^namespace\s+taskbridge\s+\[default\]$", result.stdout, re.M)
 
 
@@ -98,8 +101,10 @@ def test_worker_with_any_queue_consumes_a_queue_jobs_are_routed_to(tmp_path: Pat
     (tmp_path / "ran.txt").touch()
     worker = subprocess.Popen(
         [sys.executable, "-m", "taskbridge", "worker", module, "--queues", "urgent", "--any-queue"],
-        cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path)},
-        stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert worker.stderr is not None

@@ -23,9 +23,7 @@ SPAWN = multiprocessing.get_context("spawn")
 WORKERS = 3
 
 
-def _hold_lock(
-    start: Barrier, seconds: float, url: str, namespace: str
-) -> list[tuple[float, float]]:
+def _hold_lock(start: Barrier, seconds: float, url: str, namespace: str) -> list[tuple[float, float]]:
     """Take the lock again and again for ``seconds``; return when this process held it."""
     store = RedisCoordination(url, namespace)
     held = []
@@ -47,9 +45,7 @@ def _hold_lock(
     return held
 
 
-def _admit_at_rate(
-    start: Barrier, seconds: float, url: str, namespace: str, rate: Rate
-) -> tuple[float, list[float]]:
+def _admit_at_rate(start: Barrier, seconds: float, url: str, namespace: str, rate: Rate) -> tuple[float, list[float]]:
     """Reserve slots and wait for them for ``seconds``; return the start and every admission."""
     store = RedisCoordination(url, namespace)
     admitted = []
@@ -76,10 +72,7 @@ def run_in_processes(target: Callable[..., Any], *args: Any, seconds: float) -> 
     """Run ``target(start_barrier, seconds, *args)`` in WORKERS spawned processes; their results."""
     results: Queue[tuple[bool, Any]] = SPAWN.Queue()
     start = SPAWN.Barrier(WORKERS)
-    processes = [
-        SPAWN.Process(target=_report, args=(target, results, start, seconds, *args))
-        for _ in range(WORKERS)
-    ]
+    processes = [SPAWN.Process(target=_report, args=(target, results, start, seconds, *args)) for _ in range(WORKERS)]
     for process in processes:
         process.start()
     try:

@@ -36,7 +36,9 @@ def _waiting(harness: Harness) -> list[Envelope]:
 def _fail_a_job(harness: Harness, tmp_path: Path) -> Envelope:
     """Run a job that raises through the runner, as a worker would: it becomes a dead letter."""
     envelope = Envelope(
-        job=FAILS_ONCE, queue=harness.queue, kwargs={"marker": str(tmp_path / "marker")},
+        job=FAILS_ONCE,
+        queue=harness.queue,
+        kwargs={"marker": str(tmp_path / "marker")},
         chain=[{"job": "backlog_jobs.after", "args": ["next"], "kwargs": {}}],
     )
     (sent,) = signed([envelope], get_settings())  # as an enqueue does (unchanged without a signing key)
@@ -88,8 +90,13 @@ def test_dramatiq_own_dead_letters_show_up(name: str, tmp_path: Path) -> None:
     with open_harness(name, tmp_path, "backlog_jobs") as harness:
         envelope = Envelope(job="backlog_jobs.noop", queue=harness.queue, args=[1])
         message = Message(
-            queue_name=f"{harness.queue}.XQ", actor_name=envelope.job, args=(envelope.encode(),), kwargs={},
-            options={}, message_id=envelope.id, message_timestamp=0,
+            queue_name=f"{harness.queue}.XQ",
+            actor_name=envelope.job,
+            args=(envelope.encode(),),
+            kwargs={},
+            options={},
+            message_id=envelope.id,
+            message_timestamp=0,
         )
         broker = harness.engine.broker  # type: ignore[attr-defined]
         if name.endswith("redis"):

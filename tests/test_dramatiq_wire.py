@@ -81,7 +81,9 @@ def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
     if reason:
         pytest.skip(reason)
     config = load_settings(
-        engine="dramatiq", broker_url=BROKER_URLS[transport], namespace=f"tbwire{uuid.uuid4().hex[:8]}",
+        engine="dramatiq",
+        broker_url=BROKER_URLS[transport],
+        namespace=f"tbwire{uuid.uuid4().hex[:8]}",
         sqs_endpoint_url=SQS_ENDPOINT if transport == "sqs" else None,
     )
     engine = DramatiqEngine(config)
@@ -112,8 +114,13 @@ def dramatiq_like(draw: st.DrawFn) -> bytes:
     """A Dramatiq message around a valid envelope, each field kept, dropped or replaced by any JSON."""
     envelope = Envelope(job=ECHO, queue="q", args=["generated"]).encode()
     valid = {
-        "queue_name": "q", "actor_name": ECHO, "args": [envelope], "kwargs": {}, "options": {},
-        "message_id": "m", "message_timestamp": 1,
+        "queue_name": "q",
+        "actor_name": ECHO,
+        "args": [envelope],
+        "kwargs": {},
+        "options": {},
+        "message_id": "m",
+        "message_timestamp": 1,
     }
     fields = {}
     for name in _DRAMATIQ_FIELDS:
@@ -223,13 +230,19 @@ def _publish_as_celery(
         url = f"sqs://taskbridge:taskbridge@{endpoint}"
         options = {
             "predefined_queues": {harness.queue: {"url": broker._queue_url(harness.queue)}},
-            "region": "us-east-1", "is_secure": False,
+            "region": "us-east-1",
+            "is_secure": False,
             "sqs_base64_encoding": False,  # as taskbridge's Celery engine writes SQS bodies
         }
     with Connection(url, transport_options=options) as connection:
         connection.Producer().publish(
-            task.body, exchange="", routing_key=harness.queue, headers=task.headers, serializer="json",
-            retry=False, **task.properties,
+            task.body,
+            exchange="",
+            routing_key=harness.queue,
+            headers=task.headers,
+            serializer="json",
+            retry=False,
+            **task.properties,
         )
 
 
@@ -270,8 +283,14 @@ def test_a_pickle_body_is_never_a_dramatiq_message() -> None:
 
 def _dramatiq_body(**changes: Any) -> bytes:
     fields: dict[str, Any] = {
-        "queue_name": "q", "actor_name": ECHO, "args": [Envelope(job=ECHO, queue="q").encode()], "kwargs": {},
-        "options": {}, "message_id": "m", "message_timestamp": 1, **changes,
+        "queue_name": "q",
+        "actor_name": ECHO,
+        "args": [Envelope(job=ECHO, queue="q").encode()],
+        "kwargs": {},
+        "options": {},
+        "message_id": "m",
+        "message_timestamp": 1,
+        **changes,
     }
     return json.dumps({k: v for k, v in fields.items() if v is not _MISSING}).encode()
 
@@ -301,7 +320,7 @@ def test_a_batch_is_rendered_as_the_dramatiq_messages_of_its_envelopes() -> None
     batch = EnvelopeBatch(
         ECHO, "q", enqueued_at=1_800_000_000.123, expires_at=1_800_000_600.0, not_before=None, headers={}
     )
-    for args, kwargs in [((1,), {}), ((), {"payload": {"text": "zürich ✓ \"quoted\""}})]:
+    for args, kwargs in [((1,), {}), ((), {"payload": {"text": 'zürich ✓ "quoted"'}})]:
         batch.add(args, kwargs, *json_arguments(ECHO, args, kwargs))
     options = ['{"redis_message_id":"b-0"}', '{"redis_message_id":"b-1","eta":1800000001000}']
     bodies = message_bodies(batch, "q.DQ", options)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPT = '''
+SCRIPT = """
 import sys, time
 from taskbridge import job
 
@@ -22,7 +22,7 @@ def slow(n: int, seconds: float = 0.2) -> None:
 for i in range({count}):
     slow.enqueue(n=i, seconds={seconds})
 slow.options(countdown=3600).enqueue(n=99)
-'''
+"""
 
 
 def run_producer(
@@ -33,8 +33,13 @@ def run_producer(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "ran.txt")], cwd=tmp_path, env={**clean, **env},
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, str(script), str(tmp_path / "ran.txt")],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return done, time.monotonic() - started
 

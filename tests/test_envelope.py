@@ -247,9 +247,7 @@ def test_a_batch_due_later_keeps_its_envelopes_and_ids() -> None:
 
 
 def test_a_batch_keeps_the_arguments_as_they_were_added() -> None:
-    batch = EnvelopeBatch(
-        "billing.charge", "payments", enqueued_at=1.0, expires_at=None, not_before=None, headers={}
-    )
+    batch = EnvelopeBatch("billing.charge", "payments", enqueued_at=1.0, expires_at=None, not_before=None, headers={})
     kwargs: dict[str, Any] = {"n": 1}
     batch.add((), kwargs, *json_arguments("billing.charge", (), kwargs))
     kwargs["n"] = 2  # a generator reusing one dict between items

@@ -31,7 +31,7 @@ NOT_INSTALLED = {
 }
 """Packages an install of the engine with one transport must not bring (besides the other transports')."""
 
-JOBS = '''
+JOBS = """
 import os
 from taskbridge import job
 
@@ -39,7 +39,7 @@ from taskbridge import job
 def touch(text: str) -> None:
     with open(os.environ["EXTRAS_OUT"], "a") as out:
         out.write(text + "\\n")
-'''
+"""
 
 
 @contextlib.contextmanager
@@ -96,8 +96,11 @@ def test_an_install_of_one_engine_and_one_transport_runs_a_job(tmp_path: Path, e
     run = uuid.uuid4().hex[:10]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
     env.update(
-        PYTHONPATH=str(tmp_path), EXTRAS_OUT=str(out), TASKBRIDGE_ENGINE=engine,
-        TASKBRIDGE_BROKER_URL=BROKERS[transport], TASKBRIDGE_NAMESPACE=f"tbx{run}",
+        PYTHONPATH=str(tmp_path),
+        EXTRAS_OUT=str(out),
+        TASKBRIDGE_ENGINE=engine,
+        TASKBRIDGE_BROKER_URL=BROKERS[transport],
+        TASKBRIDGE_NAMESPACE=f"tbx{run}",
         TASKBRIDGE_DEFAULT_QUEUE=f"tbx{run}",
     )
     if transport == "sqs":
@@ -107,13 +110,22 @@ def test_an_install_of_one_engine_and_one_transport_runs_a_job(tmp_path: Path, e
     taskbridge = str(bin_dir / "taskbridge")
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [taskbridge, "worker", "extras_jobs", "--concurrency", "1"], cwd=tmp_path, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [taskbridge, "worker", "extras_jobs", "--concurrency", "1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         enqueue = subprocess.run(
-            [taskbridge, "enqueue", "extras_jobs.touch", '["hello"]'], cwd=tmp_path, env=env,
-            capture_output=True, text=True, timeout=60, check=False,
+            [taskbridge, "enqueue", "extras_jobs.touch", '["hello"]'],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert enqueue.returncode == 0, enqueue.stderr
         deadline = time.monotonic() + 60
@@ -138,7 +150,7 @@ def test_an_install_of_one_engine_and_one_transport_runs_a_job(tmp_path: Path, e
     print(f"[{engine},{transport}]: install {installed - started:.1f}s, job {time.monotonic() - installed:.1f}s")
 
 
-IMPORTS = '''
+IMPORTS = """
 import sys
 from taskbridge import configure, get_engine
 configure(engine={engine!r}, broker_url={broker!r})
@@ -148,7 +160,7 @@ if {engine!r} == "dramatiq":
     engine.broker
 loaded = sorted(m for m in {unwanted!r} if m in sys.modules)
 print(",".join(loaded))
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -172,7 +184,7 @@ def test_an_engine_imports_only_the_transport_it_uses(
     assert done.stdout.strip() == "", f"{engine} on {transport} imported {done.stdout.strip()}"
 
 
-MISSING = '''
+MISSING = """
 import sys
 for module in {missing!r}:
     sys.modules[module] = None  # as if not installed
@@ -183,18 +195,32 @@ try:
     get_engine()
 except ConfigurationError as exc:
     print(exc)
-'''
+"""
 
 
 @pytest.mark.parametrize(
     ("engine", "transport", "missing", "message"),
     [
-        ("celery", "redis", ["redis"], "the celery engine on redis:// needs redis, which is not installed: "
-         "pip install 'taskbridge-jobs[redis]'"),
-        ("dramatiq", "rabbitmq", ["pika"], "the dramatiq engine on amqp:// needs pika, which is not installed: "
-         "pip install 'taskbridge-jobs[rabbitmq]'"),
-        ("dramatiq", "sqs", ["boto3", "dramatiq_sqs"], "the dramatiq engine on sqs:// needs boto3, dramatiq_sqs, "
-         "which are not installed: pip install 'taskbridge-jobs[sqs]'"),
+        (
+            "celery",
+            "redis",
+            ["redis"],
+            "the celery engine on redis:// needs redis, which is not installed: pip install 'taskbridge-jobs[redis]'",
+        ),
+        (
+            "dramatiq",
+            "rabbitmq",
+            ["pika"],
+            "the dramatiq engine on amqp:// needs pika, which is not installed: "
+            "pip install 'taskbridge-jobs[rabbitmq]'",
+        ),
+        (
+            "dramatiq",
+            "sqs",
+            ["boto3", "dramatiq_sqs"],
+            "the dramatiq engine on sqs:// needs boto3, dramatiq_sqs, "
+            "which are not installed: pip install 'taskbridge-jobs[sqs]'",
+        ),
     ],
 )
 def test_a_missing_transport_package_names_its_extra(

@@ -18,4 +18,3 @@ def test_rabbitmq_queue_arguments_are_those_plain_dramatiq_declares(queue: str) 
 def test_sqs_queue_names_are_those_kombu_gives_with_the_namespace_prefix(queue: str) -> None:
     sqs = pytest.importorskip("kombu.transport.SQS")
     assert sqs_queue_name("ns_app", queue) == f"ns_app-{queue}".translate(sqs.CHARS_REPLACE_TABLE)
-

@@ -57,7 +57,7 @@ def test_without_write_it_prints_a_diff_and_a_summary_and_changes_nothing(corpus
     before = (corpus / "shop" / "tasks.py").read_text()
     output = migrate(str(corpus)).output
     assert (corpus / "shop" / "tasks.py").read_text() == before
-    assert "-@app.task(rate_limit=\"10/m\", expires=3600, ignore_result=True)" in output
+    assert '-@app.task(rate_limit="10/m", expires=3600, ignore_result=True)' in output
     assert '+@job(rate_limit="10/m", expires=3600, aliases=["shop.tasks.refresh_prices"])' in output
     assert "11 task(s) rewritten in 4 file(s); 7 left untouched" in output
 

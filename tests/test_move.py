@@ -37,9 +37,20 @@ def _source(name: str) -> tuple[Engine, Settings]:
 def _move(source: str, target: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "taskbridge", "move", "--json",
-            "--from-engine", KNOWN[source].engine, "--from-broker", KNOWN[source].broker_url,
-            "--to-engine", KNOWN[target].engine, "--to-broker", KNOWN[target].broker_url, *args,
+            sys.executable,
+            "-m",
+            "taskbridge",
+            "move",
+            "--json",
+            "--from-engine",
+            KNOWN[source].engine,
+            "--from-broker",
+            KNOWN[source].broker_url,
+            "--to-engine",
+            KNOWN[target].engine,
+            "--to-broker",
+            KNOWN[target].broker_url,
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -190,8 +201,13 @@ def test_malformed_items_stay_at_the_source_and_dead_letters_move_with_their_rec
             client.lpush(redis_keys(engine.broker, queue)[0], b"\xff\xfe not a message")  # type: ignore[attr-defined]
             failed = Envelope(job=NOOP, queue=queue, args=[2])
             publish_dead_letter(
-                engine, queue=queue, reason="failed on attempt 3 of 3: ValueError: boom", envelope=failed, raw=None,
-                settings=settings, traceback="Traceback (most recent call last):\nValueError: boom\n",
+                engine,
+                queue=queue,
+                reason="failed on attempt 3 of 3: ValueError: boom",
+                envelope=failed,
+                raw=None,
+                settings=settings,
+                traceback="Traceback (most recent call last):\nValueError: boom\n",
             )
 
             report = _report(_move(source, target))

@@ -29,7 +29,11 @@ def test_enqueue_many_from_the_command_line_shows_a_progress_bar(tmp_path: Path)
     lines = tmp_path / "runs.jsonl"
     lines.write_text("[]\n" * 1200, encoding="utf-8")
     result = taskbridge(
-        "enqueue", f"{module}.f", "--many", str(lines), cwd=tmp_path,
+        "enqueue",
+        f"{module}.f",
+        "--many",
+        str(lines),
+        cwd=tmp_path,
         env={"TTY_COMPATIBLE": "1", "TASKBRIDGE_ENQUEUE_BATCH_SIZE": "500"},
     )
     assert result.code == 0, result.stderr

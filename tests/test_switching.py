@@ -206,7 +206,6 @@ def test_both_engines_declare_a_rabbitmq_queue_with_the_layouts_arguments(tmp_pa
             connection.close()
 
 
-
 def test_celery_keeps_its_redis_keys_under_the_namespace_and_restores_what_a_worker_held(tmp_path: Path) -> None:
     redis = pytest.importorskip("redis")
     with _harness("celery", "redis", tmp_path) as harness:

@@ -37,9 +37,7 @@ def test_tls_parameters_are_read_and_taken_out_of_the_url() -> None:
         f"&ssl_certfile={PEM}&ssl_keyfile={PEM}&ssl_check_hostname=false"
     )
     assert url == "amqps://u:p@mq.example.com:5671/vh?heartbeat=30"
-    assert options == tls.TlsOptions(
-        verify="optional", ca_file=PEM, cert_file=PEM, key_file=PEM, check_hostname=False
-    )
+    assert options == tls.TlsOptions(verify="optional", ca_file=PEM, cert_file=PEM, key_file=PEM, check_hostname=False)
 
 
 def test_no_verification_also_means_no_host_name_check() -> None:
@@ -179,9 +177,7 @@ def test_dramatiq_on_rabbitmq_gets_an_ssl_context_and_the_host_name(
     options = parameters.ssl_options
     assert options.server_hostname == "mq.example.com"
     assert options.context.verify_mode == ssl.CERT_REQUIRED and options.context.check_hostname
-    assert [cert["subject"] for cert in options.context.get_ca_certs()] == [
-        ((("commonName", "taskbridge test ca"),),)
-    ]
+    assert [cert["subject"] for cert in options.context.get_ca_certs()] == [((("commonName", "taskbridge test ca"),),)]
 
 
 def test_sqs_over_https_reaches_both_engines(clean_env: None) -> None:
@@ -231,8 +227,7 @@ def rabbitmq_tls(certificates: Certificates) -> Iterator[TlsProxy]:
 
 def _mutual(certificates: Certificates) -> str:
     return (
-        f"ssl_ca_certs={certificates.ca}&ssl_certfile={certificates.client_cert}"
-        f"&ssl_keyfile={certificates.client_key}"
+        f"ssl_ca_certs={certificates.ca}&ssl_certfile={certificates.client_cert}&ssl_keyfile={certificates.client_key}"
     )
 
 

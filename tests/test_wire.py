@@ -29,8 +29,14 @@ def _kombu(body: bytes, content_type: str = "application/json") -> bytes:
 
 def _dramatiq(args: object, **fields: object) -> bytes:
     message = {
-        "queue_name": "emails", "actor_name": "app.send", "args": args, "kwargs": {}, "options": {},
-        "message_id": "m1", "message_timestamp": 1, **fields,
+        "queue_name": "emails",
+        "actor_name": "app.send",
+        "args": args,
+        "kwargs": {},
+        "options": {},
+        "message_id": "m1",
+        "message_timestamp": 1,
+        **fields,
     }
     return json.dumps(message).encode()
 

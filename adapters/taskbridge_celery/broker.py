@@ -164,9 +164,7 @@ def _sqs_url_for_endpoint(url: str, endpoint: str) -> tuple[str, bool]:
     """kombu takes the SQS endpoint only from the broker URL's host (it ignores ``endpoint_url``)."""
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}"
-        )
+        raise ConfigurationError(f"TASKBRIDGE_SQS_ENDPOINT_URL must look like http://127.0.0.1:4566, got {endpoint!r}")
     given = urlsplit(url)
     user = unquote(given.username) if given.username else None
     secret = unquote(given.password) if given.password else None

@@ -81,7 +81,10 @@ class CeleryEngine:
             log.warning(
                 "job %s may run %gs, but %s delivers an unacknowledged message again after %gs "
                 "(TASKBRIDGE_VISIBILITY_TIMEOUT): a run that long would also start on another worker",
-                spec.name, longest, self.broker.scheme, self.broker.hold_limit,
+                spec.name,
+                longest,
+                self.broker.scheme,
+                self.broker.hold_limit,
             )
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:

@@ -20,7 +20,15 @@ from .wire import envelope_text
 log = logging.getLogger("taskbridge.celery")
 
 _CARRIED_OUT = (
-    DeadLettered, Reject, Ignore, Retry, Terminated, WorkerLostError, SystemExit, KeyboardInterrupt, MemoryError
+    DeadLettered,
+    Reject,
+    Ignore,
+    Retry,
+    Terminated,
+    WorkerLostError,
+    SystemExit,
+    KeyboardInterrupt,
+    MemoryError,
 )
 """Endings the runner already carried out (an outcome reported by taskbridge_celery.states), or
 Celery carries out itself: Reject(requeue) when the runner could not finish, a lost child

@@ -140,8 +140,6 @@ def _send_batch(client: Any, url: str, chunk: list[tuple[Envelope, str]], delay_
         faults = [f for f in failed if f.get("SenderFault")]
         if faults:
             index = int(faults[0]["Id"])
-            raise EnqueueError(
-                f"job {chunk[index][0].job!r}: SQS refused the message: {faults[0].get('Message')}"
-            )
+            raise EnqueueError(f"job {chunk[index][0].job!r}: SQS refused the message: {faults[0].get('Message')}")
         entries = [e for e in entries if e["Id"] in retry_ids]
     raise ConnectionError(f"SQS kept failing {len(entries)} messages of a batch to {url}")

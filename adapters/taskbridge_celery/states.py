@@ -42,8 +42,11 @@ def settle(outcome: Outcome) -> Any:
         return outcome.value
     if isinstance(outcome, Retried):
         attempt = outcome.envelope.attempt
-        _retry(f"attempt {attempt} failed ({outcome.error}); attempt {attempt + 1} in {outcome.delay:.3g}s",
-               outcome.error, outcome.delay)
+        _retry(
+            f"attempt {attempt} failed ({outcome.error}); attempt {attempt + 1} in {outcome.delay:.3g}s",
+            outcome.error,
+            outcome.delay,
+        )
     if isinstance(outcome, Defer):
         _retry(f"deferred {outcome.delay:.3g}s ({outcome.reason}), not an attempt", outcome.reason, outcome.delay)
     if isinstance(outcome, Skip | Expired):

@@ -93,13 +93,15 @@ def engine_items(engine: CeleryEngine, queue: str, envelope_text: str) -> list[R
         ),
         RawItem(
             "kombu pickle",
-            _json({
-                **kombu,
-                "content-type": _PICKLE,
-                "content-encoding": "binary",
-                "body": base64.b64encode(pickle.dumps([[envelope], {}, {}])).decode(),
-                "properties": properties,
-            }),
+            _json(
+                {
+                    **kombu,
+                    "content-type": _PICKLE,
+                    "content-encoding": "binary",
+                    "body": base64.b64encode(pickle.dumps([[envelope], {}, {}])).decode(),
+                    "properties": properties,
+                }
+            ),
         ),
         RawItem(
             "Celery body null args", _json({**kombu, "body": _b64(_json([None, {}, {}])), "properties": properties})

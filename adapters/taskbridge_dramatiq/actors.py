@@ -67,8 +67,12 @@ def declare_actors(
     broker_: Any = broker
     for spec in specs:
         dramatiq.Actor(
-            handle, broker=broker_, actor_name=spec.name,
-            queue_name=spec.resolved_queue(default_queue), priority=0, options={},
+            handle,
+            broker=broker_,
+            actor_name=spec.name,
+            queue_name=spec.resolved_queue(default_queue),
+            priority=0,
+            options={},
         )
     broker.fallback_actor = dramatiq.Actor(
         handle, broker=broker_, actor_name=UNKNOWN_JOB_ACTOR, queue_name=fallback_queue, priority=0, options={}

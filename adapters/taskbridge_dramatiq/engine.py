@@ -98,7 +98,10 @@ class DramatiqEngine:
         threads = self.settings.worker_threads or max(1, math.ceil(concurrency / processes))
         log.info(
             "dramatiq engine: %d process(es) x %d thread(s) on %s (%s)%s",
-            processes, threads, ",".join(queues), self.transport,
+            processes,
+            threads,
+            ",".join(queues),
+            self.transport,
             ", reloading on changes" if self.settings.worker_reload else "",
         )
         self.close()  # a forked worker process must not share this process's connections
@@ -171,8 +174,11 @@ class DramatiqEngine:
         """Build this process's worker broker (publishes confirmed) with an actor for every declared job."""
         broker = build_broker(self.settings, self.options, worker=True, middleware=[middleware])
         declare_actors(
-            broker, self._specs.values(), handle,
-            default_queue=self.settings.default_queue, fallback_queue=queues[0],
+            broker,
+            self._specs.values(),
+            handle,
+            default_queue=self.settings.default_queue,
+            fallback_queue=queues[0],
         )
         for queue in queues:
             declaring: Any = broker

@@ -81,9 +81,7 @@ class WorkerProcess:
         worker.start()
         reaper = threading.Thread(target=self._reap, args=(broker,), name="taskbridge-reaper", daemon=True)
         reaper.start()
-        log.info(
-            "dramatiq worker process %d: queues=%s threads=%d", os.getpid(), ",".join(self.queues), self.threads
-        )
+        log.info("dramatiq worker process %d: queues=%s threads=%d", os.getpid(), ",".join(self.queues), self.threads)
         self._stop.wait()
         log.info("dramatiq worker process %d stopping (waiting up to %gs for running jobs)", os.getpid(), self._grace)
         self._finish_running(worker)
@@ -168,7 +166,9 @@ class WorkerProcess:
             with carrying.without_holding():  # the watchdog thread must not block on a broker
                 self.engine.runner.fail_externally(
                     envelope_text(message) or raw_body(message.args, message.kwargs),
-                    reason, timed_out=True, queue=message_queue(message),
+                    reason,
+                    timed_out=True,
+                    queue=message_queue(message),
                 )
         except Exception:
             log.exception("recording the hard timeout failed; the message will be delivered again")
@@ -181,6 +181,9 @@ class WorkerProcess:
             return
         log.warning(
             "worker process %d uses %.0f MiB, over TASKBRIDGE_WORKER_MAX_MEMORY_MB=%s: it finishes its jobs "
-            "and is replaced", os.getpid(), used_mb, self.engine.settings.worker_max_memory_mb,
+            "and is replaced",
+            os.getpid(),
+            used_mb,
+            self.engine.settings.worker_max_memory_mb,
         )
         self.request_exit(EXIT_RECYCLE, self.options.shutdown_timeout)

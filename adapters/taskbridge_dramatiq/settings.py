@@ -19,7 +19,9 @@ class DramatiqSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
 
     worker_timeout_ms: int = Field(
-        default=100, ge=10, le=20_000,
+        default=100,
+        ge=10,
+        le=20_000,
         description="how long an idle consumer waits before it polls again; Dramatiq's own default "
         "(1000 ms) adds up to a second of latency on Redis at light load",
     )
@@ -29,7 +31,8 @@ class DramatiqSettings(BaseSettings):
         "because a retry or dead letter must be stored before the original message is acknowledged",
     )
     redis_heartbeat_timeout: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Redis: seconds without a heartbeat before a worker's unacknowledged messages are "
         "delivered again; default: TASKBRIDGE_VISIBILITY_TIMEOUT, at most 60",
     )
@@ -37,7 +40,8 @@ class DramatiqSettings(BaseSettings):
         default=600.0, gt=0, description="seconds a stopping or recycled worker process waits for running jobs"
     )
     hard_timeout_grace: float = Field(
-        default=30.0, ge=0,
+        default=30.0,
+        ge=0,
         description="after a hard timeout, seconds the other jobs of that process get to finish before "
         "the process is replaced (jobs still running then are delivered again)",
     )

@@ -33,7 +33,12 @@ class Supervisor:
     with ``reload``) stops them and re-executes the whole command, so changed code is imported anew."""
 
     def __init__(
-        self, serve: Callable[[int], int], processes: int, *, reload: bool, respawn_delay: float,
+        self,
+        serve: Callable[[int], int],
+        processes: int,
+        *,
+        reload: bool,
+        respawn_delay: float,
         watch_dir: str | None = None,
     ) -> None:
         self.serve = serve
@@ -102,7 +107,9 @@ class Supervisor:
             else:
                 log.error(
                     "worker process %s exited unexpectedly (code %s); starting a fresh one in %gs",
-                    child.pid, child.exitcode, self.respawn_delay,
+                    child.pid,
+                    child.exitcode,
+                    self.respawn_delay,
                 )
                 time.sleep(self.respawn_delay)
             if not self._stopping:

@@ -49,8 +49,13 @@ def engine_items(engine: DramatiqEngine, queue: str, envelope_text: str) -> list
 
     def message(**changes: Any) -> bytes:
         fields: dict[str, Any] = {
-            "queue_name": queue, "actor_name": job, "args": [envelope_text], "kwargs": {}, "options": {},
-            "message_id": str(uuid.uuid4()), "message_timestamp": int(time.time() * 1000),
+            "queue_name": queue,
+            "actor_name": job,
+            "args": [envelope_text],
+            "kwargs": {},
+            "options": {},
+            "message_id": str(uuid.uuid4()),
+            "message_timestamp": int(time.time() * 1000),
         }
         fields.update(changes)
         text = json.dumps({k: v for k, v in fields.items() if v is not _MISSING}).encode()

@@ -97,7 +97,12 @@ def map_celery(options: dict[str, cst.BaseExpression]) -> Mapped:
 
 def _celery(options: dict[str, cst.BaseExpression], out: Mapped) -> None:
     retry_options = {
-        "autoretry_for", "max_retries", "retry_backoff", "retry_backoff_max", "retry_jitter", "default_retry_delay",
+        "autoretry_for",
+        "max_retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "default_retry_delay",
         "retry_kwargs",
     }
     for name, node in options.items():

@@ -112,9 +112,7 @@ class _Rewriter(cst.CSTTransformer):
         self._imports_celery |= source == "celery"
         for alias in node.names:
             local = alias.evaluated_alias or alias.evaluated_name
-            (self._celery_names if source == "celery" else self._dramatiq_names).add(
-                f"{alias.evaluated_name}={local}"
-            )
+            (self._celery_names if source == "celery" else self._dramatiq_names).add(f"{alias.evaluated_name}={local}")
 
     def _imported(self, names: set[str], original: str, local: str) -> bool:
         return f"{original}={local}" in names

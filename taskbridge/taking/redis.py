@@ -164,8 +164,12 @@ class RedisTaker:
     def _meta(self, source: Source) -> str:
         return json.dumps(
             {
-                "key": source.key, "side": source.side, "bodies": source.bodies, "lease": self._lease,
-                "host": socket.gethostname(), "pid": os.getpid(),
+                "key": source.key,
+                "side": source.side,
+                "bodies": source.bodies,
+                "lease": self._lease,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
             }
         )
 
@@ -213,9 +217,7 @@ class RedisTaker:
     def close(self) -> None:
         """Forget this taker's empty holdings; one still holding items stays registered, for the next
         taker of its key to adopt once this process is gone or its lease has expired."""
-        emptied = [
-            self._forget(keys=[self.holding(source), self._registry]) for source in self._adopted
-        ]
+        emptied = [self._forget(keys=[self.holding(source), self._registry]) for source in self._adopted]
         if all(emptied):
             self.client.delete(self._lease)
 

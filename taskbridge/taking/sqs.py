@@ -59,9 +59,7 @@ class SqsTaker:
                 break
             for message in messages:
                 count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                taken.append(
-                    SqsTaken(self, url, queue, message["ReceiptHandle"], message["Body"].encode(), count > 1)
-                )
+                taken.append(SqsTaken(self, url, queue, message["ReceiptHandle"], message["Body"].encode(), count > 1))
         return taken
 
     def ack_many(self, items: Sequence[SqsTaken]) -> None:

@@ -204,9 +204,7 @@ class Tracker:
         # A record that says cancelled changes only by a run that started after all.
         guard = isinstance(outcome, Expired | Skip) or (isinstance(outcome, Dead) and outcome.error_type is None)
         retry = isinstance(outcome, Retry)
-        self._guarded(
-            lambda: self.store.update(envelope.id, fields, ttl, notify=notify, guard=guard, wait=retry)
-        )
+        self._guarded(lambda: self.store.update(envelope.id, fields, ttl, notify=notify, guard=guard, wait=retry))
         return outcome
 
     def _guarded(self, write: Any) -> Any:

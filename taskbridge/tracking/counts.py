@@ -22,9 +22,7 @@ def tracking_on(settings: Settings) -> bool:
     return any(handle.spec.result_ttl is not None for handle in registry().values())
 
 
-def state_counts(
-    queues: Sequence[str], settings: Settings, errors: list[str]
-) -> dict[str, dict[str, int]] | None:
+def state_counts(queues: Sequence[str], settings: Settings, errors: list[str]) -> dict[str, dict[str, int]] | None:
     """``{queue: {state: count}}`` over the live records (at most :data:`SCAN_LIMIT`), or None when
     tracking is off; a store that cannot be read adds to ``errors``."""
     if not tracking_on(settings):

@@ -10,7 +10,15 @@ from typing import Any, Literal
 State = Literal["queued", "scheduled", "running", "done", "failed", "dead", "expired", "cancelled", "unknown"]
 
 STATES: tuple[State, ...] = (
-    "queued", "scheduled", "running", "done", "failed", "dead", "expired", "cancelled", "unknown"
+    "queued",
+    "scheduled",
+    "running",
+    "done",
+    "failed",
+    "dead",
+    "expired",
+    "cancelled",
+    "unknown",
 )
 FINISHED: frozenset[str] = frozenset({"done", "dead", "expired", "cancelled"})
 """States a job never leaves."""
@@ -104,9 +112,9 @@ class JobRecord:
             "expires_at": self.expires_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "error": None if self.error is None else {
-                "type": self.error.type, "message": self.error.message, "traceback": self.error.traceback
-            },
+            "error": None
+            if self.error is None
+            else {"type": self.error.type, "message": self.error.message, "traceback": self.error.traceback},
             "result": self.result,
             "keeps_result": self.keeps_result,
             "reason": self.reason,

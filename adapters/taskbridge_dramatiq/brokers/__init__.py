@@ -102,7 +102,8 @@ def build_broker(
 
         url, tls_options = tls.split(settings.broker_url, "TASKBRIDGE_BROKER_URL")
         broker = TaskbridgeRabbitmqBroker(
-            url=pika_url(url), confirm_delivery=worker or options.confirm_delivery,
+            url=pika_url(url),
+            confirm_delivery=worker or options.confirm_delivery,
             middleware=middleware,
         )
         if tls_options is not None:

@@ -67,11 +67,16 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
         if method is None:
             return None
         message = read_item(
-            body, self.queue_name, content_type=properties.content_type, headers=properties.headers,
+            body,
+            self.queue_name,
+            content_type=properties.content_type,
+            headers=properties.headers,
             known_actors=self.broker.actors,
         )
         self.known_tags.add(method.delivery_tag)
         return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+
+
 class _QuietWhileHolding(logging.Filter):
     """Drops pika's warning about each refused declaration or publish while the thread retries storing
     an outcome: taskbridge.carrying logs the cause once, and a reminder now and then."""
@@ -97,6 +102,7 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):
             return super().enqueue(message, delay=delay)  # type: ignore[no-any-return]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         pika_channel_log = logging.getLogger("pika.channel")

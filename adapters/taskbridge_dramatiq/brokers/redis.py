@@ -29,9 +29,7 @@ _SOCKET_TIMEOUT = 30.0
 def redis_client(url: str, **options: Any) -> redis.Redis:
     """A client whose connects and replies time out, so a publish to an unreachable server fails
     within a bounded time instead of hanging; ``options`` go to redis-py (e.g. TLS)."""
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, **options
-    )
+    return redis.Redis.from_url(url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, **options)
 
 
 @contextmanager
@@ -107,8 +105,12 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
                 queue_name = dq_name(queue_name)
                 options["eta"] = current_millis() + delay_ms
             fields = {
-                "queue_name": queue_name, "actor_name": message.actor_name, "args": message.args,
-                "kwargs": message.kwargs, "options": options, "message_id": message.message_id,
+                "queue_name": queue_name,
+                "actor_name": message.actor_name,
+                "args": message.args,
+                "kwargs": message.kwargs,
+                "options": options,
+                "message_id": message.message_id,
                 "message_timestamp": message.message_timestamp,
             }
             if hooks:

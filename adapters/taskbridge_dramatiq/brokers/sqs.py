@@ -43,8 +43,11 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
 
     def __init__(self, broker: TaskbridgeSQSBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(
-            broker.queues[queue_name], prefetch, timeout,
-            dead_letter_queue=None, visibility_timeout=broker.visibility_timeout,
+            broker.queues[queue_name],
+            prefetch,
+            timeout,
+            dead_letter_queue=None,
+            visibility_timeout=broker.visibility_timeout,
         )
         self.queue_name = queue_name
         self.actors: Container[str] = broker.actors
