@@ -19,6 +19,7 @@ from typing import Any
 
 from celery.exceptions import CPendingDeprecationWarning
 from celery.worker import loops as celery_loops
+from celery.worker import request as celery_request
 from celery.worker.consumer import Consumer
 from celery.worker.consumer import consumer as celery_consumer
 from kombu.message import Message
@@ -35,6 +36,8 @@ from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_
 
 log = logging.getLogger("taskbridge.celery")
 
+_ACK_FAILED = "Couldn't ack %r, reason:%r"
+"""kombu's message (Message.ack_log_error) when an acknowledgement cannot be sent."""
 _LOOP_CLEANUP_ERROR = "Error cleaning up after event loop: %r"
 """Celery's message (celery.worker.loops) when resetting the event loop after an error fails."""
 
@@ -48,6 +51,10 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         celery_log = logging.getLogger(celery_consumer.__name__)
         if not any(isinstance(f, _ConnectionErrorsToOutage) for f in celery_log.filters):
             celery_log.addFilter(_ConnectionErrorsToOutage())
+        for name in (celery_request.__name__, log.name):
+            acks_log = logging.getLogger(name)
+            if not any(isinstance(f, _AckOverLostConnection) for f in acks_log.filters):
+                acks_log.addFilter(_AckOverLostConnection())
         loop_log = logging.getLogger(celery_loops.__name__)
         if not any(isinstance(f, _LostConnectionCleanup) for f in loop_log.filters):
             loop_log.addFilter(_LostConnectionCleanup(self))
@@ -177,6 +184,18 @@ class _ConnectionErrorsToOutage(logging.Filter):
             return False
         args = record.args
         return not (isinstance(args, tuple) and args[:1] == (celery_consumer.CONNECTION_RETRY,))
+
+
+class _AckOverLostConnection(logging.Filter):
+    """kombu logs a traceback (CRITICAL) for each acknowledgement sent over a connection that is
+    gone; one line says it instead: the broker delivers the message again (at-least-once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _ACK_FAILED and record.exc_info:
+            record.msg = "could not acknowledge message %r, its broker connection is gone (%r): it is delivered again"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class _LostConnectionCleanup(logging.Filter):
