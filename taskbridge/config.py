@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     dramatiq: DramatiqSettings = Field(
         default_factory=DramatiqSettings, description="the Dramatiq engine's own settings ([tool.taskbridge.dramatiq])"
     )
+    outage_reminder: float = Field(
+        30.0,
+        description="while the broker or coordination store is down, a worker logs it once, then at most this often",
+    )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _files: tuple[ConfigFile, ...] = PrivateAttr(default=())
@@ -129,6 +133,7 @@ class Settings(BaseSettings):
         "result_ttl",
         "connect_timeout",
         "exit_drain_timeout",
+        "outage_reminder",
         mode="before",
     )
     @classmethod
@@ -140,6 +145,7 @@ class Settings(BaseSettings):
             "connect_timeout",
             "exit_drain_timeout",
             "track_ttl",
+            "outage_reminder",
         )
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             if info.field_name in required:

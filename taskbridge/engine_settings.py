@@ -54,6 +54,13 @@ class CelerySettings(BaseModel):
             "kombu's bare keys, shared with plain Celery producers and workers during a migration"
         ),
     )
+    task_events: bool = Field(
+        default=False,
+        description=(
+            "workers send Celery task events (task-received, -started, -succeeded, -failed, -retried) "
+            "and heartbeats, for Flower and `celery events`; Redis and RabbitMQ only"
+        ),
+    )
     loglevel: str = Field(default="INFO", description="log level of the Celery worker")
     hostname: str | None = Field(default=None, description="Celery node name (default taskbridge-<pid>@<host>)")
 

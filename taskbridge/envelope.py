@@ -331,6 +331,11 @@ def peek_job_name(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
     return name or None
 
 
+def peek_id(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
+    """Best-effort id of a possibly malformed body."""
+    return _peek(body, "id")
+
+
 def peek_queue(body: str | bytes | bytearray | dict[str, Any]) -> str | None:
     """Best-effort queue of a possibly malformed body, to dead-letter it next to its queue; None
     unless it is a plain queue name (letters, digits, '-', '_', '.')."""

@@ -12,7 +12,7 @@ from typing import Any
 from . import carrying, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
-from .coordination.outage import Outage
+from .coordination.outage import coordination_outage
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -45,7 +45,8 @@ class Runner:
         self.engine = engine
         self.settings = settings or get_settings()
         self.coordination = coordination or get_coordination()
-        self.outage = Outage(getattr(self.coordination, "where", "in-process"))
+        where = getattr(self.coordination, "where", "in-process")
+        self.outage = coordination_outage(where, self.settings.outage_reminder)
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
         self.signer = signer_for(self.settings)
         self.tracker = get_tracker(self.settings)

@@ -39,3 +39,10 @@ def step(n: int, pause: float = 0.0) -> None:
     broker connection drops)."""
     time.sleep(pause)
     record("ran", job="step", n=n)
+
+
+@job(name="cq.boom", retry=Backoff(max_retries=1, base=0.1, jitter=False))
+def boom(n: int) -> None:
+    """Always raises: retried once, then dead-lettered."""
+    record("started", job="boom", n=n)
+    raise ValueError(f"boom {n}")

@@ -82,6 +82,8 @@ def test_a_job_whose_worker_is_killed_runs_again(run: Harness) -> None:
 
 def test_a_countdown_longer_than_the_native_maximum_hops_and_runs_once(run: Harness) -> None:
     run.start_workers()
+    # A worker that starts later than the countdown's first hop would only see it due: wait for it.
+    run.wait_for(lambda: " ready." in run.worker_logs(), 60, "the worker did not start")
     countdown = 5.0
     assert countdown > 2.0, "TASKBRIDGE_MAX_NATIVE_DELAY=2 in these tests"
     sent = time.time()

@@ -34,8 +34,10 @@ def queue(name: str) -> LayoutQueue:
     )
 
 
-def build_app(settings: Settings, broker: Broker) -> Celery:
-    """A Celery app configured for taskbridge; it is not set as Celery's current app."""
+def build_app(settings: Settings, broker: Broker, *, task_events: bool = False) -> Celery:
+    """A Celery app configured for taskbridge; it is not set as Celery's current app.
+
+    ``task_events`` turns on Celery's task events, which Flower and ``celery events`` read."""
     app = Celery("taskbridge", set_as_current=False)
     config: dict[str, Any] = {
         "broker_url": broker.url,
@@ -60,8 +62,8 @@ def build_app(settings: Settings, broker: Broker) -> Celery:
         "worker_prefetch_multiplier": settings.prefetch,
         "worker_concurrency": settings.worker_concurrency,
         "worker_disable_rate_limits": True,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        "worker_send_task_events": task_events,
+        "task_send_sent_event": task_events,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_consumer": "taskbridge_celery.consumer:EnvelopeConsumer",

@@ -13,26 +13,64 @@ succeeded, and requeued if it failed.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+from celery.exceptions import CPendingDeprecationWarning
+from celery.worker import loops as celery_loops
+from celery.worker import request as celery_request
 from celery.worker.consumer import Consumer
+from celery.worker.consumer import consumer as celery_consumer
 from kombu.message import Message
 
 from taskbridge import carrying
-from taskbridge.envelope import peek_job_name
+from taskbridge.envelope import peek_id, peek_job_name
 from taskbridge.legacy import is_legacy
+from taskbridge.outage import broker_outage
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
 from .items import ITEM_HEADER
 from .tasks import EnvelopeTask
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, new_task_id, task_headers
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, task_headers, task_id_for
 
 log = logging.getLogger("taskbridge.celery")
 
+_ACK_FAILED = "Couldn't ack %r, reason:%r"
+"""kombu's message (Message.ack_log_error) when an acknowledgement cannot be sent."""
+_LOOP_CLEANUP_ERROR = "Error cleaning up after event loop: %r"
+"""Celery's message (celery.worker.loops) when resetting the event loop after an error fails."""
+
 
 class EnvelopeConsumer(Consumer):  # type: ignore[misc]
-    """Consumer whose messages are all run, or dead-lettered then acknowledged."""
+    """Consumer whose messages are all run, or dead-lettered then acknowledged; a lost broker is
+    logged once, then reminded (taskbridge.outage), in place of Celery's line per reconnection attempt."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        celery_log = logging.getLogger(celery_consumer.__name__)
+        if not any(isinstance(f, _ConnectionErrorsToOutage) for f in celery_log.filters):
+            celery_log.addFilter(_ConnectionErrorsToOutage())
+        for name in (celery_request.__name__, log.name):
+            acks_log = logging.getLogger(name)
+            if not any(isinstance(f, _AckOverLostConnection) for f in acks_log.filters):
+                acks_log.addFilter(_AckOverLostConnection())
+        loop_log = logging.getLogger(celery_loops.__name__)
+        if not any(isinstance(f, _LostConnectionCleanup) for f in loop_log.filters):
+            loop_log.addFilter(_LostConnectionCleanup(self))
+
+    def connect(self) -> Any:
+        connection = super().connect()  # returns once connected: Celery retries with back-off meanwhile
+        broker_outage().succeeded()
+        return connection
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        broker_outage().failed(exc)
+        with warnings.catch_warnings():
+            # Celery's notice that running late-ack jobs are not cancelled on a lost connection: as
+            # intended here (each is acknowledged, or delivered again, per the transport).
+            warnings.simplefilter("ignore", CPendingDeprecationWarning)
+            super().on_connection_error_after_connected(exc)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Message], None]:
         self._celery_handle = super().create_task_handler(*args, **kwargs)
@@ -135,6 +173,48 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         message.ack_log_error(log, self.connection_errors)
 
 
+class _ConnectionErrorsToOutage(logging.Filter):
+    """Celery's consumer logs each failed reconnection attempt (and the lost connection) itself:
+    those records go to the broker's outage record instead, which logs once and then reminds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == celery_consumer.CONNECTION_ERROR and isinstance(record.args, tuple) and len(record.args) > 1:
+            cause = record.args[1]
+            broker_outage().failed(cause if isinstance(cause, BaseException) else str(cause))
+            return False
+        args = record.args
+        return not (isinstance(args, tuple) and args[:1] == (celery_consumer.CONNECTION_RETRY,))
+
+
+class _AckOverLostConnection(logging.Filter):
+    """kombu logs a traceback (CRITICAL) for each acknowledgement sent over a connection that is
+    gone; one line says it instead: the broker delivers the message again (at-least-once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _ACK_FAILED and record.exc_info:
+            record.msg = "could not acknowledge message %r, its broker connection is gone (%r): it is delivered again"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class _LostConnectionCleanup(logging.Filter):
+    """Celery logs a traceback when closing the event loop's sockets fails after the broker
+    connection was lost; that failure is part of the outage, which the outage record reports."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__()
+        self._consumer = consumer
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        lost = tuple(self._consumer.connection_errors or ())
+        if record.msg == _LOOP_CLEANUP_ERROR and error is not None and lost and isinstance(error, lost):
+            broker_outage().failed(error)
+            return False
+        return True
+
+
 def _body(message: Message) -> bytes | str:
     body = message.body
     if isinstance(body, bytes | str):
@@ -159,7 +239,7 @@ def _is_wrapper(message: Message) -> bool:
 def _rewrite_as_task(message: Message, job: str, envelope: str) -> None:
     """Make ``message`` the Celery task message of ``job`` carrying ``envelope``, so it runs in the
     pool like one; its delivery (tag, queue, redelivery) stays the broker's."""
-    task_id = new_task_id()
+    task_id = task_id_for(peek_id(envelope))
     message.headers = task_headers(job, task_id, f"<envelope from a {job} message of another producer>")
     message.body = message_body(envelope)
     message.content_type = CONTENT_TYPE

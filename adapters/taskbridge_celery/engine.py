@@ -21,6 +21,7 @@ from .connection import ProcessConnection
 from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
+from .reload import SourceWatcher, start_again
 from .settings import CelerySettings
 from .take import AmqpTake, RedisTake, SqsTake
 from .tasks import register
@@ -49,7 +50,10 @@ class CeleryEngine:
         self.broker = broker_for(self.settings, self.options)
         require(_TRANSPORT_MODULES[self.broker.scheme], f"the celery engine on {self.broker.scheme}://")
         self.facts: TransportFacts = self.broker.facts(self.options)
-        self.app = build_app(self.settings, self.broker)
+        if self.options.task_events and self.broker.scheme == "sqs":
+            log.warning("TASKBRIDGE_CELERY_TASK_EVENTS is ignored on sqs://: Celery sends events on Redis or RabbitMQ")
+        self.task_events = self.options.task_events and self.broker.scheme != "sqs"
+        self.app = build_app(self.settings, self.broker, task_events=self.task_events)
         self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
         self._connection = ProcessConnection(self.app)
         if self.broker.scheme == "sqs":
@@ -105,7 +109,8 @@ class CeleryEngine:
             ) from exc
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
-        """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
+        """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped; with
+        ``worker_reload``, a changed ``*.py`` file under the current directory restarts it."""
         if self._runner is None:
             # Without a runner every message would be one the worker can neither run nor dead-letter.
             raise ConfigurationError(
@@ -113,8 +118,7 @@ class CeleryEngine:
                 "(taskbridge worker myapp.jobs)"
             )
         names = list(queues) or [self.settings.default_queue]
-        if self.settings.worker_reload:
-            log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
+        watcher = SourceWatcher() if self.settings.worker_reload else None
         consume(self.app, names)
         if self.broker.scheme == "amqp":
             # A retry or dead letter must be stored before its message is acknowledged: the
@@ -131,13 +135,21 @@ class CeleryEngine:
             loglevel=self.options.loglevel,
             without_gossip=True,
             without_mingle=True,
-            without_heartbeat=True,
+            without_heartbeat=not self.task_events,  # Flower shows a worker online by its heartbeats
             optimization="fair",
             quiet=True,
         )
-        worker.start()
+        if watcher is not None:
+            watcher.start()
+        try:
+            worker.start()
+        finally:
+            if watcher is not None:
+                watcher.stop()
         if worker.exitcode:
             raise SystemExit(worker.exitcode)
+        if watcher is not None and watcher.changed:
+            start_again()
 
     def check(self, timeout: float) -> None:
         """Connect to the broker once, waiting at most ``timeout`` seconds; raise if it cannot be used."""

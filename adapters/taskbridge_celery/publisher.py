@@ -14,7 +14,7 @@ from taskbridge import Envelope
 from . import redis_batch
 from .app import queue
 from .connection import ProcessConnection
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
 
 BATCH_OPERATIONS = 1000
 """Redis commands buffered in one pipeline before it is sent."""
@@ -62,7 +62,7 @@ class Publisher:
         # RabbitMQ drops a message routed to a queue that does not exist yet (a fresh dead-letter
         # queue, or a queue no worker consumed so far): declare it first, once per channel.
         for envelope in envelopes:
-            task_id = new_task_id()
+            task_id = task_id_for(envelope.id)
             producer.publish(
                 message_body(envelope.encode()),
                 exchange="",

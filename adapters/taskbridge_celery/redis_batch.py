@@ -14,20 +14,18 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from taskbridge import Envelope
 from taskbridge.envelope import envelope_texts
 
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
 
 PIPELINE_SIZE = 1000
 """Messages sent in one pipeline round trip."""
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_TASK_ID, _ENVELOPE_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000envelope\ue000", "\ue000body\ue000", "\ue000tag\ue000"
-_MARK = re.compile("(\ue000(?:task|envelope|body|tag)\ue000)")
+_TASK_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000body\ue000", "\ue000tag\ue000"
+_MARK = re.compile("(\ue000(?:task|body|tag)\ue000)")
 
 
 def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> Iterator[tuple[str, str]]:
@@ -38,10 +36,8 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> Iterato
         parts = templates.get(key)
         if parts is None:
             parts = templates[key] = _MARK.split(_template(envelope, eta))
-        task_id = new_task_id()
         values = {
-            _TASK_ID: task_id,
-            _ENVELOPE_ID: _encode(envelope.id)[1:-1],
+            _TASK_ID: task_id_for(envelope.id),
             _BODY: base64.b64encode(message_body(text)).decode("ascii"),
             _TAG: str(uuid.uuid4()),
         }
@@ -50,7 +46,7 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> Iterato
 
 def _template(envelope: Envelope, eta: float | None) -> str:
     """The stored JSON of ``envelope``'s message with a marker where each message differs."""
-    headers = message_headers(replace(envelope, id=_ENVELOPE_ID), _TASK_ID, eta)
+    headers = message_headers(envelope, _TASK_ID, eta)
     message: dict[str, Any] = {
         "body": _BODY,
         "content-encoding": CONTENT_ENCODING,

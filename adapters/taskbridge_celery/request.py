@@ -14,13 +14,25 @@ from celery.worker.request import Request
 
 from taskbridge import carrying
 
+from .states import NOT_RUN, DeadLettered
 from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
 
-_CELERY_OWN = (Reject, Ignore, Retry, Terminated, WorkerLostError, SystemExit, KeyboardInterrupt, MemoryError)
-"""Failures Celery itself carries out: Reject(requeue) when the runner could not finish, a lost
-child (requeued: reject_on_worker_lost), revocation and shutdown."""
+_CARRIED_OUT = (
+    DeadLettered,
+    Reject,
+    Ignore,
+    Retry,
+    Terminated,
+    WorkerLostError,
+    SystemExit,
+    KeyboardInterrupt,
+    MemoryError,
+)
+"""Endings the runner already carried out (an outcome reported by taskbridge_celery.states), or
+Celery carries out itself: Reject(requeue) when the runner could not finish, a lost child
+(requeued: reject_on_worker_lost), revocation and shutdown."""
 
 
 class EnvelopeRequest(Request):
@@ -31,7 +43,10 @@ class EnvelopeRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
-        if not isinstance(exc, _CELERY_OWN) and not state.should_terminate:
+        if isinstance(exc, Ignore) and exc.args and exc.args[0] in NOT_RUN:
+            # What Celery sends for a task it discards unrun (its own expired tasks): Flower shows it ended.
+            self.send_event("task-revoked", terminated=False, signum=None, expired=exc.args[0] == "expired")
+        if not isinstance(exc, _CARRIED_OUT) and not state.should_terminate:
             if not self._carry_out(exc):
                 self.reject(requeue=True)
                 return

@@ -24,7 +24,7 @@ from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY
 
 from .broker import SQS_MAX_BODY
 from .connection import ProcessConnection
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, new_task_id
+from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
 
 
 class SqsQueues:
@@ -90,7 +90,7 @@ class SqsQueues:
 
 
 def _sqs_body(channel: Any, envelope: Envelope, eta: float | None) -> str:
-    task_id = new_task_id()
+    task_id = task_id_for(envelope.id)
     message = channel.prepare_message(
         message_body(envelope.encode()),
         0,

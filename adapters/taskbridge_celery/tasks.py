@@ -1,4 +1,4 @@
-"""One Celery task per job: its body hands the envelope to the runner, nothing else."""
+"""One Celery task per job: its body hands the envelope to the runner, then tells Celery the outcome."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from celery.exceptions import Reject
 from taskbridge import JobSpec
 from taskbridge.engine import MessageRunner
 
+from .states import settle
 from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
@@ -36,22 +37,23 @@ class EnvelopeTask(Task):  # type: ignore[misc]
 def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
     """Register the task named after ``spec``; ``hard_timeout`` becomes Celery's ``time_limit``."""
 
-    def handle(task: Task, *args: Any, **kwargs: Any) -> None:
+    def handle(task: Task, *args: Any, **kwargs: Any) -> Any:
         queue = (task.request.delivery_info or {}).get("routing_key")
         text = envelope_text(args, kwargs)
         try:
             if text is None:
                 # The consumer lets only one-envelope bodies through; this names what else came.
                 body = json.dumps([args, kwargs, {}], default=repr)
-                runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
+                outcome = runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
             else:
-                runner.run(text, queue)
+                outcome = runner.run(text, queue)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.
             log.exception("job %s: the message could not be handled; it is requeued", spec.name)
             time.sleep(REQUEUE_PAUSE)
             raise Reject(exc, requeue=True) from exc
+        return settle(outcome)
 
     handle.__name__ = handle.__qualname__ = spec.name.rsplit(".", 1)[-1]
     handle.__module__ = spec.func.__module__

@@ -1,14 +1,16 @@
 """The Celery message (task protocol 2) that carries one envelope, and the envelope read back.
 
 The body is ``[[<envelope JSON>], {}, <embed>]``: the envelope travels as the task's single
-positional argument, spliced in as text so publishing never re-serializes it. Each publish gets
-its own Celery task id; the envelope id stays the same across retries and hops.
+positional argument, spliced in as text so publishing never re-serializes it. The Celery task id
+is the envelope's id, so Celery's log, events and Flower show the id taskbridge reports; like a
+Celery retry, every attempt and hop of one job keeps it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +21,8 @@ CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
 _BODY_TAIL = ',{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""What an envelope id must look like to be shown as the Celery task id (ours are 32 hex digits)."""
 
 
 def message_body(envelope_text: str) -> bytes:
@@ -28,7 +32,7 @@ def message_body(envelope_text: str) -> bytes:
 
 def message_headers(envelope: Envelope, task_id: str, eta: float | None) -> dict[str, Any]:
     """Celery protocol-2 headers: the task name is the job name; ``eta`` is a UNIX time or None."""
-    headers = task_headers(envelope.job, task_id, f"<envelope {envelope.id} attempt {envelope.attempt}>")
+    headers = task_headers(envelope.job, task_id, f"<envelope attempt {envelope.attempt}>")
     headers["retries"] = envelope.attempt - 1
     if eta is not None:
         headers["eta"] = datetime.fromtimestamp(eta, tz=timezone.utc).isoformat()
@@ -55,6 +59,13 @@ def task_headers(job: str, task_id: str, argsrepr: str) -> dict[str, Any]:
         "origin": _ORIGIN,
         "ignore_result": True,
     }
+
+
+def task_id_for(envelope_id: object) -> str:
+    """The Celery task id of an envelope: its own id when it fits a task id, else a fresh one."""
+    if isinstance(envelope_id, str) and _TASK_ID.fullmatch(envelope_id):
+        return envelope_id
+    return new_task_id()
 
 
 def new_task_id() -> str:

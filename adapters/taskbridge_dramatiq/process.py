@@ -19,6 +19,7 @@ from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
 from .brokers.guard import envelope_text, raw_item
 from .middleware import JobAbandoned, ProcessMiddleware, Running
+from .outage import report_outages
 
 if TYPE_CHECKING:
     from .engine import DramatiqEngine
@@ -76,6 +77,7 @@ class WorkerProcess:
             worker_timeout=consumer_timeout_ms(self.engine.transport, self.options),
         )
         logging.getLogger("pika").setLevel(logging.WARNING)  # pika logs every connection step at INFO
+        report_outages(self.queues)
         worker.start()
         reaper = threading.Thread(target=self._reap, args=(broker,), name="taskbridge-reaper", daemon=True)
         reaper.start()

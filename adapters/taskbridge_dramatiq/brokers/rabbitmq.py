@@ -22,6 +22,7 @@ from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 from taskbridge.layout import amqp_queue_arguments
 
+from ..outage import connected, wait_before_reconnecting
 from .common import RoutesUnknownActors, message_bodies
 from .guard import read_item
 
@@ -80,6 +81,7 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
             if getattr(exc, "reply_code", None) == 404:
                 self.broker.queues_pending.add(q_name(self.queue_name))
             raise ConnectionClosed(exc) from None
+        connected()
         if method is None:
             return None
         message = read_item(
@@ -110,6 +112,10 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     @property
     def consumer_class(self) -> type[GuardedRabbitmqConsumer]:
         return GuardedRabbitmqConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        wait_before_reconnecting()
+        return super().consume(queue_name, prefetch, timeout)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):

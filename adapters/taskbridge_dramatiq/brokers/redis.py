@@ -17,6 +17,7 @@ from dramatiq.common import current_millis, dq_name
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 
+from ..outage import wait_before_reconnecting
 from .common import RoutesUnknownActors, message_bodies
 from .redis_consumer import FETCH, RECOVER, GuardedRedisConsumer, HeldIds
 
@@ -55,6 +56,7 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         self.consumer_scripts = (self.client.register_script(FETCH), self.client.register_script(RECOVER))
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> GuardedRedisConsumer:
+        wait_before_reconnecting()
         if queue_name.endswith(".DQ"):
             # A delay-queue consumer (re)starts with nothing in memory: Dramatiq drops or hands back
             # the delayed messages of the one it replaces, so every id in its acks set is stranded.

@@ -24,6 +24,7 @@ from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 
+from ..outage import connected
 from .guard import read_item
 
 # KEYS: namespace; ARGV: queue, worker id, now (ms), how many to fetch, how many ids this process holds.
@@ -152,6 +153,7 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
         try:
             if not self.pairs:
                 self.pairs = self._fetch()
+                connected()
                 if not self.pairs:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     time.sleep(backoff_ms / 1000)
