@@ -544,15 +544,9 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
         sampler.join()
     visits = collections.Counter(event["item"] for event in _ran(harness, "visit"))
     assert sorted(visits) == list(range(1, count + 1)), "an id was never visited"
-    # A transport may deliver one message twice (at-least-once); a chunk published twice shows as
-    # every id of that chunk visited twice.
-    twice = {item for item, times in visits.items() if times > 1}
-    doubled = [
-        first for first in range(1, count + 1, chunk) if set(range(first, min(first + chunk, count + 1))) <= twice
-    ]
-    # The dispatcher is killed once: only the chunk it was publishing at that moment may go out again
-    # (its progress write had not landed); any other repeat is a bug.
-    assert len(doubled) <= 1, f"chunks starting at ids {doubled} were published twice"
+    # A chunk published twice (its dispatcher killed mid-publish) would show as ids visited twice.
+    twice = sorted(item for item, times in visits.items() if times > 1)
+    assert not twice, f"{len(twice)} ids were visited more than once (first: {twice[:5]})"
     assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
     done = progress(ref.id)
     assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks
