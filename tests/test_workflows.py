@@ -146,6 +146,43 @@ def test_fan_out_over_ids_visits_each_id_once(embedded: Embedded) -> None:
     assert done is not None and done["finished"] and done["chunks"] == 24 and done["items"] == 2_345
 
 
+@pytest.mark.parametrize("cut", ["during the publish", "before the progress write"])
+def test_a_dispatcher_cut_short_resumes_and_each_item_runs_once(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    from taskbridge.workflows import fanout
+
+    publish, publish_chunk = fanout._publish, fanout._publish_chunk
+    published: list[Any] = []
+    cuts: list[str] = []
+
+    def publish_once_cut(plan: dict[str, Any], items: list[Any], mark: dict[str, Any]) -> None:
+        if mark["chunk"] == 1 and cut == "during the publish" and not cuts:
+            cuts.append(cut)
+            published.extend(items[:60])
+            publish(plan, items[:60], mark)
+            raise RuntimeError("the dispatcher died while publishing chunk 1")
+        published.extend(items)
+        publish(plan, items, mark)
+
+    def publish_chunk_once_cut(*args: Any) -> Any:
+        marker = publish_chunk(*args)
+        if args[2] == 1 and cut == "before the progress write" and not cuts:
+            cuts.append(cut)
+            raise RuntimeError("the dispatcher died before recording chunk 1")
+        return marker
+
+    monkeypatch.setattr(fanout, "_publish", publish_once_cut)
+    monkeypatch.setattr(fanout, "_publish_chunk", publish_chunk_once_cut)
+    ref = fan_out(visit, ids(1, 250), chunk=100)
+    _drain(embedded)
+    assert cuts == [cut]
+    assert published.count(150) == (2 if cut == "during the publish" else 1), "chunk 1 went out again, or not"
+    assert sorted(seen) == list(range(1, 251)), "each id runs once"
+    done = progress(ref.id)
+    assert done is not None and done["finished"] and done["chunks"] == 3 and done["items"] == 250
+
+
 def test_fan_out_over_dates_and_a_cursor(embedded: Embedded) -> None:
     zone = ZoneInfo("Europe/Zurich")
     start = dt.datetime(2026, 3, 29, 0, 0, tzinfo=zone)

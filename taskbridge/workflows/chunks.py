@@ -11,7 +11,8 @@ one the marker says was published:
   short and redone; it is skipped, without running;
 - marker ``publishing`` at the job's epoch: the publish has not returned yet; the worker waits for
   it a moment, then defers the job (the dispatcher may have died; the run that takes over moves
-  the marker on, settling the copies).
+  the marker on, settling the copies). Once such a wait ran out, the worker defers the chunk's
+  other jobs without waiting for a while, so the copies of a dead publish do not hold it up.
 
 A dispatcher killed at any point leaves the marker absent (nothing was published), ``publishing``
 (some of the chunk may be out: the next run publishes it whole at the next epoch) or
@@ -44,6 +45,10 @@ SUPERSEDED = "a copy of a fan-out chunk that its dispatcher published again afte
 
 _published: dict[tuple[str, int], int] = {}
 """(fan-out id, chunk) -> the published epoch; final once written, so kept per process."""
+_stalled: dict[tuple[str, int, int], float] = {}
+"""(fan-out id, chunk, epoch) -> when a wait for its publish last ran out (monotonic): the jobs of a
+chunk whose dispatcher died are deferred at once for a while, not each after a wait."""
+STALL_MEMORY = 10.0
 _REMEMBERED = 100_000
 
 
@@ -91,7 +96,9 @@ def held_back(envelope: Envelope, store: Coordination) -> Outcome | None:
     if not isinstance(fan_out_id, str) or not isinstance(number, int) or not isinstance(epoch, int):
         return None
     published = _published.get((fan_out_id, number))
-    deadline = time.monotonic() + PUBLISH_WAIT
+    stalled = (fan_out_id, number, epoch)
+    wait = 0.0 if time.monotonic() - _stalled.get(stalled, -STALL_MEMORY) < STALL_MEMORY else PUBLISH_WAIT
+    deadline = time.monotonic() + wait
     pause = 0.02
     while published is None:
         _, marker = read_marker(store, fan_out_id, number)
@@ -105,6 +112,9 @@ def held_back(envelope: Envelope, store: Coordination) -> Outcome | None:
         elif marker.epoch > epoch:
             return Skip(envelope, SUPERSEDED)
         elif time.monotonic() >= deadline:
+            if len(_stalled) >= _REMEMBERED:
+                _stalled.clear()
+            _stalled[stalled] = time.monotonic()
             return Defer(envelope, RECHECK, "its fan-out chunk is still being published")
         else:
             time.sleep(pause)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backoff import Backoff
 from ..config import get_settings
 from ..coordination import Coordination, get_coordination
 from ..engine import get_engine
@@ -145,7 +146,7 @@ def _index(store: Coordination, change: Callable[[list[str]], list[str]]) -> Non
     log.warning("the list of running fan-outs could not be updated (too much contention)")
 
 
-@job(name=DISPATCHER, timeout=None)
+@job(name=DISPATCHER, timeout=None, retry=Backoff(max_retries=10, base=1.0, cap=60.0))
 def dispatch(plan: dict[str, Any], number: int) -> None:
     """One run of a fan-out's dispatcher, for chunk ``number`` (enqueued by :func:`fan_out`)."""
     store = get_coordination()
