@@ -125,6 +125,67 @@ def test_an_empty_group_runs_its_callback_at_once(embedded: Embedded) -> None:
     assert seen == [("notify", "none", {"total": 0, "done": 0, "dead": 0, "expired": 0, "skipped": 0})]
 
 
+class _Died(BaseException):
+    """A worker process dying at that point: nothing after it runs, no handler catches it."""
+
+
+@pytest.mark.parametrize("dies", ["before the callback's publish", "after the callback's publish"])
+def test_a_group_callback_runs_once_when_the_last_member_dies_before_it_is_out(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    from taskbridge.outcomes import Done
+    from taskbridge.workflows import chunks, groups
+
+    group(resize.s(i) for i in (1, 2, 3)).then(notify.s("crash")).enqueue()
+    members = embedded.queued("wf")
+    embedded.engine.purge("wf")
+    for member in members[:2]:
+        groups.member_ended(Done(member, 0.0, None), embedded.coordination)
+    publish_once = chunks.publish_once
+
+    def dying(store: Any, owner: str, publish: Any, ttl: float) -> None:
+        if dies == "before the callback's publish":
+            raise _Died
+        publish_once(store, owner, lambda mark: (publish(mark), _raise(_Died())), ttl)
+
+    monkeypatch.setattr(groups, "publish_once", dying)
+    with pytest.raises(_Died):
+        groups.member_ended(Done(members[2], 0.0, None), embedded.coordination)
+    monkeypatch.setattr(groups, "publish_once", publish_once)
+    groups.member_ended(Done(members[2], 0.0, None), embedded.coordination)  # its redelivery
+    groups.member_ended(Done(members[0], 0.0, None), embedded.coordination)  # and another's
+    assert len(embedded.queued("wf")) == (1 if dies == "before the callback's publish" else 2)
+    _drain(embedded)
+    assert seen == [("notify", "crash", {"total": 3, "done": 3, "dead": 0, "expired": 0, "skipped": 0})]
+
+
+def test_a_group_callback_whose_publish_fails_is_retried_in_place(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskbridge import carrying
+    from taskbridge.publishing import _Publisher
+
+    monkeypatch.setattr(carrying, "FIRST_BACKOFF", 0.01)
+    send = _Publisher.send
+    failures: list[str] = []
+
+    def flaky(self: _Publisher, envelopes: Any) -> None:
+        if self.spec.name == "wf.notify" and len(failures) < 2:
+            failures.append(self.spec.name)
+            raise ConnectionError("broker unreachable")
+        send(self, envelopes)
+
+    monkeypatch.setattr(_Publisher, "send", flaky)
+    group(resize.s(i) for i in range(1, 6)).then(notify.s("flaky")).enqueue()
+    _drain(embedded)
+    assert failures == ["wf.notify", "wf.notify"]
+    assert seen == [("notify", "flaky", {"total": 5, "done": 5, "dead": 0, "expired": 0, "skipped": 0})]
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
 @job(name="wf.visit", queue="wf")
 def visit(item: Any, tag: str = "") -> None:
     seen.append(item)

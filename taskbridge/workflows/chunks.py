@@ -3,7 +3,7 @@
 Before a dispatcher publishes chunk ``n`` it writes the chunk's marker, ``publishing`` with an
 epoch (0, then one more for each new attempt at the chunk), by compare-and-set; when the publish
 returned it moves the marker to ``published``. Every job of the chunk carries the fan-out id, the
-chunk number and the epoch in ``headers["fan_out"]``, and a worker runs it only if its epoch is the
+chunk number and the epoch in ``headers["chunk"]``, and a worker runs it only if its epoch is the
 one the marker says was published:
 
 - marker ``published`` at the job's epoch: it runs;
@@ -18,6 +18,10 @@ A dispatcher killed at any point leaves the marker absent (nothing was published
 (some of the chunk may be out: the next run publishes it whole at the next epoch) or
 ``published`` (the next run only records the progress). A published marker never changes again,
 so a worker remembers it.
+
+A group's callback goes out the same way (:func:`publish_once`), as the one-job chunk 0 of
+``group-<id>``: the member whose end completes the group, or a redelivery of it after a crash,
+publishes it, and it runs once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,14 +39,14 @@ from ..outcomes import Defer, Outcome, Skip
 
 log = logging.getLogger("taskbridge.workflows")
 
-CHUNK_HEADER = "fan_out"
+CHUNK_HEADER = "chunk"
 MARKER_TTL = 30 * 86400.0
 """Seconds a chunk's marker lives: as long as its jobs may still wait in a queue."""
 PUBLISH_WAIT = 2.0
 """Seconds a worker waits for the publish of its job's chunk to return before deferring the job."""
 RECHECK = 2.0
 """Seconds a job whose chunk is still being published is deferred by."""
-SUPERSEDED = "a copy of a fan-out chunk that its dispatcher published again after a crash"
+SUPERSEDED = "a copy of a chunk that was published again after a crash"
 
 _published: dict[tuple[str, int], int] = {}
 """(fan-out id, chunk) -> the published epoch; final once written, so kept per process."""
@@ -78,6 +83,24 @@ def read_marker(store: Coordination, fan_out_id: str, number: int) -> tuple[str 
     if text is None:
         return None, None
     return text, Marker(**json.loads(text))
+
+
+def publish_once(store: Coordination, owner: str, publish: Callable[[dict[str, Any]], None], ttl: float) -> None:
+    """Publish the one-job chunk 0 of ``owner`` by ``publish(header)`` between its marker writes,
+    unless a caller before did; a caller cut short before the ``published`` write is followed by
+    one that publishes again at the next epoch, and only the last epoch's job runs."""
+    text, marker = read_marker(store, owner, 0)
+    if marker is not None and marker.published:
+        return
+    epoch = 0 if marker is None else marker.epoch + 1
+    publishing = Marker(epoch, False, 1)
+    key = marker_key(owner, 0)
+    if not store.swap_record(key, text, publishing.encode(), ttl):
+        log.info("%s: another caller is publishing it", owner)
+        return
+    publish(header(owner, 0, epoch))
+    if not store.swap_record(key, publishing.encode(), Marker(epoch, True, 1).encode(), ttl):
+        log.info("%s: another caller published it again meanwhile", owner)
 
 
 def header(fan_out_id: str, number: int, epoch: int) -> dict[str, Any]:
