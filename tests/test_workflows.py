@@ -287,6 +287,30 @@ def test_fanout_status_shows_chunks_done_of_total(embedded: Embedded) -> None:
     assert "finished, chunks 3 / 3, 250 jobs published" in shown.output
 
 
+def test_status_lists_running_fan_outs_with_chunks_done_of_total(embedded: Embedded) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from taskbridge.cli import main
+
+    ref = fan_out(visit, ids(1, 250), chunk=100)
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    assert shown.exit_code == 0, shown.output
+    [running] = json.loads(shown.output)["fan_outs"]
+    assert (running["id"], running["job"], running["chunks"], running["total"]) == (ref.id, "wf.visit", 0, 3)
+    [first_run] = [body for body in embedded.engine.messages("wf") if decode(body).job == "taskbridge.fan_out"]
+    embedded.runner.run(first_run, "wf")  # the dispatcher publishes chunk 0 only
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    [running] = json.loads(shown.output)["fan_outs"]
+    assert (running["chunks"], running["items"]) == (1, 100) and running["eta"] is not None
+    table = CliRunner().invoke(main, ["status", "--once", "--queues", "wf"], terminal_width=120)
+    assert "running fan-outs" in table.output and ref.id in table.output and "1 / 3" in table.output
+    _drain(embedded)
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    assert json.loads(shown.output)["fan_outs"] == [], "a finished fan-out is no longer listed"
+
+
 @pytest.mark.parametrize("example", ["chains.py", "group.py", "fan_out.py"])
 def test_the_example_runs(example: str, tmp_path: Any) -> None:
     import subprocess

@@ -158,7 +158,7 @@ def dispatch(plan: dict[str, Any], number: int) -> None:
     state = json.loads(text)
     if state["finished"] or state["next"] > number:
         return  # a duplicate run for a chunk already published
-    token = store.acquire_lock(key, plan["lease"]) if state["next"] == number else None
+    token = store.acquire_lock(key, plan["lease"])
     if token is None:  # the run for the chunk before is still at it, or one for this chunk is
         _enqueue(plan, number, plan["recheck"])
         return
@@ -169,34 +169,47 @@ def dispatch(plan: dict[str, Any], number: int) -> None:
 
 
 def _run_chunk(store: Coordination, plan: dict[str, Any], number: int, key: str) -> None:
+    """Publish the next chunk: chunk ``number``, or the one a run before this one left when it died
+    (its lease ran out); this run then comes again for its own chunk."""
     text = store.read_record(key)
     state = json.loads(text) if text is not None else None
-    if state is None or state["finished"] or state["next"] != number:
+    if state is None or state["finished"] or state["next"] > number:
         return
-    marker_text, marker = read_marker(store, plan["id"], number)
+    chunk = state["next"]
+    marker_text, marker = read_marker(store, plan["id"], chunk)
     if marker is None or not marker.published:
         if plan["max_depth"] is not None and get_engine().depth(plan["queue"]) >= plan["max_depth"]:
             _enqueue(plan, number, plan["recheck"])
             return
-        marker = _publish_chunk(store, plan, number, state["after"], marker_text, marker)
+        marker = _publish_chunk(store, plan, chunk, state["after"], marker_text, marker, chunk == number)
         if marker is None:
             return
-    state.update(next=number + 1, after=marker.after, chunks=number + 1, finished=marker.last, updated_at=time.time())
+    state.update(next=chunk + 1, after=marker.after, chunks=chunk + 1, finished=marker.last, updated_at=time.time())
     state["items"] += marker.items
     if not store.swap_record(key, text, json.dumps(state), RECORD_TTL):
-        log.warning("fan-out %s: chunk %d was published but its progress changed meanwhile", plan["id"], number)
+        log.warning("fan-out %s: chunk %d was published but its progress changed meanwhile", plan["id"], chunk)
     elif marker.last:
         _index(store, lambda ids: [i for i in ids if i != plan["id"]])
+    elif chunk < number:
+        log.info("fan-out %s: took chunk %d over from a run that died", plan["id"], chunk)
+        _enqueue(plan, number, plan["pause"])
 
 
 def _publish_chunk(
-    store: Coordination, plan: dict[str, Any], number: int, after: Any, marker_text: str | None, marker: Marker | None
+    store: Coordination,
+    plan: dict[str, Any],
+    number: int,
+    after: Any,
+    marker_text: str | None,
+    marker: Marker | None,
+    own: bool,
 ) -> Marker | None:
     """Publish chunk ``number`` at the epoch after ``marker``'s, between its two marker writes;
-    the published marker, or None if another run moved the marker meanwhile."""
+    the published marker, or None if another run moved the marker meanwhile. ``own``: the run is
+    chunk ``number``'s (not one taking it over, which comes again by itself)."""
     items, following, last = read_chunk(plan["source"], number, after, plan["chunk"])
-    if marker is None and not last:
-        _enqueue(plan, number + 1, plan["pause"])  # a run published before has enqueued it already
+    if own and marker is None and not last:
+        _enqueue(plan, number + 1, plan["pause"])  # with a marker, the run that wrote it enqueued it
     epoch = 0 if marker is None else marker.epoch + 1
     publishing = Marker(epoch, False, len(items), following, last)
     chunk_key = marker_key(plan["id"], number)
