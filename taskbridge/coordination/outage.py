@@ -42,17 +42,13 @@ class Outage:
                 log.error(
                     "coordination store %s is unreachable (%s); jobs with locks, concurrency limits, "
                     "rate limits or uniqueness are deferred until it is back, other jobs keep running",
-                    self.where,
-                    _cause(cause),
+                    self.where, _cause(cause),
                 )
             elif now - self._reminded >= REMINDER_EVERY:
                 log.warning(
                     "coordination store %s still unreachable after %.0fs; %d guarded job runs deferred "
                     "since the last message (%s)",
-                    self.where,
-                    now - self._since,
-                    self._held_back,
-                    _cause(cause),
+                    self.where, now - self._since, self._held_back, _cause(cause),
                 )
                 self._reminded, self._held_back = now, 0
             return wait

@@ -9,11 +9,12 @@ time, so its memory does not depend on the source's size.
 Crash safety: the fan-out's progress is a record in the coordination store (the next chunk, the
 cursor after the last one, counts), advanced by compare-and-set under a lease, and each chunk has a
 marker (see :mod:`.chunks`) written with its publish: ``publishing`` at an epoch before, and
-``published`` after. A run for a chunk the progress has passed is a duplicate and does nothing; a
-run killed before the chunk's marker said ``published`` is delivered again and publishes the chunk
-again at the next epoch, and workers skip the copies of the earlier epoch, so each item of a
-chunk runs once. The run for the next chunk is enqueued before the first publish, so a crash never
-leaves the fan-out without one.
+``published`` after. Every run first enqueues its successor (after ``recheck``), and the run for
+the next chunk is enqueued before a chunk's first publish, so a run killed anywhere is followed
+by another: a run for a chunk the progress has passed does nothing; one for a later chunk takes
+over the chunk a dead run left once that run's lease ran out. A chunk whose marker still says
+``publishing`` is published again, whole, at the next epoch, and workers skip the jobs of the
+earlier epoch, so each item of a chunk runs once.
 """
 
 from __future__ import annotations
@@ -158,9 +159,12 @@ def dispatch(plan: dict[str, Any], number: int) -> None:
     state = json.loads(text)
     if state["finished"] or state["next"] > number:
         return  # a duplicate run for a chunk already published
+    # This run's successor goes out first: whatever happens to this run from here on (the queue too
+    # full, the lock held, a SIGKILL), the successor comes after ``recheck``, not only once the
+    # transport delivers this run's message again. Once the chunk is recorded it does nothing.
+    _enqueue(plan, number, plan["recheck"])
     token = store.acquire_lock(key, plan["lease"])
     if token is None:  # the run for the chunk before is still at it, or one for this chunk is
-        _enqueue(plan, number, plan["recheck"])
         return
     try:
         _run_chunk(store, plan, number, key)
@@ -170,7 +174,7 @@ def dispatch(plan: dict[str, Any], number: int) -> None:
 
 def _run_chunk(store: Coordination, plan: dict[str, Any], number: int, key: str) -> None:
     """Publish the next chunk: chunk ``number``, or the one a run before this one left when it died
-    (its lease ran out); this run then comes again for its own chunk."""
+    (its lease ran out); this run's successor then comes for its own chunk."""
     text = store.read_record(key)
     state = json.loads(text) if text is not None else None
     if state is None or state["finished"] or state["next"] > number:
@@ -179,8 +183,7 @@ def _run_chunk(store: Coordination, plan: dict[str, Any], number: int, key: str)
     marker_text, marker = read_marker(store, plan["id"], chunk)
     if marker is None or not marker.published:
         if plan["max_depth"] is not None and get_engine().depth(plan["queue"]) >= plan["max_depth"]:
-            _enqueue(plan, number, plan["recheck"])
-            return
+            return  # the successor checks again
         marker = _publish_chunk(store, plan, chunk, state["after"], marker_text, marker, chunk == number)
         if marker is None:
             return
@@ -192,7 +195,6 @@ def _run_chunk(store: Coordination, plan: dict[str, Any], number: int, key: str)
         _index(store, lambda ids: [i for i in ids if i != plan["id"]])
     elif chunk < number:
         log.info("fan-out %s: took chunk %d over from a run that died", plan["id"], chunk)
-        _enqueue(plan, number, plan["pause"])
 
 
 def _publish_chunk(
