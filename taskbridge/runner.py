@@ -25,7 +25,7 @@ from .signing import signer_for
 from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
 from .transports import queue_name_problem
 from .wire import unwrap
-from .workflows import chains, groups
+from .workflows import chains, chunks, groups
 
 log = logging.getLogger("taskbridge.runner")
 
@@ -174,6 +174,12 @@ class Runner:
             bound, _dropped = arguments.bind(spec, envelope)
         except arguments.BadArguments as exc:
             return Dead(envelope, str(exc))
+        try:
+            held = chunks.held_back(envelope, self.coordination)
+        except CoordinationError as exc:
+            return self._store_down(envelope, exc)
+        if held is not None:
+            return held
         try:
             wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
         except CoordinationError as exc:

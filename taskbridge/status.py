@@ -77,6 +77,8 @@ class Snapshot:
     errors: list[str] = field(default_factory=list)
     states: dict[str, dict[str, int]] | None = None
     """Tracked jobs per queue and state, when tracking is on."""
+    fan_outs: list[dict[str, Any]] = field(default_factory=list)
+    """The progress of each running fan-out (see :func:`taskbridge.workflows.running`)."""
 
 
 @dataclass
@@ -163,7 +165,17 @@ def take_snapshot(engine: Engine, queues: Sequence[str], metrics_urls: Sequence[
     from .tracking.counts import state_counts
 
     states = state_counts(queues, settings, errors)
-    return Snapshot(time.time(), depths, dead, counters, errors, states)
+    return Snapshot(time.time(), depths, dead, counters, errors, states, _fan_outs(errors))
+
+
+def _fan_outs(errors: list[str]) -> list[dict[str, Any]]:
+    from .workflows import running
+
+    try:
+        return running()
+    except Exception as exc:
+        errors.append(f"running fan-outs: {exc}")
+        return []
 
 
 def _depth(engine: Engine, queue: str, errors: list[str]) -> int | None:
@@ -208,6 +220,7 @@ def as_json(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | Non
             "broker": mask_url(settings.broker_url),
             "window_seconds": window,
             "queues": [asdict(r) for r in rows],
+            "fan_outs": snapshot.fan_outs,
             "errors": snapshot.errors,
         },
         indent=2,
@@ -244,13 +257,32 @@ def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None
             _count(r.running),
             *states,
         )
+    tables: list[Any] = [table]
+    if snapshot.fan_outs:
+        tables.append(_fan_out_table(snapshot.fan_outs))
     notes = [banner(settings)]
     if snapshot.counters is None and not snapshot.errors:
         notes.append("jobs/s and wait need a worker's /metrics: --metrics URL or the metrics_port setting")
     elif window is not None:
         notes.append(f"rates and wait over the last {window:.0f}s")
     notes.extend(snapshot.errors)
-    return Group(table, *(Text(n, style="dim") for n in notes))
+    return Group(*tables, *(Text(n, style="dim") for n in notes))
+
+
+def _fan_out_table(fan_outs: Sequence[dict[str, Any]]) -> Any:
+    """Running fan-outs: chunks done of total, jobs published, ETA."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="running fan-outs", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("fan-out", overflow="fold")
+    table.add_column("job", overflow="fold")
+    for name in ("chunks", "jobs\npublished", "ETA"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for f in fan_outs:
+        total = "?" if f["total"] is None else f"{f['total']:,}"
+        table.add_row(f["id"], f["job"], f"{f['chunks']:,} / {total}", f"{f['items']:,}", _seconds(f["eta"]))
+    return table
 
 
 def _count(value: float | None) -> str:

@@ -125,6 +125,67 @@ def test_an_empty_group_runs_its_callback_at_once(embedded: Embedded) -> None:
     assert seen == [("notify", "none", {"total": 0, "done": 0, "dead": 0, "expired": 0, "skipped": 0})]
 
 
+class _Died(BaseException):
+    """A worker process dying at that point: nothing after it runs, no handler catches it."""
+
+
+@pytest.mark.parametrize("dies", ["before the callback's publish", "after the callback's publish"])
+def test_a_group_callback_runs_once_when_the_last_member_dies_before_it_is_out(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    from taskbridge.outcomes import Done
+    from taskbridge.workflows import chunks, groups
+
+    group(resize.s(i) for i in (1, 2, 3)).then(notify.s("crash")).enqueue()
+    members = embedded.queued("wf")
+    embedded.engine.purge("wf")
+    for member in members[:2]:
+        groups.member_ended(Done(member, 0.0, None), embedded.coordination)
+    publish_once = chunks.publish_once
+
+    def dying(store: Any, owner: str, publish: Any, ttl: float) -> None:
+        if dies == "before the callback's publish":
+            raise _Died
+        publish_once(store, owner, lambda mark: (publish(mark), _raise(_Died())), ttl)
+
+    monkeypatch.setattr(groups, "publish_once", dying)
+    with pytest.raises(_Died):
+        groups.member_ended(Done(members[2], 0.0, None), embedded.coordination)
+    monkeypatch.setattr(groups, "publish_once", publish_once)
+    groups.member_ended(Done(members[2], 0.0, None), embedded.coordination)  # its redelivery
+    groups.member_ended(Done(members[0], 0.0, None), embedded.coordination)  # and another's
+    assert len(embedded.queued("wf")) == (1 if dies == "before the callback's publish" else 2)
+    _drain(embedded)
+    assert seen == [("notify", "crash", {"total": 3, "done": 3, "dead": 0, "expired": 0, "skipped": 0})]
+
+
+def test_a_group_callback_whose_publish_fails_is_retried_in_place(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskbridge import carrying
+    from taskbridge.publishing import _Publisher
+
+    monkeypatch.setattr(carrying, "FIRST_BACKOFF", 0.01)
+    send = _Publisher.send
+    failures: list[str] = []
+
+    def flaky(self: _Publisher, envelopes: Any) -> None:
+        if self.spec.name == "wf.notify" and len(failures) < 2:
+            failures.append(self.spec.name)
+            raise ConnectionError("broker unreachable")
+        send(self, envelopes)
+
+    monkeypatch.setattr(_Publisher, "send", flaky)
+    group(resize.s(i) for i in range(1, 6)).then(notify.s("flaky")).enqueue()
+    _drain(embedded)
+    assert failures == ["wf.notify", "wf.notify"]
+    assert seen == [("notify", "flaky", {"total": 5, "done": 5, "dead": 0, "expired": 0, "skipped": 0})]
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
 @job(name="wf.visit", queue="wf")
 def visit(item: Any, tag: str = "") -> None:
     seen.append(item)
@@ -144,6 +205,43 @@ def test_fan_out_over_ids_visits_each_id_once(embedded: Embedded) -> None:
     assert sorted(seen) == list(range(1, 2_346))
     done = progress(ref.id)
     assert done is not None and done["finished"] and done["chunks"] == 24 and done["items"] == 2_345
+
+
+@pytest.mark.parametrize("cut", ["during the publish", "before the progress write"])
+def test_a_dispatcher_cut_short_resumes_and_each_item_runs_once(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    from taskbridge.workflows import fanout
+
+    publish, publish_chunk = fanout._publish, fanout._publish_chunk
+    published: list[Any] = []
+    cuts: list[str] = []
+
+    def publish_once_cut(plan: dict[str, Any], items: list[Any], mark: dict[str, Any]) -> None:
+        if mark["chunk"] == 1 and cut == "during the publish" and not cuts:
+            cuts.append(cut)
+            published.extend(items[:60])
+            publish(plan, items[:60], mark)
+            raise RuntimeError("the dispatcher died while publishing chunk 1")
+        published.extend(items)
+        publish(plan, items, mark)
+
+    def publish_chunk_once_cut(*args: Any) -> Any:
+        marker = publish_chunk(*args)
+        if args[2] == 1 and cut == "before the progress write" and not cuts:
+            cuts.append(cut)
+            raise RuntimeError("the dispatcher died before recording chunk 1")
+        return marker
+
+    monkeypatch.setattr(fanout, "_publish", publish_once_cut)
+    monkeypatch.setattr(fanout, "_publish_chunk", publish_chunk_once_cut)
+    ref = fan_out(visit, ids(1, 250), chunk=100)
+    _drain(embedded)
+    assert cuts == [cut]
+    assert published.count(150) == (2 if cut == "during the publish" else 1), "chunk 1 went out again, or not"
+    assert sorted(seen) == list(range(1, 251)), "each id runs once"
+    done = progress(ref.id)
+    assert done is not None and done["finished"] and done["chunks"] == 3 and done["items"] == 250
 
 
 def test_fan_out_over_dates_and_a_cursor(embedded: Embedded) -> None:
@@ -187,6 +285,30 @@ def test_fanout_status_shows_chunks_done_of_total(embedded: Embedded) -> None:
     _drain(embedded)
     shown = CliRunner().invoke(main, ["fanout", "status", ref.id])
     assert "finished, chunks 3 / 3, 250 jobs published" in shown.output
+
+
+def test_status_lists_running_fan_outs_with_chunks_done_of_total(embedded: Embedded) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from taskbridge.cli import main
+
+    ref = fan_out(visit, ids(1, 250), chunk=100)
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    assert shown.exit_code == 0, shown.output
+    [running] = json.loads(shown.output)["fan_outs"]
+    assert (running["id"], running["job"], running["chunks"], running["total"]) == (ref.id, "wf.visit", 0, 3)
+    [first_run] = [body for body in embedded.engine.messages("wf") if decode(body).job == "taskbridge.fan_out"]
+    embedded.runner.run(first_run, "wf")  # the dispatcher publishes chunk 0 only
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    [running] = json.loads(shown.output)["fan_outs"]
+    assert (running["chunks"], running["items"]) == (1, 100) and running["eta"] is not None
+    table = CliRunner().invoke(main, ["status", "--once", "--queues", "wf"], terminal_width=120)
+    assert "running fan-outs" in table.output and ref.id in table.output and "1 / 3" in table.output
+    _drain(embedded)
+    shown = CliRunner().invoke(main, ["status", "--once", "--json", "--queues", "wf"])
+    assert json.loads(shown.output)["fan_outs"] == [], "a finished fan-out is no longer listed"
 
 
 @pytest.mark.parametrize("example", ["chains.py", "group.py", "fan_out.py"])

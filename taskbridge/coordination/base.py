@@ -60,8 +60,9 @@ class Coordination(Protocol):
 
     def group_record(self, group: str, member: str, ending: str, ttl: float) -> dict[str, int] | None:
         """Count ``member``'s final ``ending`` (done, dead, expired, skipped) in ``group``, once per
-        member. Returns the counts (with ``total``) to exactly one caller: the one whose call ends
-        a sealed group; None to every other."""
+        member. Returns the counts (with ``total``) to the call whose record ends a sealed group,
+        and to later calls for that same member (a redelivery of it: its callback may not be out
+        yet); None to every other."""
 
     def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
         """Set ``group``'s total; returns the counts if every member had already ended (to one caller)."""

@@ -17,7 +17,7 @@ _SWEEP_INTERVAL = 60.0
 class _Group:
     members: dict[str, str] = field(default_factory=dict)  # member id -> ending
     counts: dict[str, int] = field(default_factory=dict)
-    fired: bool = False
+    fired: str | None = None  # the member whose record ended the group ('' for the seal)
     expiry: float = 0.0
 
 
@@ -123,13 +123,13 @@ class MemoryCoordination:
             if member not in state.members:
                 state.members[member] = ending
                 state.counts[ending] = state.counts.get(ending, 0) + 1
-            return self._group_ended(state)
+            return self._group_ended(state, member)
 
     def group_seal(self, group: str, total: int, ttl: float) -> dict[str, int] | None:
         with self._lock:
             state = self._group(group, ttl)
             state.counts["total"] = total
-            return self._group_ended(state)
+            return self._group_ended(state, "")
 
     def _group(self, group: str, ttl: float) -> _Group:
         now = self._now()
@@ -140,11 +140,11 @@ class MemoryCoordination:
         return state
 
     @staticmethod
-    def _group_ended(state: _Group) -> dict[str, int] | None:
+    def _group_ended(state: _Group, caller: str) -> dict[str, int] | None:
         total = state.counts.get("total")
-        if total is None or len(state.members) < total or state.fired:
+        if total is None or len(state.members) < total or state.fired not in (None, caller):
             return None
-        state.fired = True
+        state.fired = caller
         return counts_of(state.counts)
 
     def read_record(self, key: str) -> str | None:

@@ -62,7 +62,8 @@ return 1
 # KEYS[1]: hash of a group's counts (total, done, dead, ...; fired once it ended); KEYS[2]: hash
 # member id -> ending, so a member counted twice (a redelivery) counts once.
 # ARGV[1] = member id ('' when sealing), ARGV[2] = ending field or 'total', ARGV[3] = total, ARGV[4] = ttl ms.
-# Returns the flattened counts to the one call that ends a sealed group, else false.
+# Returns the flattened counts to the one call that ends a sealed group (and again to a later call for
+# the same member, a redelivery of the message that ended it, whose callback may not be out), else false.
 _GROUP = """
 if ARGV[1] == '' then
     redis.call('HSET', KEYS[1], 'total', ARGV[3])
@@ -75,9 +76,11 @@ local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if not total or redis.call('HLEN', KEYS[2]) < total then
     return false
 end
-if redis.call('HSETNX', KEYS[1], 'fired', 1) == 0 then
+local fired = redis.call('HGET', KEYS[1], 'fired')
+if fired and fired ~= ARGV[1] then
     return false
 end
+redis.call('HSET', KEYS[1], 'fired', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 # Compare and set: KEYS[1] = record, ARGV[1] = expected ('' with ARGV[2] = '0': no record), ARGV[3] = value,
@@ -213,7 +216,7 @@ class RedisCoordination:
         if not reply:
             return None
         pairs = dict(zip(reply[::2], reply[1::2], strict=True))
-        return counts_of({k.decode(): int(v) for k, v in pairs.items()})
+        return counts_of({k.decode(): int(v) for k, v in pairs.items() if k != b"fired"})
 
     @_store_call
     def read_record(self, key: str) -> str | None:

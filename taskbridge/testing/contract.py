@@ -511,6 +511,12 @@ SQS, where moto answers each receive in about 0.4 s). The chunk is a fortieth of
 ``max_depth`` four chunks."""
 
 
+def _visited(harness: Harness) -> set[Any]:
+    """The distinct items the fan-out's jobs were run with (a message delivered twice counts once)."""
+    return {event["item"] for event in _ran(harness, "visit")}
+
+
+@pytest.mark.timeout(900)  # thousands of jobs, and a dispatcher killed and replaced, on a loaded machine
 def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_dispatcher(harness: Harness) -> None:
     import collections
     import signal
@@ -556,22 +562,19 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
             harness.workers.remove(dispatcher)
             harness.start_workers(queues=[dispatch_queue], concurrency=1, args=["--any-queue"])
         harness.wait_for(lambda: (progress(ref.id) or {}).get("finished"), 600, "the fan-out never finished")
-        harness.wait_for(lambda: len(_ran(harness, "visit")) >= count, 600, "not every id was visited")
+        harness.wait_for(lambda: len(_visited(harness)) >= count, 600, "not every id was visited")
         time.sleep(2.0)
     finally:
         sampling.set()
         sampler.join()
     visits = collections.Counter(event["item"] for event in _ran(harness, "visit"))
     assert sorted(visits) == list(range(1, count + 1)), "an id was never visited"
-    # A transport may deliver one message twice (at-least-once); a chunk published twice shows as
-    # every id of that chunk visited twice.
-    twice = {item for item, times in visits.items() if times > 1}
-    doubled = [
-        first for first in range(1, count + 1, chunk) if set(range(first, min(first + chunk, count + 1))) <= twice
-    ]
-    # The dispatcher is killed once: only the chunk it was publishing at that moment may go out again
-    # (its progress write had not landed); any other repeat is a bug.
-    assert len(doubled) <= 1, f"chunks starting at ids {doubled} were published twice"
+    # A chunk published twice whose copies both ran would show as more messages run than ids. One
+    # message run twice is the transport's own at-least-once delivery (seen on SQS: a finished
+    # message delivered again one visibility timeout later), which no fan-out can take back.
+    messages = {event["id"] for event in harness.events("outcome:started", "visit")}
+    twice = sorted(item for item, times in visits.items() if times > 1)
+    assert len(messages) == count, f"{len(messages) - count} ids ran from a second copy (ids run twice: {twice[:5]})"
     assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
     done = progress(ref.id)
     assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .fanout import FanOutRef, fan_out, progress
+from .fanout import FanOutRef, fan_out, progress, running
 from .groups import Group, GroupRef, group
 from .sources import cursor, dates, ids
 
-__all__ = ["FanOutRef", "Group", "GroupRef", "cursor", "dates", "fan_out", "group", "ids", "progress"]
+__all__ = ["FanOutRef", "Group", "GroupRef", "cursor", "dates", "fan_out", "group", "ids", "progress", "running"]

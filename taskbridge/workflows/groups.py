@@ -2,8 +2,14 @@
 
 Each member carries ``headers["group"]`` (the group id and the callback step). When a member ends
 for good (done, dead, expired or skipped), the worker records it once in a counter in the
-coordination store; the member whose record completes the sealed total enqueues the callback,
-exactly once, with the counts as its first argument. No worker waits for the group.
+coordination store; the member whose record completes the sealed total publishes the callback,
+with the counts as its first argument. No worker waits for the group.
+
+Exactly once: a worker that cannot reach the store or the broker retries in place, holding the
+member's message; a worker that dies first leaves the message to be redelivered, and the store
+answers the redelivery of the member that completed the group with the counts again. The
+callback is published between two marker writes (see :mod:`.chunks`), so a callback published
+twice that way runs once.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import carrying
 from ..config import get_settings
 from ..coordination import Coordination, get_coordination
 from ..engine import get_engine
 from ..envelope import TAKES_RESULT, Envelope
-from ..errors import ConfigurationError, CoordinationError, EnqueueError, JobDefinitionError
+from ..errors import ConfigurationError, EnqueueError, JobDefinitionError
 from ..job import JobCall, Signature, lookup
 from ..outcomes import Dead, Done, Expired, Outcome, Skip
 from .chains import check_length, step_of
+from .chunks import CHUNK_HEADER, publish_once
 
 if TYPE_CHECKING:
     from ..publishing import _Publisher
@@ -80,7 +88,7 @@ class Group:
         if store is not None and header is not None:
             counts = store.group_seal(group_id, total, GROUP_TTL)
             if counts is not None:
-                _enqueue_callback(header["then"], counts)
+                _enqueue_callback(store, group_id, header["then"], counts)
         return GroupRef(group_id, total)
 
 
@@ -125,7 +133,11 @@ def _publish_members(members: Iterable[Signature], header: dict[str, Any] | None
 
 
 def member_ended(outcome: Outcome, store: Coordination) -> None:
-    """Record a member's final outcome; enqueue the callback if it was the last one to end."""
+    """Record a member's final outcome; publish the callback if it was the last one to end.
+
+    A failure to reach the store or the broker is retried in place, the worker holding the
+    member's message (see :mod:`taskbridge.carrying`); only a callback that cannot be enqueued at
+    all (its job is not declared here, its arguments do not fit) is given up, with an error."""
     envelope = outcome.envelope
     ending = _ENDINGS.get(type(outcome))
     if envelope is None or ending is None:
@@ -133,29 +145,32 @@ def member_ended(outcome: Outcome, store: Coordination) -> None:
     header = envelope.headers.get(GROUP_HEADER)
     if not isinstance(header, dict) or not isinstance(header.get("id"), str):
         return
-    try:
+
+    def record() -> None:
         counts = store.group_record(header["id"], envelope.id, ending, GROUP_TTL)
-    except CoordinationError as exc:
-        log.error(
-            "job %s: group %s could not count it (%s); its callback will not run",
-            envelope.job,
-            header["id"],
-            exc,
-        )
-        return
-    if counts is None:
-        return
-    try:
-        _enqueue_callback(header["then"], counts)
-    except (EnqueueError, JobDefinitionError) as exc:
-        log.error("group %s ended but its callback could not be enqueued: %s", header["id"], exc)
+        if counts is None:
+            return
+        try:
+            _enqueue_callback(store, header["id"], header["then"], counts)
+        except (EnqueueError, JobDefinitionError) as exc:  # no retry can fix these
+            log.error("group %s ended but its callback cannot be enqueued: %s", header["id"], exc)
+
+    carrying.store(record, outcome, envelope.queue, get_settings())
 
 
-def _enqueue_callback(step: dict[str, Any], counts: dict[str, int]) -> None:
-    from ..publishing import enqueue_one
+def _enqueue_callback(store: Coordination, group_id: str, step: dict[str, Any], counts: dict[str, int]) -> None:
+    """Publish the callback with the counts, once (see :func:`.chunks.publish_once`)."""
+    from ..publishing import _Publisher
 
     args = list(step.get("args", ()))
     if step.get(TAKES_RESULT) is True:
         args.insert(0, counts)
     chain = list(step.get("chain", ()))
-    enqueue_one(JobCall(_handle(step["job"])), tuple(args), dict(step.get("kwargs", {})), chain=chain)
+    publisher = _Publisher(JobCall(_handle(step["job"])))
+
+    def publish(mark: dict[str, Any]) -> None:
+        envelope = publisher.build(args, dict(step.get("kwargs", {})), chain)
+        if envelope is not None:
+            publisher.send([envelope.with_changes(headers={**envelope.headers, CHUNK_HEADER: mark})])
+
+    publish_once(store, f"group-{group_id}", publish, GROUP_TTL)
