@@ -22,7 +22,7 @@ from .legacy import register_aliases
 from .publisher import Publisher
 from .queues import BrokerQueues
 from .settings import CelerySettings, load_celery_settings
-from .take import AmqpTake, RedisTake, SqsTake
+from .take import Take, open_take
 from .tasks import register
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class CeleryEngine:
             self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
-        self._taker: RedisTake | AmqpTake | SqsTake | None = None
+        self._taker: Take | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
@@ -151,12 +151,7 @@ class CeleryEngine:
     def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""
         if self._taker is None:
-            if self.broker.scheme == "redis":
-                self._taker = RedisTake(self.broker, self.settings.namespace)
-            elif self.broker.scheme == "amqp":
-                self._taker = AmqpTake(self._connection)
-            else:
-                self._taker = SqsTake(self._connection)
+            self._taker = open_take(self.broker, self._connection, self.settings.namespace)
         name = dead_letter_queue(queue, self.settings) if dead_letters else queue
         return self._taker.take([(name, name)], limit)
 
