@@ -29,6 +29,10 @@ Delivery = tuple[int, bytes, bool]
 class AmqpChannel(Protocol):
     """The calls a taker makes, on one client library's connection of its own."""
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection still works (when it broke, the broker took back what was held)."""
+
     def ready(self, name: str) -> int | None:
         """Messages ready in queue ``name``; ``None`` when there is no such queue."""
 
@@ -58,6 +62,8 @@ class AmqpTake:
     def take(self, names: Sequence[tuple[str, str]], limit: int) -> list[Taken]:
         """Up to ``limit`` messages of the queues ``names`` (pairs of the engine's queue name and the
         taskbridge queue its messages are reported under), oldest first."""
+        if self._channel is not None and not self._channel.is_open:
+            self.close()
         if self._channel is None:
             self._channel = self._open_channel()
         taken: list[Taken] = []
@@ -115,6 +121,10 @@ class PikaChannel:
         self._channel = self._connection.channel()
         self._probe: Any = None
 
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.is_open and self._channel.is_open)
+
     def ready(self, name: str) -> int | None:
         import pika.exceptions
 
@@ -162,6 +172,10 @@ class PyAmqpChannel:
         self._connection = kombu_connection.connection
         self._channel = self._connection.channel()
         self._probe: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.connected and self._channel.is_open)
 
     def ready(self, name: str) -> int | None:
         from amqp.exceptions import NotFound
