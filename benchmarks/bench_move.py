@@ -7,7 +7,8 @@ transport's raw ceiling measured in the same run.
 Scenarios: Redis -> RabbitMQ under one engine (Celery, then Dramatiq), and Celery -> Dramatiq on
 RabbitMQ. Each backlog is written at the source first (not timed), then ``taskbridge move`` runs as
 a subprocess: its wall time gives jobs/s (start-up included), the time it reports for the queue
-gives "moving" jobs/s, and ``wait4`` its peak RSS. The target is checked to hold
+gives "moving" jobs/s, and ``wait4`` its CPU time per job (which a loaded machine disturbs far
+less than wall time) and peak RSS. The target is checked to hold
 every job, then both sides are emptied. Ceilings: pipelined ``LPUSH`` of the same number of
 envelope-sized bodies (the source side's write), and ``basic_publish`` of them on one pika channel
 unconfirmed, confirmed one by one, and in one transaction per batch (what a confirmed move pays).
@@ -56,8 +57,9 @@ def _fill(engine: Engine, settings: Settings, queue: str, count: int) -> None:
         schedule(engine, batch, 0, settings)
 
 
-def _move(args: list[str], env: dict[str, str]) -> tuple[float, float, list[dict[str, Any]], str]:
-    """Run ``taskbridge move``; wall seconds, peak RSS in MiB (``wait4``), its JSON report, stderr."""
+def _move(args: list[str], env: dict[str, str]) -> tuple[float, float, float, list[dict[str, Any]], str]:
+    """Run ``taskbridge move``; wall seconds, CPU seconds and peak RSS in MiB (``wait4``), its JSON
+    report, stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -70,9 +72,10 @@ def _move(args: list[str], env: dict[str, str]) -> tuple[float, float, list[dict
         err.seek(0)
         report, errors = out.read(), err.read().decode(errors="replace")
     peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
     if process.returncode != 0:
-        return seconds, peak_mb, [], errors
-    return seconds, peak_mb, json.loads(report), errors
+        return seconds, cpu, peak_mb, [], errors
+    return seconds, cpu, peak_mb, json.loads(report), errors
 
 
 def run_scenario(label: str, src: str, src_url: str, dst: str, dst_url: str, count: int, batch: int) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def run_scenario(label: str, src: str, src_url: str, dst: str, dst_url: str, cou
         _fill(source, source_settings, queue, count)
         result["source_depth"] = source.depth(queue)
         env = {**os.environ, "TASKBRIDGE_NAMESPACE": namespace}
-        seconds, peak, report, err = _move(
+        seconds, cpu, peak, report, err = _move(
             [
                 "--from-engine",
                 src,
@@ -108,6 +111,7 @@ def run_scenario(label: str, src: str, src_url: str, dst: str, dst_url: str, cou
             seconds=round(seconds, 2),
             jobs_per_s=round(rate(count, seconds)),
             peak_rss_mb=round(peak, 1),
+            cpu_us_per_job=round(cpu / count * 1e6),
             moving_jobs_per_s=round(rate(count, report[0]["seconds"])),
             moved=report[0]["moved"],
             target_depth=target.depth(queue),
@@ -166,16 +170,17 @@ def main() -> int:
     ceilings["amqp_publish_confirmed_each"] = round(amqp["ceiling_publish_confirmed"])
     ceilings["amqp_publish_transaction_per_batch"] = round(amqp_transaction_ceiling(AMQP, ceiling_n, args.batch))
 
-    print(f"{'scenario':<26}{'jobs':>9}{'seconds':>9}{'jobs/s':>9}{'moving':>9}{'peak RSS':>11}  note")
+    header = f"{'scenario':<26}{'jobs':>9}{'seconds':>9}{'jobs/s':>9}{'moving':>9}{'CPU us/job':>11}{'peak RSS':>11}"
+    print(header + "  note")
     for row in rows:
         if "error" in row:
             dashes = "".join(f"{'-':>9}" for _ in range(3))
-            print(f"{row['scenario']:<26}{row['jobs']:>9}{dashes}{'-':>11}  failed: {row['error'][:90]}")
+            print(f"{row['scenario']:<26}{row['jobs']:>9}{dashes}{'-':>11}{'-':>11}  failed: {row['error'][:90]}")
             continue
         ok = "" if row["target_depth"] == row["jobs"] else f"target holds {row['target_depth']}"
         print(
             f"{row['scenario']:<26}{row['jobs']:>9}{row['seconds']:>9}{row['jobs_per_s']:>9}"
-            f"{row['moving_jobs_per_s']:>9}{row['peak_rss_mb']:>8} MB  {ok}"
+            f"{row['moving_jobs_per_s']:>9}{row['cpu_us_per_job']:>11}{row['peak_rss_mb']:>8} MB  {ok}"
         )
     print("raw ceilings in this run (bodies/s):")
     for name, value in ceilings.items():

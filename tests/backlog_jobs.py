@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taskbridge import events, job
+from taskbridge import Backoff, events, job
 from taskbridge.testing.jobs import record
 
 
@@ -33,3 +33,17 @@ def fails_once(marker: str) -> None:
 def after(label: str) -> None:
     """A chain step."""
     record("ran", job="after", label=label)
+
+
+@job(name=f"{__name__}.locked", lock="backlog-lock:{n}", timeout=30)
+def locked(n: int) -> None:
+    """Runs under a lock of its own argument."""
+
+
+@job(name=f"{__name__}.retried", retry=Backoff(max_retries=2, base=2.0, jitter=False))
+def retried(marker: str) -> None:
+    """Fails on its first attempt (creating ``marker``), succeeds on its retry."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise ValueError(f"first run of {marker} fails on purpose")

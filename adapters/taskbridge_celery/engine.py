@@ -23,7 +23,7 @@ from .publisher import Publisher
 from .queues import BrokerQueues
 from .reload import SourceWatcher, start_again
 from .settings import CelerySettings
-from .take import AmqpTake, RedisTake, SqsTake
+from .take import Take, open_take
 from .tasks import register
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class CeleryEngine:
             ).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._runner: MessageRunner | None = None
-        self._taker: RedisTake | AmqpTake | SqsTake | None = None
+        self._taker: Take | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
@@ -179,12 +179,7 @@ class CeleryEngine:
     def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""
         if self._taker is None:
-            if self.broker.scheme == "redis":
-                self._taker = RedisTake(self.broker, self.settings.namespace)
-            elif self.broker.scheme == "amqp":
-                self._taker = AmqpTake(self._connection)
-            else:
-                self._taker = SqsTake(self._connection)
+            self._taker = open_take(self.broker, self._connection, self.settings.namespace)
         name = dead_letter_queue(queue, self.settings) if dead_letters else queue
         return self._taker.take([(name, name)], limit)
 

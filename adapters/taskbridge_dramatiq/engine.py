@@ -20,7 +20,7 @@ from taskbridge.publishing import dead_letter_queue
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
-from .take import AmqpTake, RedisTake, SqsTake, own_dead_letters, queue_names
+from .take import Take, open_take, own_dead_letters, queue_names, take_names
 
 if TYPE_CHECKING:
     from taskbridge.outcomes import Outcome
@@ -57,7 +57,7 @@ class DramatiqEngine:
         self._runner: MessageRunner | None = None
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
-        self._taker: RedisTake | AmqpTake | SqsTake | None = None
+        self._taker: Take | None = None
 
     @property
     def broker(self) -> TaskbridgeBroker:
@@ -152,16 +152,11 @@ class DramatiqEngine:
         (``<queue>-dead`` and Dramatiq's ``.XQ``)."""
         broker: Any = self.broker
         if self._taker is None:
-            if self.transport == "redis":
-                self._taker = RedisTake(broker)
-            elif self.transport == "amqp":
-                self._taker = AmqpTake(pika_url(self.settings.broker_url))
-            else:
-                self._taker = SqsTake(broker)
+            self._taker = open_take(broker, self.transport, pika_url(self.settings.broker_url))
         if not dead_letters:
             broker.reap(queue)  # messages of dead workers back to the queue first
         names = queue_names(queue, dead_letter_queue(queue, self.settings), dead_letters=dead_letters)
-        return self._taker.take(queue, names, limit)
+        return self._taker.take(take_names(names), limit)
 
     def close(self) -> None:
         """Close this process's broker connections; the next use opens new ones."""

@@ -17,9 +17,14 @@ import os
 import socket
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from .held import Held
+
+if TYPE_CHECKING:
+    from ..engine import Taken
 
 Side = Literal["left", "right", "zset"]
 
@@ -124,22 +129,8 @@ class Source:
     bodies: str | None = None
 
 
-@dataclass
-class RedisTaken:
-    """One item held by a :class:`RedisTaker`."""
-
-    taker: RedisTaker
-    source: Source
-    queue: str
-    token: str
-    body: bytes
-    redelivered: bool = False
-
-    def ack(self) -> None:
-        self.taker.ack_many([self])
-
-    def release(self) -> None:
-        self.taker.release_many([self])
+RedisTaken = Held[Source]
+"""One item held by a :class:`RedisTaker`: ``place`` its source key, ``handle`` its token in the holding."""
 
 
 class RedisTaker:
@@ -199,7 +190,7 @@ class RedisTaker:
         pipe = self.client.pipeline(transaction=False)
         by_holding: dict[str, list[str]] = {}
         for item in items:
-            by_holding.setdefault(self.holding(item.source), []).append(item.token)
+            by_holding.setdefault(self.holding(item.place), []).append(str(item.handle))
         for holding, tokens in by_holding.items():
             pipe.hdel(holding, *tokens)
         pipe.pexpire(self._lease, int(self._lease_ms))
@@ -209,7 +200,7 @@ class RedisTaker:
         """Put the items back where they were taken from, at the end consumers take from first."""
         by_source: dict[Source, list[str]] = {}
         for item in items:
-            by_source.setdefault(item.source, []).append(item.token)
+            by_source.setdefault(item.place, []).append(str(item.handle))
         for source, tokens in by_source.items():
             self._put_back(keys=[source.key, source.bodies or "", self.holding(source)], args=[source.side, *tokens])
         self.client.pexpire(self._lease, int(self._lease_ms))
@@ -253,3 +244,31 @@ def _process_gone(meta: dict[str, Any]) -> bool:
 
 def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+class RedisTake:
+    """An engine's take on Redis: ``sources`` names the keys that hold a queue (as the engine lays
+    them out), this takes from them in order through one :class:`RedisTaker`."""
+
+    def __init__(
+        self, client: Any, namespace: str, sources: Callable[[str], Sequence[Source]], *, own_client: bool
+    ) -> None:
+        self._taker = RedisTaker(client, namespace)
+        self._sources = sources
+        self._own_client = own_client
+
+    def take(self, names: Sequence[tuple[str, str]], limit: int) -> list[Taken]:
+        """Up to ``limit`` items of the queues ``names`` (pairs of the engine's name and the
+        taskbridge queue its items are reported under)."""
+        taken: list[Taken] = []
+        for name, queue in names:
+            for source in self._sources(name):
+                if len(taken) < limit:
+                    taken.extend(self._taker.take(source, queue, limit - len(taken)))
+        return taken
+
+    def close(self) -> None:
+        """Forget the empty holdings; close the client when it is this take's own."""
+        self._taker.close()
+        if self._own_client:
+            self._taker.client.close()

@@ -7,9 +7,13 @@ visibility timeout ends. A message received more than once before is marked ``re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .held import Held
+
+if TYPE_CHECKING:
+    from ..engine import Taken
 
 TAKE_VISIBILITY = 120
 """Seconds a taken message stays invisible to workers before SQS delivers it again."""
@@ -17,22 +21,8 @@ _BATCH = 10
 """SQS's most messages per ReceiveMessage, DeleteMessageBatch or ChangeMessageVisibilityBatch."""
 
 
-@dataclass
-class SqsTaken:
-    """One message received by an :class:`SqsTaker`."""
-
-    taker: SqsTaker
-    url: str
-    queue: str
-    receipt: str
-    body: bytes
-    redelivered: bool = False
-
-    def ack(self) -> None:
-        self.taker.ack_many([self])
-
-    def release(self) -> None:
-        self.taker.release_many([self])
+SqsTaken = Held[str]
+"""One message received by an :class:`SqsTaker`: ``place`` its queue URL, ``handle`` its receipt handle."""
 
 
 class SqsTaker:
@@ -73,11 +63,39 @@ class SqsTaker:
     def _each_batch(self, items: Sequence[SqsTaken], call: Any, extra: dict[str, Any]) -> None:
         by_url: dict[str, list[SqsTaken]] = {}
         for item in items:
-            by_url.setdefault(item.url, []).append(item)
+            by_url.setdefault(item.place, []).append(item)
         for url, group in by_url.items():
             for start in range(0, len(group), _BATCH):
                 chunk = group[start : start + _BATCH]
-                entries = [{"Id": str(i), "ReceiptHandle": t.receipt, **extra} for i, t in enumerate(chunk)]
+                entries = [{"Id": str(i), "ReceiptHandle": t.handle, **extra} for i, t in enumerate(chunk)]
                 failed = call(QueueUrl=url, Entries=entries).get("Failed") or []
                 if failed:
                     raise RuntimeError(f"SQS could not settle {len(failed)} taken messages of {url}: {failed[0]}")
+
+
+class SqsTake:
+    """An engine's take on SQS: ``resolve`` gives the URL and boto3 client of a queue name as the
+    engine lays it out (``None``: no such queue), this takes through one :class:`SqsTaker` per client."""
+
+    def __init__(self, resolve: Callable[[str], tuple[str, Any] | None]) -> None:
+        self._resolve = resolve
+        self._takers: dict[int, SqsTaker] = {}
+
+    def take(self, names: Sequence[tuple[str, str]], limit: int) -> list[Taken]:
+        """Up to ``limit`` messages of the queues ``names`` (pairs of the engine's name and the
+        taskbridge queue its messages are reported under)."""
+        taken: list[Taken] = []
+        for name, queue in names:
+            if len(taken) >= limit:
+                break
+            found = self._resolve(name)
+            if found is None:
+                continue
+            url, client = found
+            taker = self._takers.setdefault(id(client), SqsTaker(client))
+            taken.extend(taker.take(url, queue, limit - len(taken)))
+        return taken
+
+    def close(self) -> None:
+        """The clients are the engine's; nothing of its own to close."""
+        self._takers.clear()

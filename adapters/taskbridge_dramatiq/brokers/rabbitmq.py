@@ -223,8 +223,9 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
 
         def send(channel: Any) -> None:
             self.declare_queue(queue, ensure=True)
+            publish = _buffered(channel) if self.confirm_delivery else channel.basic_publish
             for body in bodies:
-                channel.basic_publish(exchange="", routing_key=routing_key, body=body, properties=_PERSISTENT)
+                publish(exchange="", routing_key=routing_key, body=body, properties=_PERSISTENT)
 
         self._send_batch(send, len(batch), transaction=self.confirm_delivery)
 
@@ -253,6 +254,7 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         self, channel: Any, messages: Sequence[Message[Any]], delay_ms: int | None
     ) -> list[Message[Any]]:
         sent = []
+        publish = _buffered(channel)
         for message in messages:
             self.declare_queue(message.queue_name, ensure=True)
             if delay_ms is not None:
@@ -260,9 +262,7 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
                     queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay_ms}
                 )
             self.emit_before("enqueue", message, delay_ms)
-            channel.basic_publish(
-                exchange="", routing_key=message.queue_name, body=message.encode(), properties=_PERSISTENT
-            )
+            publish(exchange="", routing_key=message.queue_name, body=message.encode(), properties=_PERSISTENT)
             sent.append(message)
         return sent
 
@@ -303,3 +303,11 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
 
     def requeue_now(self, consumer: Any, message: Any) -> None:
         """Nothing to do: RabbitMQ delivers unacknowledged messages again when the process's connection closes."""
+
+
+def _buffered(channel: Any) -> Callable[..., None]:
+    """``basic_publish`` of a transaction channel that only buffers the frames: the commit sends the
+    whole batch and waits once (pika's own flushes the socket after every message)."""
+    impl = channel._impl
+    publish: Callable[..., None] = impl.basic_publish
+    return publish
