@@ -236,6 +236,12 @@ def main() -> int:
     )
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2))
+    if args.broker.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(args.broker)
+        for key in client.scan_iter(match=f"benchbl{tag}:*", count=10_000):
+            client.delete(key)  # what the engines left: heartbeats, acknowledgement lists
     return 0
 
 
