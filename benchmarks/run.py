@@ -96,7 +96,7 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: boo
             backlog = _run(
                 "bench_backlog.py",
                 broker,
-                jobs,
+                0 if quick else jobs,  # 0: its --quick backlogs, 2,000 and 20,000
                 workdir / f"backlog-{engine}-{scheme}.json",
                 ("--engine", engine, *size),
             )
