@@ -141,7 +141,8 @@ def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path)
             time.sleep(0.05 if started is None else 0.25)
         return {
             "rate": (first - left) / seconds,
-            "rss_start_mb": samples[0] / MB,
+            # A tenth into the window: a worker process still starting up is not its steady size.
+            "rss_start_mb": samples[len(samples) // 10] / MB,
             "rss_end_mb": samples[-1] / MB,
             "rss_max_mb": max(samples) / MB,
         }
