@@ -84,3 +84,28 @@ def group_cpu(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def group_rss(pgid: int) -> int:
+    """Resident bytes of the live processes of process group ``pgid`` (Linux /proc; 0 elsewhere)."""
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            with open(f"/proc/{entry}/statm") as statm:
+                total += int(statm.read().split()[1]) * _PAGE
+        except OSError:
+            continue
+    return total

@@ -6,7 +6,10 @@
 For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
 on the same broker, in the same run), ``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
 taskbridge; 1,000 jobs, 300 with ``--quick``) and, per broker, ``bench_ceiling.py`` (raw bodies
-pushed as fast as Python can). It prints one markdown table of ratios with the raw figures beside
+pushed as fast as Python can), ``bench_backlog.py`` (drain rate and worker memory with ten times
+the backlog, raw and taskbridge; 2,000 against 20,000 with ``--quick``) and, on Redis,
+``bench_rate_limits.py`` (limits up to the drain capacity across 3 workers, 10,000 rate keys and
+their expiry; 2,000 keys with ``--quick``). It prints one markdown table of ratios with the raw figures beside
 them, writes ``benchmarks/results/<date>.json`` and ``<date>.md`` (the table) and draws
 ``benchmarks/results/<date>.png`` (matplotlib, from the ``bench`` extra). Ratios above 1 mean
 taskbridge is faster.
@@ -54,15 +57,19 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in keys}
 
 
-def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int) -> dict[str, Any]:
-    """Figures per combination (medians over ``rounds``) and per broker's ceiling."""
+def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: bool = False) -> dict[str, Any]:
+    """Figures per combination (medians over ``rounds``), per broker's ceiling, the backlog and the
+    rate-limit runs."""
     results: dict[str, Any] = {
         "jobs": jobs,
         "latency_jobs": latency_jobs,
         "rounds": rounds,
         "combinations": {},
         "ceilings": {},
+        "backlog": {},
+        "rate_limits": {},
     }
+    size = ("--quick",) if quick else ("--rounds", str(rounds))
     for scheme, broker in BROKERS.items():
         if not _reachable(broker):
             print(f"skipping {scheme}: {broker} is not reachable", flush=True)
@@ -86,6 +93,19 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int) -> dict[st
                 for i in range(rounds)
             ]
             results["combinations"][f"{engine}-{scheme}"] = {**_median(runs), **_median(latency)}
+            backlog = _run(
+                "bench_backlog.py",
+                broker,
+                0 if quick else jobs,  # 0: its --quick backlogs, 2,000 and 20,000
+                workdir / f"backlog-{engine}-{scheme}.json",
+                ("--engine", engine, *size),
+            )
+            results["backlog"][f"{engine}-{scheme}"] = {k: v for k, v in backlog.items() if k != "rounds"}
+        if scheme == "redis":
+            quick_flag = ("--quick",) if quick else ()
+            results["rate_limits"]["dramatiq-redis"] = _run(
+                "bench_rate_limits.py", broker, 0, workdir / "rate-limits.json", quick_flag
+            )
     return results
 
 
@@ -123,7 +143,60 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
             f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )
+    rows += backlog_rows(results) + rate_limit_rows(results)
     return "\n".join(rows)
+
+
+def backlog_rows(results: dict[str, Any]) -> list[str]:
+    """Drain with ten times the backlog against the small one, and worker memory over that drain."""
+    if not results.get("backlog"):
+        return []
+    rows = [
+        "",
+        "| combination | backlogs | drain 10x / 1x, taskbridge (raw) | taskbridge drain/s at 1x, 10x "
+        "| raw drain/s at 1x, 10x | worker RSS growth MB over the 10x drain, taskbridge (raw) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, b in results["backlog"].items():
+        rows.append(
+            f"| {name} | {b['small']:,} / {b['big']:,} "
+            f"| {b['taskbridge_big_vs_small']:.3f} ({b['raw_big_vs_small']:.3f}) "
+            f"| {b['taskbridge_small_rate']:,.0f}, {b['taskbridge_big_rate']:,.0f} "
+            f"| {b['raw_small_rate']:,.0f}, {b['raw_big_rate']:,.0f} "
+            f"| {b['taskbridge_rss_growth_mb']:+.1f} ({b['raw_rss_growth_mb']:+.1f}) |"
+        )
+    return rows
+
+
+def rate_limit_rows(results: dict[str, Any]) -> list[str]:
+    """Achieved rate against the limit, the busiest window, and the rate keys' records."""
+    rows: list[str] = []
+    for name, r in results.get("rate_limits", {}).items():
+        rows += [
+            "",
+            f"{name}, 3 worker processes, drain capacity {r['capacity']:,.0f} jobs/s (a limit of 1,000,000/s):",
+            "",
+            "| limit/s | achieved / limit | most starts in one period | gaps under half the interval |",
+            "|---|---|---|---|",
+        ]
+        for run in r["runs"]:
+            bound = " (workers bound)" if run["workers_bound"] else ""
+            rows.append(
+                f"| {run['limit']:,.0f} | {run['achieved_vs_limit']:.3f}{bound} "
+                f"| {run['busiest_window']:,} of {run['allowed_per_window']:,.0f} "
+                f"| {run['gaps_under_half_interval']:,} |"
+            )
+        k = r["keyed"]
+        expired = k["rate_records_expired_after"]
+        rows += [
+            "",
+            f"`rate_key=`: {k['keys']:,} keys x {k['per_key']} jobs at {k['key_limit']} per key: most starts of one "
+            f"key in one period {k['busiest_key_window']} of {k['allowed_per_window']:g}, tightest gap "
+            f"{k['tightest_gap']:.2f} s (interval {k['interval']:.2f} s); "
+            f"rate records peak {k['rate_records_peak']:,}, "
+            + (f"all expired {expired:.1f} s after the last run" if expired is not None else "not all expired"),
+        ]
+    return rows
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
@@ -168,7 +241,7 @@ def main() -> int:
     os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
     with tempfile.TemporaryDirectory(prefix="taskbridge-bench-") as workdir:
         latency_jobs = args.latency_jobs or (300 if args.quick else 1_000)
-        results = measure(jobs, rounds, Path(workdir), latency_jobs)
+        results = measure(jobs, rounds, Path(workdir), latency_jobs, args.quick)
     if not results["combinations"]:
         print("no broker reachable: nothing measured", file=sys.stderr)
         return 1

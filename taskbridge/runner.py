@@ -187,7 +187,8 @@ class Runner:
         if wait > 0:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
-                return Defer(envelope.with_changes(headers=slot), wait, "rate limit")
+                away = rate_limit.deferral(wait, self.settings.inline_wait_max)
+                return Defer(envelope.with_changes(headers=slot), away, "rate limit")
             events.emit({**_event("waited", envelope), "reason": "rate limit", "wait": wait})
             time.sleep(wait)
         envelope = _without_slot(envelope)
