@@ -17,13 +17,13 @@ from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .job import JobSpec, lookup, registry
-from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
+from .outcomes import Dead, DeadCause, Defer, Done, Expired, Outcome, Reason, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
 from .publishing import publish_dead_letter, schedule
 from .queue_rules import queue_name_problem
 from .signing import signer_for
-from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
+from .tracking import get_tracker, plan_of, traceback_text
 from .wire import unwrap
 from .workflows import chains, groups
 
@@ -97,10 +97,10 @@ class Runner:
         (AMQP): the headers name the task of a legacy Celery message (see :mod:`.legacy`)."""
         item = unwrap(body, content_type=content_type, headers=headers)
         if item.payload is None:
-            return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
+            return self._dead_letter(body, f"unreadable message: {item.reason}", queue, DeadCause.UNREADABLE)
         limit = self.engine.facts.max_message_size
         if len(body) > limit and len(item.envelope or "") > limit:
-            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+            return self._dead_letter(body, f"the envelope is over the {limit}-byte limit", queue, DeadCause.TOO_LARGE)
         return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
@@ -108,7 +108,10 @@ class Runner:
         bytes (base64 when they are not UTF-8), without running anything. Like :meth:`run` it
         retries a failed write until it is stored; a caller that must not block (an engine's event
         loop) calls it inside :func:`taskbridge.carrying.without_holding` and requeues on failure."""
-        outcome = Dead(None, reason, raw=raw)
+        return self._dead_letter(raw, reason, queue, DeadCause.ENGINE)
+
+    def _dead_letter(self, raw: bytes | str, reason: str, queue: str | None, cause: DeadCause) -> Outcome:
+        outcome = Dead(None, reason, raw=raw, cause=cause)
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome, queue)
         return outcome
@@ -120,14 +123,14 @@ class Runner:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
+            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw, cause=DeadCause.MALFORMED)
         else:
             handle = lookup(envelope.job)
             unsigned = self.signer.verify(envelope) if self.signer else None
             if unsigned:
-                outcome = Dead(None, unsigned, raw=raw)
+                outcome = Dead(None, unsigned, raw=raw, cause=DeadCause.UNSIGNED)
             elif handle is None:
-                outcome = Dead(envelope, f"unknown job {envelope.job!r}")
+                outcome = Dead(envelope, f"unknown job {envelope.job!r}", cause=DeadCause.UNKNOWN_JOB)
             else:
                 self._release_killed(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
@@ -151,15 +154,19 @@ class Runner:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw), cause=DeadCause.MALFORMED)
         if self.signer is not None:
             unsigned = self.signer.verify(envelope)
             if unsigned:
                 # Nothing in the envelope is trusted, not even its queue: dead-letter the bytes.
-                return Dead(None, unsigned, raw=_dumped(raw))
+                return Dead(None, unsigned, raw=_dumped(raw), cause=DeadCause.UNSIGNED)
         handle = lookup(envelope.job)
         if handle is None:
-            return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
+            return Dead(
+                envelope,
+                f"unknown job {envelope.job!r}: no job of that name is declared in this worker",
+                cause=DeadCause.UNKNOWN_JOB,
+            )
         spec = handle.spec
         now = time.time()
         if expiry.is_expired(envelope, now):
@@ -167,12 +174,12 @@ class Runner:
         due_in = delay.remaining(envelope, now)
         if due_in > 0:
             if due_in > self.settings.inline_wait_max:
-                return Defer(envelope, due_in, "delay")
+                return Defer(envelope, due_in, Reason.DELAY)
             time.sleep(due_in)
         try:
             bound, _dropped = arguments.bind(spec, envelope)
         except arguments.BadArguments as exc:
-            return Dead(envelope, str(exc))
+            return Dead(envelope, str(exc), cause=DeadCause.BAD_ARGUMENTS)
         try:
             wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
         except CoordinationError as exc:
@@ -180,8 +187,8 @@ class Runner:
         if wait > 0:
             if wait > self.settings.inline_wait_max:
                 slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
-                return Defer(envelope.with_changes(headers=slot), wait, "rate limit")
-            events.emit({**_event("waited", envelope), "reason": "rate limit", "wait": wait})
+                return Defer(envelope.with_changes(headers=slot), wait, Reason.RATE_LIMIT)
+            events.emit({**_event("waited", envelope), "reason": Reason.RATE_LIMIT, "wait": wait})
             time.sleep(wait)
         envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
@@ -193,12 +200,12 @@ class Runner:
             self.outage.succeeded()
         if guard is None:
             if spec.on_lock == "skip":
-                return Skip(envelope, "lock busy")
-            return Defer(envelope, self.settings.lock_retry, "lock busy")
+                return Skip(envelope, Reason.LOCK_BUSY)
+            return Defer(envelope, self.settings.lock_retry, Reason.LOCK_BUSY)
         plan = plan_of(envelope, self.settings)
         if plan is not None and not self.tracker.started(envelope, plan):
             guard.release()
-            return Skip(envelope, CANCELLED)
+            return Skip(envelope, Reason.CANCELLED)
         if events.has_subscribers():
             events.emit(_event("started", envelope))
         started = time.monotonic()
@@ -216,7 +223,7 @@ class Runner:
     def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
         """The job needs the coordination store and it is unreachable: never run it unguarded; try
         again later, with back-off, without counting an attempt."""
-        return Defer(envelope, self.outage.failed(error), "coordination store unreachable")
+        return Defer(envelope, self.outage.failed(error), Reason.STORE_UNREACHABLE)
 
     def _failed(
         self,
@@ -313,7 +320,7 @@ class Runner:
             event.get("attempt"),
             outcome.kind,
             event.get("duration", 0.0),
-            "".join(f" {k}={event[k]!r}" for k in ("delay", "reason", "error") if k in event),
+            "".join(f" {k}={_plain(event[k])!r}" for k in ("delay", "reason", "error") if k in event),
         )
         events.emit(event)
 
@@ -339,18 +346,21 @@ def _without_slot(envelope: Envelope) -> Envelope:
     return envelope.with_changes(headers=headers)
 
 
+def _plain(value: Any) -> Any:
+    """A reason as the plain string logs always showed (``'rate limit'``, not the enum member)."""
+    return str(value) if isinstance(value, Reason) else value
+
+
 def _error_type(error: BaseException | None, timed_out: bool) -> str | None:
     if error is not None:
         return type(error).__name__
     return "JobTimeout" if timed_out else "WorkerLost"
 
 
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, JobTimeout):
         return "JobTimeout: the job ran past its timeout"
     return f"{type(exc).__name__}: {exc}"
-
 
 
 def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:

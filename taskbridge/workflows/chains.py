@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import get_settings
 from ..envelope import TAKES_RESULT, Envelope
 from ..errors import EnqueueError
-from ..outcomes import Dead, Done, Outcome
+from ..outcomes import Dead, DeadCause, Done, Outcome
 
 if TYPE_CHECKING:
     from ..job import Signature
@@ -67,4 +67,5 @@ def checked(outcome: Outcome) -> Outcome:
         "next step with .si() so it takes no result",
         duration=outcome.duration,
         error_type="ChainResultError",
+        cause=DeadCause.BAD_RESULT,
     )
