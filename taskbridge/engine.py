@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import UnknownEngineError
+from .errors import ConfigurationError, UnknownEngineError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -48,10 +48,33 @@ class MessageRunner(Protocol):
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Dead-letter an item the engine cannot hand to :meth:`run`, without running anything."""
 
-    def fail_externally(
+    def fail_killed(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:
         """The engine killed the job (hard timeout, lost child): retry or dead-letter it."""
+
+
+class DeclaredRunner:
+    """The runner an engine was given by :meth:`Engine.declare`, the only way an engine gets one;
+    the engine hands it every message."""
+
+    def __init__(self, engine: str) -> None:
+        self._engine = engine
+        self._runner: MessageRunner | None = None
+
+    def keep(self, runner: MessageRunner) -> None:
+        """Remember the runner :meth:`Engine.declare` was given."""
+        self._runner = runner
+
+    def require(self) -> MessageRunner:
+        """The declared runner; raises :class:`~taskbridge.errors.ConfigurationError` before any job
+        was declared (a worker without one could neither run nor dead-letter a message)."""
+        if self._runner is None:
+            raise ConfigurationError(
+                f"the {self._engine} engine runs messages only after its jobs were declared: name the "
+                "modules that declare them (taskbridge worker myapp.jobs)"
+            )
+        return self._runner
 
 
 @dataclass(frozen=True)

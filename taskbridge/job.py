@@ -7,126 +7,23 @@ import inspect
 import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from .backoff import NO_RETRY, Backoff
+from .chains import check_length, step_of
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
-from .envelope import is_queue_name
-from .errors import JobDefinitionError
+from .declared import _registry, lookup, registry
+from .envelope import check_json_arguments, is_queue_name
+from .errors import EnqueueError, JobDefinitionError
+from .handles import JobRef
+from .producer import CallOptions, enqueue_batches, enqueue_default, enqueue_one
+from .spec import DEFAULT, JobSpec, KeyTemplateError, OnLock, _Default
 from .units import Duration, Rate, parse_duration, parse_rate
 
-if TYPE_CHECKING:
-    from .handles import JobRef
-    from .policies.arguments import BoundCall
+__all__ = ["DEFAULT", "Job", "JobCall", "JobSpec", "KeyTemplateError", "Signature", "job", "lookup", "registry"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class KeyTemplateError(ValueError):
-    """A ``lock``/``unique``/``rate_key`` template names an argument the call does not pass."""
-
-
-class _Default:
-    """Marks an option left to the settings' default (``None`` means explicitly none)."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Any = _Default()
-
-OnLock = Literal["defer", "skip"]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Every option of one job, parsed and validated once at decoration time."""
-
-    name: str
-    func: Callable[..., Any]
-    queue: str | None = None
-    timeout: float | _Default | None = DEFAULT
-    hard_timeout: float | None = None
-    expires: float | _Default | None = DEFAULT
-    retry: Backoff = NO_RETRY
-    lock: str | None = None
-    lock_ttl: float | None = None
-    on_lock: OnLock = "defer"
-    unique: str | None = None
-    unique_ttl: float | None = None
-    concurrency: int | None = None
-    rate_limit: Rate | None = None
-    rate_key: str | None = None
-    drop_unknown_kwargs: bool = True
-    result_ttl: float | None = None
-    aliases: tuple[str, ...] = ()
-    """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
-    signature: inspect.Signature = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "signature", inspect.signature(self.func))
-
-    @property
-    def described(self) -> str:
-        """The function and its parameters without annotations, for messages: ``send_report(user_id, day='x')``."""
-        plain = self.signature.replace(
-            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in self.signature.parameters.values()],
-            return_annotation=inspect.Signature.empty,
-        )
-        return f"{self.func.__qualname__}{plain}"
-
-    @property
-    def needs_coordination(self) -> bool:
-        """Whether the job uses state that every worker must share."""
-        return bool(self.lock or self.concurrency or self.rate_limit) or self.unique is not None
-
-    def resolved_queue(self, default: str) -> str:
-        return self.queue or default
-
-    def resolved_timeout(self, default: float | None) -> float | None:
-        return default if isinstance(self.timeout, _Default) else self.timeout
-
-    def resolved_expires(self, default: float | None) -> float | None:
-        return default if isinstance(self.expires, _Default) else self.expires
-
-    def accepts_any_kwargs(self) -> bool:
-        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values())
-
-    def bind(self, args: Iterable[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        """Bind arguments to the function's signature (raises TypeError on a mismatch), defaults applied."""
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return bound
-
-    def render_key(self, template: str, bound: inspect.BoundArguments | BoundCall) -> str:
-        """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments.
-
-        Names passed through ``**kwargs`` count as arguments; a name this call lacks raises
-        :class:`KeyTemplateError`.
-        """
-        values = dict(bound.arguments)
-        for parameter in self.signature.parameters.values():
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-                values.update(values.pop(parameter.name, {}))
-        try:
-            return template.format_map(values)
-        except KeyError as exc:
-            raise KeyTemplateError(
-                f"job {self.name!r}: the key {template!r} needs the argument {exc.args[0]!r}, which this call lacks"
-            ) from None
-
-
-_registry: dict[str, Job[..., Any]] = {}
-
-
-def registry() -> dict[str, Job[..., Any]]:
-    """Every job declared in this process, by name."""
-    return _registry
-
-
-def lookup(name: str) -> Job[..., Any] | None:
-    return _registry.get(name)
 
 
 class Job(CallSiteAliases, Generic[P, R]):
@@ -159,9 +56,7 @@ class Job(CallSiteAliases, Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobRef | None:
         """Publish one run of the job; returns its :class:`~taskbridge.JobRef` (status, result,
         cancel; ``ref.envelope`` is what was published), or None if a ``unique`` twin is pending."""
-        from .publishing import enqueue_default
-
-        return enqueue_default(self, args, kwargs)
+        return enqueue_default(self.spec, args, kwargs)
 
     delay = enqueue
     send = enqueue
@@ -207,9 +102,6 @@ class Job(CallSiteAliases, Generic[P, R]):
 
     def signature(self, args: Sequence[Any], kwargs: dict[str, Any], *, immutable: bool) -> Signature:
         """:meth:`s` (``immutable=False``) or ``.si()``, with the arguments checked for either."""
-        from .envelope import check_json_arguments
-        from .errors import EnqueueError
-
         check_json_arguments(self.name, args, kwargs)
         try:
             self.spec.signature.bind(*args, **kwargs)
@@ -234,9 +126,7 @@ class JobCall:
     expires: Duration | _Default | None = DEFAULT
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobRef | None:
-        from .publishing import enqueue_one
-
-        return enqueue_one(self, args, kwargs)
+        return enqueue_one(self.job.spec, args, kwargs, self._options())
 
     delay = enqueue
     send = enqueue
@@ -250,9 +140,12 @@ class JobCall:
         refs: bool = False,
     ) -> Any:
         """:meth:`Job.enqueue_many` with these options."""
-        from .publishing import enqueue_batches
+        return enqueue_batches(
+            self.job.spec, calls, self._options(), batch_size=batch_size, progress=progress, refs=refs
+        )
 
-        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress, refs=refs)
+    def _options(self) -> CallOptions:
+        return CallOptions(countdown=self.countdown, eta=self.eta, queue=self.queue, expires=self.expires)
 
 
 @dataclass
@@ -269,8 +162,6 @@ class Signature(SignatureAliases):
     def then(self, other: Signature) -> Signature:
         """This signature followed by ``other`` (and the rest of ``other``'s chain); ``other``
         receives this chain's last result as its first argument unless it was made with ``.si()``."""
-        from .workflows.chains import step_of
-
         return Signature(self.job, self.args, self.kwargs, [*self.chain, step_of(other), *other.chain], self.immutable)
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,15 +169,11 @@ class Signature(SignatureAliases):
 
     def enqueue(self) -> JobRef | None:
         """Publish the first job of the chain; each next one is published when the previous is done."""
-        from .publishing import enqueue_one
-
         handle = lookup(self.job)
         if handle is None:
             raise JobDefinitionError(f"job {self.job!r} is not declared in this process; import its module first")
-        from .workflows.chains import check_length
-
         check_length(self)
-        return enqueue_one(JobCall(handle), tuple(self.args), self.kwargs, chain=self.chain)
+        return enqueue_one(handle.spec, tuple(self.args), self.kwargs, chain=self.chain)
 
 
 def _template_fields(template: str) -> list[str]:

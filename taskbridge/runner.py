@@ -9,23 +9,25 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import carrying, events
+from . import carrying, chains, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .coordination.outage import Outage
+from .declared import lookup, registry
+from .dispatch import publish_dead_letter, schedule
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
-from .job import JobSpec, lookup, registry
 from .outcomes import Dead, DeadCause, Defer, Done, Expired, Outcome, Reason, Retry, Skip
 from .policies import arguments, delay, expiry, lock, rate_limit, retry
 from .policies.timeout import soft_timeout
-from .publishing import publish_dead_letter, schedule
+from .producer import enqueue_one
 from .queue_rules import queue_name_problem
 from .signing import signer_for
+from .spec import JobSpec
 from .tracking import get_tracker, plan_of, traceback_text
 from .wire import unwrap
-from .workflows import chains, groups
+from .workflows import groups
 
 log = logging.getLogger("taskbridge.runner")
 
@@ -116,7 +118,7 @@ class Runner:
         self._report(outcome, queue)
         return outcome
 
-    def fail_externally(
+    def fail_killed(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:
         """The engine killed the job (hard timeout, lost child): retry or dead-letter it per its policy."""
@@ -132,13 +134,13 @@ class Runner:
             elif handle is None:
                 outcome = Dead(envelope, f"unknown job {envelope.job!r}", cause=DeadCause.UNKNOWN_JOB)
             else:
-                self._release_killed(handle.spec, envelope)
+                self._release_after_kill(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome)
         return outcome
 
-    def _release_killed(self, spec: JobSpec, envelope: Envelope) -> None:
+    def _release_after_kill(self, spec: JobSpec, envelope: Envelope) -> None:
         if not (spec.lock or spec.concurrency):
             return
         try:
@@ -283,16 +285,13 @@ class Runner:
                 log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
 
     def _continue_chain(self, envelope: Envelope, value: Any) -> None:
-        from .job import JobCall
-        from .publishing import enqueue_one
-
         step, args, rest = chains.next_call(envelope, value)
         handle = lookup(step["job"])
         if handle is None:
             reason = f"chain step {step['job']!r} is not declared"
         else:
             try:
-                enqueue_one(JobCall(handle), tuple(args), dict(step.get("kwargs", {})), chain=rest)
+                enqueue_one(handle.spec, tuple(args), dict(step.get("kwargs", {})), chain=rest)
                 return
             except EnqueueError as exc:
                 # Raising would leave the finished job unacknowledged, to run again and fail here again.

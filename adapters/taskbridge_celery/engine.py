@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import MessageRunner, Taken
-from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken
+from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.extras import require
-from taskbridge.layout import sqs_queue_name
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue, sqs_queue_name
 
 from .app import build_app, consume
 from .broker import broker_for
@@ -63,12 +62,12 @@ class CeleryEngine:
             confirmed = amqp and self.options.amqp_confirm_publish
             self._publish = Publisher(self._connection, declare_queues=amqp, transactions=confirmed).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
-        self._runner: MessageRunner | None = None
+        self._declared = DeclaredRunner(self.name)
         self._taker: RedisTake | AmqpTake | SqsTake | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
-        self._runner = runner
+        self._declared.keep(runner)
         if spec.name not in spec.aliases:  # else the alias task below runs the job's own name too
             register(self.app, spec, runner)
         register_aliases(self.app, spec, runner)
@@ -98,12 +97,7 @@ class CeleryEngine:
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped."""
-        if self._runner is None:
-            # Without a runner every message would be one the worker can neither run nor dead-letter.
-            raise ConfigurationError(
-                "the celery worker has no job declared: name the modules that declare them "
-                "(taskbridge worker myapp.jobs)"
-            )
+        self._declared.require()
         names = list(queues) or [self.settings.default_queue]
         if self.settings.worker_reload:
             log.warning("the celery engine cannot reload on code changes (--reload); restart the worker instead")
@@ -170,6 +164,4 @@ class CeleryEngine:
     @property
     def runner(self) -> MessageRunner:
         """The runner :meth:`declare` was given; the worker's consumer and requests hand it messages."""
-        if self._runner is None:
-            raise ConfigurationError("the celery engine runs messages only after its jobs were declared")
-        return self._runner
+        return self._declared.require()

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import MessageRunner, Taken, TransportFacts
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken, TransportFacts
 from taskbridge.envelope import Envelope, EnvelopeBatch
 from taskbridge.errors import ConfigurationError
 from taskbridge.extras import require
-from taskbridge.job import JobSpec
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue
+from taskbridge.spec import JobSpec
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
@@ -55,7 +55,7 @@ class DramatiqEngine:
         require(_TRANSPORT_MODULES[self.transport], f"the dramatiq engine on {self.transport}://")
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
-        self._runner: MessageRunner | None = None
+        self._declared = DeclaredRunner(self.name)
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
         self._taker: RedisTake | AmqpTake | SqsTake | None = None
@@ -71,7 +71,7 @@ class DramatiqEngine:
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Remember the job; its actor is declared on the broker of each worker process."""
         self._specs[spec.name] = spec
-        self._runner = runner
+        self._declared.keep(runner)
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
         """Enqueue the envelopes (one pipeline / batch request where the broker allows) after ``delay``."""
@@ -94,6 +94,7 @@ class DramatiqEngine:
 
         if not queues:
             raise ConfigurationError("the dramatiq worker needs at least one queue to consume (--queues)")
+        self._declared.require()
         processes = self.settings.worker_processes or 1
         threads = self.settings.worker_threads or max(1, math.ceil(concurrency / processes))
         log.info(
@@ -188,15 +189,11 @@ class DramatiqEngine:
 
     @property
     def runner(self) -> MessageRunner:
-        """The runner given to :meth:`declare` (or a fresh one) that handles this engine's messages."""
-        if self._runner is None:
-            from taskbridge.runner import Runner
-
-            self._runner = Runner(self, self.settings)
-        return self._runner
+        """The runner given to :meth:`declare`, which handles this engine's messages."""
+        return self._declared.require()
 
     def run_message(self, raw: str, queue: str | None, item: CarriedItem | None = None) -> Outcome:
-        """Hand one message body to the runner given to :meth:`declare` (or a fresh one); for a
+        """Hand one message body to the runner given to :meth:`declare`; for a
         stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
         if item is not None and queue is not None:
             return self.runner.run_item(item.body, queue, content_type=item.content_type, headers=item.headers)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..envelope import Envelope
-from ..job import JobSpec, KeyTemplateError
+from ..spec import JobSpec, KeyTemplateError
 
 log = logging.getLogger("taskbridge.arguments")
 

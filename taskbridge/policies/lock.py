@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..coordination import Coordination
 from ..envelope import Envelope
 from ..errors import CoordinationError
-from ..job import JobSpec
+from ..spec import JobSpec
 from .arguments import BoundCall
 
 _LONGEST_RUN = 3600.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..coordination import Coordination
 from ..envelope import Envelope
-from ..job import JobSpec
+from ..spec import JobSpec
 from .arguments import BoundCall
 
 SLOT_HEADER = "rate_slot"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import JobTimeout
-from ..job import JobSpec
+from ..spec import JobSpec
 
 
 def should_retry(spec: JobSpec, attempt: int, error: BaseException | None) -> bool:

@@ -22,10 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Settings, get_settings
+from ..declared import lookup
 from ..envelope import Envelope, encode_json
 from ..errors import CoordinationError
-from ..job import JobSpec, lookup
 from ..outcomes import Dead, DeadCause, Done, Expired, Outcome, Reason, Retry, Skip
+from ..spec import JobSpec
 from .base import TrackingStore
 from .memory import MemoryTracking
 from .record import CANCELLABLE, FINISHED, STATES, Fields, JobError, JobRecord, State

@@ -12,19 +12,17 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..chains import check_length, step_of
 from ..config import get_settings
 from ..coordination import Coordination, get_coordination
 from ..engine import get_engine
 from ..envelope import TAKES_RESULT, Envelope
 from ..errors import ConfigurationError, CoordinationError, EnqueueError, JobDefinitionError
-from ..job import JobCall, Signature, lookup
+from ..job import Signature, lookup
 from ..outcomes import Dead, Done, Expired, Outcome, Skip
-from .chains import check_length, step_of
-
-if TYPE_CHECKING:
-    from ..publishing import _Publisher
+from ..producer import Producer, enqueue_one
 
 log = logging.getLogger("taskbridge.workflows")
 
@@ -97,9 +95,7 @@ def _handle(name: str) -> Any:
 
 
 def _publish_members(members: Iterable[Signature], header: dict[str, Any] | None, size: int) -> int:
-    from ..publishing import _Publisher
-
-    publishers: dict[str, _Publisher] = {}
+    publishers: dict[str, Producer] = {}
     batches: dict[str, list[Envelope]] = {}
     total = 0
     for member in members:
@@ -107,7 +103,7 @@ def _publish_members(members: Iterable[Signature], header: dict[str, Any] | None
             raise EnqueueError(f"group member {member.job!r} is a chain; a group's members are single jobs")
         publisher = publishers.get(member.job)
         if publisher is None:
-            publisher = publishers[member.job] = _Publisher(JobCall(_handle(member.job)))
+            publisher = publishers[member.job] = Producer(_handle(member.job).spec)
         envelope = publisher.build(member.args, member.kwargs)
         if envelope is None:
             continue  # a unique= twin is pending
@@ -152,10 +148,8 @@ def member_ended(outcome: Outcome, store: Coordination) -> None:
 
 
 def _enqueue_callback(step: dict[str, Any], counts: dict[str, int]) -> None:
-    from ..publishing import enqueue_one
-
     args = list(step.get("args", ()))
     if step.get(TAKES_RESULT) is True:
         args.insert(0, counts)
     chain = list(step.get("chain", ()))
-    enqueue_one(JobCall(_handle(step["job"])), tuple(args), dict(step.get("kwargs", {})), chain=chain)
+    enqueue_one(_handle(step["job"]).spec, tuple(args), dict(step.get("kwargs", {})), chain=chain)
