@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import functools
-import inspect
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from .backoff import NO_RETRY, Backoff
+from .backoff import Backoff
 from .chains import check_length, step_of
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .declared import _registry, lookup, registry
 from .envelope import check_json_arguments, is_queue_name
 from .errors import EnqueueError, JobDefinitionError
 from .handles import JobRef
+from .policies import POLICIES
+from .policies.base import Draft
 from .producer import CallOptions, enqueue_batches, enqueue_default, enqueue_one
 from .spec import DEFAULT, JobSpec, KeyTemplateError, OnLock, _Default
-from .units import Duration, Rate, parse_duration, parse_rate
+from .units import Duration, Rate
 
 __all__ = ["DEFAULT", "Job", "JobCall", "JobSpec", "KeyTemplateError", "Signature", "job", "lookup", "registry"]
 
@@ -176,26 +176,6 @@ class Signature(SignatureAliases):
         return enqueue_one(handle.spec, tuple(self.args), self.kwargs, chain=self.chain)
 
 
-def _template_fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-
-
-def _duration_option(name: str, job_name: str, value: Any, *, allow_none: bool) -> float | _Default | None:
-    if isinstance(value, _Default):
-        return value
-    if value is None:
-        if allow_none:
-            return None
-        raise JobDefinitionError(f"job {job_name!r}: option {name}= must be a duration, not None")
-    try:
-        seconds = parse_duration(value, what=name)
-    except ValueError as exc:
-        raise JobDefinitionError(f"job {job_name!r}: option {exc}") from None
-    if seconds <= 0:
-        raise JobDefinitionError(f"job {job_name!r}: option {name}= must be greater than zero, got {value!r}")
-    return seconds
-
-
 def job(
     func: Callable[P, R] | None = None,
     *,
@@ -230,6 +210,22 @@ def job(
     options raise :class:`JobDefinitionError` right here.
     """
 
+    given = {
+        "timeout": timeout,
+        "hard_timeout": hard_timeout,
+        "expires": expires,
+        "retry": retry,
+        "lock": lock,
+        "lock_ttl": lock_ttl,
+        "on_lock": on_lock,
+        "unique": unique,
+        "unique_ttl": unique_ttl,
+        "concurrency": concurrency,
+        "rate_limit": rate_limit,
+        "rate_key": rate_key,
+        "drop_unknown_kwargs": drop_unknown_kwargs,
+    }
+
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
         return Job(_build_spec(fn))
 
@@ -239,75 +235,13 @@ def job(
         job_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if not isinstance(job_name, str) or not job_name:
             raise JobDefinitionError(f"@job on {fn!r}: option name= must be a non-empty string, got {name!r}")
+        draft = Draft(job_name, fn)
         if queue is not None and not is_queue_name(queue):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option queue= must be letters, digits, '-', '_' or '.', got {queue!r}"
-            )
-        parsed_timeout = _duration_option("timeout", job_name, timeout, allow_none=True)
-        parsed_hard = _duration_option("hard_timeout", job_name, hard_timeout, allow_none=True)
-        parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)
-        parsed_lock_ttl = _duration_option("lock_ttl", job_name, lock_ttl, allow_none=True)
-        parsed_unique_ttl = _duration_option("unique_ttl", job_name, unique_ttl, allow_none=True)
-        parsed_result_ttl = _duration_option("result_ttl", job_name, result_ttl, allow_none=True)
-        if isinstance(parsed_hard, float) and isinstance(parsed_timeout, float) and parsed_hard <= parsed_timeout:
-            raise JobDefinitionError(
-                f"job {job_name!r}: hard_timeout ({parsed_hard:g}s) must be longer than timeout ({parsed_timeout:g}s)"
-            )
-        if retry is not None and not isinstance(retry, Backoff):
-            raise JobDefinitionError(f"job {job_name!r}: option retry= must be a Backoff(...), got {retry!r}")
-        if on_lock not in ("defer", "skip"):
-            raise JobDefinitionError(f"job {job_name!r}: option on_lock= must be 'defer' or 'skip', got {on_lock!r}")
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option concurrency= must be a whole number >= 1, got {concurrency!r}"
-            )
-        parsed_rate: Rate | None = None
-        if rate_limit is not None:
-            try:
-                parsed_rate = parse_rate(rate_limit)
-            except ValueError as exc:
-                raise JobDefinitionError(f"job {job_name!r}: option {exc}") from None
-        params = inspect.signature(fn).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unique_template = None
-        if unique is True:
-            unique_template = ""
-        elif isinstance(unique, str) and unique:
-            unique_template = unique
-        elif unique not in (False, None, ""):
-            raise JobDefinitionError(f"job {job_name!r}: option unique= must be True or a key template, got {unique!r}")
-        for option, template in (("lock", lock), ("unique", unique_template), ("rate_key", rate_key)):
-            if template is None:
-                continue
-            if not isinstance(template, str) or (option != "unique" and not template):
-                raise JobDefinitionError(
-                    f"job {job_name!r}: option {option}= must be a non-empty string, got {template!r}"
-                )
-            try:
-                fields = _template_fields(template)
-            except ValueError as exc:
-                raise JobDefinitionError(
-                    f"job {job_name!r}: option {option}={template!r} is not a valid template: {exc}"
-                ) from None
-            for field_name in fields:
-                if not field_name.isidentifier():
-                    raise JobDefinitionError(
-                        f"job {job_name!r}: option {option}={template!r} may only use plain argument names "
-                        "like {user_id}"
-                    )
-                if field_name not in params and not takes_any:
-                    raise JobDefinitionError(
-                        f"job {job_name!r}: option {option}={template!r} uses {{{field_name}}}, which is not an "
-                        f"argument of {fn.__qualname__}{inspect.signature(fn)}"
-                    )
-        if not isinstance(drop_unknown_kwargs, bool):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option drop_unknown_kwargs= must be True or False, got {drop_unknown_kwargs!r}"
-            )
-        if rate_key is not None and parsed_rate is None:
-            raise JobDefinitionError(f"job {job_name!r}: option rate_key= needs rate_limit= as well")
+            raise draft.invalid(f"option queue= must be letters, digits, '-', '_' or '.', got {queue!r}")
+        fields: dict[str, Any] = {}
+        for policy in POLICIES:
+            fields.update(policy.parse(draft, given))
+        parsed_result_ttl = draft.seconds("result_ttl", result_ttl)
         if job_name in _registry and _registry[job_name].spec.func is not fn:
             existing = _registry[job_name].spec.func
             if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
@@ -318,21 +252,9 @@ def job(
             name=job_name,
             func=fn,
             queue=queue,
-            timeout=parsed_timeout,
-            hard_timeout=parsed_hard if isinstance(parsed_hard, float) else None,
-            expires=parsed_expires,
-            retry=retry or NO_RETRY,
-            lock=lock,
-            lock_ttl=parsed_lock_ttl if isinstance(parsed_lock_ttl, float) else None,
-            on_lock=on_lock,
-            unique=unique_template,
-            unique_ttl=parsed_unique_ttl if isinstance(parsed_unique_ttl, float) else None,
-            concurrency=concurrency,
-            rate_limit=parsed_rate,
-            rate_key=rate_key,
-            drop_unknown_kwargs=drop_unknown_kwargs,
-            result_ttl=parsed_result_ttl if isinstance(parsed_result_ttl, float) else None,
+            result_ttl=parsed_result_ttl,
             aliases=check_aliases(job_name, aliases, _registry),
+            **fields,
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:

@@ -4,11 +4,8 @@ hands it to :mod:`taskbridge.dispatch`; one call, or many in bounded batches."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import itertools
-import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,12 +20,16 @@ from .engine import get_engine
 from .envelope import Envelope, EnvelopeBatch, check_json_arguments, encode_json, is_queue_name, json_arguments
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
+from .policies import with_hook
+from .policies.base import EnqueueCall, Policy
 from .queue_rules import queue_name_problem
 from .signing import overhead
-from .spec import DEFAULT, JobSpec, KeyTemplateError, _Default
+from .spec import DEFAULT, JobSpec, _Default
 from .tracking import HEADER as TRACK_HEADER
 from .tracking import get_tracker, plan_for
 from .units import Duration, parse_duration
+
+ENQUEUE_POLICIES = with_hook("on_enqueue")
 
 log = logging.getLogger("taskbridge.publish")
 
@@ -77,19 +78,6 @@ def _expires(spec: JobSpec, call: CallOptions, settings: Settings) -> float | No
         raise EnqueueError(f"job {spec.name!r}: {exc}") from None
 
 
-def unique_key(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    """The uniqueness key of one call: the rendered template, or a digest of the bound arguments
-    (so ``f(1)`` and ``f(x=1)`` are the same call)."""
-    bound = spec.bind(args, kwargs)
-    if spec.unique:
-        try:
-            return f"unique:{spec.name}:{spec.render_key(spec.unique, bound)}"
-        except KeyTemplateError as exc:
-            raise EnqueueError(str(exc)) from None
-    digest = hashlib.sha1(json.dumps(bound.arguments, sort_keys=True).encode()).hexdigest()
-    return f"unique:{spec.name}:{digest}"
-
-
 class Producer:
     """Builds and checks envelopes for one job with one set of call options; shared by single and
     batched enqueue."""
@@ -115,12 +103,13 @@ class Producer:
         self._empty_frame = len(Envelope(job=self.spec.name, queue=self.queue).encode())
         self.plan = plan_for(self.spec, self.settings)
         self.tracker = get_tracker(self.settings) if self.plan is not None else None
+        self.policies = tuple(p for p in ENQUEUE_POLICIES if p.applies(spec))
         self.coordination: Coordination | None = None
-        if self.spec.unique is not None:
+        if self.policies:
             self.coordination = get_coordination()
             if self.engine.facts.multi_process and not self.coordination.shared:
                 raise ConfigurationError(
-                    f"job {self.spec.name!r} uses unique= but the coordination store is in-process; "
+                    f"job {self.spec.name!r} uses {self.policies[0].name}= but the coordination store is in-process; "
                     "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
                 )
 
@@ -156,12 +145,12 @@ class Producer:
         due = now + self.delay
         headers: dict[str, Any] = {TRACK_HEADER: self.plan.header()} if self.plan is not None else {}
         if self.coordination is not None:
-            key = unique_key(self.spec, args, kwargs)
-            ttl = self.spec.unique_ttl or (self.delay + (self.expires or 3600.0))
-            if not self.coordination.claim_unique(key, math.ceil(ttl)):
-                log.info("job %s: not enqueued, %s is already pending", name, key)
-                return None
-            headers["unique"] = key
+            wait = self.delay + (self.expires or 3600.0)
+            call = EnqueueCall(self.spec, args, kwargs, headers, self.coordination, wait)
+            for policy in self.policies:
+                if not policy.on_enqueue(call):
+                    self._undo(self.policies[: self.policies.index(policy)], headers)
+                    return None
         envelope = Envelope(
             job=name,
             queue=self.queue,
@@ -178,8 +167,7 @@ class Producer:
             return envelope
         size = len(envelope.encode().encode("utf-8")) + self.signature_size
         if size > self.engine.facts.max_message_size:
-            if self.coordination is not None:
-                self.coordination.release_unique(headers["unique"])
+            self._undo(self.policies, headers)
             raise EnqueueError(
                 f"job {name!r}: the message is {size} bytes, over the {self.engine.facts.max_message_size}-byte "
                 f"limit of the {self.engine.name} transport; pass a reference (an id, a URL) instead of the data"
@@ -216,10 +204,14 @@ class Producer:
         batch.add(args, kwargs, args_text, kwargs_text)
 
     def forget(self, envelopes: Sequence[Envelope]) -> None:
-        """Release the uniqueness marks of envelopes built but never sent."""
+        """Undo what the policies did at enqueue (uniqueness marks) for envelopes built but never sent."""
+        for envelope in envelopes:
+            self._undo(self.policies, envelope.headers)
+
+    def _undo(self, policies: Sequence[Policy], headers: dict[str, Any]) -> None:
         if self.coordination is not None:
-            for envelope in envelopes:
-                self.coordination.release_unique(envelope.headers["unique"])
+            for policy in reversed(policies):
+                policy.enqueue_undone(headers, self.coordination)
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
         if self.tracker is not None and self.plan is not None and envelopes:

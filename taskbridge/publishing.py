@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .dispatch import DEAD_LETTER_JOB, max_delay, publish, publish_dead_letter, schedule
 from .layout import dead_letter_queue
-from .producer import unique_key
+from .policies.unique import unique_key
 
 __all__ = [
     "DEAD_LETTER_JOB",

@@ -18,8 +18,10 @@ from .dispatch import publish_dead_letter, schedule
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
-from .outcomes import Dead, DeadCause, Defer, Done, Expired, Outcome, Reason, Retry, Skip
-from .policies import arguments, delay, expiry, lock, rate_limit, retry
+from .outcomes import Dead, DeadCause, Defer, Done, Outcome, Reason, Retry, Skip
+from .policies import for_job, retry, with_hook
+from .policies.arguments import Arguments
+from .policies.base import Policy, RunContext
 from .policies.timeout import soft_timeout
 from .producer import enqueue_one
 from .queue_rules import queue_name_problem
@@ -30,6 +32,9 @@ from .wire import unwrap
 from .workflows import groups
 
 log = logging.getLogger("taskbridge.runner")
+
+ARGUMENTS = Arguments()
+_AFTER_OUTCOME = with_hook("after_outcome")
 
 
 class Runner:
@@ -141,16 +146,16 @@ class Runner:
         return outcome
 
     def _release_after_kill(self, spec: JobSpec, envelope: Envelope) -> None:
-        if not (spec.lock or spec.concurrency):
+        """Give back what the killed run held (its lock, its lease), under the run's owner token."""
+        policies, templates = for_job(spec)
+        holders = [policy for policy in policies if policy.holds]
+        if not holders:
             return
-        try:
-            bound, _ = arguments.bind(spec, envelope)
-        except arguments.BadArguments:
+        timeout = spec.resolved_timeout(self.settings.default_timeout)
+        ctx = RunContext(spec, envelope, self.settings, self.coordination, timeout, self._waited, templates)
+        if ARGUMENTS.before_run(ctx) is not None:
             return
-        try:
-            lock.release_for(spec, bound, self.coordination, envelope)
-        except CoordinationError as exc:
-            log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
+        self._release(holders, ctx, None)
 
     def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
@@ -170,57 +175,59 @@ class Runner:
                 cause=DeadCause.UNKNOWN_JOB,
             )
         spec = handle.spec
-        now = time.time()
-        if expiry.is_expired(envelope, now):
-            return Expired(envelope)
-        due_in = delay.remaining(envelope, now)
-        if due_in > 0:
-            if due_in > self.settings.inline_wait_max:
-                return Defer(envelope, due_in, Reason.DELAY)
-            time.sleep(due_in)
-        try:
-            bound, _dropped = arguments.bind(spec, envelope)
-        except arguments.BadArguments as exc:
-            return Dead(envelope, str(exc), cause=DeadCause.BAD_ARGUMENTS)
-        try:
-            wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
-        except CoordinationError as exc:
-            return self._store_down(envelope, exc)
-        if wait > 0:
-            if wait > self.settings.inline_wait_max:
-                slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
-                return Defer(envelope.with_changes(headers=slot), wait, Reason.RATE_LIMIT)
-            events.emit({**_event("waited", envelope), "reason": Reason.RATE_LIMIT, "wait": wait})
-            time.sleep(wait)
-        envelope = _without_slot(envelope)
+        policies, templates = for_job(spec)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
+        ctx = RunContext(spec, envelope, self.settings, self.coordination, timeout, self._waited, templates)
+        passed: list[Policy] = []  # those that hold something until the run ends
+        asked_store = False
         try:
-            guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+            for policy in policies:
+                asked_store = asked_store or policy.coordinated
+                stop = policy.before_run(ctx)
+                if stop is not None:
+                    self._release(passed, ctx, None)
+                    if asked_store and spec.needs_coordination:
+                        self.outage.succeeded()
+                    return stop
+                if policy.holds:
+                    passed.append(policy)
         except CoordinationError as exc:
-            return self._store_down(envelope, exc)
+            self._release(passed, ctx, None)
+            return self._store_down(ctx.envelope, exc)
         if spec.needs_coordination:
             self.outage.succeeded()
-        if guard is None:
-            if spec.on_lock == "skip":
-                return Skip(envelope, Reason.LOCK_BUSY)
-            return Defer(envelope, self.settings.lock_retry, Reason.LOCK_BUSY)
+        envelope = ctx.envelope
         plan = plan_of(envelope, self.settings)
         if plan is not None and not self.tracker.started(envelope, plan):
-            guard.release()
+            self._release(passed, ctx, None)
             return Skip(envelope, Reason.CANCELLED)
         if events.has_subscribers():
             events.emit(_event("started", envelope))
+        bound = ctx.bound
+        assert bound is not None
         started = time.monotonic()
+        error: BaseException | None = None
         try:
             with soft_timeout(timeout if self.soft_timeouts else None):
                 value = spec.func(*bound.args, **bound.kwargs)
         except Exception as exc:
+            error = exc
             duration = time.monotonic() - started
             events.emit_exception(exc, _event("raised", envelope))
             return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
         finally:
-            guard.release()
+            if passed:
+                self._release(passed, ctx, error)
         return Done(envelope, time.monotonic() - started, value)
+
+    @staticmethod
+    def _release(passed: list[Policy], ctx: RunContext, error: BaseException | None) -> None:
+        for policy in reversed(passed):
+            policy.after_run(ctx, error)
+
+    @staticmethod
+    def _waited(envelope: Envelope, reason: Reason, seconds: float) -> None:
+        events.emit({**_event("waited", envelope), "reason": reason, "wait": seconds})
 
     def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
         """The job needs the coordination store and it is unreachable: never run it unguarded; try
@@ -278,11 +285,9 @@ class Runner:
             self._continue_chain(outcome.envelope, outcome.value)
         groups.member_ended(outcome, self.coordination)
         envelope = outcome.envelope
-        if envelope is not None and "unique" in envelope.headers:
-            try:
-                self.coordination.release_unique(envelope.headers["unique"])
-            except CoordinationError as exc:
-                log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
+        if envelope is not None:
+            for policy in _AFTER_OUTCOME:
+                policy.after_outcome(envelope, self.coordination)
 
     def _continue_chain(self, envelope: Envelope, value: Any) -> None:
         step, args, rest = chains.next_call(envelope, value)
@@ -336,13 +341,6 @@ def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
             not_before=envelope.not_before,
         )
     return event
-
-
-def _without_slot(envelope: Envelope) -> Envelope:
-    if rate_limit.SLOT_HEADER not in envelope.headers:
-        return envelope
-    headers = {k: v for k, v in envelope.headers.items() if k != rate_limit.SLOT_HEADER}
-    return envelope.with_changes(headers=headers)
 
 
 def _plain(value: Any) -> Any:

@@ -592,7 +592,7 @@ def test_a_hard_timeout_not_longer_than_the_default_timeout_is_refused_at_worker
 
 
 def test_a_run_killed_by_the_engine_gives_back_its_lock_but_not_a_lock_another_run_took(embedded: Embedded) -> None:
-    from taskbridge.policies.lock import owner_token
+    from taskbridge.policies.base import owner_token
 
     killed = Envelope(job=locked.name, queue=Q, kwargs={"account": 7, "n": 1})
     store = embedded.coordination

@@ -104,7 +104,7 @@ class DramatiqEngine:
         )
         self.close()  # a forked worker process must not share this process's connections
         supervisor = Supervisor(
-            lambda slot: WorkerProcess(self, queues, threads).run(),
+            lambda index: WorkerProcess(self, queues, threads).run(),
             processes,
             reload=self.settings.worker_reload,
             respawn_delay=self.options.respawn_delay,

@@ -1,30 +1,67 @@
-"""Global rate limit: a GCRA slot per job (or per key) reserved in the coordination store."""
+"""Global rate limit: a GCRA slot per job (or per ``rate_key``) reserved in the coordination store;
+a short wait is slept in the worker, a longer one defers the job to its slot."""
 
 from __future__ import annotations
 
-from ..coordination import Coordination
-from ..envelope import Envelope
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..outcomes import Defer, Outcome, Reason
 from ..spec import JobSpec
-from .arguments import BoundCall
+from ..units import parse_rate
+from .base import Draft, Policy, RunContext
 
 SLOT_HEADER = "rate_slot"
+"""Envelope header holding the time of the slot reserved on an earlier delivery."""
 
 
-def key(spec: JobSpec, bound: BoundCall) -> str:
-    if spec.rate_key:
-        return f"{spec.name}:{spec.render_key(spec.rate_key, bound)}"
-    return spec.name
+class RateLimit(Policy):
+    name = "rate_limit"
+    options = ("rate_limit", "rate_key")
+    templates = ("rate_key",)
+    coordinated = True
 
+    def parse(self, draft: Draft, given: Mapping[str, Any]) -> dict[str, Any]:
+        rate, key = given.get("rate_limit"), given.get("rate_key")
+        parsed = None
+        if rate is not None:
+            try:
+                parsed = parse_rate(rate)
+            except ValueError as exc:
+                raise draft.invalid(f"option {exc}") from None
+        if key is not None:
+            draft.template("rate_key", key)
+            if parsed is None:
+                raise draft.invalid("option rate_key= needs rate_limit= as well")
+        return {"rate_limit": parsed, "rate_key": key}
 
-def wait(spec: JobSpec, envelope: Envelope, bound: BoundCall, store: Coordination, now: float) -> float:
-    """Seconds this envelope must wait for its rate-limit slot (0 = run now).
+    def applies(self, spec: JobSpec) -> bool:
+        return spec.rate_limit is not None
 
-    A slot reserved on an earlier delivery is kept in the envelope's headers, so a deferred
-    job comes back to its own slot instead of competing again.
-    """
-    if spec.rate_limit is None:
-        return 0.0
-    slot = envelope.headers.get(SLOT_HEADER)
-    if isinstance(slot, int | float):
-        return max(0.0, slot - now)
-    return store.reserve_rate(key(spec, bound), spec.rate_limit)
+    def before_run(self, ctx: RunContext) -> Outcome | None:
+        wait = self._wait(ctx)
+        envelope = ctx.envelope
+        if wait > 0:
+            if wait > ctx.settings.inline_wait_max:
+                slot = {**envelope.headers, SLOT_HEADER: time.time() + wait}
+                return Defer(envelope.with_changes(headers=slot), wait, Reason.RATE_LIMIT)
+            ctx.waited(Reason.RATE_LIMIT, wait)
+            time.sleep(wait)
+        if SLOT_HEADER in envelope.headers:
+            headers = {k: v for k, v in envelope.headers.items() if k != SLOT_HEADER}
+            ctx.envelope = envelope.with_changes(headers=headers)
+        return None
+
+    def _wait(self, ctx: RunContext) -> float:
+        """Seconds this envelope must wait for its slot (0 = run now).
+
+        A slot reserved on an earlier delivery is kept in the envelope's headers, so a deferred
+        job comes back to its own slot instead of competing again.
+        """
+        assert ctx.spec.rate_limit is not None
+        slot = ctx.envelope.headers.get(SLOT_HEADER)
+        if isinstance(slot, int | float):
+            return max(0.0, slot - time.time())
+        key = f"{ctx.spec.name}:{ctx.keys['rate_key']}" if "rate_key" in ctx.keys else ctx.spec.name
+        return ctx.coordination.reserve_rate(key, ctx.spec.rate_limit)
