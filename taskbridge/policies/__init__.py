@@ -35,6 +35,14 @@ OPTIONS: frozenset[str] = frozenset(option for policy in POLICIES for option in 
 """The ``@job`` options the policies own."""
 
 
+def with_hook(hook: str) -> tuple[Policy, ...]:
+    """The policies that implement ``hook`` (``on_enqueue``, ``after_outcome``...), in order."""
+    return tuple(policy for policy in POLICIES if getattr(type(policy), hook) is not getattr(Policy, hook))
+
+
+_AT_RUN = tuple(policy for policy in POLICIES if policy in with_hook("before_run") or policy.holds)
+"""The policies the runner asks before a run (or that give something back after it)."""
+
 _of_job: dict[int, tuple[JobSpec, tuple[Policy, ...], tuple[str, ...]]] = {}
 
 
@@ -43,12 +51,7 @@ def for_job(spec: JobSpec) -> tuple[tuple[Policy, ...], tuple[str, ...]]:
     (``lock``, ``rate_key``...), rendered once per message; worked out once per job."""
     known = _of_job.get(id(spec))
     if known is None or known[0] is not spec:
-        policies = tuple(policy for policy in POLICIES if policy.applies(spec))
+        policies = tuple(policy for policy in _AT_RUN if policy.applies(spec))
         templates = tuple(option for policy in policies for option in policy.templates if getattr(spec, option))
         known = _of_job[id(spec)] = (spec, policies, templates)
     return known[1], known[2]
-
-
-def with_hook(hook: str) -> tuple[Policy, ...]:
-    """The policies that implement ``hook`` (``on_enqueue``, ``after_outcome``...)."""
-    return tuple(policy for policy in POLICIES if getattr(type(policy), hook) is not getattr(Policy, hook))

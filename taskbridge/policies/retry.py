@@ -44,6 +44,3 @@ class Retry(Policy):
         if retry.problem is not None:
             raise draft.invalid(f"option retry= has an invalid Backoff: {retry.problem}")
         return {"retry": retry}
-
-    def applies(self, spec: JobSpec) -> bool:
-        return False  # nothing to decide before a run: the runner asks when an attempt fails

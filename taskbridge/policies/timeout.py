@@ -144,6 +144,3 @@ class Timeout(Policy):
         if hard is not None and isinstance(timeout, float) and hard <= timeout:
             raise draft.invalid(f"hard_timeout ({hard:g}s) must be longer than timeout ({timeout:g}s)")
         return {"timeout": timeout, "hard_timeout": hard}
-
-    def applies(self, spec: Any) -> bool:
-        return False  # nothing to decide before a run: the runner sets the timer around the call
