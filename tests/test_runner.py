@@ -293,6 +293,22 @@ def test_concurrency_caps_running_instances(embedded: Embedded) -> None:
     assert sorted(ran) == [1, 2, 4]
 
 
+@job(name="runner.locked_and_capped", queue=Q, lock="account:{account}", concurrency=1)
+def locked_and_capped(account: int) -> None:
+    ran.append(account)
+
+
+def test_a_run_whose_lease_is_busy_gives_back_the_lock_it_took(embedded: Embedded) -> None:
+    store = embedded.coordination
+    assert store.acquire_lease(f"concurrency:{locked_and_capped.name}", 1, 60, "another-run") is not None
+    outcome = run(embedded, Envelope(job=locked_and_capped.name, queue=Q, kwargs={"account": 7}))
+    assert isinstance(outcome, Defer) and outcome.reason == "lock busy"
+    assert store.lock_ttl("lock:account:7") is None, "the lock taken before the lease must be given back"
+    store.release_lease(f"concurrency:{locked_and_capped.name}", "another-run")
+    assert isinstance(run(embedded, Envelope(job=locked_and_capped.name, queue=Q, kwargs={"account": 7})), Done)
+    assert ran == [7]
+
+
 # timeout and retry
 
 
