@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .config import get_settings
 from .errors import ConfigurationError, UnknownEngineError
+from .extras import install_hint
 
 if TYPE_CHECKING:
     from .config import Settings
     from .envelope import Envelope
-    from .job import JobSpec
     from .outcomes import Outcome
+    from .spec import JobSpec
 
 ENTRY_POINT_GROUP = "taskbridge.engines"
 
@@ -194,8 +196,6 @@ def load_engine_factory(name: str) -> EngineFactory:
             try:
                 factory: EngineFactory = ep.load()
             except ImportError as exc:
-                from .extras import install_hint
-
                 raise UnknownEngineError(
                     f"engine {name!r} is registered but cannot be imported ({exc}); "
                     f"install it with: {install_hint(name)}"
@@ -214,8 +214,6 @@ def get_engine() -> Engine:
     global _engine
     with _lock:
         if _engine is None:
-            from .config import get_settings
-
             settings = get_settings()
             _engine = load_engine_factory(settings.engine)(settings)
         return _engine
