@@ -32,8 +32,8 @@ from measure import rate, timed
 
 from taskbridge import Envelope
 from taskbridge.config import Settings, load_settings
+from taskbridge.dispatch import schedule
 from taskbridge.engine import Engine, load_engine_factory
-from taskbridge.publishing import schedule
 
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"

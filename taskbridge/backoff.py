@@ -14,6 +14,10 @@ class Backoff:
     before retry ``n``. With ``jitter`` the wait is drawn uniformly from ``[wait/2, wait]`` so that
     many failing jobs do not come back at once. Only exceptions in ``on`` are retried; others
     go straight to the dead-letter queue.
+
+    Invalid values do not raise here but where the policy is used: ``@job(retry=...)`` refuses it
+    with a :class:`~taskbridge.errors.JobDefinitionError` that names the job, and using it on its
+    own raises ``ValueError``; :attr:`problem` says what is wrong.
     """
 
     max_retries: int = 3
@@ -21,8 +25,16 @@ class Backoff:
     cap: Duration = 600.0
     jitter: bool = True
     on: tuple[type[BaseException], ...] = field(default=(Exception,))
+    problem: str | None = field(default=None, init=False, repr=False, compare=False)
+    """What is wrong with the values given, or None."""
 
     def __post_init__(self) -> None:
+        try:
+            self._normalize()
+        except ValueError as exc:
+            object.__setattr__(self, "problem", str(exc))
+
+    def _normalize(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ValueError(f"Backoff.max_retries must be a whole number >= 0, got {self.max_retries!r}")
         object.__setattr__(self, "base", parse_duration(self.base, what="Backoff.base"))
@@ -33,8 +45,14 @@ class Backoff:
                 raise ValueError(f"Backoff.on must hold exception classes, got {kind!r}")
         object.__setattr__(self, "on", on)
 
+    def check(self) -> None:
+        """Raise ``ValueError`` with :attr:`problem` if the values given are invalid."""
+        if self.problem is not None:
+            raise ValueError(self.problem)
+
     def bounds(self, retry: int) -> tuple[float, float]:
         """Smallest and largest wait before retry number ``retry`` (1 = the first retry)."""
+        self.check()
         # The exponent is bounded so that a large retry budget cannot overflow a float.
         wait = min(float(self.cap), float(self.base) * 2.0 ** min(max(retry - 1, 0), 1000))
         return (wait / 2, wait) if self.jitter else (wait, wait)
@@ -46,6 +64,7 @@ class Backoff:
 
     def retries(self, error: BaseException) -> bool:
         """Whether ``error`` is one this policy retries."""
+        self.check()
         return isinstance(error, self.on)
 
 

@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .publishing import dead_letter_queue
+from .envelope import peek_queue
+from .layout import dead_letter_queue
+from .outcomes import Dead
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -56,9 +58,6 @@ _local = threading.local()
 def target_queue(outcome: Outcome, source: str | None, settings: Settings) -> str:
     """The queue an outcome's write goes to: the dead-letter queue of the message's queue, or the
     message's own queue for a retry or deferral."""
-    from .envelope import peek_queue
-    from .outcomes import Dead
-
     envelope = outcome.envelope
     queue = (envelope.queue if envelope else None) or source
     if isinstance(outcome, Dead):

@@ -12,7 +12,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .declared import lookup
 from .errors import EnqueueError, JobDefinitionError
+from .legacy import job_for_alias
+from .spec import DEFAULT
 
 if TYPE_CHECKING:
     from .job import Job, JobCall, Signature
@@ -134,8 +137,6 @@ class CallSiteAliases:
         """Celery's ``apply_async``: ``countdown`` seconds or ``eta`` (aware datetime), ``expires`` in
         seconds from now or as a datetime (as in Celery: counted from sending), ``queue``."""
         refuse(self.name, "apply_async", unsupported)
-        from .job import DEFAULT
-
         delay = _due_in(countdown, eta, self.name)
         expiry = DEFAULT
         if expires is not None:
@@ -155,8 +156,6 @@ class CallSiteAliases:
         """Dramatiq's ``send_with_options``: ``delay`` and ``max_age`` in milliseconds, as in Dramatiq
         (``max_age`` counts from sending)."""
         refuse(self.name, "send_with_options", unsupported)
-        from .job import DEFAULT
-
         seconds = _due_in(None if delay is None else delay / 1000, None, self.name)
         expiry = DEFAULT
         if max_age is not None:
@@ -202,9 +201,6 @@ def send_task(
 ) -> Any:
     """Celery's ``app.send_task(name, args, kwargs, ...)``: enqueue the job with this name or alias
     (its module must be imported), with :meth:`CallSiteAliases.apply_async`'s options."""
-    from .job import lookup
-    from .legacy import job_for_alias
-
     handle = lookup(name) or job_for_alias(name)
     if handle is None:
         raise EnqueueError(f"no job is named {name!r} or has it in aliases=; import the module that declares it")

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
+from .dispatch import DEAD_LETTER_JOB, schedule
 from .engine import Engine, Taken, settle
 from .envelope import Envelope, decode
 from .errors import EnvelopeError
-from .publishing import DEAD_LETTER_JOB, schedule
 from .wire import unwrap
 
 BATCH = 200

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import UnknownEngineError
+from .config import get_settings
+from .errors import ConfigurationError, UnknownEngineError
+from .extras import install_hint
 
 if TYPE_CHECKING:
     from .config import Settings
     from .envelope import Envelope
-    from .job import JobSpec
     from .outcomes import Outcome
+    from .spec import JobSpec
 
 ENTRY_POINT_GROUP = "taskbridge.engines"
 
@@ -49,10 +51,33 @@ class MessageRunner(Protocol):
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Dead-letter an item the engine cannot hand to :meth:`run`, without running anything."""
 
-    def fail_externally(
+    def fail_killed(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:
         """The engine killed the job (hard timeout, lost child): retry or dead-letter it."""
+
+
+class DeclaredRunner:
+    """The runner an engine was given by :meth:`Engine.declare`, the only way an engine gets one;
+    the engine hands it every message."""
+
+    def __init__(self, engine: str) -> None:
+        self._engine = engine
+        self._runner: MessageRunner | None = None
+
+    def keep(self, runner: MessageRunner) -> None:
+        """Remember the runner :meth:`Engine.declare` was given."""
+        self._runner = runner
+
+    def require(self) -> MessageRunner:
+        """The declared runner; raises :class:`~taskbridge.errors.ConfigurationError` before any job
+        was declared (a worker without one could neither run nor dead-letter a message)."""
+        if self._runner is None:
+            raise ConfigurationError(
+                f"the {self._engine} engine runs messages only after its jobs were declared: name the "
+                "modules that declare them (taskbridge worker myapp.jobs)"
+            )
+        return self._runner
 
 
 @dataclass(frozen=True)
@@ -181,8 +206,6 @@ def load_engine_factory(name: str) -> EngineFactory:
             try:
                 factory: EngineFactory = ep.load()
             except ImportError as exc:
-                from .extras import install_hint
-
                 raise UnknownEngineError(
                     f"engine {name!r} is registered but cannot be imported ({exc}); "
                     f"install it with: {install_hint(name)}"
@@ -201,8 +224,6 @@ def get_engine() -> Engine:
     global _engine
     with _lock:
         if _engine is None:
-            from .config import get_settings
-
             settings = get_settings()
             _engine = load_engine_factory(settings.engine)(settings)
         return _engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from .config import get_settings
 from .errors import ConfigurationError
 
 DISTRIBUTION = "taskbridge-jobs"
@@ -38,8 +39,6 @@ def transport_extra(kind: str) -> str | None:
 
 def configured_hint() -> str:
     """The pip command for the configured engine and transport."""
-    from .config import get_settings
-
     settings = get_settings()
     extras = [e for e in (settings.engine, transport_extra(settings.transport.kind)) if e and e != "memory"]
     return install_hint(*extras) if extras else f"pip install '{DISTRIBUTION}'"

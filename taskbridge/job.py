@@ -3,135 +3,30 @@
 from __future__ import annotations
 
 import functools
-import inspect
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from .backoff import NO_RETRY, Backoff
+from .backoff import Backoff
+from .chains import check_length, step_of
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .config import settings_if_valid
-from .envelope import is_queue_name
-from .errors import JobDefinitionError
-from .scheduling.options import Periodic, parse_periodic
+from .declared import _registry, lookup, registry
+from .envelope import check_json_arguments, is_queue_name
+from .errors import EnqueueError, JobDefinitionError
+from .handles import JobRef
+from .policies import POLICIES
+from .policies.base import Draft
+from .producer import CallOptions, enqueue_batches, enqueue_default, enqueue_one
+from .scheduling.options import parse_periodic
+from .spec import DEFAULT, JobSpec, KeyTemplateError, OnLock, _Default
 from .transports import check_declared_queue
-from .units import Duration, Rate, parse_duration, parse_rate
+from .units import Duration, Rate
 
-if TYPE_CHECKING:
-    from .handles import JobRef
-    from .policies.arguments import BoundCall
+__all__ = ["DEFAULT", "Job", "JobCall", "JobSpec", "KeyTemplateError", "Signature", "job", "lookup", "registry"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class KeyTemplateError(ValueError):
-    """A ``lock``/``unique``/``rate_key`` template names an argument the call does not pass."""
-
-
-class _Default:
-    """Marks an option left to the settings' default (``None`` means explicitly none)."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Any = _Default()
-
-OnLock = Literal["defer", "skip"]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Every option of one job, parsed and validated once at decoration time."""
-
-    name: str
-    func: Callable[..., Any]
-    queue: str | None = None
-    timeout: float | _Default | None = DEFAULT
-    hard_timeout: float | None = None
-    expires: float | _Default | None = DEFAULT
-    retry: Backoff = NO_RETRY
-    lock: str | None = None
-    lock_ttl: float | None = None
-    on_lock: OnLock = "defer"
-    unique: str | None = None
-    unique_ttl: float | None = None
-    concurrency: int | None = None
-    rate_limit: Rate | None = None
-    rate_key: str | None = None
-    drop_unknown_kwargs: bool = True
-    result_ttl: float | None = None
-    aliases: tuple[str, ...] = ()
-    """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
-    periodic: Periodic | None = None
-    """Its schedule, when ``taskbridge scheduler`` enqueues it periodically."""
-    signature: inspect.Signature = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "signature", inspect.signature(self.func))
-
-    @property
-    def described(self) -> str:
-        """The function and its parameters without annotations, for messages: ``send_report(user_id, day='x')``."""
-        plain = self.signature.replace(
-            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in self.signature.parameters.values()],
-            return_annotation=inspect.Signature.empty,
-        )
-        return f"{self.func.__qualname__}{plain}"
-
-    @property
-    def needs_coordination(self) -> bool:
-        """Whether the job uses state that every worker must share."""
-        return bool(self.lock or self.concurrency or self.rate_limit) or self.unique is not None
-
-    def resolved_queue(self, default: str) -> str:
-        return self.queue or default
-
-    def resolved_timeout(self, default: float | None) -> float | None:
-        return default if isinstance(self.timeout, _Default) else self.timeout
-
-    def resolved_expires(self, default: float | None) -> float | None:
-        return default if isinstance(self.expires, _Default) else self.expires
-
-    def accepts_any_kwargs(self) -> bool:
-        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values())
-
-    def bind(self, args: Iterable[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        """Bind arguments to the function's signature (raises TypeError on a mismatch), defaults applied."""
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return bound
-
-    def render_key(self, template: str, bound: inspect.BoundArguments | BoundCall) -> str:
-        """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments.
-
-        Names passed through ``**kwargs`` count as arguments; a name this call lacks raises
-        :class:`KeyTemplateError`.
-        """
-        values = dict(bound.arguments)
-        for parameter in self.signature.parameters.values():
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-                values.update(values.pop(parameter.name, {}))
-        try:
-            return template.format_map(values)
-        except KeyError as exc:
-            raise KeyTemplateError(
-                f"job {self.name!r}: the key {template!r} needs the argument {exc.args[0]!r}, which this call lacks"
-            ) from None
-
-
-_registry: dict[str, Job[..., Any]] = {}
-
-
-def registry() -> dict[str, Job[..., Any]]:
-    """Every job declared in this process, by name."""
-    return _registry
-
-
-def lookup(name: str) -> Job[..., Any] | None:
-    return _registry.get(name)
 
 
 class Job(CallSiteAliases, Generic[P, R]):
@@ -164,9 +59,7 @@ class Job(CallSiteAliases, Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobRef | None:
         """Publish one run of the job; returns its :class:`~taskbridge.JobRef` (status, result,
         cancel; ``ref.envelope`` is what was published), or None if a ``unique`` twin is pending."""
-        from .publishing import enqueue_default
-
-        return enqueue_default(self, args, kwargs)
+        return enqueue_default(self.spec, args, kwargs)
 
     delay = enqueue
     send = enqueue
@@ -212,9 +105,6 @@ class Job(CallSiteAliases, Generic[P, R]):
 
     def signature(self, args: Sequence[Any], kwargs: dict[str, Any], *, immutable: bool) -> Signature:
         """:meth:`s` (``immutable=False``) or ``.si()``, with the arguments checked for either."""
-        from .envelope import check_json_arguments
-        from .errors import EnqueueError
-
         check_json_arguments(self.name, args, kwargs)
         try:
             self.spec.signature.bind(*args, **kwargs)
@@ -239,9 +129,7 @@ class JobCall:
     expires: Duration | _Default | None = DEFAULT
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobRef | None:
-        from .publishing import enqueue_one
-
-        return enqueue_one(self, args, kwargs)
+        return enqueue_one(self.job.spec, args, kwargs, self._options())
 
     delay = enqueue
     send = enqueue
@@ -255,9 +143,12 @@ class JobCall:
         refs: bool = False,
     ) -> Any:
         """:meth:`Job.enqueue_many` with these options."""
-        from .publishing import enqueue_batches
+        return enqueue_batches(
+            self.job.spec, calls, self._options(), batch_size=batch_size, progress=progress, refs=refs
+        )
 
-        return enqueue_batches(self, calls, batch_size=batch_size, progress=progress, refs=refs)
+    def _options(self) -> CallOptions:
+        return CallOptions(countdown=self.countdown, eta=self.eta, queue=self.queue, expires=self.expires)
 
 
 @dataclass
@@ -274,8 +165,6 @@ class Signature(SignatureAliases):
     def then(self, other: Signature) -> Signature:
         """This signature followed by ``other`` (and the rest of ``other``'s chain); ``other``
         receives this chain's last result as its first argument unless it was made with ``.si()``."""
-        from .workflows.chains import step_of
-
         return Signature(self.job, self.args, self.kwargs, [*self.chain, step_of(other), *other.chain], self.immutable)
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,35 +172,11 @@ class Signature(SignatureAliases):
 
     def enqueue(self) -> JobRef | None:
         """Publish the first job of the chain; each next one is published when the previous is done."""
-        from .publishing import enqueue_one
-
         handle = lookup(self.job)
         if handle is None:
             raise JobDefinitionError(f"job {self.job!r} is not declared in this process; import its module first")
-        from .workflows.chains import check_length
-
         check_length(self)
-        return enqueue_one(JobCall(handle), tuple(self.args), self.kwargs, chain=self.chain)
-
-
-def _template_fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-
-
-def _duration_option(name: str, job_name: str, value: Any, *, allow_none: bool) -> float | _Default | None:
-    if isinstance(value, _Default):
-        return value
-    if value is None:
-        if allow_none:
-            return None
-        raise JobDefinitionError(f"job {job_name!r}: option {name}= must be a duration, not None")
-    try:
-        seconds = parse_duration(value, what=name)
-    except ValueError as exc:
-        raise JobDefinitionError(f"job {job_name!r}: option {exc}") from None
-    if seconds <= 0:
-        raise JobDefinitionError(f"job {job_name!r}: option {name}= must be greater than zero, got {value!r}")
-    return seconds
+        return enqueue_one(handle.spec, tuple(self.args), self.kwargs, chain=self.chain)
 
 
 def job(
@@ -354,6 +219,22 @@ def job(
     options raise :class:`JobDefinitionError` right here.
     """
 
+    given = {
+        "timeout": timeout,
+        "hard_timeout": hard_timeout,
+        "expires": expires,
+        "retry": retry,
+        "lock": lock,
+        "lock_ttl": lock_ttl,
+        "on_lock": on_lock,
+        "unique": unique,
+        "unique_ttl": unique_ttl,
+        "concurrency": concurrency,
+        "rate_limit": rate_limit,
+        "rate_key": rate_key,
+        "drop_unknown_kwargs": drop_unknown_kwargs,
+    }
+
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
         return Job(_build_spec(fn))
 
@@ -363,76 +244,14 @@ def job(
         job_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if not isinstance(job_name, str) or not job_name:
             raise JobDefinitionError(f"@job on {fn!r}: option name= must be a non-empty string, got {name!r}")
+        draft = Draft(job_name, fn)
         if queue is not None and not is_queue_name(queue):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option queue= must be letters, digits, '-', '_' or '.', got {queue!r}"
-            )
+            raise draft.invalid(f"option queue= must be letters, digits, '-', '_' or '.', got {queue!r}")
         check_declared_queue(job_name, queue, settings_if_valid())
-        parsed_timeout = _duration_option("timeout", job_name, timeout, allow_none=True)
-        parsed_hard = _duration_option("hard_timeout", job_name, hard_timeout, allow_none=True)
-        parsed_expires = _duration_option("expires", job_name, expires, allow_none=True)
-        parsed_lock_ttl = _duration_option("lock_ttl", job_name, lock_ttl, allow_none=True)
-        parsed_unique_ttl = _duration_option("unique_ttl", job_name, unique_ttl, allow_none=True)
-        parsed_result_ttl = _duration_option("result_ttl", job_name, result_ttl, allow_none=True)
-        if isinstance(parsed_hard, float) and isinstance(parsed_timeout, float) and parsed_hard <= parsed_timeout:
-            raise JobDefinitionError(
-                f"job {job_name!r}: hard_timeout ({parsed_hard:g}s) must be longer than timeout ({parsed_timeout:g}s)"
-            )
-        if retry is not None and not isinstance(retry, Backoff):
-            raise JobDefinitionError(f"job {job_name!r}: option retry= must be a Backoff(...), got {retry!r}")
-        if on_lock not in ("defer", "skip"):
-            raise JobDefinitionError(f"job {job_name!r}: option on_lock= must be 'defer' or 'skip', got {on_lock!r}")
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option concurrency= must be a whole number >= 1, got {concurrency!r}"
-            )
-        parsed_rate: Rate | None = None
-        if rate_limit is not None:
-            try:
-                parsed_rate = parse_rate(rate_limit)
-            except ValueError as exc:
-                raise JobDefinitionError(f"job {job_name!r}: option {exc}") from None
-        params = inspect.signature(fn).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unique_template = None
-        if unique is True:
-            unique_template = ""
-        elif isinstance(unique, str) and unique:
-            unique_template = unique
-        elif unique not in (False, None, ""):
-            raise JobDefinitionError(f"job {job_name!r}: option unique= must be True or a key template, got {unique!r}")
-        for option, template in (("lock", lock), ("unique", unique_template), ("rate_key", rate_key)):
-            if template is None:
-                continue
-            if not isinstance(template, str) or (option != "unique" and not template):
-                raise JobDefinitionError(
-                    f"job {job_name!r}: option {option}= must be a non-empty string, got {template!r}"
-                )
-            try:
-                fields = _template_fields(template)
-            except ValueError as exc:
-                raise JobDefinitionError(
-                    f"job {job_name!r}: option {option}={template!r} is not a valid template: {exc}"
-                ) from None
-            for field_name in fields:
-                if not field_name.isidentifier():
-                    raise JobDefinitionError(
-                        f"job {job_name!r}: option {option}={template!r} may only use plain argument names "
-                        "like {user_id}"
-                    )
-                if field_name not in params and not takes_any:
-                    raise JobDefinitionError(
-                        f"job {job_name!r}: option {option}={template!r} uses {{{field_name}}}, which is not an "
-                        f"argument of {fn.__qualname__}{inspect.signature(fn)}"
-                    )
-        if not isinstance(drop_unknown_kwargs, bool):
-            raise JobDefinitionError(
-                f"job {job_name!r}: option drop_unknown_kwargs= must be True or False, got {drop_unknown_kwargs!r}"
-            )
-        if rate_key is not None and parsed_rate is None:
-            raise JobDefinitionError(f"job {job_name!r}: option rate_key= needs rate_limit= as well")
+        fields: dict[str, Any] = {}
+        for policy in POLICIES:
+            fields.update(policy.parse(draft, given))
+        parsed_result_ttl = draft.seconds("result_ttl", result_ttl)
         if job_name in _registry and _registry[job_name].spec.func is not fn:
             existing = _registry[job_name].spec.func
             if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
@@ -443,22 +262,10 @@ def job(
             name=job_name,
             func=fn,
             queue=queue,
-            timeout=parsed_timeout,
-            hard_timeout=parsed_hard if isinstance(parsed_hard, float) else None,
-            expires=parsed_expires,
-            retry=retry or NO_RETRY,
-            lock=lock,
-            lock_ttl=parsed_lock_ttl if isinstance(parsed_lock_ttl, float) else None,
-            on_lock=on_lock,
-            unique=unique_template,
-            unique_ttl=parsed_unique_ttl if isinstance(parsed_unique_ttl, float) else None,
-            concurrency=concurrency,
-            rate_limit=parsed_rate,
-            rate_key=rate_key,
-            drop_unknown_kwargs=drop_unknown_kwargs,
-            result_ttl=parsed_result_ttl if isinstance(parsed_result_ttl, float) else None,
+            result_ttl=parsed_result_ttl,
             aliases=check_aliases(job_name, aliases, _registry),
             periodic=parse_periodic(job_name, fn, schedule, schedule_tz, missed),
+            **fields,
         )
 
     def register(fn: Callable[P, R]) -> Job[P, R]:

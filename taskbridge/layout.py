@@ -6,10 +6,20 @@ adapter builds its names and declarations from them. docs/transports.md describe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .config import get_settings
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 SQS_RETENTION_SECONDS = 14 * 24 * 3600
 """How long an SQS queue keeps a message; SQS's maximum, set by whichever engine creates the queue."""
+
+
+def dead_letter_queue(queue: str, settings: Settings | None = None) -> str:
+    """Where ``queue``'s messages that cannot run are kept: ``<queue><dead_letter_suffix>``."""
+    return queue + (settings or get_settings()).dead_letter_suffix
 
 
 def amqp_queue_arguments(queue: str) -> dict[str, Any]:

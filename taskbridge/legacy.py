@@ -17,10 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .job import Job, registry
+from .config import get_settings
+from .declared import registry
+from .unwrapped import Unwrapped
 
 if TYPE_CHECKING:
-    from .wire import Unwrapped
+    from .job import Job
 
 PICKLE_HINT = (
     "switch the old producers to JSON: Celery task_serializer='json' (and accept_content=['json']), "
@@ -80,8 +82,6 @@ def from_celery(data: list[Any], headers: Mapping[str, Any] | None) -> Unwrapped
     ``headers`` are the message's Celery headers (``task``, ``id``, ``eta``, ``expires``,
     ``retries``): on AMQP the transport's headers, in kombu's Redis and SQS messages the JSON's.
     """
-    from .wire import Unwrapped
-
     name = headers.get("task") if headers else None
     if not isinstance(name, str) or headers is None:
         return None
@@ -119,8 +119,6 @@ def from_celery(data: list[Any], headers: Mapping[str, Any] | None) -> Unwrapped
 
 def from_dramatiq(data: dict[str, Any]) -> Unwrapped | None:
     """A Dramatiq message (fields already checked) for an aliased actor name, as an envelope."""
-    from .wire import Unwrapped
-
     name = data["actor_name"]
     if not is_legacy(name, data["args"], data["kwargs"]):
         return None
@@ -158,8 +156,6 @@ def _envelope(
     expires_at: float | None,
     origin: str,
 ) -> dict[str, Any]:
-    from .config import get_settings
-
     envelope: dict[str, Any] = {
         "job": handle.name,
         "queue": handle.spec.resolved_queue(get_settings().default_queue),

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from .config import Settings, get_settings
 from .engine import MessageRunner, Taken, TransportFacts
 from .envelope import Envelope, peek_job_name
-from .job import JobSpec
+from .runner import Runner
+from .spec import JobSpec
 
 log = logging.getLogger("taskbridge.memory")
 
@@ -94,9 +95,7 @@ class MemoryEngine:
         with self._cond:
             if self._threads:
                 return
-            if self._runner is None:
-                from .runner import Runner
-
+            if self._runner is None:  # embedded: jobs run without a worker that declares them
                 self._runner = Runner(self, self.settings)
             self._stopping.clear()
             _running.add(self)

@@ -1,7 +1,7 @@
 """Moving a backlog from one engine x transport to another without running it.
 
 Items are taken from the source with :meth:`Engine.take`, read with :func:`taskbridge.wire.unwrap`,
-published to the target through :func:`taskbridge.publishing.schedule` (so a remaining delay longer
+published to the target through :func:`taskbridge.dispatch.schedule` (so a remaining delay longer
 than the target transport holds hops like any other), and acknowledged at the source only after
 the target's ``publish`` returned, which means stored (publisher confirms or a transaction on
 RabbitMQ, the reply on Redis and SQS). A few batches are in flight at a time (one publishing, a
@@ -19,10 +19,10 @@ from queue import Empty, Full, Queue
 from typing import cast
 
 from .config import Settings
+from .dispatch import DEAD_LETTER_JOB, publish, publish_dead_letter, schedule
 from .engine import Engine, Taken, settle
 from .envelope import Envelope, decode
 from .errors import EnvelopeError
-from .publishing import DEAD_LETTER_JOB, publish, publish_dead_letter, schedule
 from .wire import unwrap
 
 DEFAULT_BATCH = 500

@@ -9,25 +9,32 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import carrying, events
+from . import carrying, chains, events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
+from .declared import lookup, registry
+from .dispatch import publish_dead_letter, schedule
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
-from .job import JobSpec, lookup, registry
-from .outcomes import Dead, Defer, Done, Expired, Outcome, Retry, Skip
-from .policies import arguments, delay, expiry, lock, rate_limit, retry
+from .outcomes import Dead, DeadCause, Defer, Done, Outcome, Reason, Retry, Skip
+from .policies import for_job, retry, with_hook
+from .policies.arguments import Arguments
+from .policies.base import Policy, RunContext
 from .policies.timeout import soft_timeout
-from .publishing import publish_dead_letter, schedule
+from .producer import enqueue_one
 from .signing import signer_for
-from .tracking import CANCELLED, get_tracker, plan_of, traceback_text
+from .spec import JobSpec
+from .tracking import get_tracker, plan_of, traceback_text
 from .transports import queue_name_problem
 from .wire import unwrap
-from .workflows import chains, chunks, groups
+from .workflows import chunks, groups
 
 log = logging.getLogger("taskbridge.runner")
+
+ARGUMENTS = Arguments()
+_AFTER_OUTCOME = with_hook("after_outcome")
 
 
 class Runner:
@@ -98,10 +105,10 @@ class Runner:
         (AMQP): the headers name the task of a legacy Celery message (see :mod:`.legacy`)."""
         item = unwrap(body, content_type=content_type, headers=headers)
         if item.payload is None:
-            return self.dead_letter(body, f"unreadable message: {item.reason}", queue)
+            return self._dead_letter(body, f"unreadable message: {item.reason}", queue, DeadCause.UNREADABLE)
         limit = self.engine.facts.max_message_size
         if len(body) > limit and len(item.envelope or "") > limit:
-            return self.dead_letter(body, f"the envelope is over the {limit}-byte limit", queue)
+            return self._dead_letter(body, f"the envelope is over the {limit}-byte limit", queue, DeadCause.TOO_LARGE)
         return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
@@ -109,122 +116,130 @@ class Runner:
         bytes (base64 when they are not UTF-8), without running anything. Like :meth:`run` it
         retries a failed write until it is stored; a caller that must not block (an engine's event
         loop) calls it inside :func:`taskbridge.carrying.without_holding` and requeues on failure."""
-        outcome = Dead(None, reason, raw=raw)
+        return self._dead_letter(raw, reason, queue, DeadCause.ENGINE)
+
+    def _dead_letter(self, raw: bytes | str, reason: str, queue: str | None, cause: DeadCause) -> Outcome:
+        outcome = Dead(None, reason, raw=raw, cause=cause)
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome, queue)
         return outcome
 
-    def fail_externally(
+    def fail_killed(
         self, raw: str | bytes, reason: str, *, timed_out: bool = False, queue: str | None = None
     ) -> Outcome:
         """The engine killed the job (hard timeout, lost child): retry or dead-letter it per its policy."""
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw)
+            outcome: Outcome = Dead(None, f"malformed message: {exc}", raw=raw, cause=DeadCause.MALFORMED)
         else:
             handle = lookup(envelope.job)
             unsigned = self.signer.verify(envelope) if self.signer else None
             if unsigned:
-                outcome = Dead(None, unsigned, raw=raw)
+                outcome = Dead(None, unsigned, raw=raw, cause=DeadCause.UNSIGNED)
             elif handle is None:
-                outcome = Dead(envelope, f"unknown job {envelope.job!r}")
+                outcome = Dead(envelope, f"unknown job {envelope.job!r}", cause=DeadCause.UNKNOWN_JOB)
             else:
-                self._release_killed(handle.spec, envelope)
+                self._release_after_kill(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         self._report(outcome)
         return outcome
 
-    def _release_killed(self, spec: JobSpec, envelope: Envelope) -> None:
-        if not (spec.lock or spec.concurrency):
+    def _release_after_kill(self, spec: JobSpec, envelope: Envelope) -> None:
+        """Give back what the killed run held (its lock, its lease), under the run's owner token."""
+        policies, templates = for_job(spec)
+        holders = [policy for policy in policies if policy.holds]
+        if not holders:
             return
-        try:
-            bound, _ = arguments.bind(spec, envelope)
-        except arguments.BadArguments:
+        timeout = spec.resolved_timeout(self.settings.default_timeout)
+        ctx = RunContext(spec, envelope, self.settings, self.coordination, timeout, self._waited, templates)
+        if ARGUMENTS.before_run(ctx) is not None:
             return
-        try:
-            lock.release_for(spec, bound, self.coordination, envelope)
-        except CoordinationError as exc:
-            log.warning("job %s: its lock could not be released (%s); it expires by itself", spec.name, exc)
+        self._release(holders, ctx, None)
 
     def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
-            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw))
+            return Dead(None, f"malformed message: {exc}", raw=_dumped(raw), cause=DeadCause.MALFORMED)
         if self.signer is not None:
             unsigned = self.signer.verify(envelope)
             if unsigned:
                 # Nothing in the envelope is trusted, not even its queue: dead-letter the bytes.
-                return Dead(None, unsigned, raw=_dumped(raw))
+                return Dead(None, unsigned, raw=_dumped(raw), cause=DeadCause.UNSIGNED)
         handle = lookup(envelope.job)
         if handle is None:
-            return Dead(envelope, f"unknown job {envelope.job!r}: no job of that name is declared in this worker")
+            return Dead(
+                envelope,
+                f"unknown job {envelope.job!r}: no job of that name is declared in this worker",
+                cause=DeadCause.UNKNOWN_JOB,
+            )
         spec = handle.spec
-        now = time.time()
-        if expiry.is_expired(envelope, now):
-            return Expired(envelope)
-        due_in = delay.remaining(envelope, now)
-        if due_in > 0:
-            if due_in > self.settings.inline_wait_max:
-                return Defer(envelope, due_in, "delay")
-            time.sleep(due_in)
-        try:
-            bound, _dropped = arguments.bind(spec, envelope)
-        except arguments.BadArguments as exc:
-            return Dead(envelope, str(exc))
+        policies, templates = for_job(spec)
         try:
             held = chunks.held_back(envelope, self.coordination)
         except CoordinationError as exc:
             return self._store_down(envelope, exc)
         if held is not None:
             return held
-        try:
-            wait = rate_limit.wait(spec, envelope, bound, self.coordination, time.time())
-        except CoordinationError as exc:
-            return self._store_down(envelope, exc)
-        if wait > 0:
-            if wait > self.settings.inline_wait_max:
-                slot = {**envelope.headers, rate_limit.SLOT_HEADER: time.time() + wait}
-                away = rate_limit.deferral(wait, self.settings.inline_wait_max)
-                return Defer(envelope.with_changes(headers=slot), away, "rate limit")
-            events.emit({**_event("waited", envelope), "reason": "rate limit", "wait": wait})
-            time.sleep(wait)
-        envelope = _without_slot(envelope)
         timeout = spec.resolved_timeout(self.settings.default_timeout)
+        ctx = RunContext(spec, envelope, self.settings, self.coordination, timeout, self._waited, templates)
+        passed: list[Policy] = []  # those that hold something until the run ends
+        asked_store = False
         try:
-            guard = lock.acquire(spec, bound, self.coordination, timeout, envelope)
+            for policy in policies:
+                asked_store = asked_store or policy.coordinated
+                stop = policy.before_run(ctx)
+                if stop is not None:
+                    self._release(passed, ctx, None)
+                    if asked_store and spec.needs_coordination:
+                        self.outage.succeeded()
+                    return stop
+                if policy.holds:
+                    passed.append(policy)
         except CoordinationError as exc:
-            return self._store_down(envelope, exc)
+            self._release(passed, ctx, None)
+            return self._store_down(ctx.envelope, exc)
         if spec.needs_coordination:
             self.outage.succeeded()
-        if guard is None:
-            if spec.on_lock == "skip":
-                return Skip(envelope, "lock busy")
-            return Defer(envelope, self.settings.lock_retry, "lock busy")
+        envelope = ctx.envelope
         plan = plan_of(envelope, self.settings)
         if plan is not None and not self.tracker.started(envelope, plan):
-            guard.release()
-            return Skip(envelope, CANCELLED)
+            self._release(passed, ctx, None)
+            return Skip(envelope, Reason.CANCELLED)
         if events.has_subscribers():
             events.emit(_event("started", envelope))
+        bound = ctx.bound
+        assert bound is not None
         started = time.monotonic()
+        error: BaseException | None = None
         try:
             with soft_timeout(timeout if self.soft_timeouts else None):
                 value = spec.func(*bound.args, **bound.kwargs)
         except Exception as exc:
+            error = exc
             duration = time.monotonic() - started
             events.emit_exception(exc, _event("raised", envelope))
             return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
         finally:
-            guard.release()
+            if passed:
+                self._release(passed, ctx, error)
         return Done(envelope, time.monotonic() - started, value)
+
+    @staticmethod
+    def _release(passed: list[Policy], ctx: RunContext, error: BaseException | None) -> None:
+        for policy in reversed(passed):
+            policy.after_run(ctx, error)
+
+    @staticmethod
+    def _waited(envelope: Envelope, reason: Reason, seconds: float) -> None:
+        events.emit({**_event("waited", envelope), "reason": reason, "wait": seconds})
 
     def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
         """The job needs the coordination store and it is unreachable: never run it unguarded; try
         again later, with back-off, without counting an attempt."""
-        return Defer(envelope, self.outage.failed(error), "coordination store unreachable")
+        return Defer(envelope, self.outage.failed(error), Reason.STORE_UNREACHABLE)
 
     def _failed(
         self,
@@ -277,23 +292,18 @@ class Runner:
             self._continue_chain(outcome.envelope, outcome.value)
         groups.member_ended(outcome, self.coordination)
         envelope = outcome.envelope
-        if envelope is not None and "unique" in envelope.headers:
-            try:
-                self.coordination.release_unique(envelope.headers["unique"])
-            except CoordinationError as exc:
-                log.warning("job %s: its uniqueness mark stays until it expires (%s)", envelope.job, exc)
+        if envelope is not None:
+            for policy in _AFTER_OUTCOME:
+                policy.after_outcome(envelope, self.coordination)
 
     def _continue_chain(self, envelope: Envelope, value: Any) -> None:
-        from .job import JobCall
-        from .publishing import enqueue_one
-
         step, args, rest = chains.next_call(envelope, value)
         handle = lookup(step["job"])
         if handle is None:
             reason = f"chain step {step['job']!r} is not declared"
         else:
             try:
-                enqueue_one(JobCall(handle), tuple(args), dict(step.get("kwargs", {})), chain=rest)
+                enqueue_one(handle.spec, tuple(args), dict(step.get("kwargs", {})), chain=rest)
                 return
             except EnqueueError as exc:
                 # Raising would leave the finished job unacknowledged, to run again and fail here again.
@@ -321,7 +331,7 @@ class Runner:
             event.get("attempt"),
             outcome.kind,
             event.get("duration", 0.0),
-            "".join(f" {k}={event[k]!r}" for k in ("delay", "reason", "error") if k in event),
+            "".join(f" {k}={_plain(event[k])!r}" for k in ("delay", "reason", "error") if k in event),
         )
         events.emit(event)
 
@@ -340,11 +350,9 @@ def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
     return event
 
 
-def _without_slot(envelope: Envelope) -> Envelope:
-    if rate_limit.SLOT_HEADER not in envelope.headers:
-        return envelope
-    headers = {k: v for k, v in envelope.headers.items() if k != rate_limit.SLOT_HEADER}
-    return envelope.with_changes(headers=headers)
+def _plain(value: Any) -> Any:
+    """A reason as the plain string logs always showed (``'rate limit'``, not the enum member)."""
+    return str(value) if isinstance(value, Reason) else value
 
 
 def _error_type(error: BaseException | None, timed_out: bool) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 from .config import Settings, banner, mask_url
 from .engine import Engine
 from .errors import ConfigurationError
-from .publishing import dead_letter_queue
+from .layout import dead_letter_queue
 
 RAN_OUTCOMES = ("done", "retried", "dead")
 """Outcomes counted as throughput: the job ran (or was given up)."""

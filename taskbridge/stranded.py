@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Settings, mask_url
 from .engine import Engine, available_engines, load_engine_factory
-from .publishing import dead_letter_queue
+from .layout import dead_letter_queue
 
 log = logging.getLogger("taskbridge.worker")
 

@@ -22,35 +22,14 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from . import legacy
+from .unwrapped import Unwrapped
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", "application/x-json"})
 _MAX_DEPTH = 4
 """Wrappers nest at most kombu message > Celery body > envelope; deeper nesting is not a message."""
-
-
-@dataclass(frozen=True)
-class Unwrapped:
-    """The envelope an item carries (not yet validated), or the reason it carries none."""
-
-    payload: str | dict[str, Any] | None
-    """The envelope as its JSON text, or as the JSON object already parsed out of the item."""
-    reason: str | None = None
-    form: str = "unknown"
-    """``envelope``, ``celery``, ``kombu``, ``dramatiq`` or ``unknown``: the outermost wrapper."""
-    message: dict[str, Any] | None = None
-    """A Dramatiq message carrying an envelope, as parsed, its fields checked: the consumer builds
-    Dramatiq's message from it rather than parsing the item again."""
-
-    @property
-    def envelope(self) -> str | None:
-        """The envelope's JSON text, if the item carries one."""
-        if isinstance(self.payload, dict):
-            return _dump(self.payload)
-        return self.payload
 
 
 def unwrap(
@@ -237,10 +216,6 @@ def _b64(text: bytes | bytearray | str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json_type(value: Any) -> str:

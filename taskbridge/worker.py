@@ -15,7 +15,8 @@ from . import preflight
 from .config import Settings, banner, get_settings
 from .engine import Engine, get_engine, load_engine_factory
 from .errors import ConfigurationError
-from .job import registry
+from .job import Job, registry
+from .layout import dead_letter_queue
 from .runner import Runner
 from .stranded import warn_about_stranded
 
@@ -40,8 +41,6 @@ def import_job_modules(modules: Sequence[str]) -> None:
 
 def jobs_of(module: str) -> list[str]:
     """Names of the jobs an imported ``module`` declares or holds (imported from elsewhere)."""
-    from .job import Job
-
     held = {value.name for value in vars(sys.modules[module]).values() if isinstance(value, Job)}
     declared = {name for name in registry() if name.startswith(module + ".")}
     return sorted(held | declared)
@@ -181,7 +180,6 @@ def _serve_metrics(
 ) -> MetricsServer:
     from .observability.depth import QueueDepthCollector
     from .observability.server import serve, serve_from_own_process
-    from .publishing import dead_letter_queue
 
     assert settings.metrics_port is not None
     depth, done = _depth_reader(engine, settings)

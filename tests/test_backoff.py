@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from taskbridge import Backoff, JobTimeout
-from taskbridge.job import job
+from taskbridge import Backoff, JobDefinitionError, JobTimeout
+from taskbridge.job import job, lookup
 from taskbridge.policies import retry
 
 
@@ -33,19 +35,44 @@ def test_jitter_stays_within_half_and_full_delay() -> None:
         assert len(set(draws)) > 1_900
 
 
-def test_durations_are_parsed_and_bad_ones_rejected() -> None:
+def test_durations_are_parsed() -> None:
     policy = Backoff(base="500ms", cap="2m")
     assert (policy.base, policy.cap) == (0.5, 120.0)
-    with pytest.raises(ValueError, match=r"Backoff\.base: cannot read 'later'"):
-        Backoff(base="later")
-    with pytest.raises(ValueError, match=r"Backoff\.cap: must not be negative"):
-        Backoff(cap=-1)
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, True, "3"])
-def test_max_retries_must_be_a_whole_number(value: object) -> None:
-    with pytest.raises(ValueError, match=r"Backoff\.max_retries must be a whole number >= 0"):
-        Backoff(max_retries=value)  # type: ignore[arg-type]
+def invalid_backoffs() -> list[Any]:
+    return [
+        pytest.param({"base": "later"}, r"Backoff\.base: cannot read 'later'", id="base-text"),
+        pytest.param({"cap": -1}, r"Backoff\.cap: must not be negative", id="cap-negative"),
+        *(
+            pytest.param({"max_retries": value}, r"Backoff\.max_retries must be a whole number >= 0", id=f"max-{value}")
+            for value in (-1, 1.5, True, "3")
+        ),
+        *(
+            pytest.param({"on": value}, r"Backoff\.on must hold exception classes", id=f"on-{index}")
+            for index, value in enumerate([("OSError",), (OSError, 5), (int,)])
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("values", "message"), invalid_backoffs())
+def test_an_invalid_backoff_is_refused_at_decoration_naming_the_job(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(JobDefinitionError, match=r"^job 'test_backoff\.invalid': option retry= .*" + message):
+
+        @job(name="test_backoff.invalid", retry=Backoff(**values))
+        def invalid() -> None: ...
+
+    assert lookup("test_backoff.invalid") is None
+
+
+@pytest.mark.parametrize(("values", "message"), invalid_backoffs())
+def test_an_invalid_backoff_used_on_its_own_raises(values: dict[str, Any], message: str) -> None:
+    policy = Backoff(**values)
+    assert policy.problem is not None
+    with pytest.raises(ValueError, match=message):
+        policy.delay(1)
+    with pytest.raises(ValueError, match=message):
+        policy.retries(OSError())
 
 
 def test_on_filters_which_errors_retry() -> None:
@@ -59,12 +86,6 @@ def test_on_filters_which_errors_retry() -> None:
 def test_on_accepts_one_class_or_a_list() -> None:
     assert Backoff(on=OSError).on == (OSError,)  # type: ignore[arg-type]
     assert Backoff(on=[OSError, KeyError]).on == (OSError, KeyError)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("value", [("OSError",), (OSError, 5), (int,)])
-def test_on_must_hold_exception_classes(value: object) -> None:
-    with pytest.raises(ValueError, match=r"Backoff\.on must hold exception classes"):
-        Backoff(on=value)  # type: ignore[arg-type]
 
 
 def test_default_retries_any_exception_including_timeouts() -> None:

@@ -68,6 +68,6 @@ def test_without_holding_writes_once_and_raises(embedded: Embedded) -> None:
     refusing = _RefusingPublishes(embedded, count=1)
     envelope: Any = Envelope(job=fatal.name, queue=Q)
     with carrying.without_holding(), pytest.raises(ConnectionError):
-        embedded.runner.fail_externally(envelope.encode(), "killed", queue=Q)
+        embedded.runner.fail_killed(envelope.encode(), "killed", queue=Q)
     assert refusing.left == 0
     assert embedded.dead_letters(Q) == []

@@ -148,26 +148,26 @@ def test_an_expired_lock_cannot_be_renewed(coordination: Coordination) -> None:
 
 
 def test_semaphore_grants_limit_leases(coordination: Coordination) -> None:
-    tokens = [coordination.acquire_slot("reports", limit=3, ttl=5) for _ in range(3)]
+    tokens = [coordination.acquire_lease("reports", limit=3, ttl=5) for _ in range(3)]
     assert None not in tokens
     assert len(set(tokens)) == 3
-    assert coordination.acquire_slot("reports", limit=3, ttl=5) is None
+    assert coordination.acquire_lease("reports", limit=3, ttl=5) is None
 
 
-def test_released_lease_frees_one_slot(coordination: Coordination) -> None:
-    tokens = [coordination.acquire_slot("reports", limit=2, ttl=5) for _ in range(2)]
+def test_a_released_lease_frees_room_for_one_more(coordination: Coordination) -> None:
+    tokens = [coordination.acquire_lease("reports", limit=2, ttl=5) for _ in range(2)]
     assert tokens[0] is not None
-    coordination.release_slot("reports", tokens[0])
-    assert coordination.acquire_slot("reports", limit=2, ttl=5) is not None
-    assert coordination.acquire_slot("reports", limit=2, ttl=5) is None
-    coordination.release_slot("reports", "unknown-token")
+    coordination.release_lease("reports", tokens[0])
+    assert coordination.acquire_lease("reports", limit=2, ttl=5) is not None
+    assert coordination.acquire_lease("reports", limit=2, ttl=5) is None
+    coordination.release_lease("reports", "unknown-token")
 
 
-def test_expired_lease_frees_its_slot(coordination: Coordination) -> None:
-    assert coordination.acquire_slot("reports", limit=1, ttl=0.1) is not None
-    assert coordination.acquire_slot("reports", limit=1, ttl=0.1) is None
+def test_an_expired_lease_frees_its_room(coordination: Coordination) -> None:
+    assert coordination.acquire_lease("reports", limit=1, ttl=0.1) is not None
+    assert coordination.acquire_lease("reports", limit=1, ttl=0.1) is None
     time.sleep(0.15)
-    assert coordination.acquire_slot("reports", limit=1, ttl=5) is not None
+    assert coordination.acquire_lease("reports", limit=1, ttl=5) is not None
 
 
 def test_concurrent_threads_never_exceed_the_limit(coordination: Coordination) -> None:
@@ -176,7 +176,7 @@ def test_concurrent_threads_never_exceed_the_limit(coordination: Coordination) -
 
     def take() -> None:
         start.wait()
-        granted.append(coordination.acquire_slot("reports", limit=5, ttl=5))
+        granted.append(coordination.acquire_lease("reports", limit=5, ttl=5))
 
     threads = [threading.Thread(target=take) for _ in range(16)]
     for thread in threads:
@@ -220,7 +220,7 @@ def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespac
         slow = Rate(count=1, period=1.0)  # its key lives one interval: long enough to see on a loaded machine
         store.reserve_rate("jobs", slow)
         store.acquire_lock("user:1", ttl=5)
-        store.acquire_slot("reports", limit=2, ttl=5)
+        store.acquire_lease("reports", limit=2, ttl=5)
         store.claim_unique("report:42", ttl=5)
         keys = {key.decode() for key in client.scan_iter(f"{namespace}:*")}
         assert keys == {
@@ -318,10 +318,10 @@ def test_lock_and_lease_taken_with_a_given_token_are_released_with_it(coordinati
     assert coordination.acquire_lock("user:9", ttl=5, token="run-1:1") is None
     assert coordination.release_lock("user:9", "run-2:1") is False
     assert coordination.release_lock("user:9", "run-1:1") is True
-    assert coordination.acquire_slot("jobs", 1, ttl=5, token="run-1:1") == "run-1:1"
-    assert coordination.acquire_slot("jobs", 1, ttl=5) is None
-    coordination.release_slot("jobs", "run-1:1")
-    assert coordination.acquire_slot("jobs", 1, ttl=5) is not None
+    assert coordination.acquire_lease("jobs", 1, ttl=5, token="run-1:1") == "run-1:1"
+    assert coordination.acquire_lease("jobs", 1, ttl=5) is None
+    coordination.release_lease("jobs", "run-1:1")
+    assert coordination.acquire_lease("jobs", 1, ttl=5) is not None
 
 
 # groups: each member's end counted once; the end of a sealed group reported to one caller

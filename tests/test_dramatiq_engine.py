@@ -13,7 +13,7 @@ import pytest
 from support import open_harness
 
 from taskbridge import get_engine
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue
 from taskbridge.testing import Harness
 from taskbridge.testing import jobs as contract_jobs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from support import Embedded, EmbeddedFactory
 from taskbridge import Backoff, Done, EnqueueError, JobDefinitionError, JobTimeout, job
 from taskbridge.job import DEFAULT, Signature, lookup
 from taskbridge.outcomes import Dead
+from taskbridge.policies import OPTIONS
 from taskbridge.units import Rate
 
 
@@ -293,3 +295,9 @@ def test_signatures_check_arguments_when_made() -> None:
     assert sig.s().args == [], "a chain step may leave its first argument to the previous step's result"
     with pytest.raises(EnqueueError, match=r"arguments do not match.*unexpected keyword argument 'y'"):
         sig.s(1, y=2)
+
+
+def test_every_option_a_policy_owns_is_an_option_of_job() -> None:
+    parameters = inspect.signature(job).parameters
+    assert set(parameters) >= OPTIONS, "a policy's option is missing from @job"
+    assert all(parameters[option].kind is inspect.Parameter.KEYWORD_ONLY for option in OPTIONS)

@@ -23,7 +23,7 @@ from support import open_harness
 
 from taskbridge import Envelope, events
 from taskbridge import metrics as tb_metrics
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue
 from taskbridge.status import Sample, read_metrics
 from taskbridge.testing import KNOWN, Harness
 

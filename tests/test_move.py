@@ -15,10 +15,10 @@ import pytest
 from support import Embedded, open_harness
 
 from taskbridge.config import Settings, load_settings
+from taskbridge.dispatch import schedule
 from taskbridge.engine import Engine, load_engine_factory, settle
 from taskbridge.envelope import Envelope, decode
 from taskbridge.move import SAME_QUEUE_NOTE, Mover
-from taskbridge.publishing import schedule
 from taskbridge.testing import KNOWN, Harness
 from taskbridge.wire import unwrap
 
@@ -189,7 +189,7 @@ def test_malformed_items_stay_at_the_source_and_dead_letters_move_with_their_rec
     from taskbridge_celery.take import redis_keys
 
     from taskbridge.cli import main
-    from taskbridge.publishing import publish_dead_letter
+    from taskbridge.dispatch import publish_dead_letter
 
     source, target = "celery-redis", "dramatiq-redis"
     with open_harness(target, tmp_path, "backlog_jobs") as harness:

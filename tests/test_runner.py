@@ -293,6 +293,22 @@ def test_concurrency_caps_running_instances(embedded: Embedded) -> None:
     assert sorted(ran) == [1, 2, 4]
 
 
+@job(name="runner.locked_and_capped", queue=Q, lock="account:{account}", concurrency=1)
+def locked_and_capped(account: int) -> None:
+    ran.append(account)
+
+
+def test_a_run_whose_lease_is_busy_gives_back_the_lock_it_took(embedded: Embedded) -> None:
+    store = embedded.coordination
+    assert store.acquire_lease(f"concurrency:{locked_and_capped.name}", 1, 60, "another-run") is not None
+    outcome = run(embedded, Envelope(job=locked_and_capped.name, queue=Q, kwargs={"account": 7}))
+    assert isinstance(outcome, Defer) and outcome.reason == "lock busy"
+    assert store.lock_ttl("lock:account:7") is None, "the lock taken before the lease must be given back"
+    store.release_lease(f"concurrency:{locked_and_capped.name}", "another-run")
+    assert isinstance(run(embedded, Envelope(job=locked_and_capped.name, queue=Q, kwargs={"account": 7})), Done)
+    assert ran == [7]
+
+
 # timeout and retry
 
 
@@ -352,22 +368,22 @@ def test_an_error_the_policy_does_not_retry_is_dead_at_once(embedded: Embedded) 
     assert len(embedded.dead_letters(Q)) == 1
 
 
-def test_fail_externally_retries_or_dead_letters_per_policy(embedded: Embedded) -> None:
-    outcome = embedded.runner.fail_externally(
+def test_fail_killed_retries_or_dead_letters_per_policy(embedded: Embedded) -> None:
+    outcome = embedded.runner.fail_killed(
         Envelope(job=slow.name, queue=Q).encode(), "killed after hard_timeout", timed_out=True
     )
     assert isinstance(outcome, Retry) and outcome.timed_out and outcome.error == "killed after hard_timeout"
     [retry] = embedded.queued(Q)
     assert retry.attempt == 2
     embedded.engine.purge(Q)
-    outcome = embedded.runner.fail_externally(retry.encode(), "worker lost")
+    outcome = embedded.runner.fail_killed(retry.encode(), "worker lost")
     assert isinstance(outcome, Dead) and outcome.error_type == "WorkerLost"
     assert embedded.dead_letters(Q)[0].headers["reason"] == "failed on attempt 2 of 2: worker lost"
     assert ran == []
 
 
-def test_fail_externally_on_a_malformed_body_dead_letters_it(embedded: Embedded) -> None:
-    outcome = embedded.runner.fail_externally("{oops", "worker lost", queue=Q)
+def test_fail_killed_on_a_malformed_body_dead_letters_it(embedded: Embedded) -> None:
+    outcome = embedded.runner.fail_killed("{oops", "worker lost", queue=Q)
     assert isinstance(outcome, Dead) and "malformed message" in outcome.reason
     assert embedded.dead_letters(Q)[0].headers["body"] == "{oops"
 
@@ -473,8 +489,8 @@ def test_a_message_whose_outcome_cannot_be_carried_out_is_put_back(embedded: Emb
         def dead_letter(self, raw: str | bytes, reason: str, queue: str | None) -> Any:
             return embedded.runner.dead_letter(raw, reason, queue)
 
-        def fail_externally(self, raw: str | bytes, reason: str, **options: Any) -> Any:
-            return embedded.runner.fail_externally(raw, reason, **options)
+        def fail_killed(self, raw: str | bytes, reason: str, **options: Any) -> Any:
+            return embedded.runner.fail_killed(raw, reason, **options)
 
     engine.declare(record.spec, FailsOnce())
     malformed = Envelope(job=record.name, queue=Q, args="not a list")  # type: ignore[arg-type]
@@ -592,15 +608,15 @@ def test_a_hard_timeout_not_longer_than_the_default_timeout_is_refused_at_worker
 
 
 def test_a_run_killed_by_the_engine_gives_back_its_lock_but_not_a_lock_another_run_took(embedded: Embedded) -> None:
-    from taskbridge.policies.lock import owner_token
+    from taskbridge.policies.base import owner_token
 
     killed = Envelope(job=locked.name, queue=Q, kwargs={"account": 7, "n": 1})
     store = embedded.coordination
     assert store.acquire_lock("lock:account:7", 60, owner_token(killed)) is not None
-    embedded.runner.fail_externally(killed.encode(), "killed at its hard_timeout", timed_out=True)
+    embedded.runner.fail_killed(killed.encode(), "killed at its hard_timeout", timed_out=True)
     assert store.lock_ttl("lock:account:7") is None, "the killed run's lock should be free at once"
 
     other = store.acquire_lock("lock:account:7", 60)
     assert other is not None
-    embedded.runner.fail_externally(killed.encode(), "killed at its hard_timeout", timed_out=True)
+    embedded.runner.fail_killed(killed.encode(), "killed at its hard_timeout", timed_out=True)
     assert store.lock_ttl("lock:account:7") is not None, "a lock held by another run must be kept"

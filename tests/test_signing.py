@@ -283,7 +283,7 @@ def test_a_job_out_of_retries_is_dead_lettered_with_a_signed_record(signed_tb: E
 
 def test_an_unsigned_message_whose_worker_was_lost_is_dead_lettered_not_retried(signed_tb: Embedded) -> None:
     body = Envelope(job=flaky.name, queue=Q).encode()
-    outcome = signed_tb.runner.fail_externally(body, "worker lost", queue=Q)
+    outcome = signed_tb.runner.fail_killed(body, "worker lost", queue=Q)
     assert isinstance(outcome, Dead) and outcome.reason == MISSING
     assert signed_tb.queued(Q) == [], "a retry would carry a valid signature for a message nobody signed"
 

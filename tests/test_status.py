@@ -17,7 +17,8 @@ from test_metrics import harness_for
 from taskbridge import events
 from taskbridge import metrics as tb_metrics
 from taskbridge.cli import main
-from taskbridge.publishing import dead_letter_queue, publish_dead_letter
+from taskbridge.dispatch import publish_dead_letter
+from taskbridge.layout import dead_letter_queue
 from taskbridge.status import QueueCounters, Snapshot, compare, quantile
 from taskbridge.testing import KNOWN
 

@@ -23,7 +23,7 @@ from support import open_harness
 from taskbridge.config import load_settings
 from taskbridge.engine import Engine, load_engine_factory, settle
 from taskbridge.envelope import Envelope, decode
-from taskbridge.publishing import schedule
+from taskbridge.dispatch import schedule
 from taskbridge.testing import KNOWN, Harness
 from taskbridge.wire import unwrap
 

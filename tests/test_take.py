@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from support import open_harness
 
+from taskbridge.dispatch import publish_dead_letter, schedule
 from taskbridge.engine import settle
 from taskbridge.envelope import Envelope
-from taskbridge.publishing import publish_dead_letter, schedule
 from taskbridge.testing import KNOWN
 
 COMBINATIONS = sorted(KNOWN)

@@ -163,19 +163,19 @@ def test_a_group_callback_whose_publish_fails_is_retried_in_place(
     embedded: Embedded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from taskbridge import carrying
-    from taskbridge.publishing import _Publisher
+    from taskbridge.producer import Producer
 
     monkeypatch.setattr(carrying, "FIRST_BACKOFF", 0.01)
-    send = _Publisher.send
+    send = Producer.send
     failures: list[str] = []
 
-    def flaky(self: _Publisher, envelopes: Any) -> None:
+    def flaky(self: Producer, envelopes: Any) -> None:
         if self.spec.name == "wf.notify" and len(failures) < 2:
             failures.append(self.spec.name)
             raise ConnectionError("broker unreachable")
         send(self, envelopes)
 
-    monkeypatch.setattr(_Publisher, "send", flaky)
+    monkeypatch.setattr(Producer, "send", flaky)
     group(resize.s(i) for i in range(1, 6)).then(notify.s("flaky")).enqueue()
     _drain(embedded)
     assert failures == ["wf.notify", "wf.notify"]

@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import MessageRunner, Taken
-from taskbridge.errors import ConfigurationError, EnqueueError, PublishError
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken
+from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.extras import require
-from taskbridge.layout import sqs_queue_name
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue, sqs_queue_name
 
 from .app import build_app, consume
 from .broker import broker_for
@@ -72,12 +71,12 @@ class CeleryEngine:
                 redis_batches=self.broker.scheme == "redis",
             ).publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
-        self._runner: MessageRunner | None = None
+        self._declared = DeclaredRunner(self.name)
         self._taker: Take | None = None
 
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Register ``spec`` as a Celery task whose body hands the envelope to ``runner``."""
-        self._runner = runner
+        self._declared.keep(runner)
         if spec.name not in spec.aliases:  # else the alias task below runs the job's own name too
             register(self.app, spec, runner)
         register_aliases(self.app, spec, runner)
@@ -111,12 +110,7 @@ class CeleryEngine:
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run a Celery worker (prefork pool) on ``queues`` in the foreground until it is stopped; with
         ``worker_reload``, a changed ``*.py`` file under the current directory restarts it."""
-        if self._runner is None:
-            # Without a runner every message would be one the worker can neither run nor dead-letter.
-            raise ConfigurationError(
-                "the celery worker has no job declared: name the modules that declare them "
-                "(taskbridge worker myapp.jobs)"
-            )
+        self._declared.require()
         names = list(queues) or [self.settings.default_queue]
         watcher = SourceWatcher() if self.settings.worker_reload else None
         consume(self.app, names)
@@ -193,6 +187,4 @@ class CeleryEngine:
     @property
     def runner(self) -> MessageRunner:
         """The runner :meth:`declare` was given; the worker's consumer and requests hand it messages."""
-        if self._runner is None:
-            raise ConfigurationError("the celery engine runs messages only after its jobs were declared")
-        return self._runner
+        return self._declared.require()

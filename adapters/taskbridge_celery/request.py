@@ -36,7 +36,7 @@ Celery carries out itself: Reject(requeue) when the runner could not finish, a l
 
 
 class EnvelopeRequest(Request):
-    """Adds to Celery's request: hard timeout -> ``fail_externally``; any other failure of the
+    """Adds to Celery's request: hard timeout -> ``fail_killed``; any other failure of the
     task machinery (the body never reached the runner) -> dead letter. Acknowledged after that."""
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
@@ -63,7 +63,7 @@ class EnvelopeRequest(Request):
                 if isinstance(exc, TimeLimitExceeded):
                     limit = exc.args[0] if exc.args else "?"
                     reason = f"killed at its hard_timeout ({limit}s)"
-                    runner.fail_externally(raw, reason, timed_out=True, queue=queue)
+                    runner.fail_killed(raw, reason, timed_out=True, queue=queue)
                 else:
                     runner.dead_letter(raw, f"the Celery task failed before the job ran: {exc!r}", queue)
         except Exception:

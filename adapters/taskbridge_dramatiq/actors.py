@@ -12,8 +12,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
 from taskbridge.envelope import Envelope
-from taskbridge.job import JobSpec
 from taskbridge.legacy import is_legacy
+from taskbridge.spec import JobSpec
 
 from .brokers import UNKNOWN_JOB_ACTOR, TaskbridgeBroker
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import MessageRunner, Taken, TransportFacts
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken, TransportFacts
 from taskbridge.envelope import Envelope, EnvelopeBatch
 from taskbridge.errors import ConfigurationError
 from taskbridge.extras import require
-from taskbridge.job import JobSpec
-from taskbridge.publishing import dead_letter_queue
+from taskbridge.layout import dead_letter_queue
+from taskbridge.spec import JobSpec
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
@@ -54,7 +54,7 @@ class DramatiqEngine:
         require(_TRANSPORT_MODULES[self.transport], f"the dramatiq engine on {self.transport}://")
         self.facts: TransportFacts = transport_facts(self.settings)
         self._specs: dict[str, JobSpec] = {}
-        self._runner: MessageRunner | None = None
+        self._declared = DeclaredRunner(self.name)
         self._broker: TaskbridgeBroker | None = None
         self._lock = threading.Lock()
         self._taker: Take | None = None
@@ -70,7 +70,7 @@ class DramatiqEngine:
     def declare(self, spec: JobSpec, runner: MessageRunner) -> None:
         """Remember the job; its actor is declared on the broker of each worker process."""
         self._specs[spec.name] = spec
-        self._runner = runner
+        self._declared.keep(runner)
 
     def publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> None:
         """Enqueue the envelopes (one pipeline / batch request where the broker allows) after ``delay``."""
@@ -93,6 +93,7 @@ class DramatiqEngine:
 
         if not queues:
             raise ConfigurationError("the dramatiq worker needs at least one queue to consume (--queues)")
+        self._declared.require()
         processes = self.settings.worker_processes or 1
         threads = self.settings.worker_threads or max(1, math.ceil(concurrency / processes))
         log.info(
@@ -108,7 +109,7 @@ class DramatiqEngine:
             settling.settle(queues, [dead_letter_queue(queue, self.settings) for queue in queues])
         self.close()  # a forked worker process must not share this process's connections
         supervisor = Supervisor(
-            lambda slot: WorkerProcess(self, queues, threads).run(),
+            lambda index: WorkerProcess(self, queues, threads).run(),
             processes,
             reload=self.settings.worker_reload,
             respawn_delay=self.options.respawn_delay,
@@ -197,15 +198,11 @@ class DramatiqEngine:
 
     @property
     def runner(self) -> MessageRunner:
-        """The runner given to :meth:`declare` (or a fresh one) that handles this engine's messages."""
-        if self._runner is None:
-            from taskbridge.runner import Runner
-
-            self._runner = Runner(self, self.settings)
-        return self._runner
+        """The runner given to :meth:`declare`, which handles this engine's messages."""
+        return self._declared.require()
 
     def run_message(self, raw: str, queue: str | None, item: CarriedItem | None = None) -> Outcome:
-        """Hand one message body to the runner given to :meth:`declare` (or a fresh one); for a
+        """Hand one message body to the runner given to :meth:`declare`; for a
         stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
         if item is not None and queue is not None:
             return self.runner.run_item(item.body, queue, content_type=item.content_type, headers=item.headers)

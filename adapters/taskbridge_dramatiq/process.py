@@ -164,7 +164,7 @@ class WorkerProcess:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(running.thread_id), ctypes.py_object(JobAbandoned))
         try:
             with carrying.without_holding():  # the watchdog thread must not block on a broker
-                self.engine.runner.fail_externally(
+                self.engine.runner.fail_killed(
                     envelope_text(message) or raw_body(message.args, message.kwargs),
                     reason,
                     timed_out=True,

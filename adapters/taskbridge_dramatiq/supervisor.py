@@ -57,8 +57,8 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
         watcher = self._watch() if self.reload else None
         try:
-            for slot in range(self.processes):
-                self._spawn(slot)
+            for index in range(self.processes):
+                self._spawn(index)
             while not self._stopping:
                 self._wait_and_replace()
             self._stop_children()
@@ -83,22 +83,22 @@ class Supervisor:
                 if child.pid is not None and child.is_alive():
                     os.kill(child.pid, signal.SIGKILL)
 
-    def _spawn(self, slot: int) -> None:
+    def _spawn(self, index: int) -> None:
         # Signals stay blocked across fork until the child has installed its own handlers.
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:
             child = self._context.Process(
-                target=_child_main, args=(self.serve, slot), name=f"taskbridge-dramatiq-{slot}", daemon=False
+                target=_child_main, args=(self.serve, index), name=f"taskbridge-dramatiq-{index}", daemon=False
             )
             child.start()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-        self._children[slot] = child
+        self._children[index] = child
 
     def _wait_and_replace(self) -> None:
         sentinels = [child.sentinel for child in self._children.values()]
         multiprocessing.connection.wait(sentinels, timeout=0.5)
-        for slot, child in list(self._children.items()):
+        for index, child in list(self._children.items()):
             if child.exitcode is None or self._stopping:
                 continue
             child.join()
@@ -113,7 +113,7 @@ class Supervisor:
                 )
                 time.sleep(self.respawn_delay)
             if not self._stopping:
-                self._spawn(slot)
+                self._spawn(index)
 
     def _stop_children(self) -> None:
         for child in self._children.values():
@@ -132,11 +132,11 @@ class Supervisor:
         return setup_file_watcher(self.watch_dir, False, ["**/*.py"], None)
 
 
-def _child_main(serve: Callable[[int], int], slot: int) -> None:
+def _child_main(serve: Callable[[int], int], index: int) -> None:
     for sig in _HANDLED:
         signal.signal(sig, signal.SIG_DFL)
     _stop_with_parent()
-    sys.exit(serve(slot))
+    sys.exit(serve(index))
 
 
 def _stop_with_parent() -> None:

@@ -46,10 +46,10 @@ class Coordination(Protocol):
     def lock_ttl(self, key: str) -> float | None:
         """Seconds until the lock ``key`` expires, or None when it is free."""
 
-    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
+    def acquire_lease(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         """Take one of ``limit`` concurrency leases on ``key`` for ``ttl`` seconds; token or None."""
 
-    def release_slot(self, key: str, token: str) -> None:
+    def release_lease(self, key: str, token: str) -> None:
         """Give back a concurrency lease."""
 
     def claim_unique(self, key: str, ttl: float) -> bool:

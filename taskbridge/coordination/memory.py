@@ -35,7 +35,7 @@ class MemoryCoordination:
         self._lock = threading.Lock()
         self._rates: dict[str, float] = {}  # key -> theoretical arrival time of the next slot
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (token, expiry)
-        self._slots: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
+        self._leases: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
         self._uniques: dict[str, float] = {}  # key -> expiry
         self._groups: dict[str, _Group] = {}
         self._records: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
@@ -85,25 +85,25 @@ class MemoryCoordination:
                 return None
             return held[1] - now
 
-    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
+    def acquire_lease(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         with self._lock:
             now = self._now()
-            leases = {token: expiry for token, expiry in self._slots.get(key, {}).items() if expiry > now}
+            leases = {token: expiry for token, expiry in self._leases.get(key, {}).items() if expiry > now}
             if len(leases) >= limit:
-                self._slots[key] = leases
+                self._leases[key] = leases
                 return None
             token = token or uuid.uuid4().hex
             leases[token] = now + ttl
-            self._slots[key] = leases
+            self._leases[key] = leases
             return token
 
-    def release_slot(self, key: str, token: str) -> None:
+    def release_lease(self, key: str, token: str) -> None:
         with self._lock:
-            leases = self._slots.get(key)
+            leases = self._leases.get(key)
             if leases is not None:
                 leases.pop(token, None)
                 if not leases:
-                    del self._slots[key]
+                    del self._leases[key]
 
     def claim_unique(self, key: str, ttl: float) -> bool:
         with self._lock:
@@ -175,9 +175,9 @@ class MemoryCoordination:
             self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
             self._groups = {key: state for key, state in self._groups.items() if state.expiry > now}
             self._records = {key: held for key, held in self._records.items() if held[1] > now}
-            self._slots = {
+            self._leases = {
                 key: live
-                for key, leases in self._slots.items()
+                for key, leases in self._leases.items()
                 if (live := {token: expiry for token, expiry in leases.items() if expiry > now})
             }
         return now

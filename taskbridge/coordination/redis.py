@@ -44,7 +44,7 @@ return wait
 
 # KEYS[1] is a sorted set of lease token -> expiry (server milliseconds).
 # ARGV[1] = token, ARGV[2] = limit, ARGV[3] = ttl in ms; returns 1 if the lease was granted.
-_ACQUIRE_SLOT = """
+_ACQUIRE_LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -126,7 +126,8 @@ class RedisCoordination:
 
     Each operation is one atomic command or Lua script; expiry and rate limits follow the
     Redis server's clock, so hosts with skewed clocks agree. Keys are
-    ``<namespace>:<rate|lock|slots|unique>:<key>`` and all of them expire.
+    ``<namespace>:<rate|lock|slots|unique>:<key>`` and all of them expire (``slots`` holds the
+    concurrency leases; the name stays so workers of every version share them).
     """
 
     shared = True
@@ -142,7 +143,7 @@ class RedisCoordination:
             **(options.redis_kwargs() if options else {}),
         )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
-        self._acquire_slot = self._client.register_script(_ACQUIRE_SLOT)
+        self._acquire_lease = self._client.register_script(_ACQUIRE_LEASE)
         self._group = self._client.register_script(_GROUP)
         self._swap = self._client.register_script(_SWAP)
 
@@ -185,13 +186,13 @@ class RedisCoordination:
         return milliseconds / 1000
 
     @_store_call
-    def acquire_slot(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
+    def acquire_lease(self, key: str, limit: int, ttl: float, token: str | None = None) -> str | None:
         token = token or uuid.uuid4().hex
-        granted = self._acquire_slot(keys=[self._key("slots", key)], args=[token, limit, _milliseconds(ttl)])
+        granted = self._acquire_lease(keys=[self._key("slots", key)], args=[token, limit, _milliseconds(ttl)])
         return token if granted else None
 
     @_store_call
-    def release_slot(self, key: str, token: str) -> None:
+    def release_lease(self, key: str, token: str) -> None:
         self._client.zrem(self._key("slots", key), token)
 
     @_store_call

@@ -1,4 +1,5 @@
-"""Arguments: bind an envelope's args to the job's signature, dropping unknown kwargs if allowed."""
+"""Arguments: bind an envelope's args to the job's signature (dropping unknown kwargs if allowed) and
+render the job's key templates once, for the policies that use them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..envelope import Envelope
-from ..job import JobSpec, KeyTemplateError
+from ..outcomes import Dead, DeadCause, Outcome
+from ..spec import JobSpec, KeyTemplateError
+from .base import Draft, Policy, RunContext
 
 log = logging.getLogger("taskbridge.arguments")
 
@@ -32,11 +35,11 @@ class BoundCall:
 _good_shapes: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
 
 
-def bind(spec: JobSpec, envelope: Envelope) -> tuple[BoundCall, list[str]]:
-    """Bound arguments and the names of unknown kwargs that were dropped (rolling deploys)."""
+def bind(spec: JobSpec, envelope: Envelope, *, names: bool = False) -> tuple[BoundCall, list[str]]:
+    """Bound arguments and the names of unknown kwargs that were dropped (rolling deploys);
+    ``names``: the caller needs :attr:`BoundCall.arguments` (to render key templates)."""
     shape = (len(envelope.args), tuple(envelope.kwargs))
-    needs_names = bool(spec.lock or spec.rate_key)
-    if not needs_names and shape in _good_shapes.get(spec.name, ()):
+    if not names and shape in _good_shapes.get(spec.name, ()):
         return BoundCall(tuple(envelope.args), envelope.kwargs, {}), []
     kwargs = envelope.kwargs
     dropped: list[str] = []
@@ -61,10 +64,41 @@ def bind(spec: JobSpec, envelope: Envelope) -> tuple[BoundCall, list[str]]:
         shapes = _good_shapes.setdefault(spec.name, set())
         if len(shapes) < 64:
             shapes.add(shape)
-    for template in (spec.lock, spec.rate_key):
+    return BoundCall(bound.args, bound.kwargs, bound.arguments), dropped
+
+
+def render(spec: JobSpec, bound: BoundCall, options: tuple[str, ...]) -> dict[str, str]:
+    """The key templates of ``options`` (``lock``, ``rate_key``...) the job sets, filled from ``bound``."""
+    keys: dict[str, str] = {}
+    for option in options:
+        template = getattr(spec, option)
         if template:
             try:
-                spec.render_key(template, bound)
+                keys[option] = spec.render_key(template, bound)
             except KeyTemplateError as exc:
                 raise BadArguments(str(exc)) from None
-    return BoundCall(bound.args, bound.kwargs, bound.arguments), dropped
+    return keys
+
+
+class Arguments(Policy):
+    """Binds the arguments before the policies that key on them; a call that does not fit the
+    function is dead-lettered (it would fail the same way on every attempt)."""
+
+    name = "arguments"
+    options = ("drop_unknown_kwargs",)
+
+    def parse(self, draft: Draft, given: Mapping[str, Any]) -> dict[str, Any]:
+        drop = given.get("drop_unknown_kwargs", True)
+        if not isinstance(drop, bool):
+            raise draft.invalid(f"option drop_unknown_kwargs= must be True or False, got {drop!r}")
+        return {"drop_unknown_kwargs": drop}
+
+    def before_run(self, ctx: RunContext) -> Outcome | None:
+        needed = ctx.templates
+        try:
+            ctx.bound, _dropped = bind(ctx.spec, ctx.envelope, names=bool(needed))
+            if needed:
+                ctx.keys = render(ctx.spec, ctx.bound, needed)
+        except BadArguments as exc:
+            return Dead(ctx.envelope, str(exc), cause=DeadCause.BAD_ARGUMENTS)
+        return None

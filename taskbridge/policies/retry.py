@@ -1,9 +1,15 @@
-"""Retry: a failed attempt is retried with backoff while the job's budget lasts, then dead-lettered."""
+"""Retry: a failed attempt is retried with backoff while the job's budget lasts (``@job(retry=Backoff(...))``),
+then dead-lettered."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from ..backoff import NO_RETRY, Backoff
 from ..errors import JobTimeout
-from ..job import JobSpec
+from ..spec import JobSpec
+from .base import Draft, Policy
 
 
 def should_retry(spec: JobSpec, attempt: int, error: BaseException | None) -> bool:
@@ -21,3 +27,20 @@ def should_retry(spec: JobSpec, attempt: int, error: BaseException | None) -> bo
 def delay(spec: JobSpec, attempt: int) -> float:
     """The backoff before the next attempt after attempt ``attempt`` failed."""
     return spec.retry.delay(attempt)
+
+
+class Retry(Policy):
+    """Owns ``retry``; the runner asks :func:`should_retry` and :func:`delay` when an attempt fails."""
+
+    name = "retry"
+    options = ("retry",)
+
+    def parse(self, draft: Draft, given: Mapping[str, Any]) -> dict[str, Any]:
+        retry = given.get("retry")
+        if retry is None:
+            return {"retry": NO_RETRY}
+        if not isinstance(retry, Backoff):
+            raise draft.invalid(f"option retry= must be a Backoff(...), got {retry!r}")
+        if retry.problem is not None:
+            raise draft.invalid(f"option retry= has an invalid Backoff: {retry.problem}")
+        return {"retry": retry}

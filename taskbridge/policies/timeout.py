@@ -1,4 +1,5 @@
-"""Soft timeout: raise :class:`JobTimeout` inside the running job once its ``timeout`` has passed.
+"""Timeouts: ``timeout`` raises :class:`JobTimeout` inside the running job once it has passed (soft);
+``hard_timeout`` is the engine's to enforce (it kills the run).
 
 In a process's main thread a SIGALRM timer interrupts even a blocking sleep; in worker threads a
 single watchdog thread raises the exception asynchronously (it lands at the job's next Python
@@ -14,8 +15,12 @@ import itertools
 import signal
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import JobTimeout
+from ..spec import DEFAULT
+from .base import Draft, Policy
 
 
 class _Watchdog:
@@ -125,3 +130,17 @@ class _SoftTimeout:
 def soft_timeout(seconds: float | None) -> _SoftTimeout:
     """Run the block with a soft timeout; ``None`` means no limit."""
     return _SoftTimeout(seconds)
+
+
+class Timeout(Policy):
+    """Owns ``timeout`` and ``hard_timeout``; the runner runs the job under :func:`soft_timeout`."""
+
+    name = "timeout"
+    options = ("timeout", "hard_timeout")
+
+    def parse(self, draft: Draft, given: Mapping[str, Any]) -> dict[str, Any]:
+        timeout = draft.duration("timeout", given.get("timeout", DEFAULT))
+        hard = draft.seconds("hard_timeout", given.get("hard_timeout"))
+        if hard is not None and isinstance(timeout, float) and hard <= timeout:
+            raise draft.invalid(f"hard_timeout ({hard:g}s) must be longer than timeout ({timeout:g}s)")
+        return {"timeout": timeout, "hard_timeout": hard}

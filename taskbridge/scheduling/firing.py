@@ -23,12 +23,11 @@ def iso(moment: float) -> str:
 def fire(handle: Any, scheduled: float) -> Envelope | None:
     """Enqueue one run of the periodic job ``handle`` scheduled at ``scheduled``; None when its
     ``unique`` twin is still pending. Emits a ``scheduled`` event naming the run's envelope id."""
-    from ..job import JobCall
-    from ..publishing import _Publisher
+    from ..producer import Producer
 
     periodic = handle.spec.periodic
     when = iso(scheduled)
-    publisher = _Publisher(JobCall(handle))
+    publisher = Producer(handle.spec)
     envelope = publisher.build((), {SCHEDULED_AT: when} if periodic is not None and periodic.passes_time else {})
     if envelope is None:
         return None

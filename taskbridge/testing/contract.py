@@ -32,7 +32,7 @@ from taskbridge import (
     get_job,
     get_settings,
 )
-from taskbridge.publishing import max_delay
+from taskbridge.dispatch import max_delay
 from taskbridge.signing import MISMATCH, MISSING, Signer
 
 from . import jobs

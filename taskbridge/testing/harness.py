@@ -24,6 +24,7 @@ from taskbridge import configure, get_engine
 from taskbridge.config import mask_url
 from taskbridge.engine import Engine, load_engine_factory
 from taskbridge.errors import UnknownEngineError
+from taskbridge.layout import dead_letter_queue
 
 from .jobs import EVENTS_ENV
 
@@ -186,8 +187,6 @@ class Harness:
 
     @property
     def dead_queue(self) -> str:
-        from taskbridge.publishing import dead_letter_queue
-
         return dead_letter_queue(self.queue)
 
     def start_workers(

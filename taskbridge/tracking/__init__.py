@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings, get_settings
+from ..declared import lookup
 from ..envelope import Envelope, encode_json
 from ..errors import CoordinationError
-from ..job import JobSpec, lookup
-from ..outcomes import Dead, Done, Expired, Outcome, Retry, Skip
+from ..outcomes import Dead, DeadCause, Done, Expired, Outcome, Reason, Retry, Skip
+from ..spec import JobSpec
 from ..transports import kind_of
 from .base import TrackingStore
 from .memory import MemoryTracking
@@ -231,7 +232,7 @@ class Tracker:
         return result
 
 
-CANCELLED = "cancelled"
+CANCELLED = Reason.CANCELLED
 """The reason of the ``Skip`` outcome of a cancelled job."""
 
 
@@ -240,7 +241,7 @@ def _not_json(envelope: Envelope, done: Done, exc: Exception) -> Dead:
         f"job {envelope.job!r} returned {type(done.value).__name__}, which is not JSON ({exc}); a job that keeps "
         "its result (result_ttl) must return JSON: dicts, lists, strings, numbers, booleans or None"
     )
-    return Dead(envelope, reason, duration=done.duration, error_type="ResultNotJSON")
+    return Dead(envelope, reason, duration=done.duration, error_type="ResultNotJSON", cause=DeadCause.BAD_RESULT)
 
 
 def open_store(settings: Settings) -> TrackingStore:

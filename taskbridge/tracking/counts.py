@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 
 from ..config import Settings
+from ..declared import registry
 from ..errors import CoordinationError
-from ..job import registry
 from . import get_tracker
 from .record import JobRecord
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..coordination import Coordination
 from ..envelope import Envelope
-from ..outcomes import Defer, Outcome, Skip
+from ..outcomes import Defer, Outcome, Reason, Skip
 
 log = logging.getLogger("taskbridge.workflows")
 
@@ -46,7 +46,7 @@ PUBLISH_WAIT = 2.0
 """Seconds a worker waits for the publish of its job's chunk to return before deferring the job."""
 RECHECK = 2.0
 """Seconds a job whose chunk is still being published is deferred by."""
-SUPERSEDED = "a copy of a chunk that was published again after a crash"
+SUPERSEDED = Reason.CHUNK_SUPERSEDED
 
 _published: dict[tuple[str, int], int] = {}
 """(fan-out id, chunk) -> the published epoch; final once written, so kept per process."""
@@ -138,7 +138,7 @@ def held_back(envelope: Envelope, store: Coordination) -> Outcome | None:
             if len(_stalled) >= _REMEMBERED:
                 _stalled.clear()
             _stalled[stalled] = time.monotonic()
-            return Defer(envelope, RECHECK, "its fan-out chunk is still being published")
+            return Defer(envelope, RECHECK, Reason.CHUNK_PUBLISHING)
         else:
             time.sleep(pause)
             pause = min(pause * 2, 0.25)

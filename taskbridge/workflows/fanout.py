@@ -33,7 +33,8 @@ from ..coordination import Coordination, get_coordination
 from ..engine import get_engine
 from ..envelope import EnvelopeBatch
 from ..errors import ConfigurationError, EnqueueError, JobDefinitionError
-from ..job import Job, JobCall, job, lookup
+from ..job import Job, job, lookup
+from ..producer import Producer
 from ..units import Duration, parse_duration
 from .chunks import CHUNK_HEADER, MARKER_TTL, Marker, header, marker_key, read_marker
 from .sources import Source, read_chunk, total_chunks
@@ -227,12 +228,10 @@ def _publish_chunk(
 
 
 def _publish(plan: dict[str, Any], items: list[Any], mark: dict[str, Any]) -> None:
-    from ..publishing import _Publisher
-
     handle = lookup(plan["job"])
     if handle is None:
         raise JobDefinitionError(f"fan-out {plan['id']}: job {plan['job']!r} is not declared in this worker")
-    publisher = _Publisher(JobCall(handle))
+    publisher = Producer(handle.spec)
     size = publisher.settings.enqueue_batch_size
     for start in range(0, len(items), size):
         calls = [([item, *plan["args"]], plan["kwargs"]) for item in items[start : start + size]]

@@ -18,21 +18,19 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import carrying
+from ..chains import check_length, step_of
 from ..config import get_settings
 from ..coordination import Coordination, get_coordination
 from ..engine import get_engine
 from ..envelope import TAKES_RESULT, Envelope
 from ..errors import ConfigurationError, EnqueueError, JobDefinitionError
-from ..job import JobCall, Signature, lookup
+from ..job import Signature, lookup
 from ..outcomes import Dead, Done, Expired, Outcome, Skip
-from .chains import check_length, step_of
+from ..producer import Producer
 from .chunks import CHUNK_HEADER, publish_once
-
-if TYPE_CHECKING:
-    from ..publishing import _Publisher
 
 log = logging.getLogger("taskbridge.workflows")
 
@@ -105,9 +103,7 @@ def _handle(name: str) -> Any:
 
 
 def _publish_members(members: Iterable[Signature], header: dict[str, Any] | None, size: int) -> int:
-    from ..publishing import _Publisher
-
-    publishers: dict[str, _Publisher] = {}
+    publishers: dict[str, Producer] = {}
     batches: dict[str, list[Envelope]] = {}
     total = 0
     for member in members:
@@ -115,7 +111,7 @@ def _publish_members(members: Iterable[Signature], header: dict[str, Any] | None
             raise EnqueueError(f"group member {member.job!r} is a chain; a group's members are single jobs")
         publisher = publishers.get(member.job)
         if publisher is None:
-            publisher = publishers[member.job] = _Publisher(JobCall(_handle(member.job)))
+            publisher = publishers[member.job] = Producer(_handle(member.job).spec)
         envelope = publisher.build(member.args, member.kwargs)
         if envelope is None:
             continue  # a unique= twin is pending
@@ -160,13 +156,11 @@ def member_ended(outcome: Outcome, store: Coordination) -> None:
 
 def _enqueue_callback(store: Coordination, group_id: str, step: dict[str, Any], counts: dict[str, int]) -> None:
     """Publish the callback with the counts, once (see :func:`.chunks.publish_once`)."""
-    from ..publishing import _Publisher
-
     args = list(step.get("args", ()))
     if step.get(TAKES_RESULT) is True:
         args.insert(0, counts)
     chain = list(step.get("chain", ()))
-    publisher = _Publisher(JobCall(_handle(step["job"])))
+    publisher = Producer(_handle(step["job"]).spec)
 
     def publish(mark: dict[str, Any]) -> None:
         envelope = publisher.build(args, dict(step.get("kwargs", {})), chain)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..config import get_settings
-from ..envelope import TAKES_RESULT, Envelope
-from ..errors import EnqueueError
-from ..outcomes import Dead, Done, Outcome
+from .config import get_settings
+from .envelope import TAKES_RESULT, Envelope
+from .errors import EnqueueError
+from .outcomes import Dead, DeadCause, Done, Outcome
 
 if TYPE_CHECKING:
-    from ..job import Signature
+    from .job import Signature
 
 
 def step_of(signature: Signature) -> dict[str, Any]:
@@ -67,4 +67,5 @@ def checked(outcome: Outcome) -> Outcome:
         "next step with .si() so it takes no result",
         duration=outcome.duration,
         error_type="ChainResultError",
+        cause=DeadCause.BAD_RESULT,
     )

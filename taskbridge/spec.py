@@ -1,0 +1,111 @@
+"""The validated options of one job (:class:`JobSpec`), shared by the decorator, the producer and the runner."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .backoff import NO_RETRY, Backoff
+from .units import Rate
+
+if TYPE_CHECKING:
+    from .policies.arguments import BoundCall
+    from .scheduling.options import Periodic
+
+
+class KeyTemplateError(ValueError):
+    """A ``lock``/``unique``/``rate_key`` template names an argument the call does not pass."""
+
+
+class _Default:
+    """Marks an option left to the settings' default (``None`` means explicitly none)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+OnLock = Literal["defer", "skip"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Every option of one job, parsed and validated once at decoration time."""
+
+    name: str
+    func: Callable[..., Any]
+    queue: str | None = None
+    timeout: float | _Default | None = DEFAULT
+    hard_timeout: float | None = None
+    expires: float | _Default | None = DEFAULT
+    retry: Backoff = NO_RETRY
+    lock: str | None = None
+    lock_ttl: float | None = None
+    on_lock: OnLock = "defer"
+    unique: str | None = None
+    unique_ttl: float | None = None
+    concurrency: int | None = None
+    rate_limit: Rate | None = None
+    rate_key: str | None = None
+    drop_unknown_kwargs: bool = True
+    result_ttl: float | None = None
+    aliases: tuple[str, ...] = ()
+    """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
+    periodic: Periodic | None = None
+    """Its schedule, when ``taskbridge scheduler`` enqueues it periodically."""
+    signature: inspect.Signature = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", inspect.signature(self.func))
+
+    @property
+    def described(self) -> str:
+        """The function and its parameters without annotations, for messages: ``send_report(user_id, day='x')``."""
+        plain = self.signature.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in self.signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        return f"{self.func.__qualname__}{plain}"
+
+    @property
+    def needs_coordination(self) -> bool:
+        """Whether the job uses state that every worker must share."""
+        return bool(self.lock or self.concurrency or self.rate_limit) or self.unique is not None
+
+    def resolved_queue(self, default: str) -> str:
+        return self.queue or default
+
+    def resolved_timeout(self, default: float | None) -> float | None:
+        return default if isinstance(self.timeout, _Default) else self.timeout
+
+    def resolved_expires(self, default: float | None) -> float | None:
+        return default if isinstance(self.expires, _Default) else self.expires
+
+    def accepts_any_kwargs(self) -> bool:
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values())
+
+    def bind(self, args: Iterable[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        """Bind arguments to the function's signature (raises TypeError on a mismatch), defaults applied."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound
+
+    def render_key(self, template: str, bound: inspect.BoundArguments | BoundCall) -> str:
+        """Fill a ``lock``/``unique``/``rate_key`` template like ``"user:{user_id}"`` from the arguments.
+
+        Names passed through ``**kwargs`` count as arguments; a name this call lacks raises
+        :class:`KeyTemplateError`.
+        """
+        values = dict(bound.arguments)
+        for parameter in self.signature.parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                values.update(values.pop(parameter.name, {}))
+        try:
+            return template.format_map(values)
+        except KeyError as exc:
+            raise KeyTemplateError(
+                f"job {self.name!r}: the key {template!r} needs the argument {exc.args[0]!r}, which this call lacks"
+            ) from None
