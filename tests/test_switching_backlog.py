@@ -21,9 +21,9 @@ import pytest
 from support import open_harness
 
 from taskbridge.config import load_settings
+from taskbridge.dispatch import schedule
 from taskbridge.engine import Engine, load_engine_factory, settle
 from taskbridge.envelope import Envelope, decode
-from taskbridge.dispatch import schedule
 from taskbridge.testing import KNOWN, Harness
 from taskbridge.wire import unwrap
 
