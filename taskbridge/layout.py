@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import get_settings
-
 if TYPE_CHECKING:
     from .config import Settings
 
@@ -19,7 +17,12 @@ SQS_RETENTION_SECONDS = 14 * 24 * 3600
 
 def dead_letter_queue(queue: str, settings: Settings | None = None) -> str:
     """Where ``queue``'s messages that cannot run are kept: ``<queue><dead_letter_suffix>``."""
-    return queue + (settings or get_settings()).dead_letter_suffix
+    if settings is None:
+        # Names sit below the settings (config reads the transport rules, which use these names).
+        from .config import get_settings
+
+        settings = get_settings()
+    return queue + settings.dead_letter_suffix
 
 
 def amqp_queue_arguments(queue: str) -> dict[str, Any]:
