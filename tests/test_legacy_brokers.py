@@ -24,7 +24,7 @@ from taskbridge.testing import Harness
 SHARED_CELERY_KEYS = {"TASKBRIDGE_CELERY_REDIS_KEY_PREFIX": ""}
 
 
-@pytest.fixture(params=["celery-redis", "celery-amqp"])
+@pytest.fixture(params=["celery-redis", "celery-amqp", "celery-sqs"])
 def celery_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     with open_harness(request.param, tmp_path, "legacy_jobs", settings=SHARED_CELERY_KEYS) as harness:
         yield harness
@@ -38,6 +38,21 @@ def dramatiq_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Har
 
 def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     """The producers' Celery app as it was before the migration, sending to the queue the worker reads."""
+    if run.combination.broker_url.startswith("sqs"):
+        # Plain Celery on SQS: the queue under kombu's prefix, bodies base64-encoded (kombu's default).
+        broker: Any = get_engine()
+        app = Celery("oldapp", broker=broker.broker.url, set_as_current=False)
+        app.conf.update(
+            task_default_queue=run.queue,
+            task_serializer=serializer,
+            accept_content=[serializer],
+            broker_transport_options={
+                "region": "us-east-1",
+                "queue_name_prefix": f"{os.environ['TASKBRIDGE_NAMESPACE']}-",
+                "is_secure": False,
+            },
+        )
+        return app
     app = Celery("oldapp", broker=run.combination.broker_url, set_as_current=False)
     app.conf.update(task_default_queue=run.queue, task_serializer=serializer, accept_content=[serializer])
     # On RabbitMQ this old app declares its queue with the shared layout's arguments; a queue it

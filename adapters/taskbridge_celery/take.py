@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskbridge.taking.amqp import AmqpTake, PyAmqpChannel
+from taskbridge.taking.amqp import AmqpTake
 from taskbridge.taking.redis import RedisTake, Source
 from taskbridge.taking.sqs import SqsTake
 
+from .amqp_channel import PyAmqpChannel
 from .connection import ProcessConnection
 
 if TYPE_CHECKING:

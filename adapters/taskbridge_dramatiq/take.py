@@ -15,9 +15,11 @@ from typing import Any
 
 from dramatiq.common import dq_name, xq_name
 
-from taskbridge.taking.amqp import AmqpTake, PikaChannel
+from taskbridge.taking.amqp import AmqpTake
 from taskbridge.taking.redis import RedisTake, Source
 from taskbridge.taking.sqs import SqsTake
+
+from .amqp_channel import PikaChannel
 
 
 def queue_names(queue: str, dead_queue: str, *, dead_letters: bool) -> list[str]:
