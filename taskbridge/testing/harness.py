@@ -306,7 +306,8 @@ class Harness:
     def events(self, kind: str | None = None, job: str | None = None) -> list[dict[str, Any]]:
         """Recorded events, oldest first, optionally of one kind and job."""
         found = []
-        for line in self.events_path.read_text().splitlines():
+        # The text after the last newline is a line a worker is writing right now: read it next time.
+        for line in self.events_path.read_text().split("\n")[:-1]:
             if not line.strip():
                 continue
             event = json.loads(line)
