@@ -199,7 +199,7 @@ def test_a_connection_lost_during_a_command_is_one_line(
 ) -> None:
     import redis
 
-    from taskbridge.cli_support import fail
+    from taskbridge.cli.support import fail
     from taskbridge.config import load_settings, set_settings
 
     set_settings(load_settings(engine="celery", broker_url="redis://:s3cretpw@127.0.0.1:1/0"))

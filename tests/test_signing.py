@@ -178,7 +178,7 @@ def test_accepted_keys_come_from_the_environment_comma_separated_or_as_json(
 
 
 def test_taskbridge_config_shows_that_keys_are_set_never_the_keys(clean_env: None) -> None:
-    from taskbridge.cli_support import describe_settings
+    from taskbridge.cli.config import describe_settings
 
     shown = describe_settings(load_settings(signing_key=KEY, signing_keys_accepted=[OLD_KEY]))
     assert KEY not in shown and OLD_KEY not in shown

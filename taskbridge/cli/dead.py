@@ -1,136 +1,18 @@
-"""The ``taskbridge move`` and ``taskbridge dead`` commands: thin click wrappers over
-:mod:`taskbridge.move` and :mod:`taskbridge.dead`, with rich progress and tables."""
+"""``taskbridge dead list | show | replay | purge``: a thin click wrapper over :mod:`taskbridge.dead`,
+with rich progress and tables."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 import click
 
-from .cli_support import fail, log_level_option, set_log_level
-from .config import Settings, get_settings, load_settings
-from .engine import Engine, load_engine_factory
-from .units import parse_duration
-
-
-def _engine(settings: Settings) -> Engine:
-    return load_engine_factory(settings.engine)(settings)
-
-
-def _queues(value: str, settings: Settings) -> list[str]:
-    return [q for q in value.split(",") if q] or [settings.default_queue]
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-    with progress:
-        yield progress
-
-
-@click.command()
-@click.option("--from-engine", "from_engine", required=True, help="engine holding the backlog: celery, dramatiq, ...")
-@click.option("--from-broker", "from_broker", required=True, help="its broker URL")
-@click.option("--to-engine", "to_engine", required=True, help="engine to move the backlog to")
-@click.option("--to-broker", "to_broker", required=True, help="its broker URL")
-@click.option("--queues", "-Q", default="", help="comma-separated queues (default: the default queue)")
-@click.option("--dead-letters", is_flag=True, help="move the queues' dead letters instead of their waiting jobs")
-@click.option("--from-namespace", default=None, help="namespace at the source (default: TASKBRIDGE_NAMESPACE)")
-@click.option("--to-namespace", default=None, help="namespace at the target (default: TASKBRIDGE_NAMESPACE)")
-@click.option("--batch", type=click.IntRange(1, 5000), default=500, show_default=True, help="items per batch")
-@click.option("--json", "json_output", is_flag=True, help="print the summary as JSON")
-@log_level_option()
-def move(
-    from_engine: str,
-    from_broker: str,
-    to_engine: str,
-    to_broker: str,
-    queues: str,
-    dead_letters: bool,
-    from_namespace: str | None,
-    to_namespace: str | None,
-    batch: int,
-    json_output: bool,
-    log_level: str | None,
-) -> None:
-    """Move every waiting job (or dead letter) of the queues from one engine x broker to another.
-
-    Each job keeps its id, attempt, due time, expiry, chain and headers; it is removed at the source
-    only once the target has stored it, so a move stopped at any point loses nothing: run it again.
-    """
-    from .move import Mover
-
-    set_log_level(log_level)
-
-    try:
-        source_settings = load_settings(
-            engine=from_engine, broker_url=from_broker, **({"namespace": from_namespace} if from_namespace else {})
-        )
-        target_settings = load_settings(
-            engine=to_engine, broker_url=to_broker, **({"namespace": to_namespace} if to_namespace else {})
-        )
-        names = _queues(queues, source_settings)
-        source, target = _engine(source_settings), _engine(target_settings)
-        mover = Mover(source, target, source_settings, target_settings, batch=batch)
-        try:
-            with _progress(not json_output) as progress:
-                tasks = {}
-                for name in names:
-                    waiting = source.depth(name + source_settings.dead_letter_suffix if dead_letters else name)
-                    tasks[name] = progress.add_task(f"{name}", total=waiting or None)
-
-                def advance(queue: str, count: int) -> None:
-                    progress.advance(tasks[queue], count)
-
-                reports = mover.move(names, dead_letters=dead_letters, progress=advance)
-        finally:
-            source.close()
-            target.close()
-    except Exception as exc:
-        fail(exc)
-    if json_output:
-        click.echo(json.dumps([asdict(r) for r in reports], indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"moved {'dead letters' if dead_letters else 'jobs'}: {from_engine} -> {to_engine}")
-    table.add_column("queue")
-    for column in ("moved", "of them delayed", "malformed", "possibly moved twice", "still at source", "seconds"):
-        table.add_column(column, justify="right")
-    for r in reports:
-        counts = (r.moved, r.delayed, r.malformed, r.possibly_twice, r.left)
-        table.add_row(r.queue, *(str(n) for n in counts), f"{r.seconds:.1f}")
-    console = Console()
-    console.print(table)
-    for r in reports:
-        if r.note:
-            console.print(f"{r.queue}: {r.note}")
-    if any(r.malformed for r in reports):
-        where = "left in the dead letters" if dead_letters else "dead-lettered at the source"
-        console.print(f"malformed items carry no envelope: {where} (see taskbridge dead list)")
-    if any(r.left for r in reports):
-        console.print(
-            "items still at the source arrived during the move or are out of reach for now "
-            "(SQS holds a delayed message until it is due): run the same command again"
-        )
+from ..config import Settings, get_settings
+from ..units import parse_duration
+from .support import fail, log_level_option, progress_bars, queue_names, set_log_level
 
 
 @click.group()
@@ -140,8 +22,8 @@ def dead() -> None:
 
 def _dead_letters() -> tuple[Any, Settings]:
     """The configured engine's dead letters (the process-wide engine: the embedded one is in this process)."""
-    from .dead import DeadLetters
-    from .engine import get_engine
+    from ..dead import DeadLetters
+    from ..engine import get_engine
 
     return DeadLetters(get_engine(), get_settings()), get_settings()
 
@@ -163,7 +45,7 @@ def dead_list(queue: str, limit: int, json_output: bool, log_level: str | None) 
     try:
         letters, settings = _dead_letters()
         rows: list[dict[str, Any]] = []
-        for name in _queues(queue, settings):
+        for name in queue_names(queue, settings):
             for batch in letters.scan(name):
                 rows.extend(letter.summary() for letter in batch[: limit - len(rows)])
                 if len(rows) >= limit:
@@ -204,7 +86,7 @@ def dead_show(letter_id: str, queue: str, log_level: str | None) -> None:
     try:
         letters, settings = _dead_letters()
         found = None
-        for name in _queues(queue, settings):
+        for name in queue_names(queue, settings):
             for batch in letters.scan(name):
                 found = next((letter.record() for letter in batch if letter.id == letter_id), None)
                 if found:
@@ -236,8 +118,8 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str, log_level: 
     replayed = skipped = 0
     try:
         letters, settings = _dead_letters()
-        with _progress(replay_all) as progress:
-            for name in _queues(queue, settings):
+        with progress_bars(replay_all) as progress:
+            for name in queue_names(queue, settings):
                 task = progress.add_task(f"replay {name}", total=letters.count(name) or None)
                 for batch in letters.scan(name):
                     chosen = [letter for letter in batch if not letter_id or letter.id == letter_id]
@@ -263,7 +145,7 @@ def dead_replay(letter_id: str | None, replay_all: bool, queue: str, log_level: 
 def dead_purge(queue: str, older_than: str | None, log_level: str | None) -> None:
     """Drop dead letters for good (all of them, or those older than --older-than)."""
     set_log_level(log_level)
-    from .dead import older_than as is_older
+    from ..dead import older_than as is_older
 
     try:
         cutoff = parse_duration(older_than, what="--older-than") if older_than else None
@@ -272,8 +154,8 @@ def dead_purge(queue: str, older_than: str | None, log_level: str | None) -> Non
     purged = 0
     try:
         letters, settings = _dead_letters()
-        with _progress(True) as progress:
-            for name in _queues(queue, settings):
+        with progress_bars(True) as progress:
+            for name in queue_names(queue, settings):
                 task = progress.add_task(f"purge {name}", total=letters.count(name) or None)
                 for batch in letters.scan(name):
                     chosen = [letter for letter in batch if cutoff is None or is_older(letter, cutoff)]

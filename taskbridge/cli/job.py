@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .cli_support import fail, log_level_option, set_log_level
+from .support import fail, log_level_option, set_log_level
 
 
 @click.command("job")
@@ -17,8 +17,8 @@ from .cli_support import fail, log_level_option, set_log_level
 @log_level_option()
 def job_command(job_id: str, json_output: bool, log_level: str | None) -> None:
     """Show the record of the job JOB_ID (printed by enqueue, or ref.id); exits 1 when there is none."""
-    from .config import load_settings, set_settings
-    from .handles import get_job
+    from ..config import load_settings, set_settings
+    from ..handles import get_job
 
     set_log_level(log_level)
     try:

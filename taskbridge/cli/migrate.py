@@ -14,7 +14,7 @@ def migrate(paths: tuple[str, ...], write: bool) -> None:
     """Rewrite Celery and Dramatiq task decorators under PATHS to @job, keeping each old task name as
     an alias. Prints a diff and a summary; what cannot be mapped safely is listed with file:line."""
     try:
-        from .run import migrate_paths
+        from ..migrate.run import migrate_paths
     except ImportError as exc:
         click.echo(f"error: the codemod needs libcst ({exc}): pip install 'taskbridge-jobs[migrate]'", err=True)
         sys.exit(2)

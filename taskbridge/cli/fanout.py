@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .cli_support import fail, log_level_option, set_log_level
+from .support import fail, log_level_option, set_log_level
 
 
 @click.group("fanout")
@@ -21,7 +21,7 @@ def fanout() -> None:
 @log_level_option()
 def fanout_status(fan_out_id: str, as_json: bool, log_level: str | None) -> None:
     """Show chunks done / total, items published and an ETA of the fan-out FAN_OUT_ID."""
-    from .workflows import progress
+    from ..workflows import progress
 
     set_log_level(log_level)
     try:
