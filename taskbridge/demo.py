@@ -9,7 +9,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +18,7 @@ from rich.table import Table
 from . import configure, events
 from .backoff import Backoff
 from .job import job
+from .outcomes import Reason
 
 if TYPE_CHECKING:
     from .memory import MemoryEngine
@@ -97,15 +98,14 @@ OUTCOMES = [
 ]
 
 
-def _column(event: dict[str, Any]) -> str | None:
-    kind = event["event"]
-    if kind == "deferred":
-        return {"rate limit": "deferred (rate)", "lock busy": "deferred (lock)"}.get(
-            event.get("reason", ""), "deferred (delay)"
+def _column(event: events.Event) -> str | None:
+    if isinstance(event, events.DeferredEvent):
+        return {Reason.RATE_LIMIT: "deferred (rate)", Reason.LOCK_BUSY: "deferred (lock)"}.get(
+            event.reason, "deferred (delay)"
         )
-    if kind == "retried":
+    if isinstance(event, events.RetriedEvent):
         return "retried"
-    return kind if kind in ("done", "expired", "skipped", "dead") else None
+    return event.kind if event.kind in ("done", "expired", "skipped", "dead") else None
 
 
 def summary(counts: Counter[str]) -> str:
@@ -143,16 +143,18 @@ def run_demo(console: Console | None = None) -> int:
     finished = threading.Semaphore(0)
     terminal = {"done", "expired", "skipped", "dead"}
 
-    def on_event(event: dict[str, Any]) -> None:
-        name = str(event.get("job", "?"))
+    def on_event(event: events.Event) -> None:
+        if not isinstance(event, events.MessageEvent):
+            return
+        name = event.job or "?"
         column = _column(event)
         if column:
             counts[name][column] += 1
-        if event["event"] == "retried":
-            delays[name].append(event["delay"])
-        if event["event"] in ("retried", "dead") and event.get("timed_out"):
+        if isinstance(event, events.RetriedEvent):
+            delays[name].append(event.delay)
+        if isinstance(event, events.RetriedEvent | events.DeadEvent) and event.timed_out:
             counts[name]["timed out"] += 1
-        if event["event"] in terminal:
+        if event.kind in terminal:
             finished.release()
 
     events.subscribe(on_event)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -217,17 +216,9 @@ class Producer:
         if self.tracker is not None and self.plan is not None and envelopes:
             self.tracker.enqueued(envelopes, self.plan)
         schedule(self.engine, envelopes, self.delay, self.settings)
-        if envelopes:
+        if envelopes and events.has_subscribers():
             events.emit(
-                {
-                    "event": "enqueued",
-                    "job": self.spec.name,
-                    "queue": self.queue,
-                    "count": len(envelopes),
-                    "delay": self.delay,
-                    "time": time.time(),
-                    "pid": os.getpid(),
-                }
+                events.EnqueuedEvent(job=self.spec.name, queue=self.queue, count=len(envelopes), delay=self.delay)
             )
 
 

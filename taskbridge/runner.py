@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +34,8 @@ log = logging.getLogger("taskbridge.runner")
 
 ARGUMENTS = Arguments()
 _AFTER_OUTCOME = with_hook("after_outcome")
+_LOGGED = ("delay", "reason", "error")
+"""The outcome's fields its log line shows, where it has them."""
 
 
 class Runner:
@@ -209,7 +210,7 @@ class Runner:
             self._release(passed, ctx, None)
             return Skip(envelope, Reason.CANCELLED)
         if events.has_subscribers():
-            events.emit(_event("started", envelope))
+            events.emit(events.StartedEvent.about(envelope))
         bound = ctx.bound
         assert bound is not None
         started = time.monotonic()
@@ -220,7 +221,7 @@ class Runner:
         except Exception as exc:
             error = exc
             duration = time.monotonic() - started
-            events.emit_exception(exc, _event("raised", envelope))
+            events.emit_exception(exc, events.RaisedEvent.about(envelope))
             return self._failed(spec, envelope, exc, _describe(exc), duration, isinstance(exc, JobTimeout))
         finally:
             if passed:
@@ -234,7 +235,7 @@ class Runner:
 
     @staticmethod
     def _waited(envelope: Envelope, reason: Reason, seconds: float) -> None:
-        events.emit({**_event("waited", envelope), "reason": reason, "wait": seconds})
+        events.emit(events.WaitedEvent.about(envelope, reason=reason, wait=seconds))
 
     def _store_down(self, envelope: Envelope, error: CoordinationError) -> Outcome:
         """The job needs the coordination store and it is unreachable: never run it unguarded; try
@@ -314,40 +315,27 @@ class Runner:
 
     def _report(self, outcome: Outcome, queue: str | None = None) -> None:
         level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
-        if not events.has_subscribers() and not log.isEnabledFor(level):
+        logged = log.isEnabledFor(level)
+        listened = events.has_subscribers()
+        if not logged and not listened:
             return
-        event = _event(outcome.kind, outcome.envelope)
-        for name in ("duration", "delay", "reason", "error", "error_type", "timed_out"):
-            if hasattr(outcome, name):
-                event[name] = getattr(outcome, name)
-        if isinstance(outcome, Dead) and outcome.envelope is None and outcome.raw is not None:
-            event["job"] = peek_job_name(outcome.raw)
-            event["queue"] = queue or peek_queue(outcome.raw)
-        log.log(
-            level,
-            "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
-            event.get("job"),
-            event.get("id"),
-            event.get("attempt"),
-            outcome.kind,
-            event.get("duration", 0.0),
-            "".join(f" {k}={_plain(event[k])!r}" for k in ("delay", "reason", "error") if k in event),
-        )
-        events.emit(event)
-
-
-def _event(kind: str, envelope: Envelope | None) -> dict[str, Any]:
-    event: dict[str, Any] = {"event": kind, "time": time.time(), "pid": os.getpid()}
-    if envelope is not None:
-        event.update(
-            job=envelope.job,
-            id=envelope.id,
-            attempt=envelope.attempt,
-            queue=envelope.queue,
-            enqueued_at=envelope.enqueued_at,
-            not_before=envelope.not_before,
-        )
-    return event
+        envelope = outcome.envelope
+        job = envelope.job if envelope is not None else None
+        if isinstance(outcome, Dead) and envelope is None and outcome.raw is not None:
+            job, queue = peek_job_name(outcome.raw), queue or peek_queue(outcome.raw)
+        if logged:
+            log.log(
+                level,
+                "job=%s id=%s attempt=%s outcome=%s duration=%.3f%s",
+                job,
+                envelope.id if envelope is not None else None,
+                envelope.attempt if envelope is not None else None,
+                outcome.kind,
+                getattr(outcome, "duration", 0.0),
+                "".join(f" {k}={_plain(getattr(outcome, k))!r}" for k in _LOGGED if hasattr(outcome, k)),
+            )
+        if listened:
+            events.emit(events.outcome_event(outcome, job, queue))
 
 
 def _plain(value: Any) -> Any:

@@ -10,8 +10,8 @@ from taskbridge.testing.jobs import record
 
 @events.subscribe
 def _record_outcome(event: events.Event) -> None:
-    if str(event.get("job", "")).startswith(__name__):
-        record("outcome:" + event["event"], id=event.get("id"), attempt=event.get("attempt"), job=event.get("job"))
+    if isinstance(event, events.MessageEvent) and (event.job or "").startswith(__name__):
+        record("outcome:" + event.kind, id=event.id, attempt=event.attempt, job=event.job)
 
 
 @job(name=f"{__name__}.noop")

@@ -13,10 +13,10 @@ from taskbridge.testing.jobs import record
 
 @events.subscribe
 def _record_outcome(event: events.Event) -> None:
-    name = str(event.get("job") or "")
+    name = getattr(event, "job", None) or ""
     if name.startswith("cq."):
-        fields = {k: v for k, v in event.items() if k not in ("event", "time", "pid", "job")}
-        record("outcome:" + event["event"], job=name.removeprefix("cq."), **fields)
+        fields = {k: v for k, v in event.as_dict().items() if k not in ("event", "time", "pid", "job")}
+        record("outcome:" + event.kind, job=name.removeprefix("cq."), **fields)
 
 
 @job(name="cq.echo")

@@ -15,8 +15,10 @@ DRAMATIQ_NAME = "send_report"
 @events.subscribe
 def _record_dead(event: events.Event) -> None:
     # The contract's own jobs record their outcomes themselves (taskbridge.testing.jobs).
-    if event.get("event") in ("dead", "expired", "done") and not str(event.get("job")).startswith("taskbridge."):
-        record("outcome:" + str(event["event"]), reason=event.get("reason"), job=event.get("job"))
+    if isinstance(event, events.DeadEvent | events.ExpiredEvent | events.DoneEvent) and not str(event.job).startswith(
+        "taskbridge."
+    ):
+        record("outcome:" + event.kind, reason=getattr(event, "reason", None), job=event.job)
 
 
 @job(name="billing.send_report", aliases=[CELERY_NAME, DRAMATIQ_NAME])

@@ -8,8 +8,8 @@ from taskbridge.testing.jobs import record
 
 @events.subscribe
 def _record_outcome(event: events.Event) -> None:
-    if str(event.get("job", "")).startswith(__name__):
-        record("outcome:" + event["event"], id=event.get("id"), job=event.get("job"), reason=event.get("reason"))
+    if isinstance(event, events.MessageEvent) and (event.job or "").startswith(__name__):
+        record("outcome:" + event.kind, id=event.id, job=event.job, reason=getattr(event, "reason", None))
 
 
 @job(name=f"{__name__}.paced", rate_limit="5/s")

@@ -8,8 +8,8 @@ from taskbridge.testing.jobs import record, tick  # noqa: F401 - the every-secon
 
 @events.subscribe
 def _record_fired(event: events.Event) -> None:
-    if event["event"] == "scheduled" and str(event.get("job", "")).startswith(__name__):
-        record("outcome:scheduled", job=event["job"], id=event["id"], scheduled_at=event["scheduled_at"])
+    if isinstance(event, events.ScheduledEvent) and event.job.startswith(__name__):
+        record("outcome:scheduled", job=event.job, id=event.id, scheduled_at=event.scheduled_at)
 
 
 @job(name="scheduling_jobs.new_year", schedule="0 0 1 1 *", schedule_tz="Europe/Paris")

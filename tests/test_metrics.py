@@ -4,7 +4,6 @@ counts add up across worker processes."""
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import re
 import socket
@@ -24,6 +23,7 @@ from support import open_harness
 from taskbridge import Envelope, events
 from taskbridge import metrics as tb_metrics
 from taskbridge.layout import dead_letter_queue
+from taskbridge.outcomes import Reason
 from taskbridge.status import Sample, read_metrics
 from taskbridge.testing import KNOWN, Harness
 
@@ -198,32 +198,28 @@ def check_scenario(samples: list[Sample], queue: str, *, enqueued_here: bool) ->
 
 def test_outcome_reasons_are_a_small_fixed_set() -> None:
     reason = tb_metrics.outcome_reason
-    assert reason({"event": "done"}) == "none"
-    assert reason({"event": "deferred", "reason": "rate limit"}) == "rate_limit"
-    assert reason({"event": "deferred", "reason": "lock busy"}) == "lock"
-    assert reason({"event": "deferred", "reason": "delay"}) == "delay"
-    assert reason({"event": "skipped", "reason": "lock busy"}) == "lock"
-    assert reason({"event": "retried", "error_type": "OSError"}) == "error"
-    assert reason({"event": "dead", "error_type": "JobTimeout", "timed_out": True}) == "timeout"
-    assert reason({"event": "dead", "error_type": "WorkerLost"}) == "worker_lost"
-    assert reason({"event": "dead", "reason": "unknown job 'x'"}) == "invalid"
-    assert reason({"event": "deferred", "reason": "coordination store unreachable"}) == "coordination"
-    assert {reason({"event": "deferred", "reason": "anything else"})} <= set(tb_metrics.REASONS)
+    about = {"job": "j", "id": "1", "attempt": 1, "queue": "q"}
+    failed = {**about, "duration": 0.1, "timed_out": False}
+    assert reason(events.DoneEvent(**about, duration=0.1)) == "none"
+    assert reason(events.DeferredEvent(**about, delay=1.0, reason=Reason.RATE_LIMIT)) == "rate_limit"
+    assert reason(events.DeferredEvent(**about, delay=1.0, reason=Reason.LOCK_BUSY)) == "lock"
+    assert reason(events.DeferredEvent(**about, delay=1.0, reason=Reason.DELAY)) == "delay"
+    assert reason(events.SkippedEvent(**about, reason=Reason.LOCK_BUSY)) == "lock"
+    assert reason(events.RetriedEvent(**failed, delay=1.0, error="OSError: x", error_type="OSError")) == "error"
+    timed_out = {**failed, "timed_out": True}
+    assert reason(events.DeadEvent(**timed_out, reason="failed", error_type="JobTimeout")) == "timeout"
+    assert reason(events.DeadEvent(**failed, reason="failed", error_type="WorkerLost")) == "worker_lost"
+    assert reason(events.DeadEvent(**failed, reason="unknown job 'x'", error_type=None)) == "invalid"
+    assert reason(events.DeferredEvent(**about, delay=1.0, reason=Reason.STORE_UNREACHABLE)) == "coordination"
+    assert reason(events.SkippedEvent(**about, reason=Reason.CANCELLED)) == "other"
+    assert {reason(events.DeferredEvent(**about, delay=1.0, reason=r)) for r in Reason} <= set(tb_metrics.REASONS)
 
 
-def test_outcomes_and_reasons_given_as_string_enums_get_the_same_labels() -> None:
-    """Events may carry outcome kinds and reasons as ``(str, Enum)`` members whose values are
-    today's strings: the labels stay the plain strings."""
-
-    class Kind(str, enum.Enum):
-        DEFERRED = "deferred"
-
-    class Reason(str, enum.Enum):
-        RATE_LIMIT = "rate limit"
-
+def test_outcome_labels_are_plain_strings() -> None:
+    """Reasons are :class:`Reason` members; the labels are their plain metric words."""
     registry = CollectorRegistry()
     m = tb_metrics.Metrics(registry)
-    m.handle({"event": Kind.DEFERRED, "job": "j", "queue": "q", "reason": Reason.RATE_LIMIT, "delay": 2.0})
+    m.handle(events.DeferredEvent(job="j", queue="q", id="1", attempt=1, reason=Reason.RATE_LIMIT, delay=2.0))
     assert (
         registry.get_sample_value(
             "taskbridge_jobs_finished_total",
@@ -235,6 +231,7 @@ def test_outcomes_and_reasons_given_as_string_enums_get_the_same_labels() -> Non
         registry.get_sample_value("taskbridge_rate_limited_total", {"job_name": "j", "queue": "q", "how": "deferred"})
         == 1
     )
+    assert registry.get_sample_value("taskbridge_rate_limit_wait_seconds_total", {"job_name": "j", "queue": "q"}) == 2
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -323,12 +320,13 @@ def test_counts_add_up_across_two_worker_processes(name: str, tmp_path: Path) ->
 def test_the_dashboard_uses_only_metrics_taskbridge_exports() -> None:
     registry = CollectorRegistry()
     m = tb_metrics.Metrics(registry)
+    about = {"job": "j", "queue": "q", "id": "1", "attempt": 1}
     for event in (
-        {"event": "enqueued", "job": "j", "queue": "q", "count": 1},
-        {"event": "started", "job": "j", "queue": "q", "id": "1", "attempt": 1, "enqueued_at": 1.0, "time": 2.0},
-        {"event": "waited", "job": "j", "queue": "q", "reason": "rate limit", "wait": 0.5},
-        {"event": "dead", "job": "j", "queue": "q", "id": "1", "attempt": 1, "error_type": "E", "duration": 0.1},
-        {"event": "skipped", "job": "j", "queue": "q", "reason": "lock busy"},
+        events.EnqueuedEvent(job="j", queue="q", count=1, delay=None),
+        events.StartedEvent(**about, enqueued_at=1.0, time=2.0),
+        events.WaitedEvent(**about, reason=Reason.RATE_LIMIT, wait=0.5),
+        events.DeadEvent(**about, reason="failed", error_type="E", duration=0.1, timed_out=False),
+        events.SkippedEvent(**about, reason=Reason.LOCK_BUSY),
     ):
         m.handle(event)
     depth = tb_metrics.QueueDepthCollector(["q"], lambda q: 0, dead_letter_queue)

@@ -15,7 +15,7 @@ from taskbridge import EnqueueError, events, job
 from taskbridge.engine import set_engine
 from taskbridge.envelope import Envelope
 from taskbridge.memory import MemoryEngine
-from taskbridge.outcomes import Defer
+from taskbridge.outcomes import Defer, Reason
 from taskbridge.runner import Runner
 
 Q = "publishing"
@@ -110,7 +110,7 @@ def test_a_delay_within_the_native_maximum_is_published_as_is(make_embedded: Emb
 
 def test_a_hopping_job_runs_once_when_due(make_embedded: EmbeddedFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     tb = make_embedded(max_native_delay=0.3, inline_wait_max=0.05)
-    hops: list[dict[str, Any]] = []
+    hops: list[events.Event] = []
     listener = hops.append
     events.subscribe(listener)
     try:
@@ -123,7 +123,7 @@ def test_a_hopping_job_runs_once_when_due(make_embedded: EmbeddedFactory, monkey
         events.unsubscribe(listener)
     assert ran == [7]
     assert 0.95 <= took < 3.0
-    assert len([e for e in hops if e["event"] == "deferred" and e["reason"] == "delay"]) >= 2
+    assert len([e for e in hops if isinstance(e, events.DeferredEvent) and e.reason == Reason.DELAY]) >= 2
 
 
 # eta, countdown, expires

@@ -132,7 +132,7 @@ def wait_until(check: Any, timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def outcomes() -> Any:
-    seen: list[dict[str, Any]] = []
+    seen: list[events.Event] = []
     events.subscribe(seen.append)
     yield seen
     events.unsubscribe(seen.append)
@@ -141,13 +141,16 @@ def outcomes() -> Any:
 # a job that runs
 
 
-def test_a_job_runs_and_is_done(embedded: Embedded, outcomes: list[dict[str, Any]]) -> None:
+def test_a_job_runs_and_is_done(embedded: Embedded, outcomes: list[events.Event]) -> None:
     envelope = two_args.enqueue(1, b=2)
     assert envelope is not None
     outcome = run(embedded, embedded.engine.messages(Q)[0])
     assert isinstance(outcome, Done) and outcome.envelope.id == envelope.id
     assert ran == [(1, 2)]
-    assert [e["event"] for e in outcomes if e["event"] != "enqueued"] == ["started", "done"]
+    assert [type(e) for e in outcomes if not isinstance(e, events.EnqueuedEvent)] == [
+        events.StartedEvent,
+        events.DoneEvent,
+    ]
     assert embedded.engine.depth(Q) == 1, "the runner does not take messages off the queue; the engine does"
 
 

@@ -73,35 +73,41 @@ def uninstall() -> None:
         _installed = False
 
 
-def _remember(exc: BaseException, event: events.Event) -> None:
+def _remember(exc: BaseException, event: events.RaisedEvent) -> None:
     with _lock:
-        _pending[(event.get("id"), event.get("attempt"))] = exc
+        _pending[(event.id, event.attempt)] = exc
         while len(_pending) > _MAX_PENDING:
             _pending.popitem(last=False)
 
 
 def _report(event: events.Event) -> None:
-    kind = event.get("event")
-    if kind not in ("retried", "dead") or not event.get("error_type"):
+    if not isinstance(event, events.RetriedEvent | events.DeadEvent) or not event.error_type:
         return
     import sentry_sdk
 
     with _lock:
-        exc = _pending.pop((event.get("id"), event.get("attempt")), None)
-    job = str(event.get("job") or "unknown")
-    details = {k: event.get(k) for k in ("job", "id", "attempt", "queue", "duration", "error_type", "timed_out")}
-    details["outcome"] = kind
+        exc = _pending.pop((event.id, event.attempt), None)
+    job = event.job or "unknown"
+    details = {
+        "job": event.job,
+        "id": event.id,
+        "attempt": event.attempt,
+        "queue": event.queue,
+        "duration": event.duration,
+        "error_type": event.error_type,
+        "timed_out": event.timed_out,
+        "outcome": event.kind,
+    }
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("taskbridge.job", job)
-        scope.set_tag("taskbridge.id", str(event.get("id")))
-        scope.set_tag("taskbridge.attempt", str(event.get("attempt")))
-        scope.set_tag("taskbridge.queue", str(event.get("queue")))
-        scope.set_tag("taskbridge.outcome", str(kind))
+        scope.set_tag("taskbridge.id", str(event.id))
+        scope.set_tag("taskbridge.attempt", str(event.attempt))
+        scope.set_tag("taskbridge.queue", str(event.queue))
+        scope.set_tag("taskbridge.outcome", event.kind)
         scope.set_context("taskbridge", details)
-        scope.level = "error" if kind == "dead" else "warning"
+        scope.level = "error" if event.kind == "dead" else "warning"
         if exc is not None:
             sentry_sdk.capture_exception(exc)
         else:
-            sentry_sdk.capture_message(
-                f"job {job} failed without an exception ({event.get('error_type')}): {event.get('error') or ''}".strip()
-            )
+            error = event.error if isinstance(event, events.RetriedEvent) else ""
+            sentry_sdk.capture_message(f"job {job} failed without an exception ({event.error_type}): {error}".strip())

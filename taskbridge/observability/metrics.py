@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ..outcomes import Reason
 from . import events
 
 if TYPE_CHECKING:
@@ -35,15 +35,11 @@ REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
-_OUTCOME_LABELS = {outcome: outcome for outcome in OUTCOMES}
-"""Looked up rather than converted with ``str()``: an event kind given as a ``(str, Enum)`` member
-still gives the plain label."""
-
 _DEFER_REASONS: dict[str, str] = {
-    "rate limit": "rate_limit",
-    "lock busy": "lock",
-    "delay": "delay",
-    "coordination store unreachable": "coordination",
+    Reason.RATE_LIMIT: "rate_limit",
+    Reason.LOCK_BUSY: "lock",
+    Reason.DELAY: "delay",
+    Reason.STORE_UNREACHABLE: "coordination",
 }
 
 
@@ -67,16 +63,14 @@ def available() -> bool:
 
 def outcome_reason(event: events.Event) -> str:
     """The ``reason`` label of an outcome event: a small fixed set, never free text."""
-    kind = event.get("event")
-    if kind in ("deferred", "skipped"):
-        return _DEFER_REASONS.get(event.get("reason") or "", "other")
-    if kind in ("retried", "dead"):
-        if event.get("timed_out"):
+    if isinstance(event, events.DeferredEvent | events.SkippedEvent):
+        return _DEFER_REASONS.get(event.reason, "other")
+    if isinstance(event, events.RetriedEvent | events.DeadEvent):
+        if event.timed_out:
             return "timeout"
-        error_type = event.get("error_type")
-        if error_type == "WorkerLost":
+        if event.error_type == "WorkerLost":
             return "worker_lost"
-        return "error" if error_type else "invalid"
+        return "error" if event.error_type else "invalid"
     return "none"
 
 
@@ -151,45 +145,47 @@ class Metrics:
 
     def handle(self, event: events.Event) -> None:
         """Update the metrics for one event (an events subscriber)."""
-        kind = event.get("event")
-        labels = (str(event.get("job") or "unknown"), str(event.get("queue") or "unknown"))
-        if kind == "enqueued":
-            self.enqueued.labels(*labels).inc(event.get("count", 1))
-        elif kind == "started":
+        if isinstance(event, events.EnqueuedEvent):
+            self.enqueued.labels(event.job, event.queue).inc(event.count)
+        elif isinstance(event, events.StartedEvent):
+            labels = _labels(event)
             self.started.labels(*labels).inc()
-            due = max(float(event.get("enqueued_at") or 0.0), float(event.get("not_before") or 0.0))
+            due = max(event.enqueued_at or 0.0, event.not_before or 0.0)
             if due:
-                self.wait.labels(*labels).observe(max(0.0, float(event.get("time", time.time())) - due))
+                self.wait.labels(*labels).observe(max(0.0, event.time - due))
             with self._lock:
                 self._forget_after_fork()
-                self._running.add((event.get("id"), event.get("attempt")))
+                self._running.add((event.id, event.attempt))
             self.in_progress.labels(*labels).inc()
-        elif kind == "waited":
-            if event.get("reason") == "rate limit":
+        elif isinstance(event, events.WaitedEvent):
+            if event.reason == Reason.RATE_LIMIT:
+                labels = _labels(event)
                 self.rate_limited.labels(*labels, "inline").inc()
-                self.rate_limit_wait.labels(*labels).inc(float(event.get("wait") or 0.0))
-        elif kind in _OUTCOME_LABELS:
-            self._outcome(_OUTCOME_LABELS[kind], labels, event)
+                self.rate_limit_wait.labels(*labels).inc(event.wait)
+        elif isinstance(event, _OUTCOME_EVENTS):
+            self._outcome(event)
 
-    def _outcome(self, kind: str, labels: tuple[str, str], event: events.Event) -> None:
+    def _outcome(self, event: events.OutcomeEvent) -> None:
+        kind = event.kind
+        labels = _labels(event)
         reason = outcome_reason(event)
         self.finished.labels(*labels, kind, reason).inc()
         with self._lock:
             self._forget_after_fork()
-            key = (event.get("id"), event.get("attempt"))
+            key = (event.id, event.attempt)
             ran_here = key in self._running
             self._running.discard(key)
         if ran_here:
             self.in_progress.labels(*labels).dec()
-        error_type = event.get("error_type")
-        if kind in ("retried", "dead") and error_type:
-            self.exceptions.labels(*labels, str(error_type)).inc()
-        duration = float(event.get("duration") or 0.0)
-        if kind == "done" or (kind in ("retried", "dead") and error_type and duration > 0):
-            self.duration.labels(*labels).observe(duration)
-        if kind == "deferred" and reason == "rate_limit":
+        if isinstance(event, events.DoneEvent):
+            self.duration.labels(*labels).observe(event.duration)
+        elif isinstance(event, events.RetriedEvent | events.DeadEvent) and event.error_type:
+            self.exceptions.labels(*labels, event.error_type).inc()
+            if event.duration > 0:
+                self.duration.labels(*labels).observe(event.duration)
+        elif isinstance(event, events.DeferredEvent) and reason == "rate_limit":
             self.rate_limited.labels(*labels, "deferred").inc()
-            self.rate_limit_wait.labels(*labels).inc(float(event.get("delay") or 0.0))
+            self.rate_limit_wait.labels(*labels).inc(event.delay)
         if reason == "lock" and kind in ("deferred", "skipped"):
             self.lock_contention.labels(*labels, kind).inc()
 
@@ -198,6 +194,20 @@ class Metrics:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._running = set()
+
+
+_OUTCOME_EVENTS = (
+    events.DoneEvent,
+    events.RetriedEvent,
+    events.DeferredEvent,
+    events.SkippedEvent,
+    events.ExpiredEvent,
+    events.DeadEvent,
+)
+
+
+def _labels(event: events.MessageEvent) -> tuple[str, str]:
+    return (event.job or "unknown", event.queue or "unknown")
 
 
 _installed: Metrics | None = None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,15 +31,5 @@ def fire(handle: Any, scheduled: float) -> Envelope | None:
         return None
     envelope = envelope.with_changes(headers={**envelope.headers, SCHEDULED_HEADER: when})
     publisher.send([envelope])
-    events.emit(
-        {
-            "event": "scheduled",
-            "job": handle.name,
-            "id": envelope.id,
-            "queue": envelope.queue,
-            SCHEDULED_AT: when,
-            "time": time.time(),
-            "pid": os.getpid(),
-        }
-    )
+    events.emit(events.ScheduledEvent(job=handle.name, id=envelope.id, queue=envelope.queue, scheduled_at=when))
     return envelope

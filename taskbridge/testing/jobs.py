@@ -36,9 +36,9 @@ def record(kind: str, **fields: Any) -> None:
 
 @events.subscribe
 def _record_outcome(event: events.Event) -> None:
-    if str(event.get("job", "")).startswith(__name__):
-        fields = {k: v for k, v in event.items() if k not in ("event", "time", "pid")}
-        record("outcome:" + event["event"], **fields)
+    if (getattr(event, "job", None) or "").startswith(__name__):
+        fields = {k: v for k, v in event.as_dict().items() if k not in ("event", "time", "pid")}
+        record("outcome:" + event.kind, **fields)
 
 
 @job(name=f"{__name__}.echo")
