@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from .backoff import Backoff
@@ -15,7 +15,7 @@ from .declared import _registry, lookup, registry
 from .envelope import check_json_arguments, is_queue_name
 from .errors import EnqueueError, JobDefinitionError
 from .handles import JobRef
-from .policies import POLICIES
+from .policies import POLICIES, needs_coordination
 from .policies.base import Draft
 from .producer import CallOptions, enqueue_batches, enqueue_default, enqueue_one
 from .scheduling.options import parse_periodic
@@ -258,7 +258,7 @@ def job(
                 raise JobDefinitionError(
                     f"job {job_name!r} is declared twice ({existing.__module__} and {fn.__module__}); pass name= to one"
                 )
-        return JobSpec(
+        spec = JobSpec(
             name=job_name,
             func=fn,
             queue=queue,
@@ -267,6 +267,7 @@ def job(
             periodic=parse_periodic(job_name, fn, schedule, schedule_tz, missed),
             **fields,
         )
+        return replace(spec, needs_coordination=needs_coordination(spec))
 
     def register(fn: Callable[P, R]) -> Job[P, R]:
         handle = decorate(fn)

@@ -56,6 +56,9 @@ class JobSpec:
     """Older names of the job (a Celery task or Dramatiq actor name) whose messages it also runs."""
     periodic: Periodic | None = None
     """Its schedule, when ``taskbridge scheduler`` enqueues it periodically."""
+    needs_coordination: bool = False
+    """Whether the job uses state every worker must share: ``@job`` sets it when a policy that keeps
+    state in the coordination store applies (:func:`taskbridge.policies.needs_coordination`)."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,11 +72,6 @@ class JobSpec:
             return_annotation=inspect.Signature.empty,
         )
         return f"{self.func.__qualname__}{plain}"
-
-    @property
-    def needs_coordination(self) -> bool:
-        """Whether the job uses state that every worker must share."""
-        return bool(self.lock or self.concurrency or self.rate_limit) or self.unique is not None
 
     def resolved_queue(self, default: str) -> str:
         return self.queue or default

@@ -35,6 +35,11 @@ OPTIONS: frozenset[str] = frozenset(option for policy in POLICIES for option in 
 """The ``@job`` options the policies own."""
 
 
+def needs_coordination(spec: JobSpec) -> bool:
+    """Whether a policy that keeps state in the coordination store (:attr:`Policy.coordinated`) applies to ``spec``."""
+    return any(policy.coordinated and policy.applies(spec) for policy in POLICIES)
+
+
 def with_hook(hook: str) -> tuple[Policy, ...]:
     """The policies that implement ``hook`` (``on_enqueue``, ``after_outcome``...), in order."""
     return tuple(policy for policy in POLICIES if getattr(type(policy), hook) is not getattr(Policy, hook))
