@@ -30,6 +30,7 @@ from taskbridge.legacy import is_legacy
 from taskbridge.outage import broker_outage
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
+from .app_engines import engine_of
 from .items import ITEM_HEADER
 from .tasks import EnvelopeTask
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, task_headers, task_id_for
@@ -96,7 +97,7 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         item = unwrap(body, content_type=content_type, headers=headers)
         if item.envelope is not None:
             job = peek_job_name(item.envelope)
-            limit = self.app.taskbridge_engine.facts.max_message_size
+            limit = engine_of(self.app).facts.max_message_size
             if job is not None and self._declared(job) and len(item.envelope) <= limit:
                 _rewrite_as_task(message, job, item.envelope)
                 self._to_celery(message)
@@ -165,7 +166,7 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
     def _carry_out(self, message: Message, action: Callable[[Any], object]) -> None:
         try:
             with carrying.without_holding():  # the consumer's event loop must not wait on a broker
-                action(self.app.taskbridge_engine.runner)
+                action(engine_of(self.app).runner)
         except Exception:
             log.exception("could not dead-letter a message; it goes back to the queue")
             message.reject_log_error(log, self.connection_errors, requeue=True)

@@ -15,6 +15,7 @@ from taskbridge.extras import require
 from taskbridge.layout import dead_letter_queue, sqs_queue_name
 
 from .app import build_app, consume
+from .app_engines import attach
 from .broker import broker_for
 from .connection import ProcessConnection
 from .legacy import register_aliases
@@ -53,7 +54,7 @@ class CeleryEngine:
             log.warning("TASKBRIDGE_CELERY_TASK_EVENTS is ignored on sqs://: Celery sends events on Redis or RabbitMQ")
         self.task_events = self.options.task_events and self.broker.scheme != "sqs"
         self.app = build_app(self.settings, self.broker, task_events=self.task_events)
-        self.app.taskbridge_engine = self  # how the worker's request and consumer find the runner
+        attach(self.app, self)  # how the worker's request and consumer find the runner
         self._connection = ProcessConnection(self.app)
         if self.broker.scheme == "sqs":
             from .sqs import SqsQueues  # kombu's SQS transport and botocore: only for sqs://

@@ -14,6 +14,7 @@ from celery.worker.request import Request
 
 from taskbridge import carrying
 
+from .app_engines import engine_of
 from .states import NOT_RUN, DeadLettered
 from .wire import envelope_text
 
@@ -54,7 +55,7 @@ class EnvelopeRequest(Request):
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
     def _carry_out(self, exc: BaseException) -> bool:
-        runner = self._app.taskbridge_engine.runner
+        runner = engine_of(self._app).runner
         raw = envelope_text(self.args, self.kwargs) or self._message.body
         queue = (self.delivery_info or {}).get("routing_key")
         try:
