@@ -322,7 +322,7 @@ def test_the_dashboard_uses_only_metrics_taskbridge_exports() -> None:
     m = tb_metrics.Metrics(registry)
     about = {"job": "j", "queue": "q", "id": "1", "attempt": 1}
     for event in (
-        events.EnqueuedEvent(job="j", queue="q", count=1, delay=None),
+        events.EnqueuedEvent(job="j", queue="q", count=1, delay=0.0),
         events.StartedEvent(**about, enqueued_at=1.0, time=2.0),
         events.WaitedEvent(**about, reason=Reason.RATE_LIMIT, wait=0.5),
         events.DeadEvent(**about, reason="failed", error_type="E", duration=0.1, timed_out=False),

@@ -112,7 +112,7 @@ class EnqueuedEvent(Event):
     job: str
     queue: str
     count: int
-    delay: float | None
+    delay: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
