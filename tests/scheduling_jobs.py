@@ -1,4 +1,4 @@
-"""Periodic jobs that scheduler processes import in tests/test_scheduling_processes.py."""
+"""Periodic jobs that scheduler processes import in tests/scheduling/test_scheduling_processes.py."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ kombu's ``Producer.publish`` builds, encodes and augments one message object per
 times the cost of the ``LPUSH`` itself; the messages of one ``enqueue_many`` differ only in ids and
 arguments, so their stored JSON is rendered here directly, in the shape of kombu's virtual
 transport (``Channel.prepare_message`` then ``_inplace_augment_message``: base64 body, delivery
-info, a fresh delivery tag). ``tests/test_celery_publisher.py`` compares it with kombu's own.
+info, a fresh delivery tag). ``tests/adapters/celery/test_celery_publisher.py`` compares it with kombu's own.
 """
 
 from __future__ import annotations

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support import TESTS_DIR
 from test_metrics import free_port, scrape, series
 
 from taskbridge.observability.logging import MaskPasswords, mask_passwords
-
-TESTS_DIR = Path(__file__).parent
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from support import Embedded, EmbeddedFactory
+from support import TESTS_DIR, Embedded, EmbeddedFactory
 
 from taskbridge import JobDefinitionError, cron, every, job
 from taskbridge.cli import main
@@ -266,7 +266,7 @@ def test_the_scheduler_command_refuses_a_module_without_periodic_jobs(clean_env:
 
 
 def test_the_example_runs(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parent.parent / "examples" / "periodic.py"
+    script = TESTS_DIR.parent / "examples" / "periodic.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60

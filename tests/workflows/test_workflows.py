@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import Embedded
+from support import TESTS_DIR, Embedded
 
 from taskbridge import EnqueueError, job
 from taskbridge.compat import chain
@@ -315,9 +315,8 @@ def test_status_lists_running_fan_outs_with_chunks_done_of_total(embedded: Embed
 def test_the_example_runs(example: str, tmp_path: Any) -> None:
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "examples" / example
+    script = TESTS_DIR.parent / "examples" / example
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKBRIDGE_")}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from celery import Celery
 from click.testing import CliRunner
-from support import Embedded, open_harness
+from support import TESTS_DIR, Embedded, open_harness
 
 from taskbridge.cli import main
 from taskbridge.job import registry
 
-CORPUS = Path(__file__).parent / "migrate_corpus"
+CORPUS = TESTS_DIR / "migrate_corpus"
 PACKAGES = ("shop", "notifications")
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("prometheus_client")
 
 import test_metrics_jobs as jobs
 from prometheus_client import CollectorRegistry
-from support import open_harness
+from support import TESTS_DIR, open_harness
 
 from taskbridge import Envelope, events
 from taskbridge import metrics as tb_metrics
@@ -332,7 +332,7 @@ def test_the_dashboard_uses_only_metrics_taskbridge_exports() -> None:
     depth = tb_metrics.QueueDepthCollector(["q"], lambda q: 0, dead_letter_queue)
     registry.register(depth)
     exported = {s.name for family in registry.collect() for s in family.samples}
-    dashboard = (Path(__file__).parent.parent / "dashboards" / "taskbridge.json").read_text()
+    dashboard = (TESTS_DIR.parent / "dashboards" / "taskbridge.json").read_text()
     exprs = [t["expr"] for p in json.loads(dashboard)["panels"] for t in p.get("targets", [])]
     used = {name for expr in exprs for name in re.findall(r"\btaskbridge_\w+", expr)}
     assert used and used <= exported, used - exported
