@@ -30,7 +30,7 @@ def celery_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harne
         yield harness
 
 
-@pytest.fixture(params=["dramatiq-redis", "dramatiq-amqp"])
+@pytest.fixture(params=["dramatiq-redis", "dramatiq-amqp", "dramatiq-sqs"])
 def dramatiq_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     with open_harness(request.param, tmp_path, "legacy_jobs") as harness:
         yield harness
@@ -70,6 +70,15 @@ def old_dramatiq_broker(run: Harness, encoder: Any = None) -> dramatiq.Broker:
         from dramatiq.brokers.redis import RedisBroker
 
         broker: dramatiq.Broker = RedisBroker(url=url, namespace=os.environ["TASKBRIDGE_NAMESPACE"])
+    elif url.startswith("sqs"):
+        # Plain dramatiq-sqs: its queue is "<namespace>_<queue>", not the layout's "<namespace>-<queue>".
+        from dramatiq_sqs import SQSBroker
+
+        broker = SQSBroker(
+            namespace=os.environ["TASKBRIDGE_NAMESPACE"],
+            endpoint_url=os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL"),
+            region_name="us-east-1",
+        )
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
         from taskbridge_dramatiq.brokers import pika_url
@@ -117,8 +126,8 @@ def test_an_old_dramatiq_producers_send_runs_the_job(dramatiq_run: Harness) -> N
     @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=dramatiq_run.queue, broker=broker)
     def send_report(user_id: int, day: str = "today") -> None: ...
 
+    send_report.send(7, day="friday")  # the old producers were sending before the new workers started
     dramatiq_run.start_workers()
-    send_report.send(7, day="friday")
     send_report.send_with_options(args=(8,), delay=500)
     ran = dramatiq_run.wait_for(
         lambda: len(dramatiq_run.events("ran", "send_report")) >= 2 and dramatiq_run.events("ran", "send_report"),
