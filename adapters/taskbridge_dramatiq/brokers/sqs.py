@@ -3,6 +3,7 @@ depth and purge; a send that fails raises PublishError."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from base64 import b64encode
@@ -28,6 +29,8 @@ from .guard import read_item
 MAX_DELAY_SECONDS = int(SQS_MAX_DELAY)
 MAX_BODY_BYTES = SQS_MAX_MESSAGE_BYTES
 
+
+log = logging.getLogger("taskbridge.dramatiq")
 
 _TRANSPORT_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 # Errors after which the same request may succeed once the endpoint is reachable again; a refusal
@@ -56,6 +59,17 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
             super().ack(message)
         except _UNREACHABLE as exc:  # Dramatiq retries an acknowledgement that raised ConnectionClosed
             raise ConnectionClosed(exc) from None
+        except botocore.exceptions.ClientError as exc:
+            # A refusal (an expired or unknown receipt handle) fails again if retried; raised, it would
+            # stop this consumer and hand every message it holds back after the visibility timeout.
+            self.message_refc -= 1
+            log.warning(
+                "SQS refused to delete finished message %s of %s (%s); it will be delivered and run again "
+                "after the visibility timeout",
+                message.message_id,
+                self.queue_name,
+                exc.response.get("Error", {}).get("Code"),
+            )
 
     def close(self) -> None:
         try:
