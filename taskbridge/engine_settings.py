@@ -98,6 +98,12 @@ class DramatiqSettings(BaseModel):
         "the process is replaced (jobs still running then are delivered again)",
     )
     respawn_delay: float = Field(default=1.0, ge=0, description="seconds before a crashed worker process is restarted")
+    sqs_legacy_namespace: str | None = Field(
+        default=None,
+        description="SQS: the namespace plain dramatiq-sqs producers use (SQSBroker(namespace=...)); a worker "
+        "also runs the messages in their queue '<namespace>_<queue>' ('<queue>' when empty) if it exists; "
+        "default: TASKBRIDGE_NAMESPACE",
+    )
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"celery": CelerySettings, "dramatiq": DramatiqSettings}

@@ -53,7 +53,7 @@ def unwrap(
                 # Dramatiq on SQS, and kombu's SQS transport with its default sqs_base64_encoding.
                 if inner_problem is None and isinstance(inner, dict) and (_is_dramatiq(inner) or _is_kombu(inner)):
                     return _classify(inner, 0, headers)
-        if legacy.looks_pickled(body):
+        if legacy.looks_pickled(body) or _looks_base64_pickle(body):
             return Unwrapped(None, f"the body is a pickle, which taskbridge never deserializes; {legacy.PICKLE_HINT}")
         return Unwrapped(None, problem)
     return _classify(data, 0, headers)
@@ -209,6 +209,16 @@ def _looks_base64(body: bytes | bytearray | str) -> bool:
     """Whether ``body`` may be base64 of a JSON object (Dramatiq on SQS): ``{"`` encodes to ``eyJ``."""
     start = body[:3]
     return start in ("eyJ", b"eyJ")
+
+
+def _looks_base64_pickle(body: bytes | bytearray | str) -> bool:
+    """Whether ``body`` is base64 of a pickle (a pickling Dramatiq producer on SQS), from its first
+    four characters alone: a pickle's ``\\x80`` encodes to ``gA``."""
+    head = body[:4]
+    if head[:2] not in ("gA", b"gA"):
+        return False
+    decoded = _b64(head)
+    return decoded is not None and legacy.looks_pickled(decoded)
 
 
 def _b64(text: bytes | bytearray | str) -> bytes | None:

@@ -6,6 +6,7 @@ end-to-end tests with real producers and workers are in test_legacy_brokers.py."
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import pickle
@@ -156,6 +157,14 @@ def test_dramatiq_delay_and_max_age_become_the_envelopes(embedded: Embedded) -> 
 def test_a_pickled_dramatiq_message_is_dead_lettered_with_how_to_switch(embedded: Embedded, ran: list[Any]) -> None:
     fields = json.loads(dramatiq_message(legacy_jobs.DRAMATIQ_NAME, 5))
     outcome = embedded.runner.run_item(pickle.dumps(fields), QUEUE)
+    assert isinstance(outcome, Dead) and "pickle" in outcome.reason and "JSONEncoder" in outcome.reason
+    assert ran == []
+
+
+def test_a_pickled_dramatiq_sqs_message_is_dead_lettered_with_how_to_switch(embedded: Embedded, ran: list[Any]) -> None:
+    fields = json.loads(dramatiq_message(legacy_jobs.DRAMATIQ_NAME, 5))
+    body = base64.b64encode(pickle.dumps(fields)).decode()  # dramatiq-sqs base64-encodes every message
+    outcome = embedded.runner.run_item(body, QUEUE)
     assert isinstance(outcome, Dead) and "pickle" in outcome.reason and "JSONEncoder" in outcome.reason
     assert ran == []
 

@@ -30,7 +30,7 @@ def celery_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harne
         yield harness
 
 
-@pytest.fixture(params=["dramatiq-redis", "dramatiq-amqp"])
+@pytest.fixture(params=["dramatiq-redis", "dramatiq-amqp", "dramatiq-sqs"])
 def dramatiq_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     with open_harness(request.param, tmp_path, "legacy_jobs") as harness:
         yield harness
@@ -63,13 +63,23 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     return app
 
 
-def old_dramatiq_broker(run: Harness, encoder: Any = None) -> dramatiq.Broker:
-    """The producers' Dramatiq broker as it was before the migration."""
+def old_dramatiq_broker(run: Harness, encoder: Any = None, *, sqs_namespace: bool = True) -> dramatiq.Broker:
+    """The producers' Dramatiq broker as it was before the migration (on SQS under the namespace
+    taskbridge uses, or under none when not ``sqs_namespace``)."""
     url = run.combination.broker_url
     if url.startswith("redis"):
         from dramatiq.brokers.redis import RedisBroker
 
         broker: dramatiq.Broker = RedisBroker(url=url, namespace=os.environ["TASKBRIDGE_NAMESPACE"])
+    elif url.startswith("sqs"):
+        # Plain dramatiq-sqs: its queue is "<namespace>_<queue>", not the layout's "<namespace>-<queue>".
+        from dramatiq_sqs import SQSBroker
+
+        broker = SQSBroker(
+            namespace=os.environ["TASKBRIDGE_NAMESPACE"] if sqs_namespace else None,
+            endpoint_url=os.environ.get("TASKBRIDGE_SQS_ENDPOINT_URL"),
+            region_name="us-east-1",
+        )
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
         from taskbridge_dramatiq.brokers import pika_url
@@ -117,8 +127,8 @@ def test_an_old_dramatiq_producers_send_runs_the_job(dramatiq_run: Harness) -> N
     @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=dramatiq_run.queue, broker=broker)
     def send_report(user_id: int, day: str = "today") -> None: ...
 
+    send_report.send(7, day="friday")  # the old producers were sending before the new workers started
     dramatiq_run.start_workers()
-    send_report.send(7, day="friday")
     send_report.send_with_options(args=(8,), delay=500)
     ran = dramatiq_run.wait_for(
         lambda: len(dramatiq_run.events("ran", "send_report")) >= 2 and dramatiq_run.events("ran", "send_report"),
@@ -153,3 +163,19 @@ def test_an_old_dramatiq_producers_pickle_message_is_dead_lettered_with_how_to_s
     assert "pickle" in dead["reason"] and "JSONEncoder" in dead["reason"]
     assert dramatiq_run.events("ran") == []
     broker.close()
+
+
+def test_old_dramatiq_sqs_producers_without_a_namespace_run_when_the_worker_is_told(tmp_path: Path) -> None:
+    # SQSBroker() without a namespace sends to the bare queue name.
+    settings = {"TASKBRIDGE_DRAMATIQ_SQS_LEGACY_NAMESPACE": ""}
+    with open_harness("dramatiq-sqs", tmp_path, "legacy_jobs", settings=settings) as run:
+        broker = old_dramatiq_broker(run, sqs_namespace=False)
+
+        @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=run.queue, broker=broker)
+        def send_report(user_id: int, day: str = "today") -> None: ...
+
+        send_report.send(9, day="sunday")
+        run.start_workers()
+        [ran] = run.wait_for(lambda: run.events("ran", "send_report"), 60, "the old producer's message did not run")
+        assert (ran["user_id"], ran["day"]) == (9, "sunday")
+        broker.close()

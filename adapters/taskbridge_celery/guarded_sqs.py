@@ -7,6 +7,7 @@ Celery gets it as ``broker_transport`` (``taskbridge_celery.guarded_sqs:SQSTrans
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kombu.transport import SQS
@@ -15,6 +16,8 @@ from .items import ITEM_HEADER, kombu_payload
 
 RETRY_FAILED_POLL = 1.0
 """Seconds before a queue whose last poll failed (no connection, timeout, 5xx) is polled again."""
+
+log = logging.getLogger("taskbridge.celery")
 
 
 class GuardedSQSChannel(SQS.Channel):  # type: ignore[misc]
@@ -32,6 +35,13 @@ class GuardedSQSChannel(SQS.Channel):  # type: ignore[misc]
             self._failed_polls.add(qname)
             return 0
         return super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-any-return]
+
+    def new_sqs_client(self, *args: Any, **kwargs: Any) -> Any:
+        client = super().new_sqs_client(*args, **kwargs)
+        # kombu forgets a delivery whose DeleteMessage SQS refused (an expired or unknown receipt
+        # handle) without a word; the message then runs again after the visibility timeout.
+        client.meta.events.register("after-call.sqs.DeleteMessage", _warn_refused_delete)
+        return client
 
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         if queue in self._failed_polls:
@@ -59,6 +69,17 @@ class SQSTransport(SQS.Transport):  # type: ignore[misc]
     """kombu's SQS transport with :class:`GuardedSQSChannel`."""
 
     Channel = GuardedSQSChannel
+
+
+def _warn_refused_delete(parsed: dict[str, Any], **_: Any) -> None:
+    error = parsed.get("Error")
+    if error:
+        log.warning(
+            "SQS refused to delete a finished message (%s: %s); it will be delivered and run again after the "
+            "visibility timeout",
+            error.get("Code"),
+            error.get("Message"),
+        )
 
 
 def _is_wrapper(payload: dict[str, Any]) -> bool:

@@ -9,13 +9,13 @@ from typing import Any
 import dramatiq
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
-from dramatiq.common import q_name
 
 from taskbridge.envelope import Envelope
 from taskbridge.legacy import is_legacy
 from taskbridge.spec import JobSpec
 
 from .brokers import UNKNOWN_JOB_ACTOR, TaskbridgeBroker
+from .brokers.common import taskbridge_queue
 
 
 def to_message(envelope: Envelope) -> Message[Any]:
@@ -50,8 +50,8 @@ def legacy_item(message: MessageProxy | None) -> str | None:
 
 
 def message_queue(message: MessageProxy) -> str:
-    """The taskbridge queue a message came from (Dramatiq's delay-queue suffix removed)."""
-    return q_name(message.queue_name)
+    """The taskbridge queue a message came from (Dramatiq's delay-queue or legacy-queue suffix removed)."""
+    return taskbridge_queue(message.queue_name)
 
 
 def declare_actors(

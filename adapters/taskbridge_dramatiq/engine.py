@@ -20,6 +20,7 @@ from taskbridge.spec import JobSpec
 
 from .actors import declare_actors, to_message
 from .brokers import TaskbridgeBroker, build_broker, pika_url, transport_facts, transport_of
+from .brokers.common import taskbridge_queue
 from .take import Take, open_take, own_dead_letters, queue_names, take_names
 
 if TYPE_CHECKING:
@@ -190,6 +191,25 @@ class DramatiqEngine:
         with self._lock:
             self._broker = broker
         return broker
+
+    def legacy_queues(self, broker: TaskbridgeBroker, queues: Sequence[str]) -> list[str]:
+        """The Dramatiq queues a worker on ``queues`` consumes beside them: on SQS, those reading the
+        queues plain dramatiq-sqs producers write to (``<namespace>_<queue>``) that exist, each logged once."""
+        if self.transport != "sqs":
+            return []
+        namespace = self.options.sqs_legacy_namespace
+        sqs: Any = broker
+        declared: dict[str, str] = sqs.declare_legacy_queues(
+            queues, self.settings.namespace if namespace is None else namespace
+        )
+        for own, name in declared.items():
+            log.warning(
+                "SQS queue %r, where plain dramatiq-sqs producers send queue %r's messages, exists: this worker "
+                "runs its messages too. Delete it once no such producer is left and it is empty.",
+                name,
+                taskbridge_queue(own),
+            )
+        return list(declared)
 
     def hard_timeout_of(self, actor_name: str) -> float | None:
         """The ``hard_timeout`` of the job an actor runs, if it has one."""

@@ -70,9 +70,10 @@ class WorkerProcess:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         broker = self.engine.start_worker_broker(self.middleware, self._handle, self.queues)
+        consumed = [*self.queues, *self.engine.legacy_queues(broker, self.queues)]
         worker = self._worker = dramatiq.Worker(
             broker,  # type: ignore[arg-type]
-            queues=set(self.queues),
+            queues=set(consumed),
             worker_threads=self.threads,
             worker_timeout=consumer_timeout_ms(self.engine.transport, self.options),
         )

@@ -7,12 +7,27 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
 from dramatiq import Actor, Message
+from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 
 from taskbridge.envelope import EnvelopeBatch
 
 UNKNOWN_JOB_ACTOR = "taskbridge.unknown_job"
 """Actor that receives messages naming no declared job, so the runner can dead-letter them."""
+
+LEGACY_QUEUE_SUFFIX = ".legacy"
+"""Suffix of the Dramatiq queue that reads a queue's messages where plain Dramatiq producers keep them
+under another name (dramatiq-sqs's ``<namespace>_<queue>``); no taskbridge queue name holds a dot on SQS."""
+
+
+def legacy_queue(queue: str) -> str:
+    """The Dramatiq queue reading ``queue``'s messages from plain Dramatiq producers (see LEGACY_QUEUE_SUFFIX)."""
+    return queue + LEGACY_QUEUE_SUFFIX
+
+
+def taskbridge_queue(dramatiq_queue: str) -> str:
+    """The taskbridge queue a Dramatiq queue serves: its delay-queue (``.DQ``, ``.XQ``) and legacy suffixes removed."""
+    return q_name(dramatiq_queue).removesuffix(LEGACY_QUEUE_SUFFIX)
 
 
 class RoutesUnknownActors:

@@ -3,6 +3,7 @@ depth and purge; a send that fails raises PublishError."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from base64 import b64encode
@@ -22,12 +23,14 @@ from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.layout import SQS_RETENTION_SECONDS, sqs_queue_name
 from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
-from .common import RoutesUnknownActors
+from .common import RoutesUnknownActors, legacy_queue
 from .guard import read_item
 
 MAX_DELAY_SECONDS = int(SQS_MAX_DELAY)
 MAX_BODY_BYTES = SQS_MAX_MESSAGE_BYTES
 
+
+log = logging.getLogger("taskbridge.dramatiq")
 
 _TRANSPORT_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 # Errors after which the same request may succeed once the endpoint is reachable again; a refusal
@@ -56,6 +59,17 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
             super().ack(message)
         except _UNREACHABLE as exc:  # Dramatiq retries an acknowledgement that raised ConnectionClosed
             raise ConnectionClosed(exc) from None
+        except botocore.exceptions.ClientError as exc:
+            # A refusal (an expired or unknown receipt handle) fails again if retried; raised, it would
+            # stop this consumer and hand every message it holds back after the visibility timeout.
+            self.message_refc -= 1
+            log.warning(
+                "SQS refused to delete finished message %s of %s (%s); it will be delivered and run again "
+                "after the visibility timeout",
+                message.message_id,
+                self.queue_name,
+                exc.response.get("Error", {}).get("Code"),
+            )
 
     def close(self) -> None:
         try:
@@ -89,6 +103,26 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
     """SQSBroker that sends up to ten messages per request, never floors a delay, and names and
     creates its queues as the shared layout says (``<namespace>-<queue>``, as the Celery engine)."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._legacy_names: dict[str, str] = {}
+
+    def declare_legacy_queues(self, queues: Sequence[str], namespace: str) -> dict[str, str]:
+        """Declare, for each of ``queues`` whose queue as plain dramatiq-sqs names it under ``namespace``
+        (``<namespace>_<queue>``, or ``<queue>`` without one) exists, a Dramatiq queue reading it, so a
+        worker runs the messages unmigrated producers still send there. Returns the SQS name of each
+        Dramatiq queue declared; a queue that does not exist is never created."""
+        declared: dict[str, str] = {}
+        for queue in queues:
+            name = f"{namespace}_{queue}" if namespace else queue
+            if name == self._sqs_name(queue) or self._url_of(name) is None:
+                continue
+            own = legacy_queue(queue)
+            self._legacy_names[own] = name
+            self.declare_queue(own)
+            declared[own] = name
+        return declared
+
     def _ensure_queue(self, queue_name: str) -> None:
         # dramatiq-sqs names a queue "<namespace>_<queue>" and creates it with its own attributes;
         # this is its lookup with the layout's name and attributes (dramatiq-sqs has no hook for them).
@@ -118,6 +152,8 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
         return str(self.queues[queue].url)
 
     def _sqs_name(self, queue: str) -> str:
+        if queue in self._legacy_names:
+            return self._legacy_names[queue]
         return sqs_queue_name(self.namespace or "", queue) if self.namespace else queue
 
     def publish(self, messages: Sequence[Message[Any]], delay_ms: int | None) -> None:
@@ -160,9 +196,12 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
             self.emit_after("enqueue", message, delay * 1000)
 
     def _existing_url(self, queue: str) -> str | None:
+        return self._url_of(self._sqs_name(queue))
+
+    def _url_of(self, name: str) -> str | None:
         client = self.sqs.meta.client
         try:
-            return str(client.get_queue_url(QueueName=self._sqs_name(queue))["QueueUrl"])
+            return str(client.get_queue_url(QueueName=name)["QueueUrl"])
         except client.exceptions.QueueDoesNotExist:
             return None
 
