@@ -11,13 +11,16 @@ it again and the job runs twice), and the pool process waits 30 s (billiard's
 :class:`GracefulStop` takes SIGTERM over: the worker stops consuming, keeps its event loop running
 until no job it took is left (reserved or running; countdown jobs it merely holds go back to the
 broker), and then sets Celery's warm-shutdown flag, so nothing is in flight when the loop stops.
-A second SIGTERM starts Celery's warm shutdown at once.
+A second SIGTERM starts Celery's warm shutdown at once, and so does a SIGTERM while the event loop
+does not run (the worker is reconnecting to an unreachable broker).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+from time import monotonic
 from types import FrameType
 from typing import Any
 
@@ -32,6 +35,9 @@ log = get_logger("taskbridge.celery")
 
 CHECK_INTERVAL = 0.2
 """Seconds between the event loop's looks at a requested stop."""
+LOOP_GONE = 2.0
+"""Seconds without a look after which the event loop counts as not running (the worker is
+reconnecting to a lost broker): a requested stop is then Celery's warm shutdown at once."""
 
 
 class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -45,6 +51,8 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         self._draining = False
         self._celery_handler: Any = None
         self._timer: Any = None
+        self._looked_at = monotonic()
+        self._stopped = threading.Event()
 
     def include_if(self, parent: Any) -> bool:
         return bool(parent.use_eventloop)
@@ -55,11 +63,21 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         platforms.signals["SIGTERM"] = self._on_sigterm
         # Registered before the consumer starts, so a reconnection does not cancel it.
         self._timer = parent.hub.call_repeatedly(CHECK_INTERVAL, self._check, parent)
+        threading.Thread(target=self._watch, name="taskbridge-graceful-stop", daemon=True).start()
 
     def stop(self, parent: Any) -> None:
+        self._stopped.set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _watch(self) -> None:
+        """While the event loop does not run (a lost broker), a requested stop cannot wait for it."""
+        while not self._stopped.wait(CHECK_INTERVAL):
+            if self._requested and monotonic() - self._looked_at > LOOP_GONE:
+                log.info("the worker is not consuming (its broker is unreachable): it stops now")
+                state.should_stop = EX_OK
+                return
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if current_process()._name != "MainProcess" or self._requested or not callable(self._celery_handler):
@@ -70,6 +88,7 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         safe_say("worker: stopping once the jobs it took have finished (MainProcess)", sys.__stdout__)
 
     def _check(self, parent: Any) -> None:
+        self._looked_at = monotonic()
         if not self._requested:
             return
         consumer = parent.consumer
