@@ -18,6 +18,7 @@ does not run (the worker is reconnecting to an unreachable broker).
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from time import monotonic
@@ -28,10 +29,9 @@ from billiard.process import current_process
 from celery import bootsteps, platforms
 from celery.apps.worker import safe_say
 from celery.platforms import EX_OK
-from celery.utils.log import get_logger
 from celery.worker import state
 
-log = get_logger("taskbridge.celery")
+log = logging.getLogger("taskbridge.celery")
 
 CHECK_INTERVAL = 0.2
 """Seconds between the event loop's looks at a requested stop."""
