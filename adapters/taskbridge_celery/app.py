@@ -14,6 +14,7 @@ from taskbridge import Settings
 from taskbridge.layout import amqp_queue_arguments
 
 from .broker import Broker
+from .graceful_stop import GracefulStop
 from .layout_queue import LayoutQueue
 
 DEFAULT_EXCHANGE = Exchange("", type="direct")
@@ -79,6 +80,7 @@ def build_app(settings: Settings, broker: Broker, *, task_events: bool = False) 
         # Remote control needs fanout, which kombu's SQS transport only offers through SNS.
         config["worker_enable_remote_control"] = False
     app.conf.update(config)
+    app.steps["worker"].add(GracefulStop)
     return app
 
 

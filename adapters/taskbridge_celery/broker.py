@@ -96,6 +96,9 @@ def _redis(settings: Settings, options: CelerySettings) -> Broker:
             # (100 s by default); scan often enough that such a job comes back soon after vt.
             "unacked_restore_interval": max(1.0, min(10.0, vt / 4)),
             "unacked_restore_throttle": 1,
+            # The lock one scanning worker holds; a connection cut mid-scan leaves it held until it
+            # expires (kombu: 300 s), and no worker brings any message back meanwhile.
+            "unacked_mutex_expire": max(5, min(300, int(vt))),
             "socket_connect_timeout": 5,
             # Every key (queue lists, the unacked hash and index, bindings, pidbox channels) under
             # "<namespace>:celery:", apart from Dramatiq's "<namespace>:<queue>" keys; "" shares

@@ -43,22 +43,27 @@ class _Tags:
 _tags = _Tags()
 
 
-def kombu_payload(item: bytes | str, queue: str) -> dict[str, Any]:
+def new_tag() -> str:
+    """A delivery tag no other message of any process sharing the broker has."""
+    return _tags.new()
+
+
+def kombu_payload(item: bytes | str, queue: str, tag: str | None = None) -> dict[str, Any]:
     """The kombu message for ``item`` read from ``queue``, routed back to ``queue`` (so a restore
-    or a dead letter goes to the queue it came from) under a fresh delivery tag."""
+    or a dead letter goes to the queue it came from) under delivery tag ``tag`` (default: a fresh one)."""
     payload = _well_formed(item)
     if payload is None:
-        return wrapped(item, queue)
+        return wrapped(item, queue, tag)
     properties = payload["properties"]
     delivery: dict[str, Any] = {"exchange": "", "routing_key": queue}
     if (properties.get("delivery_info") or {}).get("redelivered") is True:
         delivery["redelivered"] = True
     # A copied or hand-written item may repeat another's tag; kombu keys its unacked set by tag.
-    properties.update(delivery_info=delivery, delivery_tag=_tags.new())
+    properties.update(delivery_info=delivery, delivery_tag=tag or _tags.new())
     return payload
 
 
-def wrapped(item: bytes | str, queue: str) -> dict[str, Any]:
+def wrapped(item: bytes | str, queue: str, tag: str | None = None) -> dict[str, Any]:
     """A kombu message carrying ``item``'s bytes as its body, for the consumer to dead-letter or run."""
     raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
     return {
@@ -68,7 +73,7 @@ def wrapped(item: bytes | str, queue: str) -> dict[str, Any]:
         "headers": {ITEM_HEADER: True},
         "properties": {
             "body_encoding": "base64",
-            "delivery_tag": _tags.new(),
+            "delivery_tag": tag or _tags.new(),
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
         },

@@ -4,6 +4,8 @@ server is cut and restored (the servers themselves are never touched)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,7 +14,7 @@ from urllib.parse import urlsplit
 
 import celery_jobs as jobs
 import pytest
-from support import TESTS_DIR, unavailable
+from support import TESTS_DIR, open_harness, unavailable
 
 from taskbridge import PublishError, get_engine
 from taskbridge.testing import KNOWN, Harness, unavailable_reason
@@ -79,8 +81,13 @@ def test_a_publish_while_the_broker_is_unreachable_raises_publish_error_then_wor
     run.wait_for(lambda: get_engine().depth(run.queue) == 22, 15, "the publishes around the cut are stored")
 
 
+CUT_AFTER = (0.0, 0.05, 0.12, 0.25)
+"""Seconds after the worker got going again at which each cut of the drain test falls: the cuts
+land at different moments of taking, running and acknowledging a job."""
+
+
 @pytest.mark.parametrize("proxied", ["redis", "amqp", "sqs"], indirect=True)
-def test_a_drain_survives_a_cut_connection_without_losing_a_job(
+def test_a_drain_survives_cut_connections_without_losing_a_job(
     proxied: tuple[Harness, TcpProxy], record_property: Callable[[str, object], None]
 ) -> None:
     run, proxy = proxied
@@ -91,17 +98,73 @@ def test_a_drain_survives_a_cut_connection_without_losing_a_job(
     def ran() -> Counter[int]:
         return Counter(e["n"] for e in run.events("ran", "step"))
 
-    run.wait_for(lambda: len(ran()) >= 40, 60, "the drain never started")
-    proxy.cut()
-    time.sleep(3.0)
+    for moment in CUT_AFTER:
+        going = len(run.events("ran", "step")) + 5
+        run.wait_for(lambda: len(run.events("ran", "step")) >= going, 90, "the drain did not go on")  # noqa: B023
+        time.sleep(moment)
+        proxy.cut()
+        time.sleep(1.0)
+        proxy.restore()
     cut_at = len(ran())
-    proxy.restore()
-    run.wait_for(lambda: len(ran()) == count, 120, f"jobs lost after the cut: {sorted(set(range(count)) - set(ran()))}")
-    time.sleep(2.0)
+    run.wait_for(lambda: len(ran()) == count, 120, "jobs lost after the cuts")
+    run.wait_for(lambda: run.depth(run.queue) == 0, 30, "the queue is empty")
     counts = ran()
     twice = {n: c for n, c in counts.items() if c > 1}
     record_property("ran_again", len(twice))
-    print(f"{run.combination}: {cut_at} of {count} ran before the restore; {len(twice)} ran again: {twice}")
+    print(f"{run.combination}: {cut_at} of {count} ran by the last restore; {len(twice)} ran again: {twice}")
     assert sorted(counts) == list(range(count))
-    assert len(twice) <= 10, f"{len(twice)} jobs ran more than once after a 3s cut: {twice}"
-    assert run.depth(run.queue) == 0
+    # Only a job whose acknowledgement was lost in a cut may run again: at most the jobs taken
+    # (prefetched or running) at each cut.
+    assert len(twice) <= 4 * len(CUT_AFTER), f"{len(twice)} jobs ran more than once: {twice}"
+
+
+@pytest.mark.parametrize("proxied", ["redis", "amqp"], indirect=True)
+def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm(proxied: tuple[Harness, TcpProxy]) -> None:
+    run, proxy = proxied
+    jobs.step.enqueue_many({"n": n} for n in range(20))
+    run.start_workers(concurrency=2)
+    run.wait_for(lambda: len(run.events("ran", "step")) == 20, 90, "the jobs ran")
+    proxy.cut()
+    run.wait_for(lambda: "is unreachable" in run.worker_logs(), 60, "the worker noticed the lost broker")
+    (worker,) = run.workers
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop on SIGTERM while its broker was unreachable\n{run.worker_logs(4000)}")
+
+
+@pytest.mark.parametrize("transport", ["redis", "amqp"])
+def test_a_worker_stopped_mid_drain_finishes_its_jobs_quickly_and_none_runs_twice(
+    transport: str, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker's main process (as systemd's KillMode=mixed sends it): the jobs it
+    took finish and are acknowledged, it exits within seconds, the next worker runs the rest."""
+    with open_harness(f"celery-{transport}", tmp_path, "celery_jobs", SETTINGS) as run:
+        count = 300
+        jobs.step.enqueue_many({"n": n} for n in range(count))
+        run.start_workers(concurrency=2)
+
+        def ran() -> Counter[int]:
+            return Counter(e["n"] for e in run.events("ran", "step"))
+
+        run.wait_for(lambda: len(ran()) >= 60, 90, "the drain never started")
+        (worker,) = run.workers
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(120)
+        took = time.monotonic() - started
+        stopped_at = len(ran())
+        run.stop_workers()  # the process group: nothing may be left of it
+        assert stopped_at < count, "stopped mid-drain"
+        run.start_workers(concurrency=2)
+        run.wait_for(lambda: len(ran()) >= count, 120, "every job ran")
+        if transport == "redis":  # a message left unacknowledged would come back after the visibility timeout
+            time.sleep(float(SETTINGS["TASKBRIDGE_VISIBILITY_TIMEOUT"] or 0) + 5)
+        run.stop_workers()
+        counts = ran()
+        twice = {n: c for n, c in counts.items() if c > 1}
+        print(f"{run.combination}: stopped in {took:.1f}s after {stopped_at} jobs; ran again: {twice}")
+        assert sorted(counts) == list(range(count))
+        assert not twice, f"ran more than once: {twice}"
+        assert took < 15, f"the stop took {took:.1f}s"
