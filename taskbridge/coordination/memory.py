@@ -42,7 +42,7 @@ class MemoryCoordination:
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
-        interval = rate.interval
+        interval = rate.interval_microseconds / 1_000_000  # spaced as the Redis store spaces them
         with self._lock:
             now = self._now()
             tat = max(self._rates.get(key, now), now)
