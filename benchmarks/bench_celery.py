@@ -120,6 +120,9 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first
         "tb_enqueue": rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)])),
         "tb_many": rate(n, timed(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))),
     }
+    if raw_app.conf.broker_transport_options.get("confirm_publish"):
+        # RabbitMQ: raw Celery runs with taskbridge's transport options, publisher confirms included.
+        result["raw_enqueue_confirmed"] = result["raw_enqueue"]
     engine.purge(many_queue)
     python = sys.executable
     result["raw_drain"], result["raw_cpu"] = _drain(

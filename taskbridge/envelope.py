@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, overload
 
 from .errors import EnqueueError, EnvelopeError
@@ -267,6 +267,8 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """One decoder for every body: ``json.loads`` with options builds a new one per call."""
+_new_envelope = object.__new__
+_FIELD_ORDER = tuple(field.name for field in fields(Envelope))
 
 
 def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
@@ -290,7 +292,14 @@ def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
         # Checked first: a newer producer's envelope may well carry fields this worker does not know.
         raise EnvelopeError(f"envelope version {version} is newer than this worker understands ({VERSION})")
     if _well_typed(data):
-        return Envelope(**data)
+        # Every field present and of its type: set them as they are, without the frozen
+        # dataclass's per-field ``object.__setattr__`` (a worker decodes one envelope per message).
+        envelope = _new_envelope(Envelope)
+        if tuple(data) == _FIELD_ORDER:
+            vars(envelope).update(data)
+        else:  # the fields in the dataclass's order, as encode() writes them
+            vars(envelope).update((name, data[name]) for name in _FIELD_ORDER)
+        return envelope
     if "id" not in data or "job" not in data or "queue" not in data:
         missing = [name for name in ("id", "job", "queue") if name not in data]
         raise EnvelopeError(f"envelope lacks required fields: {', '.join(missing)}")

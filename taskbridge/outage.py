@@ -117,6 +117,8 @@ _broker: Outage | None = None
 def broker_outage() -> Outage:
     """This process's outage record of the configured broker, shared by every consumer in it."""
     global _broker
+    if _broker is not None:  # every consumer asks on every message it reads
+        return _broker
     with _broker_lock:
         if _broker is None:
             from .config import get_settings, mask_url

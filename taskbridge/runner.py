@@ -178,12 +178,13 @@ class Runner:
             )
         spec = handle.spec
         policies, templates = for_job(spec)
-        try:
-            held = chunks.held_back(envelope, self.coordination)
-        except CoordinationError as exc:
-            return self._store_down(envelope, exc)
-        if held is not None:
-            return held
+        if envelope.headers:  # a fan-out chunk's marker is a header
+            try:
+                held = chunks.held_back(envelope, self.coordination)
+            except CoordinationError as exc:
+                return self._store_down(envelope, exc)
+            if held is not None:
+                return held
         timeout = spec.resolved_timeout(self.settings.default_timeout)
         ctx = RunContext(spec, envelope, self.settings, self.coordination, timeout, self._waited, templates)
         passed: list[Policy] = []  # those that hold something until the run ends
@@ -202,7 +203,7 @@ class Runner:
         except CoordinationError as exc:
             self._release(passed, ctx, None)
             return self._store_down(ctx.envelope, exc)
-        if spec.needs_coordination:
+        if asked_store:
             self.outage.succeeded()
         envelope = ctx.envelope
         plan = plan_of(envelope, self.settings)

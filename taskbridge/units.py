@@ -53,6 +53,12 @@ class Rate:
         """Seconds between two admitted jobs at the steady rate."""
         return self.period / self.count
 
+    @property
+    def interval_microseconds(self) -> int:
+        """:attr:`interval` in whole microseconds, rounded up, as a store spaces slots: rounded
+        down (76,923 us for 13/s), ``count + 1`` slots would fit in one period."""
+        return max(1, math.ceil(round(self.period * 1_000_000) / self.count - 1e-9))
+
     def __str__(self) -> str:
         return f"{self.count:g}/{self.period:g}s"
 

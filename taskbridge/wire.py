@@ -133,6 +133,29 @@ _DRAMATIQ_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_DRAMATIQ_EXACT = {name: kind if isinstance(kind, tuple) else (kind,) for name, kind in _DRAMATIQ_FIELDS.items()}
+
+
+def is_plain_dramatiq(data: Any) -> bool:
+    """Whether ``data`` (parsed JSON) is a Dramatiq message as Dramatiq writes it: every field
+    present and of its type and no other, with exactly one envelope text as its argument. A consumer may build
+    Dramatiq's message from it without :func:`unwrap`, unless it names a job's old name
+    (:func:`taskbridge.legacy.is_legacy`)."""
+    if type(data) is not dict or len(data) != len(_DRAMATIQ_EXACT):
+        return False
+    for name, kinds in _DRAMATIQ_EXACT.items():
+        if type(data.get(name)) not in kinds:  # JSON gives exact types; a bool is not a number here
+            return False
+    args = data["args"]
+    return len(args) == 1 and not data["kwargs"] and type(args[0]) is str
+
+
+def parse_json(body: bytes | bytearray | str) -> Any:
+    """``body`` parsed as strict JSON (NaN and infinities refused); raises ValueError (or
+    UnicodeDecodeError, RecursionError) where :func:`unwrap` would name what is wrong."""
+    return _DECODER.decode(body if isinstance(body, str) else bytes(body).decode("utf-8"))
+
+
 def _from_dramatiq(data: dict[str, Any]) -> Unwrapped:
     # Strict: Dramatiq's own worker reads every one of these fields, and a message missing one was
     # not written by Dramatiq.

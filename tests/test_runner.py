@@ -71,6 +71,12 @@ def slow() -> None:
     ran.append("finished")
 
 
+@job(name="runner.patient", queue=Q, timeout=60)
+def patient() -> None:
+    ran.append("patient started")
+    release.wait(10)
+
+
 @job(name="runner.limited", queue=Q, rate_limit="5/s")
 def limited(n: int) -> None:
     ran.append(n)
@@ -330,6 +336,21 @@ def test_timeout_also_reaches_a_job_in_a_worker_thread(embedded: Embedded) -> No
     thread = in_thread(embedded, Envelope(job=slow.name, queue=Q))
     thread.join(5)
     assert ran == ["saw JobTimeout"]
+
+
+def test_a_short_timeout_fires_while_a_job_with_a_long_one_runs(embedded: Embedded) -> None:
+    # The timeout thread sleeps until the earliest deadline it knows of (60 s here); a later job's
+    # 0.2 s deadline must wake it.
+    release.clear()
+    long_one = in_thread(embedded, Envelope(job=patient.name, queue=Q))
+    try:
+        wait_until(lambda: "patient started" in ran)
+        in_thread(embedded, Envelope(job=slow.name, queue=Q)).join(5)
+        assert "saw JobTimeout" in ran
+    finally:
+        release.set()
+        long_one.join(5)
+    assert "finished" not in ran
 
 
 def test_retries_with_backoff_then_dead_letters_with_reason_and_body(embedded: Embedded) -> None:

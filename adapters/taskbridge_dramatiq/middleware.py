@@ -9,8 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -25,9 +24,9 @@ class JobAbandoned(BaseException):
     the runner carries out nothing more (a BaseException passes the runner's ``except Exception``)."""
 
 
-@dataclass(frozen=True)
-class Running:
-    """A message a worker thread is running, and when its hard timeout passes."""
+class Running(NamedTuple):
+    """A message a worker thread is running, and when its hard timeout passes (a tuple: one is made
+    for every message)."""
 
     message: MessageProxy
     thread_id: int

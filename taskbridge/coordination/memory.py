@@ -33,7 +33,9 @@ class MemoryCoordination:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rates: dict[str, float] = {}  # key -> theoretical arrival time of the next slot
+        # key -> theoretical arrival time of the next slot, in whole microseconds as the Redis store
+        # keeps it: float sums of an interval drift (200 x 0.005 s falls short of one second).
+        self._rates: dict[str, int] = {}
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (token, expiry)
         self._leases: dict[str, dict[str, float]] = {}  # key -> {token: expiry}
         self._uniques: dict[str, float] = {}  # key -> expiry
@@ -42,12 +44,12 @@ class MemoryCoordination:
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
-        interval = rate.interval
+        interval = rate.interval_microseconds
         with self._lock:
-            now = self._now()
+            now = round(self._now() * 1_000_000)
             tat = max(self._rates.get(key, now), now)
             self._rates[key] = tat + interval
-            return max(0.0, tat - interval * (burst - 1) - now)
+            return max(0, tat - interval * (burst - 1) - now) / 1_000_000
 
     def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
         with self._lock:
@@ -170,7 +172,7 @@ class MemoryCoordination:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_INTERVAL
-            self._rates = {key: tat for key, tat in self._rates.items() if tat > now}
+            self._rates = {key: tat for key, tat in self._rates.items() if tat > now * 1_000_000}
             self._locks = {key: held for key, held in self._locks.items() if held[1] > now}
             self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
             self._groups = {key: state for key, state in self._groups.items() if state.expiry > now}

@@ -149,7 +149,7 @@ class RedisCoordination:
 
     @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
-        interval = max(1, round(rate.interval * 1_000_000))
+        interval = rate.interval_microseconds
         wait = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
         return int(wait) / 1_000_000
 

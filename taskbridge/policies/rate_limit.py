@@ -14,9 +14,11 @@ from .base import Draft, Policy, RunContext
 
 SLOT_HEADER = "rate_slot"
 """Envelope header holding the time of the slot reserved on an earlier delivery."""
-# Seconds a deferred job comes back before its slot, and how late it may be for it.
+# Seconds a deferred job comes back before its slot, and how late it may be for it: a job that
+# starts later than its slot shortens the gap to the job holding the next one, so a job back after
+# its slot (beyond a thread's usual wake-up jitter) takes a new slot.
 EARLY = 0.5
-LATE = 0.05
+LATE = 0.002
 
 
 class RateLimit(Policy):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
+import math
+import os
 import signal
 import threading
 import time
@@ -32,6 +34,12 @@ class _Watchdog:
         self._active: dict[int, int] = {}
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._pid = 0
+        """The process the thread was started in: a forked child has no thread until it starts one."""
+        self._wakes_at = math.inf
+        """When the thread wakes by itself next (infinity: it waits to be told). A deadline later than
+        that needs no wake-up; with one timeout for every job, no job wakes the thread (a
+        wake-up per job costs more than the rest of its timeout)."""
 
     def arm(self, thread_id: int, seconds: float) -> int:
         with self._cond:
@@ -43,10 +51,11 @@ class _Watchdog:
                 self._heap = [e for e in self._heap if e[1] in self._active]
                 heapq.heapify(self._heap)
             heapq.heappush(self._heap, entry)
-            if self._thread is None or not self._thread.is_alive():
+            if self._pid != os.getpid() or self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="taskbridge-timeouts", daemon=True)
                 self._thread.start()
-            if self._heap[0] is entry:
+                self._pid = os.getpid()
+            if entry[0] < self._wakes_at:
                 self._cond.notify()
             return token
 
@@ -60,11 +69,13 @@ class _Watchdog:
                 while self._heap and self._heap[0][1] not in self._active:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wakes_at = math.inf
                     self._cond.wait()
                     continue
                 due, token, thread_id = self._heap[0]
                 now = time.monotonic()
                 if due > now:
+                    self._wakes_at = due
                     self._cond.wait(due - now)
                     continue
                 heapq.heappop(self._heap)

@@ -79,6 +79,41 @@ def test_idle_limiter_refills(coordination: Coordination) -> None:
     assert [coordination.reserve_rate("jobs", RATE, burst=2) for _ in range(2)] == [0, 0]
 
 
+class _StoppedClock(MemoryCoordination):
+    """The memory store with time standing still: every reservation is asked at the same moment."""
+
+    def _now(self) -> float:
+        return 1000.0
+
+
+@pytest.mark.parametrize("count", [13, 7, 200])
+def test_one_more_slot_than_the_limit_never_fits_in_one_period(count: int) -> None:
+    # count + 1 slots closer than one period apart would let count + 1 jobs start in one period.
+    store = _StoppedClock()
+    waits = [store.reserve_rate("jobs", Rate(count, 1.0)) for _ in range(count + 1)]
+    assert waits[0] == 0
+    assert waits[count] >= 1.0
+
+
+@pytest.mark.redis
+def test_redis_slots_of_one_more_than_the_limit_span_a_period(redis_url: str, namespace: str) -> None:
+    import redis
+
+    # 13/s: an interval rounded down to whole microseconds (76,923) fitted 14 slots in 0.999999 s.
+    store = RedisCoordination(redis_url, namespace)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store.reserve_rate("jobs", Rate(13, 1.0))
+        second_slot = int(client.get(f"{namespace}:rate:jobs") or 0)  # server microseconds
+        for _ in range(13):
+            store.reserve_rate("jobs", Rate(13, 1.0))
+        fifteenth_slot = int(client.get(f"{namespace}:rate:jobs") or 0)
+        assert fifteenth_slot - second_slot >= 1_000_000, "14 slots (the 2nd to the 15th) fit in one second"
+    finally:
+        client.close()
+        store.close()
+
+
 def test_limiters_with_different_keys_are_independent(coordination: Coordination) -> None:
     assert coordination.reserve_rate("a", RATE) == 0
     assert coordination.reserve_rate("b", RATE) == 0

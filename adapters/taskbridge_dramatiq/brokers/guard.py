@@ -24,7 +24,8 @@ from typing import Any
 from dramatiq import Message
 
 from taskbridge.envelope import peek_job_name
-from taskbridge.wire import unwrap
+from taskbridge.legacy import is_legacy
+from taskbridge.wire import is_plain_dramatiq, parse_json, unwrap
 
 from .common import UNKNOWN_JOB_ACTOR
 
@@ -56,6 +57,10 @@ def read_item(
     Anything else becomes a stand-in (see :func:`raw_item`) addressed to the actor of the job its
     envelope names when that job is in ``known_actors``.
     """
+    if not content_type:
+        plain = _plain_message(body, queue_name)
+        if plain is not None:
+            return plain
     item = unwrap(body, content_type=content_type, headers=headers)
     if item.form == "dramatiq" and item.payload is not None:
         message = _decoded(item.message if item.message is not None else body)
@@ -90,6 +95,24 @@ def envelope_text(message: Any) -> str | None:
     if item is None:
         return None
     return unwrap(item.body, content_type=item.content_type, headers=item.headers).envelope
+
+
+def _plain_message(body: bytes | str, queue_name: str) -> Message[Any] | None:
+    """The Dramatiq message of the common item, read with one parse: a plain-JSON Dramatiq message
+    carrying one envelope text (see :func:`taskbridge.wire.is_plain_dramatiq`) for an actor that is
+    no job's old name. None for any other item, which :func:`read_item` reads in full."""
+    if body[:1] not in (b"{", "{"):
+        return None
+    try:
+        fields = parse_json(body)
+    except (ValueError, RecursionError):
+        return None
+    if not is_plain_dramatiq(fields) or is_legacy(fields["actor_name"], fields["args"], fields["kwargs"]):
+        return None
+    if fields["queue_name"] != queue_name:
+        # Dramatiq acknowledges through the consumer of message.queue_name: it must be this queue.
+        fields["queue_name"] = queue_name
+    return Message(**fields)
 
 
 def _decoded(body: bytes | str | dict[str, Any]) -> Message[Any] | None:
