@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from amqp import spec
 from kombu import Connection, Producer
 
 from taskbridge import Envelope
 from taskbridge.envelope import envelope_texts
 
 from . import redis_batch
+from .amqp_messages import CeleryProperties, PreparedMessage
 from .app import queue
 from .connection import ProcessConnection
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
@@ -39,6 +42,7 @@ class Publisher:
         self._transactions = transactions
         self._tx: tuple[Connection, Any] | None = None
         self._tx_declared: set[str] = set()
+        self._properties = CeleryProperties()
 
     def publish(self, envelopes: Sequence[Envelope], delay: float) -> None:
         """Send ``envelopes``; each is delivered ``delay`` seconds from now (Celery's ETA)."""
@@ -80,26 +84,19 @@ class Publisher:
 
     def _publish_plain(self, channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> None:
         """What ``_publish_all`` sends, straight on a py-amqp channel: a kombu producer costs more per
-        message than the message itself."""
-        from amqp import Message
-
+        message than the message itself, and so do py-amqp's properties (:mod:`.amqp_messages`)."""
         if self._declare_queues:
             for name in sorted({e.queue for e in envelopes} - self._tx_declared):
                 queue(name)(channel).declare()
                 self._tx_declared.add(name)
+        _handle_waiting_frames(channel.connection)
+        properties = self._properties
         with _corked(channel.connection):
             for envelope, text in zip(envelopes, envelope_texts(envelopes), strict=True):
                 task_id = task_id_for(envelope.id)
-                message = Message(
-                    message_body(text),
-                    content_type=CONTENT_TYPE,
-                    content_encoding=CONTENT_ENCODING,
-                    application_headers=message_headers(envelope, task_id, eta),
-                    correlation_id=task_id,
-                    reply_to="",
-                    delivery_mode=2,
-                )
-                channel.basic_publish(message, exchange="", routing_key=envelope.queue)
+                message = PreparedMessage(message_body(text), properties.encode(envelope, task_id, eta))
+                # basic_publish without its per-message look for waiting frames (done once above).
+                channel.send_method(spec.Basic.Publish, "Bssbb", (0, "", envelope.queue, False, False), message)
 
     def _tx_channel(self, connection: Connection) -> Any:
         """This connection's channel in transaction mode: a confirm per message costs a round trip
@@ -114,6 +111,14 @@ class Publisher:
         self._tx = (connection, channel)
         self._tx_declared = set()
         return channel
+
+
+def _handle_waiting_frames(connection: Any) -> None:
+    """What py-amqp's ``basic_publish`` does before every message: handle frames the broker sent
+    meanwhile (``connection.blocked`` among them), without waiting for any."""
+    if connection.client_properties.get("capabilities", {}).get("connection.blocked", False):
+        with contextlib.suppress(socket.timeout):
+            connection.drain_events(timeout=0)
 
 
 @contextlib.contextmanager

@@ -58,3 +58,35 @@ def test_a_rendered_batch_is_stored_like_kombus_own_message_and_runs(run: Harnes
     run.start_workers()
     ran = run.wait_for(lambda: len(run.events("ran", "echo")) >= 4 and run.events("ran", "echo"), 60, "not all ran")
     assert sorted(e["n"] for e in ran) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("eta", [None, 1_900_000_000.5])
+def test_prepared_amqp_properties_read_back_as_py_amqps_own(eta: float | None) -> None:
+    """A batch on RabbitMQ carries properties encoded once per kind of message: py-amqp reads them
+    back exactly as the properties py-amqp itself writes for the same message."""
+    from amqp import Message
+    from amqp.serialization import decode_properties_basic
+    from taskbridge_celery.amqp_messages import PERSISTENT, CeleryProperties
+    from taskbridge_celery.wire import CONTENT_ENCODING, CONTENT_TYPE, message_headers
+
+    from taskbridge import Envelope
+
+    properties = CeleryProperties()
+    for envelope in [
+        Envelope(job="jobs.one", queue="q", args=[1]),
+        Envelope(job="jobs.one", queue="q", args=[2]),  # the same kind: its shared part from the cache
+        Envelope(job="jobs.two", queue="q", args=[], attempt=3),
+    ]:
+        task_id = envelope.id
+        own = Message(
+            b"",
+            content_type=CONTENT_TYPE,
+            content_encoding=CONTENT_ENCODING,
+            application_headers=message_headers(envelope, task_id, eta),
+            correlation_id=task_id,
+            reply_to="",
+            delivery_mode=PERSISTENT,
+        )._serialize_properties()
+        prepared = properties.encode(envelope, task_id, eta)
+        assert decode_properties_basic(prepared, 0) == decode_properties_basic(own, 0)
+        assert len(prepared) == len(own)
