@@ -54,7 +54,7 @@ def _plain(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
 def _celery_redis(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
     from taskbridge_celery.redis_batch import stored_messages
 
-    return [(text.encode(), None) for _, text in stored_messages(_envelopes(n), None)]
+    return [(text.encode(), None) for _, texts in stored_messages(_envelopes(n), None) for text in texts]
 
 
 def _celery_amqp(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:

@@ -6,7 +6,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
@@ -72,7 +72,27 @@ class Envelope:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode`` without the encoder it builds again on every call (most of its time for
+    a small value): the same C encoder, made once. It keeps no record of the containers it is in,
+    so a value that contains itself raises ``RecursionError`` rather than ``ValueError``. Falls
+    back to ``_ENCODER.encode`` where there is no C encoder."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    chunks = make(None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+_encode = _compact_encoder()
+
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STRINGS = frozenset({str})
 
 
 def encode_json(value: Any) -> str:
@@ -106,15 +126,19 @@ def json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tup
     """The JSON texts of ``args`` and ``kwargs`` as an envelope carries them, checked as
     :func:`check_json_arguments` checks them (the same error when they are not plain JSON)."""
     try:
-        args_text = _ENCODER.encode(args) if args else "[]"
-        kwargs_text = _ENCODER.encode(kwargs) if kwargs else "{}"
-        if all(type(v) in _SCALARS for v in args) and all(
-            type(k) is str and type(v) in _SCALARS for k, v in kwargs.items()
-        ):
-            return args_text, kwargs_text
-        if json.loads(args_text) == list(args) and json.loads(kwargs_text) == kwargs:
-            return args_text, kwargs_text
-    except (TypeError, ValueError):
+        args_text = _encode(args) if args else "[]"
+        if not kwargs:
+            if _SCALARS.issuperset(map(type, args)) or json.loads(args_text) == list(args):
+                return args_text, "{}"
+        else:
+            kwargs_text = _encode(kwargs)
+            # JSON writes keys that are numbers as strings: such a key fails both checks.
+            if _STRINGS.issuperset(map(type, kwargs)) and (
+                (_SCALARS.issuperset(map(type, args)) and _SCALARS.issuperset(map(type, kwargs.values())))
+                or (json.loads(args_text) == list(args) and json.loads(kwargs_text) == kwargs)
+            ):
+                return args_text, kwargs_text
+    except (TypeError, ValueError, RecursionError):
         pass
     check_json_arguments(job, args, kwargs)  # raises, naming the argument
     return _ENCODER.encode(list(args)), _ENCODER.encode(kwargs)
@@ -190,6 +214,28 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.kwargs.append(dict(kwargs))
         self._texts.append(f'{self._head}{args_text},"kwargs":{kwargs_text},"id":"{envelope_id}"{self._tail}')
         return envelope_id
+
+    def extend(
+        self,
+        args: Sequence[Sequence[Any]],
+        kwargs: Sequence[dict[str, Any]],
+        args_texts: Sequence[str],
+        kwargs_texts: Sequence[str],
+    ) -> None:
+        """:meth:`add` each of several calls (the i-th of each sequence is one call), with their ids
+        drawn from the system's random source at once."""
+        count = len(args_texts)
+        if not count:
+            return
+        pool = os.urandom(16 * count).hex()
+        ids = [pool[i : i + 32] for i in range(0, 32 * count, 32)]
+        head, tail = self._head, self._tail
+        self.ids += ids
+        self.args += [list(a) for a in args]
+        self.kwargs += [dict(k) for k in kwargs]
+        self._texts += [
+            f'{head}{a},"kwargs":{k},"id":"{i}"{tail}' for a, k, i in zip(args_texts, kwargs_texts, ids, strict=True)
+        ]
 
     @property
     def texts(self) -> list[str]:
