@@ -10,9 +10,9 @@ from typing import Any
 from kombu import Connection, Producer
 
 from taskbridge import Envelope
-from taskbridge.envelope import envelope_texts
+from taskbridge.envelope import EnvelopeBatch, envelope_texts
 
-from . import redis_batch
+from . import amqp_batch, redis_batch
 from .app import queue
 from .connection import ProcessConnection
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
@@ -84,9 +84,15 @@ class Publisher:
         from amqp import Message
 
         if self._declare_queues:
-            for name in sorted({e.queue for e in envelopes} - self._tx_declared):
+            names = {envelopes.queue} if isinstance(envelopes, EnvelopeBatch) else {e.queue for e in envelopes}
+            for name in sorted(names - self._tx_declared):
                 queue(name)(channel).declare()
                 self._tx_declared.add(name)
+        if isinstance(envelopes, EnvelopeBatch):
+            rendered = amqp_batch.frames(envelopes, eta, channel.channel_id, channel.connection.frame_max)
+            if rendered is not None:
+                channel.connection.transport.write(rendered)
+                return
         with _corked(channel.connection):
             for envelope, text in zip(envelopes, envelope_texts(envelopes), strict=True):
                 task_id = task_id_for(envelope.id)
