@@ -10,11 +10,10 @@ info, a fresh delivery tag). ``tests/test_celery_publisher.py`` compares it with
 from __future__ import annotations
 
 import json
-import operator
 import os
 import re
 from binascii import b2a_base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from taskbridge import Envelope
@@ -26,25 +25,31 @@ PIPELINE_SIZE = 1000
 """Messages sent in one pipeline round trip."""
 
 _TASK_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000body\ue000", "\ue000tag\ue000"
-_MARKERS = (_TASK_ID, _BODY, _TAG)
 _MARK = re.compile("(\ue000(?:task|body|tag)\ue000)")
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-"""The variant digit of a version-4 UUID for a random hex digit."""
+_ORDER = [_BODY, _TASK_ID, _TASK_ID, _TASK_ID, _TAG]
+"""Where the markers are in :func:`_stored_json`'s text: its keys are always in the same order."""
+_VARIANT = "89ab"
+"""The variant digit of a version-4 UUID."""
 
 
 class _Template:
-    """The stored JSON of one job's messages on one queue, with a ``%s`` where each message differs."""
+    """The stored JSON of one job's messages on one queue, in the pieces between what differs."""
 
     def __init__(self, envelope: Envelope, eta: float | None) -> None:
         parts = _MARK.split(_stored_json(envelope, eta))
-        self._format = "".join(part.replace("%", "%%") if i % 2 == 0 else "%s" for i, part in enumerate(parts))
-        pick = operator.itemgetter(*(_MARKERS.index(marker) for marker in parts[1::2]))
-        self._pick: Callable[[tuple[str, str, str]], tuple[str, ...]] = pick
+        if parts[1::2] != _ORDER:
+            raise AssertionError(f"unexpected layout of a stored message: {parts[1::2]}")
+        self.parts: tuple[str, str, str, str, str, str] = tuple(parts[0::2])  # type: ignore[assignment]
 
-    def render(self, task_id: str, envelope_text: str, tag: str) -> str:
-        """The stored JSON of the message with this task id, envelope and delivery tag."""
-        body = b2a_base64(f"[[{envelope_text}]{BODY_TAIL}".encode(CONTENT_ENCODING), newline=False).decode("ascii")
-        return self._format % self._pick((task_id, body, tag))
+    def render_all(self, task_ids: Sequence[str], envelope_texts: Sequence[str], tags: Sequence[str]) -> list[str]:
+        """The stored JSON of each message, with its task id, envelope text and delivery tag."""
+        p0, p1, p2, p3, p4, p5 = self.parts
+        encoding = CONTENT_ENCODING
+        return [
+            f"{p0}{b2a_base64(f'[[{text}]{BODY_TAIL}'.encode(encoding), newline=False).decode('ascii')}"
+            f"{p1}{task_id}{p2}{task_id}{p3}{task_id}{p4}{tag}{p5}"
+            for task_id, text, tag in zip(task_ids, envelope_texts, tags, strict=True)
+        ]
 
 
 def _stored_json(envelope: Envelope, eta: float | None) -> str:
@@ -70,14 +75,12 @@ def _stored_json(envelope: Envelope, eta: float | None) -> str:
 
 
 def delivery_tags(count: int) -> list[str]:
-    """``count`` fresh delivery tags shaped as kombu's (``str(uuid.uuid4())``), from one read of the
-    system's random source."""
-    pool = os.urandom(16 * count).hex()
-    tags = []
-    for start in range(0, 32 * count, 32):
-        h = pool[start : start + 32]
-        tags.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
-    return tags
+    """``count`` delivery tags shaped as kombu's (``str(uuid.uuid4())``): 74 random bits shared by
+    the batch, then 48 bits that start at random and count up, so no two tags of a batch are alike."""
+    seed = os.urandom(16).hex()
+    head = f"{seed[:8]}-{seed[8:12]}-4{seed[13:16]}-{_VARIANT[int(seed[16], 16) & 3]}{seed[17:20]}-"
+    start = int(seed[20:], 16)
+    return [f"{head}{(start + index) & 0xFFFF_FFFF_FFFF:012x}" for index in range(count)]
 
 
 def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tuple[str, list[str]]]:
@@ -88,9 +91,7 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
     tags = delivery_tags(len(envelopes))
     if isinstance(envelopes, EnvelopeBatch):
         # One job, one queue, attempt 1, ids that are task ids: one template, no Envelope objects.
-        render = _Template(envelopes[0], eta).render
-        texts = [render(i, text, tag) for i, text, tag in zip(envelopes.ids, envelopes.texts, tags, strict=True)]
-        return [(envelopes.queue, texts)]
+        return [(envelopes.queue, _Template(envelopes[0], eta).render_all(envelopes.ids, envelopes.texts, tags))]
     runs: list[tuple[str, list[str]]] = []
     templates: dict[tuple[str, str, int], _Template] = {}
     for envelope, tag in zip(envelopes, tags, strict=True):
@@ -100,7 +101,7 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
             template = templates[key] = _Template(envelope, eta)
         if not runs or runs[-1][0] != envelope.queue:
             runs.append((envelope.queue, []))
-        runs[-1][1].append(template.render(task_id_for(envelope.id), envelope.encode(), tag))
+        runs[-1][1].extend(template.render_all([task_id_for(envelope.id)], [envelope.encode()], [tag]))
     return runs
 
 
