@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from measure import rate, timed
+from measure import rate, timed, timed_cpu
 
 from taskbridge import Envelope
 from taskbridge.envelope import EnvelopeBatch, encode_json
@@ -98,7 +98,8 @@ def redis_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, floa
             pipe.execute()
 
     try:
-        return {"ceiling_publish": rate(n, timed(push)), "ceiling_body_bytes": len(bodies[0])}
+        seconds, cpu = timed_cpu(push)
+        return {"ceiling_publish": rate(n, seconds), "ceiling_cpu": cpu / n, "ceiling_body_bytes": len(bodies[0])}
     finally:
         client.delete(key)
         client.close()
@@ -123,13 +124,15 @@ def amqp_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, float
             channel.basic_publish("", queue, body, properties)
 
     try:
-        unconfirmed = rate(n, timed(publish))
+        seconds, cpu = timed_cpu(publish)
+        unconfirmed = rate(n, seconds)
         channel.queue_purge(queue)
         channel.confirm_delivery()
         confirmed = rate(n, timed(publish))
         return {
             "ceiling_publish": unconfirmed,
             "ceiling_publish_confirmed": confirmed,
+            "ceiling_cpu": cpu / n,
             "ceiling_body_bytes": len(messages[0][0]),
         }
     finally:
@@ -168,7 +171,10 @@ def main() -> int:
         print(f"no ceiling measurement for {args.broker}", file=sys.stderr)
         return 2
     for name, value in figures.items():
-        print(f"{name:<28} {value:>10,.0f}{'' if name.endswith('bytes') else '/s'}")
+        if name.endswith("cpu"):
+            print(f"{name:<28} {value * 1e6:>10.2f} us/body (this process)")
+        else:
+            print(f"{name:<28} {value:>10,.0f}{'' if name.endswith('bytes') else '/s'}")
     if args.json is not None:
         record = {"broker": args.broker, "engine": args.engine, "jobs": args.jobs, **figures}
         args.json.write_text(json.dumps(record, indent=2))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-from measure import group_cpu, rate, signing, signing_cost, timed
+from measure import group_cpu, rate, signing, signing_cost, timed, timed_cpu
 
 from taskbridge import job
 
@@ -186,7 +186,7 @@ def main() -> None:
             n,
             logs / "taskbridge-worker.log",
         )
-    tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
+    tb_many, tb_many_cpu = timed_cpu(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
     if args.signing:
         signed_queue = f"benchtbsig{run}"
@@ -269,6 +269,7 @@ def main() -> None:
             "raw_enqueue": raw_send_rate,
             "tb_enqueue": tb_send_rate,
             "tb_many": rate(n, tb_many),
+            "tb_many_cpu": tb_many_cpu / n,
             "raw_drain": raw_drain_rate,
             "tb_drain": tb_drain_rate,
             "raw_cpu": raw_cpu / n,
@@ -279,6 +280,7 @@ def main() -> None:
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
+    print(f"enqueue_many CPU per job: {tb_many_cpu / n * 1e6:.1f} us")
     if not args.signing:
         print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us")
     if args.signing:

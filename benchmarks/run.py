@@ -144,18 +144,20 @@ def markdown(results: dict[str, Any]) -> str:
     rows = [
         "| combination | enqueue ratio | `enqueue_many` vs raw loop | `enqueue_many` vs ceiling | drain ratio "
         "| raw drain/s | taskbridge drain/s | `enqueue_many`/s | ceiling/s "
-        "| latency p50 ms, taskbridge (raw) | latency p99 ms, taskbridge (raw) "
+        "| `enqueue_many` CPU us/job (ceiling's) | latency p50 ms, taskbridge (raw) | latency p99 ms, taskbridge (raw) "
         "| worker CPU us/job, taskbridge (raw) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for name, r in ratios(results).items():
         f = results["combinations"][name]
         ceiling = _ceiling(results, name) or float("nan")
+        ceiling_cpu = (results["ceilings"].get(name) or {}).get("ceiling_cpu", nan)
         rows.append(
             f"| {name} | {r['enqueue']:.2f} | {r['enqueue_many_vs_loop']:.1f}x | {r['enqueue_many_vs_ceiling']:.2f} "
             f"| {r['drain']:.2f} | {f['raw_drain']:,.0f} | {f['tb_drain']:,.0f} | {f['tb_many']:,.0f} "
-            f"| {ceiling:,.0f} | {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
+            f"| {ceiling:,.0f} | {f.get('tb_many_cpu', nan) * 1e6:.1f} ({ceiling_cpu * 1e6:.1f}) "
+            f"| {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
             f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
             f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )
