@@ -66,7 +66,7 @@ class Envelope:
 
     def encode(self) -> str:
         """The JSON text sent over the wire."""
-        return _ENCODER.encode(vars(self))
+        return _encode(vars(self))
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -104,14 +104,16 @@ def check_json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) 
     """Raise :class:`EnqueueError` naming the job and argument if any argument is not plain JSON;
     return the size in bytes of the arguments' JSON."""
     try:
-        text = _ENCODER.encode([args, kwargs])
-        if all(type(v) in _SCALARS for v in args) and all(
-            type(k) is str and type(v) in _SCALARS for k, v in kwargs.items()
+        text = _encode([args, kwargs])
+        if (
+            _SCALARS.issuperset(map(type, args))
+            and _STRINGS.issuperset(map(type, kwargs))
+            and _SCALARS.issuperset(map(type, kwargs.values()))
         ):
             return len(text)  # scalars survive the round trip; NaN and infinities were refused above
         if json.loads(text) == [list(args), kwargs]:
             return len(text)  # the common case; the checks below find and name the offending argument
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     for index, value in enumerate(args):
         _check_json_value(job, f"positional argument {index}", value)
