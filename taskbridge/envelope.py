@@ -162,6 +162,7 @@ def _check_json_value(job: str, where: str, value: Any) -> None:
         )
 
 
+_BACKSLASH, _ESCAPED_BACKSLASH, _QUOTE, _ESCAPED_QUOTE = "\\", "\\\\", '"', '\\"'
 _ID_POOL = 256
 """Ids drawn from the system's random source at once by a batch (one call instead of one per envelope)."""
 
@@ -194,7 +195,9 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.ids: list[str] = []
         self.args: list[list[Any]] = []
         self.kwargs: list[dict[str, Any]] = []
-        self._texts: list[str] = []
+        self._args_texts: list[str] = []
+        self._kwargs_texts: list[str] = []
+        self._texts: list[str] | None = None
         self._spare_ids: list[str] = []
         encode = _ENCODER.encode
         self._head = f'{{"job":{encode(job)},"queue":{encode(queue)},"args":'
@@ -214,7 +217,9 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.ids.append(envelope_id)
         self.args.append(list(args))
         self.kwargs.append(dict(kwargs))
-        self._texts.append(f'{self._head}{args_text},"kwargs":{kwargs_text},"id":"{envelope_id}"{self._tail}')
+        self._args_texts.append(args_text)
+        self._kwargs_texts.append(kwargs_text)
+        self._texts = None
         return envelope_id
 
     def extend(
@@ -230,19 +235,40 @@ class EnvelopeBatch(Sequence[Envelope]):
         if not count:
             return
         pool = os.urandom(16 * count).hex()
-        ids = [pool[i : i + 32] for i in range(0, 32 * count, 32)]
-        head, tail = self._head, self._tail
-        self.ids += ids
+        self.ids += [pool[i : i + 32] for i in range(0, 32 * count, 32)]
         self.args += [list(a) for a in args]
         self.kwargs += [dict(k) for k in kwargs]
-        self._texts += [
-            f'{head}{a},"kwargs":{k},"id":"{i}"{tail}' for a, k, i in zip(args_texts, kwargs_texts, ids, strict=True)
-        ]
+        self._args_texts += args_texts
+        self._kwargs_texts += kwargs_texts
+        self._texts = None
 
     @property
     def texts(self) -> list[str]:
         """The JSON text of each envelope, in order."""
+        if self._texts is None:
+            self._texts = self.wrapped_texts("", "")
         return self._texts
+
+    def wrapped_texts(self, before: str, after: str) -> list[str]:
+        """``before + text + after`` for the JSON text of each envelope, rendered in one piece."""
+        head, tail = before + self._head, self._tail + after
+        return [
+            f'{head}{a},"kwargs":{k},"id":"{i}"{tail}'
+            for a, k, i in zip(self._args_texts, self._kwargs_texts, self.ids, strict=True)
+        ]
+
+    def quoted_texts(self) -> list[str]:
+        """The JSON text of each envelope as a JSON string, quotes included: what ``json.dumps`` (ASCII
+        only) writes for :attr:`texts`, rendered from a quoted template."""
+        quote = json.encoder.encode_basestring_ascii
+        head, tail = quote(self._head)[:-1], quote(self._tail)[1:]
+        middle, before_id = quote(',"kwargs":')[1:-1], quote(',"id":"')[1:-1]
+        # JSON text is ASCII without control characters: quoting it escapes only '\\' and '"'.
+        return [
+            f"{head}{a.replace(_BACKSLASH, _ESCAPED_BACKSLASH).replace(_QUOTE, _ESCAPED_QUOTE)}{middle}"
+            f'{k.replace(_BACKSLASH, _ESCAPED_BACKSLASH).replace(_QUOTE, _ESCAPED_QUOTE)}{before_id}{i}\\"{tail}'
+            for a, k, i in zip(self._args_texts, self._kwargs_texts, self.ids, strict=True)
+        ]
 
     def with_not_before(self, not_before: float) -> EnvelopeBatch:
         """The same envelopes, due at ``not_before``."""
@@ -255,8 +281,7 @@ class EnvelopeBatch(Sequence[Envelope]):
             headers=self.headers,
         )
         batch.ids, batch.args, batch.kwargs = self.ids, self.args, self.kwargs
-        start, end, head, tail = len(self._head), -len(self._tail), batch._head, batch._tail
-        batch._texts = [head + text[start:end] + tail for text in self._texts]
+        batch._args_texts, batch._kwargs_texts = self._args_texts, self._kwargs_texts
         return batch
 
     def __len__(self) -> int:

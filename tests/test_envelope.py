@@ -229,6 +229,7 @@ def batch_of(
 CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     ((), {}),
     ((1, "zürich ✓", None, [1.5, {"x": True}]), {}),
+    (('a "quoted" \\ back\tslash',), {"p": "c:\\dir\n"}),
     ((), {"user_id": 42, "meta": {"k": [1, 2]}, "quote": 'say "hi"\n'}),
     ((7,), {"b": 8}),
 ]
@@ -247,6 +248,8 @@ def test_a_batch_renders_each_envelope_as_it_encodes_itself(fields: dict[str, An
     batch = batch_of(CALLS, at_once=at_once, **fields)
     assert len(batch) == len(CALLS)
     assert batch.texts == [envelope.encode() for envelope in batch] == envelope_texts(batch)
+    assert batch.quoted_texts() == [json.dumps(text) for text in batch.texts]
+    assert batch.wrapped_texts("[[", "]") == [f"[[{text}]" for text in batch.texts]
     assert [decode(text) for text in batch.texts] == list(batch)
     assert [(e.args, e.kwargs) for e in batch] == [(list(args), kwargs) for args, kwargs in CALLS]
     assert len(set(batch.ids)) == len(CALLS) and all(len(i) == 32 for i in batch.ids)
@@ -258,6 +261,8 @@ def test_a_batch_due_later_keeps_its_envelopes_and_ids() -> None:
     assert [e.not_before for e in later] == [1_800_000_100.0] * len(CALLS)
     assert later.ids == batch.ids
     assert later.texts == [e.encode() for e in later]
+    assert later.quoted_texts() == [json.dumps(text) for text in later.texts]
+    assert batch.texts == [e.encode() for e in batch], "the batch itself is unchanged"
     assert batch[1:3] == list(batch)[1:3]
 
 

@@ -21,7 +21,7 @@ from amqp.spec import Basic
 
 from taskbridge.envelope import EnvelopeBatch
 
-from .wire import BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers
+from .wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers
 
 _FRAME_END = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
@@ -70,8 +70,8 @@ def frames(batch: EnvelopeBatch, eta: float | None, channel_id: int, frame_max: 
     largest_body = frame_max - 8
     pack_header, pack_frame = _HEADER_FRAME.pack, _FRAME.pack
     out: list[bytes] = []
-    for task_id, text in zip(batch.ids, batch.texts, strict=True):
-        body = f"[[{text}]{BODY_TAIL}".encode(CONTENT_ENCODING)
+    for task_id, text in zip(batch.ids, batch.wrapped_texts(BODY_HEAD, BODY_TAIL), strict=True):
+        body = text.encode(CONTENT_ENCODING)
         size = len(body)
         if size > largest_body:
             return None

@@ -19,7 +19,7 @@ from typing import Any
 from taskbridge import Envelope
 from taskbridge.envelope import EnvelopeBatch
 
-from .wire import BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers, task_id_for
+from .wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers, task_id_for
 
 PIPELINE_SIZE = 1000
 """Messages sent in one pipeline round trip."""
@@ -41,14 +41,14 @@ class _Template:
             raise AssertionError(f"unexpected layout of a stored message: {parts[1::2]}")
         self.parts: tuple[str, str, str, str, str, str] = tuple(parts[0::2])  # type: ignore[assignment]
 
-    def render_all(self, task_ids: Sequence[str], envelope_texts: Sequence[str], tags: Sequence[str]) -> list[str]:
-        """The stored JSON of each message, with its task id, envelope text and delivery tag."""
+    def render_all(self, task_ids: Sequence[str], bodies: Sequence[str], tags: Sequence[str]) -> list[str]:
+        """The stored JSON of each message, with its task id, Celery body and delivery tag."""
         p0, p1, p2, p3, p4, p5 = self.parts
         encoding = CONTENT_ENCODING
         return [
-            f"{p0}{b2a_base64(f'[[{text}]{BODY_TAIL}'.encode(encoding), newline=False).decode('ascii')}"
+            f"{p0}{b2a_base64(body.encode(encoding), newline=False).decode('ascii')}"
             f"{p1}{task_id}{p2}{task_id}{p3}{task_id}{p4}{tag}{p5}"
-            for task_id, text, tag in zip(task_ids, envelope_texts, tags, strict=True)
+            for task_id, body, tag in zip(task_ids, bodies, tags, strict=True)
         ]
 
 
@@ -91,7 +91,8 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
     tags = delivery_tags(len(envelopes))
     if isinstance(envelopes, EnvelopeBatch):
         # One job, one queue, attempt 1, ids that are task ids: one template, no Envelope objects.
-        return [(envelopes.queue, _Template(envelopes[0], eta).render_all(envelopes.ids, envelopes.texts, tags))]
+        bodies = envelopes.wrapped_texts(BODY_HEAD, BODY_TAIL)
+        return [(envelopes.queue, _Template(envelopes[0], eta).render_all(envelopes.ids, bodies, tags))]
     runs: list[tuple[str, list[str]]] = []
     templates: dict[tuple[str, str, int], _Template] = {}
     for envelope, tag in zip(envelopes, tags, strict=True):
@@ -101,7 +102,8 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
             template = templates[key] = _Template(envelope, eta)
         if not runs or runs[-1][0] != envelope.queue:
             runs.append((envelope.queue, []))
-        runs[-1][1].extend(template.render_all([task_id_for(envelope.id)], [envelope.encode()], [tag]))
+        body = f"{BODY_HEAD}{envelope.encode()}{BODY_TAIL}"
+        runs[-1][1].extend(template.render_all([task_id_for(envelope.id)], [body], [tag]))
     return runs
 
 
