@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -76,23 +77,50 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _compact_encoder() -> Callable[[Any], str]:
-    """``_ENCODER.encode`` without the encoder it builds again on every call (most of its time for
-    a small value): the same C encoder, made once. It keeps no record of the containers it is in,
-    so a value that contains itself raises ``RecursionError`` rather than ``ValueError``. Falls
-    back to ``_ENCODER.encode`` where there is no C encoder."""
+def _c_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """``_ENCODER``'s C encoder (the chunks of a value's JSON), made once rather than on every
+    ``encode`` (most of its time for a small value). It keeps no record of the containers it is in,
+    so a value that contains itself raises ``RecursionError`` rather than ``ValueError``. None where
+    there is no C encoder."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
+        return None
+    chunks: Callable[[Any, int], Sequence[str]] = make(
+        None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    return chunks
+
+
+def _compact_encoder(chunks: Callable[[Any, int], Sequence[str]] | None) -> Callable[[Any], str]:
+    """``_ENCODER.encode`` through the C encoder made once (``_ENCODER.encode`` without one)."""
+    if chunks is None:
         return _ENCODER.encode
-    chunks = make(None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
     join = "".join
     return lambda value: join(chunks(value, 0))
 
 
-_encode = _compact_encoder()
+_chunks = _c_encoder()
+_encode = _compact_encoder(_chunks)
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _STRINGS = frozenset({str})
+_TUPLES = frozenset({tuple})
+
+
+def scalar_args_texts(calls: Sequence[Any]) -> list[str] | None:
+    """The JSON texts of ``calls`` when each is a tuple of positional arguments that are all plain
+    scalars (str, int, float, bool, None), encoded together; None for anything else, or for a float
+    that is NaN or infinite (then each call takes :func:`json_arguments`, which names what is wrong)."""
+    if not _TUPLES.issuperset(map(type, calls)) or not _SCALARS.issuperset(
+        map(type, itertools.chain.from_iterable(calls))
+    ):
+        return None
+    try:
+        if _chunks is None:
+            return list(map(_encode, calls))
+        return list(map("".join, map(_chunks, calls, itertools.repeat(0))))  # no Python frame per call
+    except ValueError:
+        return None
 
 
 def encode_json(value: Any) -> str:
@@ -236,8 +264,8 @@ class EnvelopeBatch(Sequence[Envelope]):
             return
         pool = os.urandom(16 * count).hex()
         self.ids += [pool[i : i + 32] for i in range(0, 32 * count, 32)]
-        self.args += [list(a) for a in args]
-        self.kwargs += [dict(k) for k in kwargs]
+        self.args += map(list, args)
+        self.kwargs += map(dict, kwargs)
         self._args_texts += args_texts
         self._kwargs_texts += kwargs_texts
         self._texts = None

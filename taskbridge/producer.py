@@ -17,7 +17,15 @@ from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .dispatch import schedule
 from .engine import get_engine
-from .envelope import Envelope, EnvelopeBatch, check_json_arguments, encode_json, is_queue_name, json_arguments
+from .envelope import (
+    Envelope,
+    EnvelopeBatch,
+    check_json_arguments,
+    encode_json,
+    is_queue_name,
+    json_arguments,
+    scalar_args_texts,
+)
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .policies import with_hook
@@ -206,6 +214,8 @@ class Producer:
         """Check each of ``calls`` (``enqueue_many`` items) as :meth:`add` does and add them to
         ``batch``. When one is refused, the calls before it are in ``batch``: its length is the
         refused call's index."""
+        if isinstance(calls, list) and self._add_scalar_tuples(batch, calls):
+            return
         name = self.spec.name
         good_shapes = self._good_shapes
         room = self.limit - batch.frame
@@ -232,6 +242,21 @@ class Producer:
                 kwargs_texts.append(kwargs_text)
         finally:
             batch.extend(all_args, all_kwargs, args_texts, kwargs_texts)
+
+    def _add_scalar_tuples(self, batch: EnvelopeBatch, calls: list[Any]) -> bool:
+        """Add ``calls`` to ``batch`` at once when all are args tuples of plain scalars that bind and
+        fit (the common ``enqueue_many``); False, having added nothing, for anything else."""
+        texts = scalar_args_texts(calls)
+        if texts is None or max(map(len, texts), default=0) + 2 > self.limit - batch.frame:
+            return False
+        for length in set(map(len, calls)):
+            if (length, ()) not in self._good_shapes:
+                try:
+                    self._check_shape((None,) * length, {})
+                except EnqueueError:
+                    return False
+        batch.extend(calls, [_NO_KWARGS] * len(calls), texts, ["{}"] * len(calls))
+        return True
 
     def _too_big(self, size: int) -> None:
         raise EnqueueError(
