@@ -3,9 +3,18 @@
     .venv/bin/python benchmarks/bench_ceiling.py --broker redis://127.0.0.1:6379/0 --jobs 20000
     .venv/bin/python benchmarks/bench_ceiling.py --broker amqp://guest:guest@127.0.0.1:5672//
 
+    .venv/bin/python benchmarks/bench_ceiling.py --broker redis://127.0.0.1:6379/0 --engine celery
+
 Redis: ``LPUSH`` pipelined in batches of 1,000. RabbitMQ: ``basic_publish`` on one pika channel,
 unconfirmed, then with publisher confirms (one round trip each, as a plain confirmed loop pays).
 Queues and keys are fresh and removed afterwards.
+
+The bodies are rendered before the clock starts. Without ``--engine`` each is a bare envelope of a
+no-op job. With ``--engine`` each is exactly what that engine's ``enqueue_many`` writes for one
+(taskbridge's default expiry, a queue name as long as the benchmarks'): on Redis, Celery's stored
+kombu message (base64 body, headers, properties) or Dramatiq's message; on RabbitMQ the same body
+and, for Celery, the same message headers. A ceiling of smaller bodies than the engine writes
+would not be a ceiling for that engine. ``ceiling_body_bytes`` reports the size used.
 """
 
 from __future__ import annotations
@@ -13,26 +22,74 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from measure import rate, timed
+from measure import rate, timed, timed_cpu
 
 from taskbridge import Envelope
+from taskbridge.envelope import EnvelopeBatch, encode_json
 
 BATCH = 1000
+QUEUE = "bench-many-00000000-0"
+"""A queue name as long as the ones ``bench_celery.py`` and ``bench_dramatiq.py`` publish to."""
+EXPIRES = 86400.0
+"""taskbridge's default expiry: every envelope of a no-op job carries ``expires_at``."""
 
 
-def _body(index: int) -> bytes:
-    return Envelope(job="bench.noop", queue="bench", args=[index]).encode().encode()
+def _envelopes(n: int) -> EnvelopeBatch:
+    now = time.time()
+    batch = EnvelopeBatch("bench.noop", QUEUE, enqueued_at=now, expires_at=now + EXPIRES, not_before=None, headers={})
+    for index in range(n):
+        batch.add((index,), {}, encode_json([index]), "{}")
+    return batch
 
 
-def redis_ceiling(url: str, n: int) -> dict[str, float]:
+def _plain(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
+    return [(Envelope(job="bench.noop", queue="bench", args=[i]).encode().encode(), None) for i in range(n)]
+
+
+def _celery_redis(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
+    from taskbridge_celery.redis_batch import stored_messages
+
+    return [(text.encode(), None) for _, texts in stored_messages(_envelopes(n), None) for text in texts]
+
+
+def _celery_amqp(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
+    from taskbridge_celery.wire import message_body, message_headers
+
+    batch = _envelopes(n)
+    return [
+        (message_body(text), message_headers(envelope, envelope.id, None))
+        for envelope, text in zip(batch, batch.texts, strict=True)
+    ]
+
+
+def _dramatiq(n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
+    from taskbridge_dramatiq.brokers.common import message_bodies
+
+    batch = _envelopes(n)
+    options = [f'{{"redis_message_id":"{uuid.uuid4().hex}-{i}"}}' for i in range(n)]
+    return [(body, None) for body in message_bodies(batch, QUEUE, options)]
+
+
+def bodies_for(engine: str | None, scheme: str, n: int) -> list[tuple[bytes, dict[str, Any] | None]]:
+    """``n`` bodies (and AMQP headers) as ``engine`` writes them on ``scheme``; bare envelopes for None."""
+    if engine is None:
+        return _plain(n)
+    if engine == "celery":
+        return _celery_redis(n) if scheme == "redis" else _celery_amqp(n)
+    return _dramatiq(n)
+
+
+def redis_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, float]:
     import redis
 
     client = redis.Redis.from_url(url)
     key = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
-    bodies = [_body(i) for i in range(n)]
+    bodies = [body for body, _ in bodies_for(engine, "redis", n)]
 
     def push() -> None:
         for start in range(0, n, BATCH):
@@ -41,13 +98,14 @@ def redis_ceiling(url: str, n: int) -> dict[str, float]:
             pipe.execute()
 
     try:
-        return {"ceiling_publish": rate(n, timed(push))}
+        seconds, cpu = timed_cpu(push)
+        return {"ceiling_publish": rate(n, seconds), "ceiling_cpu": cpu / n, "ceiling_body_bytes": len(bodies[0])}
     finally:
         client.delete(key)
         client.close()
 
 
-def amqp_ceiling(url: str, n: int) -> dict[str, float]:
+def amqp_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, float]:
     import pika
     from taskbridge_dramatiq.brokers import pika_url
 
@@ -55,41 +113,71 @@ def amqp_ceiling(url: str, n: int) -> dict[str, float]:
     channel = connection.channel()
     queue = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
     channel.queue_declare(queue, durable=True)
-    bodies = [_body(i) for i in range(n)]
     persistent = pika.BasicProperties(delivery_mode=2)
+    messages = [
+        (body, _properties(pika, headers) if headers is not None else persistent)
+        for body, headers in bodies_for(engine, "amqp", n)
+    ]
 
     def publish() -> None:
-        for body in bodies:
-            channel.basic_publish("", queue, body, persistent)
+        for body, properties in messages:
+            channel.basic_publish("", queue, body, properties)
 
     try:
-        unconfirmed = rate(n, timed(publish))
+        seconds, cpu = timed_cpu(publish)
+        unconfirmed = rate(n, seconds)
         channel.queue_purge(queue)
         channel.confirm_delivery()
         confirmed = rate(n, timed(publish))
-        return {"ceiling_publish": unconfirmed, "ceiling_publish_confirmed": confirmed}
+        return {
+            "ceiling_publish": unconfirmed,
+            "ceiling_publish_confirmed": confirmed,
+            "ceiling_cpu": cpu / n,
+            "ceiling_body_bytes": len(messages[0][0]),
+        }
     finally:
         channel.queue_delete(queue)
         connection.close()
+
+
+def _properties(pika: Any, headers: dict[str, Any]) -> Any:
+    """What Celery's message carries besides its body."""
+    from taskbridge_celery.wire import CONTENT_ENCODING, CONTENT_TYPE
+
+    return pika.BasicProperties(
+        content_type=CONTENT_TYPE,
+        content_encoding=CONTENT_ENCODING,
+        headers=headers,
+        correlation_id=headers["id"],
+        reply_to="",
+        delivery_mode=2,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis:// or amqp:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="bodies to publish")
+    parser.add_argument(
+        "--engine", choices=("celery", "dramatiq"), default=None, help="bodies as this engine writes them"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (bodies/s) to this file")
     args = parser.parse_args()
     if args.broker.startswith("redis"):
-        figures = redis_ceiling(args.broker, args.jobs)
+        figures = redis_ceiling(args.broker, args.jobs, args.engine)
     elif args.broker.startswith("amqp"):
-        figures = amqp_ceiling(args.broker, args.jobs)
+        figures = amqp_ceiling(args.broker, args.jobs, args.engine)
     else:
         print(f"no ceiling measurement for {args.broker}", file=sys.stderr)
         return 2
     for name, value in figures.items():
-        print(f"{name:<28} {value:>10,.0f}/s")
+        if name.endswith("cpu"):
+            print(f"{name:<28} {value * 1e6:>10.2f} us/body (this process)")
+        else:
+            print(f"{name:<28} {value:>10,.0f}{'' if name.endswith('bytes') else '/s'}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"broker": args.broker, "jobs": args.jobs, **figures}, indent=2))
+        record = {"broker": args.broker, "engine": args.engine, "jobs": args.jobs, **figures}
+        args.json.write_text(json.dumps(record, indent=2))
     return 0
 
 

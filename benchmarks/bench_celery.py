@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
-from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed
+from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed, timed_cpu
 from taskbridge_celery.broker import broker_for
 
 import taskbridge
@@ -104,7 +104,9 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
-def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool) -> dict[str, float]:
+def _one_round(
+    n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool, drains: bool = True
+) -> dict[str, float]:
     engine = get_engine()
     raw_queue, tb_queue, many_queue = f"bench-raw-{tag}", f"bench-tb-{tag}", f"bench-many-{tag}"
     raw_app.conf.task_default_queue = raw_queue
@@ -118,12 +120,17 @@ def _one_round(n: int, tag: str, env: dict[str, str], signed: bool, signed_first
     result = {
         "raw_enqueue": rate(n, timed(lambda: [raw_noop.delay(i) for i in range(n)])),
         "tb_enqueue": rate(n, timed(lambda: [noop.enqueue(i) for i in range(n)])),
-        "tb_many": rate(n, timed(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))),
     }
     if raw_app.conf.broker_transport_options.get("confirm_publish"):
         # RabbitMQ: raw Celery runs with taskbridge's transport options, publisher confirms included.
         result["raw_enqueue_confirmed"] = result["raw_enqueue"]
+    many, many_cpu = timed_cpu(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))
+    result["tb_many"], result["tb_many_cpu"] = rate(n, many), many_cpu / n
     engine.purge(many_queue)
+    if not drains:
+        for queue in (raw_queue, tb_queue):
+            engine.purge(queue)
+        return result
     python = sys.executable
     result["raw_drain"], result["raw_cpu"] = _drain(
         [
@@ -194,8 +201,13 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report each side's best round")
     parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
+    parser.add_argument(
+        "--enqueue-only", action="store_true", help="measure the enqueue rates and enqueue_many only, no drains"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
+    if args.enqueue_only and args.signing:
+        parser.error("--signing measures drains too: not with --enqueue-only")
     n = args.jobs
     tag = uuid.uuid4().hex[:8]
     env = {
@@ -215,7 +227,9 @@ def main() -> int:
         f"broker {args.broker}, {n} no-op jobs, one worker with prefork concurrency 2, best of {args.rounds} round(s)",
         flush=True,
     )
-    rounds = [_one_round(n, f"{tag}-{i}", env, args.signing, i % 2 == 1) for i in range(args.rounds)]
+    rounds = [
+        _one_round(n, f"{tag}-{i}", env, args.signing, i % 2 == 1, not args.enqueue_only) for i in range(args.rounds)
+    ]
     best = {key: (min if "cpu" in key else max)(r[key] for r in rounds) for key in rounds[0]}
     print(
         f"enqueue       raw .delay() {best['raw_enqueue']:8.0f}/s   taskbridge .enqueue() "
@@ -223,16 +237,17 @@ def main() -> int:
     )
     print(
         f"enqueue_many  taskbridge   {best['tb_many']:8.0f}/s   vs the raw .delay() loop: "
-        f"{best['tb_many'] / best['raw_enqueue']:.1f}x"
+        f"{best['tb_many'] / best['raw_enqueue']:.1f}x   CPU {best['tb_many_cpu'] * 1e6:.1f} us/job"
     )
-    print(
-        f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
-        f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}"
-    )
-    print(
-        f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
-        f"{best['tb_cpu'] * 1e6:8.0f} us/job"
-    )
+    if not args.enqueue_only:
+        print(
+            f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
+            f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}"
+        )
+        print(
+            f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
+            f"{best['tb_cpu'] * 1e6:8.0f} us/job"
+        )
     if args.signing:
         enqueue, drain = best["tb_enqueue_signed"], best["tb_signed_drain"]
         print(

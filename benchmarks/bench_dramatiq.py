@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-from measure import group_cpu, rate, signing, signing_cost, timed
+from measure import group_cpu, rate, signing, signing_cost, timed, timed_cpu
 
 from taskbridge import job
 
@@ -112,14 +112,27 @@ def _drain(command: list[str], queue: str, count: int, log: Path) -> tuple[float
             os.killpg(worker.pid, signal.SIGKILL)
 
 
+def _purge(command: list[str], queue: str, total: int, log: Path) -> tuple[float, float]:
+    """What ``--enqueue-only`` does instead of a drain: empty the queue."""
+    from taskbridge import get_engine
+
+    get_engine().purge(queue)
+    return 0.0, 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="redis://, amqp:// or sqs:// URL")
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads of the one worker process")
     parser.add_argument("--signing", action="store_true", help="also measure taskbridge with signed envelopes")
+    parser.add_argument(
+        "--enqueue-only", action="store_true", help="measure the enqueue rates and enqueue_many only, no drains"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (jobs/s) to this file")
     args = parser.parse_args()
+    if args.enqueue_only and args.signing:
+        parser.error("--signing measures drains too: not with --enqueue-only")
 
     run = uuid.uuid4().hex[:8]
     raw_queue, tb_queue = f"benchraw{run}", f"benchtb{run}"
@@ -145,7 +158,8 @@ def main() -> None:
     print(f"broker={args.broker} jobs={n} worker: 1 process x {args.threads} threads; logs in {logs}", flush=True)
 
     raw_send = timed(lambda: [actor.send() for _ in range(n)])
-    raw_drain, raw_cpu = _drain(
+    drain = _purge if args.enqueue_only else _drain
+    raw_drain, raw_cpu = drain(
         [
             sys.executable,
             "-m",
@@ -166,7 +180,7 @@ def main() -> None:
     if args.signing:
         tb_drain = tb_cpu = 0.0  # measured below, alternating with the signed side
     else:
-        tb_drain, tb_cpu = _drain(
+        tb_drain, tb_cpu = drain(
             [
                 sys.executable,
                 "-m",
@@ -186,7 +200,7 @@ def main() -> None:
             n,
             logs / "taskbridge-worker.log",
         )
-    tb_many = timed(lambda: noop.enqueue_many(() for _ in range(n)))
+    tb_many, tb_many_cpu = timed_cpu(lambda: noop.enqueue_many(() for _ in range(n)))
     engine.purge(tb_queue)
     if args.signing:
         signed_queue = f"benchtbsig{run}"
@@ -233,9 +247,12 @@ def main() -> None:
         ("raw Dramatiq .send() loop", raw_send_rate, None),
         ("taskbridge .enqueue() loop", tb_send_rate, tb_send_rate / raw_send_rate),
         ("taskbridge .enqueue_many()", rate(n, tb_many), rate(n, tb_many) / raw_send_rate),
-        ("raw Dramatiq drain", raw_drain_rate, None),
-        ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
     ]
+    if not args.enqueue_only:
+        rows += [
+            ("raw Dramatiq drain", raw_drain_rate, None),
+            ("taskbridge drain", tb_drain_rate, tb_drain_rate / raw_drain_rate),
+        ]
     if args.signing:
         rows += [
             ("taskbridge .enqueue() loop, signed", rate(n, signed_send), rate(n, signed_send) / raw_send_rate),
@@ -273,19 +290,20 @@ def main() -> None:
             "raw_enqueue": raw_send_rate,
             "tb_enqueue": tb_send_rate,
             "tb_many": rate(n, tb_many),
-            "raw_drain": raw_drain_rate,
-            "tb_drain": tb_drain_rate,
-            "raw_cpu": raw_cpu / n,
-            "tb_cpu": tb_cpu / n,
+            "tb_many_cpu": tb_many_cpu / n,
         }
         if raw_confirmed_rate is not None:
             figures["raw_enqueue_confirmed"] = raw_confirmed_rate
+        if not args.enqueue_only:
+            figures |= {"raw_drain": raw_drain_rate, "tb_drain": tb_drain_rate}
+            figures |= {"raw_cpu": raw_cpu / n, "tb_cpu": tb_cpu / n}
         args.json.write_text(json.dumps({"engine": "dramatiq", "broker": args.broker, "jobs": n, **figures}, indent=2))
     width = max(len(name) for name, _, _ in rows)
     print(f"{'measurement':<{width}}  {'jobs/s':>10}  taskbridge/raw")
     for name, jobs_per_second, ratio in rows:
         print(f"{name:<{width}}  {jobs_per_second:>10,.0f}  {'' if ratio is None else f'{ratio:.2f}'}")
-    if not args.signing:
+    print(f"enqueue_many CPU per job: {tb_many_cpu / n * 1e6:.1f} us")
+    if not args.signing and not args.enqueue_only:
         print(f"worker CPU per job: raw {raw_cpu / n * 1e6:.0f} us, taskbridge {tb_cpu / n * 1e6:.0f} us")
     if args.signing:
         pairs = [unsigned[0] / signed[0] for unsigned, signed in zip(drains["unsigned"], drains["signed"], strict=True)]

@@ -5,8 +5,8 @@
 
 For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
 on the same broker, in the same run), ``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
-taskbridge; 1,000 jobs, 300 with ``--quick``) and, per broker, ``bench_ceiling.py`` (raw bodies
-pushed as fast as Python can), ``bench_backlog.py`` (drain rate and worker memory with ten times
+taskbridge; 1,000 jobs, 300 with ``--quick``), ``bench_ceiling.py --engine`` (the bodies that engine
+writes pushed raw as fast as Python can), ``bench_backlog.py`` (drain rate and worker memory with ten times
 the backlog, raw and taskbridge; 2,000 against 20,000 with ``--quick``) and, on Redis,
 ``bench_rate_limits.py`` (limits up to the drain capacity across 3 workers, 10,000 rate keys and
 their expiry; 2,000 keys with ``--quick``). It prints one markdown table of ratios with the raw figures beside
@@ -74,11 +74,19 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: boo
         if not _reachable(broker):
             print(f"skipping {scheme}: {broker} is not reachable", flush=True)
             continue
-        ceiling = [
-            _run("bench_ceiling.py", broker, jobs, workdir / f"ceiling-{scheme}-{i}.json") for i in range(rounds)
-        ]
-        results["ceilings"][scheme] = _median(ceiling)
         for engine in ENGINES:
+            # The ceiling with the bodies this engine writes, right before its own measurement.
+            ceiling = [
+                _run(
+                    "bench_ceiling.py",
+                    broker,
+                    jobs,
+                    workdir / f"ceiling-{engine}-{scheme}-{i}.json",
+                    ("--engine", engine),
+                )
+                for i in range(rounds)
+            ]
+            results["ceilings"][f"{engine}-{scheme}"] = _median(ceiling)
             runs = [
                 _run(f"bench_{engine}.py", broker, jobs, workdir / f"{engine}-{scheme}-{i}.json") for i in range(rounds)
             ]
@@ -109,11 +117,19 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: boo
     return results
 
 
+def _ceiling(results: dict[str, Any], combination: str) -> float | None:
+    """The ceiling measured with the combination's own bodies (results before those: the broker's)."""
+    ceilings = results["ceilings"]
+    figures = ceilings.get(combination) or ceilings.get(combination.split("-", 1)[1], {})
+    value = figures.get("ceiling_publish")
+    return float(value) if value else None
+
+
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The headline ratios per combination."""
     table: dict[str, dict[str, float]] = {}
     for name, f in results["combinations"].items():
-        ceiling = results["ceilings"].get(name.split("-", 1)[1], {}).get("ceiling_publish")
+        ceiling = _ceiling(results, name)
         table[name] = {
             "enqueue": f["tb_enqueue"] / f["raw_enqueue"],
             # Against raw publishing with confirms too (RabbitMQ; taskbridge confirms by default).
@@ -133,19 +149,21 @@ def markdown(results: dict[str, Any]) -> str:
         "| combination | enqueue ratio | enqueue ratio vs raw with confirms | `enqueue_many` vs raw loop "
         "| `enqueue_many` vs ceiling | drain ratio "
         "| raw drain/s | taskbridge drain/s | `enqueue_many`/s | ceiling/s "
-        "| latency p50 ms, taskbridge (raw) | latency p99 ms, taskbridge (raw) "
+        "| `enqueue_many` CPU us/job (ceiling's) | latency p50 ms, taskbridge (raw) | latency p99 ms, taskbridge (raw) "
         "| worker CPU us/job, taskbridge (raw) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for name, r in ratios(results).items():
         f = results["combinations"][name]
-        ceiling = results["ceilings"].get(name.split("-", 1)[1], {}).get("ceiling_publish", float("nan"))
+        ceiling = _ceiling(results, name) or float("nan")
+        ceiling_cpu = (results["ceilings"].get(name) or {}).get("ceiling_cpu", nan)
         rows.append(
             f"| {name} | {r['enqueue']:.2f} | {_confirmed(r['enqueue_vs_confirmed'])} "
             f"| {r['enqueue_many_vs_loop']:.1f}x | {r['enqueue_many_vs_ceiling']:.2f} "
             f"| {r['drain']:.2f} | {f['raw_drain']:,.0f} | {f['tb_drain']:,.0f} | {f['tb_many']:,.0f} "
-            f"| {ceiling:,.0f} | {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
+            f"| {ceiling:,.0f} | {f.get('tb_many_cpu', nan) * 1e6:.1f} ({ceiling_cpu * 1e6:.1f}) "
+            f"| {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
             f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
             f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )

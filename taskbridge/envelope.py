@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, overload
 
@@ -66,13 +67,60 @@ class Envelope:
 
     def encode(self) -> str:
         """The JSON text sent over the wire."""
-        return _ENCODER.encode(vars(self))
+        return _encode(vars(self))
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _c_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """``_ENCODER``'s C encoder (the chunks of a value's JSON), made once rather than on every
+    ``encode`` (most of its time for a small value). It keeps no record of the containers it is in,
+    so a value that contains itself raises ``RecursionError`` rather than ``ValueError``. None where
+    there is no C encoder."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    chunks: Callable[[Any, int], Sequence[str]] = make(
+        None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    return chunks
+
+
+def _compact_encoder(chunks: Callable[[Any, int], Sequence[str]] | None) -> Callable[[Any], str]:
+    """``_ENCODER.encode`` through the C encoder made once (``_ENCODER.encode`` without one)."""
+    if chunks is None:
+        return _ENCODER.encode
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+_chunks = _c_encoder()
+_encode = _compact_encoder(_chunks)
+
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STRINGS = frozenset({str})
+_TUPLES = frozenset({tuple})
+
+
+def scalar_args_texts(calls: Sequence[Any]) -> list[str] | None:
+    """The JSON texts of ``calls`` when each is a tuple of positional arguments that are all plain
+    scalars (str, int, float, bool, None), encoded together; None for anything else, or for a float
+    that is NaN or infinite (then each call takes :func:`json_arguments`, which names what is wrong)."""
+    if not _TUPLES.issuperset(map(type, calls)) or not _SCALARS.issuperset(
+        map(type, itertools.chain.from_iterable(calls))
+    ):
+        return None
+    try:
+        if _chunks is None:
+            return list(map(_encode, calls))
+        return list(map("".join, map(_chunks, calls, itertools.repeat(0))))  # no Python frame per call
+    except ValueError:
+        return None
 
 
 def encode_json(value: Any) -> str:
@@ -84,14 +132,16 @@ def check_json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) 
     """Raise :class:`EnqueueError` naming the job and argument if any argument is not plain JSON;
     return the size in bytes of the arguments' JSON."""
     try:
-        text = _ENCODER.encode([args, kwargs])
-        if all(type(v) in _SCALARS for v in args) and all(
-            type(k) is str and type(v) in _SCALARS for k, v in kwargs.items()
+        text = _encode([args, kwargs])
+        if (
+            _SCALARS.issuperset(map(type, args))
+            and _STRINGS.issuperset(map(type, kwargs))
+            and _SCALARS.issuperset(map(type, kwargs.values()))
         ):
             return len(text)  # scalars survive the round trip; NaN and infinities were refused above
         if json.loads(text) == [list(args), kwargs]:
             return len(text)  # the common case; the checks below find and name the offending argument
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     for index, value in enumerate(args):
         _check_json_value(job, f"positional argument {index}", value)
@@ -106,15 +156,19 @@ def json_arguments(job: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tup
     """The JSON texts of ``args`` and ``kwargs`` as an envelope carries them, checked as
     :func:`check_json_arguments` checks them (the same error when they are not plain JSON)."""
     try:
-        args_text = _ENCODER.encode(args) if args else "[]"
-        kwargs_text = _ENCODER.encode(kwargs) if kwargs else "{}"
-        if all(type(v) in _SCALARS for v in args) and all(
-            type(k) is str and type(v) in _SCALARS for k, v in kwargs.items()
-        ):
-            return args_text, kwargs_text
-        if json.loads(args_text) == list(args) and json.loads(kwargs_text) == kwargs:
-            return args_text, kwargs_text
-    except (TypeError, ValueError):
+        args_text = _encode(args) if args else "[]"
+        if not kwargs:
+            if _SCALARS.issuperset(map(type, args)) or json.loads(args_text) == list(args):
+                return args_text, "{}"
+        else:
+            kwargs_text = _encode(kwargs)
+            # JSON writes keys that are numbers as strings: such a key fails both checks.
+            if _STRINGS.issuperset(map(type, kwargs)) and (
+                (_SCALARS.issuperset(map(type, args)) and _SCALARS.issuperset(map(type, kwargs.values())))
+                or (json.loads(args_text) == list(args) and json.loads(kwargs_text) == kwargs)
+            ):
+                return args_text, kwargs_text
+    except (TypeError, ValueError, RecursionError):
         pass
     check_json_arguments(job, args, kwargs)  # raises, naming the argument
     return _ENCODER.encode(list(args)), _ENCODER.encode(kwargs)
@@ -136,6 +190,7 @@ def _check_json_value(job: str, where: str, value: Any) -> None:
         )
 
 
+_BACKSLASH, _ESCAPED_BACKSLASH, _QUOTE, _ESCAPED_QUOTE = "\\", "\\\\", '"', '\\"'
 _ID_POOL = 256
 """Ids drawn from the system's random source at once by a batch (one call instead of one per envelope)."""
 
@@ -168,7 +223,9 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.ids: list[str] = []
         self.args: list[list[Any]] = []
         self.kwargs: list[dict[str, Any]] = []
-        self._texts: list[str] = []
+        self._args_texts: list[str] = []
+        self._kwargs_texts: list[str] = []
+        self._texts: list[str] | None = None
         self._spare_ids: list[str] = []
         encode = _ENCODER.encode
         self._head = f'{{"job":{encode(job)},"queue":{encode(queue)},"args":'
@@ -188,13 +245,58 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.ids.append(envelope_id)
         self.args.append(list(args))
         self.kwargs.append(dict(kwargs))
-        self._texts.append(f'{self._head}{args_text},"kwargs":{kwargs_text},"id":"{envelope_id}"{self._tail}')
+        self._args_texts.append(args_text)
+        self._kwargs_texts.append(kwargs_text)
+        self._texts = None
         return envelope_id
+
+    def extend(
+        self,
+        args: Sequence[Sequence[Any]],
+        kwargs: Sequence[dict[str, Any]],
+        args_texts: Sequence[str],
+        kwargs_texts: Sequence[str],
+    ) -> None:
+        """:meth:`add` each of several calls (the i-th of each sequence is one call), with their ids
+        drawn from the system's random source at once."""
+        count = len(args_texts)
+        if not count:
+            return
+        pool = os.urandom(16 * count).hex()
+        self.ids += [pool[i : i + 32] for i in range(0, 32 * count, 32)]
+        self.args += map(list, args)
+        self.kwargs += map(dict, kwargs)
+        self._args_texts += args_texts
+        self._kwargs_texts += kwargs_texts
+        self._texts = None
 
     @property
     def texts(self) -> list[str]:
         """The JSON text of each envelope, in order."""
+        if self._texts is None:
+            self._texts = self.wrapped_texts("", "")
         return self._texts
+
+    def wrapped_texts(self, before: str, after: str) -> list[str]:
+        """``before + text + after`` for the JSON text of each envelope, rendered in one piece."""
+        head, tail = before + self._head, self._tail + after
+        return [
+            f'{head}{a},"kwargs":{k},"id":"{i}"{tail}'
+            for a, k, i in zip(self._args_texts, self._kwargs_texts, self.ids, strict=True)
+        ]
+
+    def quoted_texts(self) -> list[str]:
+        """The JSON text of each envelope as a JSON string, quotes included: what ``json.dumps`` (ASCII
+        only) writes for :attr:`texts`, rendered from a quoted template."""
+        quote = json.encoder.encode_basestring_ascii
+        head, tail = quote(self._head)[:-1], quote(self._tail)[1:]
+        middle, before_id = quote(',"kwargs":')[1:-1], quote(',"id":"')[1:-1]
+        # JSON text is ASCII without control characters: quoting it escapes only '\\' and '"'.
+        return [
+            f"{head}{a.replace(_BACKSLASH, _ESCAPED_BACKSLASH).replace(_QUOTE, _ESCAPED_QUOTE)}{middle}"
+            f'{k.replace(_BACKSLASH, _ESCAPED_BACKSLASH).replace(_QUOTE, _ESCAPED_QUOTE)}{before_id}{i}\\"{tail}'
+            for a, k, i in zip(self._args_texts, self._kwargs_texts, self.ids, strict=True)
+        ]
 
     def with_not_before(self, not_before: float) -> EnvelopeBatch:
         """The same envelopes, due at ``not_before``."""
@@ -207,8 +309,7 @@ class EnvelopeBatch(Sequence[Envelope]):
             headers=self.headers,
         )
         batch.ids, batch.args, batch.kwargs = self.ids, self.args, self.kwargs
-        start, end, head, tail = len(self._head), -len(self._tail), batch._head, batch._tail
-        batch._texts = [head + text[start:end] + tail for text in self._texts]
+        batch._args_texts, batch._kwargs_texts = self._args_texts, self._kwargs_texts
         return batch
 
     def __len__(self) -> int:

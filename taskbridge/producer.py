@@ -16,7 +16,15 @@ from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
 from .dispatch import schedule
 from .engine import get_engine
-from .envelope import Envelope, EnvelopeBatch, check_json_arguments, encode_json, is_queue_name, json_arguments
+from .envelope import (
+    Envelope,
+    EnvelopeBatch,
+    check_json_arguments,
+    encode_json,
+    is_queue_name,
+    json_arguments,
+    scalar_args_texts,
+)
 from .errors import ConfigurationError, EnqueueError
 from .handles import JobRef
 from .policies import with_hook
@@ -45,6 +53,9 @@ class CallOptions:
 
 PLAIN = CallOptions()
 """No per-call option: the job's own settings."""
+
+_NO_KWARGS: dict[str, Any] = {}
+"""The keyword arguments of an ``enqueue_many`` item that is an args tuple (never changed)."""
 
 
 def _countdown(spec: JobSpec, call: CallOptions) -> float:
@@ -195,12 +206,63 @@ class Producer:
         self._check_shape(args, kwargs)
         size = batch.frame + len(args_text) + len(kwargs_text)
         if size > self.limit:
-            raise EnqueueError(
-                f"job {self.spec.name!r}: the message is {size + self.signature_size} bytes, over the "
-                f"{self.engine.facts.max_message_size}-byte limit of the {self.engine.name} transport; "
-                "pass a reference (an id, a URL) instead of the data"
-            )
+            self._too_big(size)
         batch.add(args, kwargs, args_text, kwargs_text)
+
+    def add_calls(self, batch: EnvelopeBatch, calls: Iterable[Any]) -> None:
+        """Check each of ``calls`` (``enqueue_many`` items) as :meth:`add` does and add them to
+        ``batch``. When one is refused, the calls before it are in ``batch``: its length is the
+        refused call's index."""
+        if isinstance(calls, list) and self._add_scalar_tuples(batch, calls):
+            return
+        name = self.spec.name
+        good_shapes = self._good_shapes
+        room = self.limit - batch.frame
+        all_args: list[Sequence[Any]] = []
+        all_kwargs: list[dict[str, Any]] = []
+        args_texts: list[str] = []
+        kwargs_texts: list[str] = []
+        args: Sequence[Any]
+        kwargs: dict[str, Any]
+        try:
+            for item in calls:
+                if type(item) is tuple and not (len(item) == 2 and isinstance(item[1], dict)):
+                    args, kwargs = item, _NO_KWARGS  # the common item, an args tuple, without _split_call
+                else:
+                    args, kwargs = _split_call(name, item)
+                args_text, kwargs_text = json_arguments(name, args, kwargs)
+                if (len(args), tuple(kwargs)) not in good_shapes:
+                    self._check_shape(args, kwargs)
+                if len(args_text) + len(kwargs_text) > room:
+                    self._too_big(batch.frame + len(args_text) + len(kwargs_text))
+                all_args.append(args)
+                all_kwargs.append(kwargs)
+                args_texts.append(args_text)
+                kwargs_texts.append(kwargs_text)
+        finally:
+            batch.extend(all_args, all_kwargs, args_texts, kwargs_texts)
+
+    def _add_scalar_tuples(self, batch: EnvelopeBatch, calls: list[Any]) -> bool:
+        """Add ``calls`` to ``batch`` at once when all are args tuples of plain scalars that bind and
+        fit (the common ``enqueue_many``); False, having added nothing, for anything else."""
+        texts = scalar_args_texts(calls)
+        if texts is None or max(map(len, texts), default=0) + 2 > self.limit - batch.frame:
+            return False
+        for length in set(map(len, calls)):
+            if (length, ()) not in self._good_shapes:
+                try:
+                    self._check_shape((None,) * length, {})
+                except EnqueueError:
+                    return False
+        batch.extend(calls, [_NO_KWARGS] * len(calls), texts, ["{}"] * len(calls))
+        return True
+
+    def _too_big(self, size: int) -> None:
+        raise EnqueueError(
+            f"job {self.spec.name!r}: the message is {size + self.signature_size} bytes, over the "
+            f"{self.engine.facts.max_message_size}-byte limit of the {self.engine.name} transport; "
+            "pass a reference (an id, a URL) instead of the data"
+        )
 
     def forget(self, envelopes: Sequence[Envelope]) -> None:
         """Undo what the policies did at enqueue (uniqueness marks) for envelopes built but never sent."""
@@ -277,20 +339,24 @@ def _build(publisher: Producer, chunk: list[Any], consumed: int, total: int) -> 
     envelope (``unique``)."""
     name = publisher.spec.name
     templated = publisher.batch()
+    if templated is not None:
+        try:
+            publisher.add_calls(templated, chunk)
+        except EnqueueError as exc:
+            item = consumed + len(templated) + 1
+            raise EnqueueError(f"{exc} (item {item}; {total} earlier calls were published)") from None
+        return templated
     built: list[Envelope] = []
     for item in chunk:
         consumed += 1
         try:
-            if templated is not None:
-                publisher.add(templated, *_split_call(name, item))
-                continue
             envelope = publisher.build(*_split_call(name, item))
         except EnqueueError as exc:
             publisher.forget(built)
             raise EnqueueError(f"{exc} (item {consumed}; {total} earlier calls were published)") from None
         if envelope is not None:
             built.append(envelope)
-    return built if templated is None else templated
+    return built
 
 
 def enqueue_batches(

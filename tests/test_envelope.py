@@ -196,6 +196,14 @@ def test_non_json_arguments_fail_naming_the_job_and_argument(
 
 
 @pytest.mark.parametrize("check", [check_json_arguments, json_arguments])
+def test_an_argument_that_contains_itself_fails_naming_it(check: Any) -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(EnqueueError, match=r"job 'mail\.send': argument 'items' is not JSON-serializable"):
+        check("mail.send", (), {"items": loop})
+
+
+@pytest.mark.parametrize("check", [check_json_arguments, json_arguments])
 def test_keyword_names_must_be_strings(check: Any) -> None:
     with pytest.raises(EnqueueError, match=r"job 'mail\.send': keyword argument names must be strings, got 1"):
         check("mail.send", (), {1: "x"})
@@ -204,17 +212,24 @@ def test_keyword_names_must_be_strings(check: Any) -> None:
 # batches: envelopes rendered from one template
 
 
-def batch_of(calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **fields: Any) -> EnvelopeBatch:
+def batch_of(
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]], *, at_once: bool = False, **fields: Any
+) -> EnvelopeBatch:
     options: dict[str, Any] = {"enqueued_at": 1_800_000_000.25, "expires_at": None, "not_before": None, "headers": {}}
     batch = EnvelopeBatch("billing.charge", "payments", **{**options, **fields})
-    for args, kwargs in calls:
-        batch.add(args, kwargs, *json_arguments("billing.charge", args, kwargs))
+    texts = [json_arguments("billing.charge", args, kwargs) for args, kwargs in calls]
+    if at_once:
+        batch.extend([a for a, _ in calls], [k for _, k in calls], [a for a, _ in texts], [k for _, k in texts])
+        return batch
+    for (args, kwargs), (args_text, kwargs_text) in zip(calls, texts, strict=True):
+        batch.add(args, kwargs, args_text, kwargs_text)
     return batch
 
 
 CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     ((), {}),
     ((1, "zürich ✓", None, [1.5, {"x": True}]), {}),
+    (('a "quoted" \\ back\tslash',), {"p": "c:\\dir\n"}),
     ((), {"user_id": 42, "meta": {"k": [1, 2]}, "quote": 'say "hi"\n'}),
     ((7,), {"b": 8}),
 ]
@@ -228,10 +243,13 @@ CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
         {"headers": {"track": {"keep": 3600.0, "results": True}}},
     ],
 )
-def test_a_batch_renders_each_envelope_as_it_encodes_itself(fields: dict[str, Any]) -> None:
-    batch = batch_of(CALLS, **fields)
+@pytest.mark.parametrize("at_once", [False, True], ids=["add", "extend"])
+def test_a_batch_renders_each_envelope_as_it_encodes_itself(fields: dict[str, Any], at_once: bool) -> None:
+    batch = batch_of(CALLS, at_once=at_once, **fields)
     assert len(batch) == len(CALLS)
     assert batch.texts == [envelope.encode() for envelope in batch] == envelope_texts(batch)
+    assert batch.quoted_texts() == [json.dumps(text) for text in batch.texts]
+    assert batch.wrapped_texts("[[", "]") == [f"[[{text}]" for text in batch.texts]
     assert [decode(text) for text in batch.texts] == list(batch)
     assert [(e.args, e.kwargs) for e in batch] == [(list(args), kwargs) for args, kwargs in CALLS]
     assert len(set(batch.ids)) == len(CALLS) and all(len(i) == 32 for i in batch.ids)
@@ -243,6 +261,8 @@ def test_a_batch_due_later_keeps_its_envelopes_and_ids() -> None:
     assert [e.not_before for e in later] == [1_800_000_100.0] * len(CALLS)
     assert later.ids == batch.ids
     assert later.texts == [e.encode() for e in later]
+    assert later.quoted_texts() == [json.dumps(text) for text in later.texts]
+    assert batch.texts == [e.encode() for e in batch], "the batch itself is unchanged"
     assert batch[1:3] == list(batch)[1:3]
 
 

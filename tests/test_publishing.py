@@ -252,6 +252,22 @@ def test_enqueue_many_names_the_job_and_the_item_that_is_bad(embedded: Embedded)
     assert [e.kwargs["i"] for e in embedded.queued(Q)] == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("items", "why"),
+    [
+        ([(1,), (2,), (3, "x", "extra")], r"arguments do not match"),
+        ([(1,), (2,), (float("nan"),)], r"positional argument 0 is not JSON-serializable"),
+        ([(1,), (2,), ({1: "x"},)], r"positional argument 0 does not survive a JSON round trip"),
+        ([(1,), (2,), ((), {1: "x"})], r"keyword argument names must be strings"),
+        ([(1,), (2,), (0, "y" * 1_100_000)], r"the message is \d+ bytes, over the"),
+    ],
+)
+def test_enqueue_many_names_the_args_tuple_that_is_bad(embedded: Embedded, items: list[Any], why: str) -> None:
+    with pytest.raises(EnqueueError, match=rf"job 'publishing\.note': {why}.* \(item 3; 0 earlier calls"):
+        note.enqueue_many(items)
+    assert embedded.queued(Q) == []
+
+
 def test_enqueue_many_that_fails_forgets_the_unique_keys_of_its_unsent_batch(embedded: Embedded) -> None:
     with pytest.raises(EnqueueError, match=r"item 2; 0 earlier calls"):
         remind.enqueue_many([{"user_id": 1}, {"user_id": 2, "payload": b"bytes"}])

@@ -12,9 +12,9 @@ from amqp import spec
 from kombu import Connection, Producer
 
 from taskbridge import Envelope
-from taskbridge.envelope import envelope_texts
+from taskbridge.envelope import EnvelopeBatch, envelope_texts
 
-from . import redis_batch
+from . import amqp_batch, redis_batch
 from .amqp_messages import CeleryProperties, PreparedMessage
 from .app import queue
 from .connection import ProcessConnection
@@ -86,10 +86,16 @@ class Publisher:
         """What ``_publish_all`` sends, straight on a py-amqp channel: a kombu producer costs more per
         message than the message itself, and so do py-amqp's properties (:mod:`.amqp_messages`)."""
         if self._declare_queues:
-            for name in sorted({e.queue for e in envelopes} - self._tx_declared):
+            names = {envelopes.queue} if isinstance(envelopes, EnvelopeBatch) else {e.queue for e in envelopes}
+            for name in sorted(names - self._tx_declared):
                 queue(name)(channel).declare()
                 self._tx_declared.add(name)
         _handle_waiting_frames(channel.connection)
+        if isinstance(envelopes, EnvelopeBatch):
+            rendered = amqp_batch.frames(envelopes, eta, channel.channel_id, channel.connection.frame_max)
+            if rendered is not None:
+                channel.connection.transport.write(rendered)
+                return
         properties = self._properties
         with _corked(channel.connection):
             for envelope, text in zip(envelopes, envelope_texts(envelopes), strict=True):

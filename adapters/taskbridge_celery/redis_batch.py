@@ -9,42 +9,50 @@ info, a fresh delivery tag). ``tests/adapters/celery/test_celery_publisher.py`` 
 
 from __future__ import annotations
 
-import base64
 import json
+import os
 import re
-import uuid
-from collections.abc import Iterator, Sequence
+from binascii import b2a_base64
+from collections.abc import Sequence
 from typing import Any
 
 from taskbridge import Envelope
-from taskbridge.envelope import envelope_texts
+from taskbridge.envelope import EnvelopeBatch
 
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
+from .wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers, task_id_for
 
 PIPELINE_SIZE = 1000
 """Messages sent in one pipeline round trip."""
 
 _TASK_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000body\ue000", "\ue000tag\ue000"
 _MARK = re.compile("(\ue000(?:task|body|tag)\ue000)")
+_ORDER = [_BODY, _TASK_ID, _TASK_ID, _TASK_ID, _TAG]
+"""Where the markers are in :func:`_stored_json`'s text: its keys are always in the same order."""
+_VARIANT = "89ab"
+"""The variant digit of a version-4 UUID."""
 
 
-def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> Iterator[tuple[str, str]]:
-    """``(queue, stored JSON)`` for each envelope, as kombu's Redis channel would ``LPUSH`` it."""
-    templates: dict[tuple[str, str, int], list[str]] = {}
-    for envelope, text in zip(envelopes, envelope_texts(envelopes), strict=True):
-        key = (envelope.job, envelope.queue, envelope.attempt)
-        parts = templates.get(key)
-        if parts is None:
-            parts = templates[key] = _MARK.split(_template(envelope, eta))
-        values = {
-            _TASK_ID: task_id_for(envelope.id),
-            _BODY: base64.b64encode(message_body(text)).decode("ascii"),
-            _TAG: str(uuid.uuid4()),
-        }
-        yield envelope.queue, "".join(values.get(part, part) for part in parts)
+class _Template:
+    """The stored JSON of one job's messages on one queue, in the pieces between what differs."""
+
+    def __init__(self, envelope: Envelope, eta: float | None) -> None:
+        parts = _MARK.split(_stored_json(envelope, eta))
+        if parts[1::2] != _ORDER:
+            raise AssertionError(f"unexpected layout of a stored message: {parts[1::2]}")
+        self.parts: tuple[str, str, str, str, str, str] = tuple(parts[0::2])  # type: ignore[assignment]
+
+    def render_all(self, task_ids: Sequence[str], bodies: Sequence[str], tags: Sequence[str]) -> list[str]:
+        """The stored JSON of each message, with its task id, Celery body and delivery tag."""
+        p0, p1, p2, p3, p4, p5 = self.parts
+        encoding = CONTENT_ENCODING
+        return [
+            f"{p0}{b2a_base64(body.encode(encoding), newline=False).decode('ascii')}"
+            f"{p1}{task_id}{p2}{task_id}{p3}{task_id}{p4}{tag}{p5}"
+            for task_id, body, tag in zip(task_ids, bodies, tags, strict=True)
+        ]
 
 
-def _template(envelope: Envelope, eta: float | None) -> str:
+def _stored_json(envelope: Envelope, eta: float | None) -> str:
     """The stored JSON of ``envelope``'s message with a marker where each message differs."""
     headers = message_headers(envelope, _TASK_ID, eta)
     message: dict[str, Any] = {
@@ -66,26 +74,52 @@ def _template(envelope: Envelope, eta: float | None) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
+def delivery_tags(count: int) -> list[str]:
+    """``count`` delivery tags shaped as kombu's (``str(uuid.uuid4())``): 74 random bits shared by
+    the batch, then 48 bits that start at random and count up, so no two tags of a batch are alike."""
+    seed = os.urandom(16).hex()
+    head = f"{seed[:8]}-{seed[8:12]}-4{seed[13:16]}-{_VARIANT[int(seed[16], 16) & 3]}{seed[17:20]}-"
+    start = int(seed[20:], 16)
+    return [f"{head}{(start + index) & 0xFFFF_FFFF_FFFF:012x}" for index in range(count)]
+
+
+def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tuple[str, list[str]]]:
+    """Runs of consecutive messages to one queue: ``(queue, stored JSON of each)``, as kombu's Redis
+    channel would ``LPUSH`` them, in order."""
+    if not envelopes:
+        return []
+    tags = delivery_tags(len(envelopes))
+    if isinstance(envelopes, EnvelopeBatch):
+        # One job, one queue, attempt 1, ids that are task ids: one template, no Envelope objects.
+        bodies = envelopes.wrapped_texts(BODY_HEAD, BODY_TAIL)
+        return [(envelopes.queue, _Template(envelopes[0], eta).render_all(envelopes.ids, bodies, tags))]
+    runs: list[tuple[str, list[str]]] = []
+    templates: dict[tuple[str, str, int], _Template] = {}
+    for envelope, tag in zip(envelopes, tags, strict=True):
+        key = (envelope.job, envelope.queue, envelope.attempt)
+        template = templates.get(key)
+        if template is None:
+            template = templates[key] = _Template(envelope, eta)
+        if not runs or runs[-1][0] != envelope.queue:
+            runs.append((envelope.queue, []))
+        body = f"{BODY_HEAD}{envelope.encode()}{BODY_TAIL}"
+        runs[-1][1].extend(template.render_all([task_id_for(envelope.id)], [body], [tag]))
+    return runs
+
+
 def push(channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> None:
     """``LPUSH`` the batch through ``channel``'s client (which adds kombu's ``global_keyprefix``),
     one transaction-free pipeline per :data:`PIPELINE_SIZE` messages, consecutive messages of one
     queue in one command."""
     pipe = channel.client.pipeline(transaction=False)
     pending = 0
-    run: list[str] = []
-    run_queue = ""
-    for queue, text in stored_messages(envelopes, eta):
-        if queue != run_queue and run:
-            pipe.lpush(run_queue, *run)
-            run = []
-        run_queue = queue
-        run.append(text)
-        pending += 1
-        if pending >= PIPELINE_SIZE:
-            pipe.lpush(run_queue, *run)
-            pipe.execute()
-            run, pending = [], 0
-    if run:
-        pipe.lpush(run_queue, *run)
+    for queue, texts in stored_messages(envelopes, eta):
+        for start in range(0, len(texts), PIPELINE_SIZE):
+            part = texts[start : start + PIPELINE_SIZE]
+            pipe.lpush(queue, *part)
+            pending += len(part)
+            if pending >= PIPELINE_SIZE:
+                pipe.execute()
+                pending = 0
     if len(pipe):
         pipe.execute()

@@ -19,7 +19,9 @@ from taskbridge import Envelope
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
-_BODY_TAIL = ',{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
+BODY_HEAD = "[["
+BODY_TAIL = '],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
+"""What a Celery body holds before and after the envelope's text."""
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """What an envelope id must look like to be shown as the Celery task id (ours are 32 hex digits)."""
@@ -27,7 +29,7 @@ _TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def message_body(envelope_text: str) -> bytes:
     """The Celery body whose only argument is the envelope."""
-    return ("[[" + envelope_text + "]" + _BODY_TAIL).encode(CONTENT_ENCODING)
+    return (BODY_HEAD + envelope_text + BODY_TAIL).encode(CONTENT_ENCODING)
 
 
 def message_headers(envelope: Envelope, task_id: str, eta: float | None) -> dict[str, Any]:

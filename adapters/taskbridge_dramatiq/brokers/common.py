@@ -53,8 +53,8 @@ def message_bodies(batch: EnvelopeBatch, queue_name: str, options: Sequence[str]
     head = f'{{"queue_name":{quote(queue_name)},"actor_name":{quote(batch.job)},"args":['
     stamp = f',"message_timestamp":{int(batch.enqueued_at * 1000)}}}'
     return [
-        f'{head}{quote(text)}],"kwargs":{{}},"options":{option},"message_id":"{message_id}"{stamp}'.encode()
-        for text, option, message_id in zip(batch.texts, options, batch.ids, strict=True)
+        f'{head}{text}],"kwargs":{{}},"options":{option},"message_id":"{message_id}"{stamp}'.encode()
+        for text, option, message_id in zip(batch.quoted_texts(), options, batch.ids, strict=True)
     ]
 
 

@@ -23,6 +23,7 @@ from taskbridge.errors import PublishError
 from taskbridge.layout import amqp_queue_arguments
 
 from ..outage import connected, wait_before_reconnecting
+from .amqp_frames import publish_frames
 from .common import RoutesUnknownActors, message_bodies
 from .guard import read_item
 
@@ -223,6 +224,8 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
 
         def send(channel: Any) -> None:
             self.declare_queue(queue, ensure=True)
+            if self.confirm_delivery and _write_frames(channel, routing_key, bodies):
+                return
             publish = _buffered(channel) if self.confirm_delivery else channel.basic_publish
             for body in bodies:
                 publish(exchange="", routing_key=routing_key, body=body, properties=_PERSISTENT)
@@ -303,6 +306,18 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
 
     def requeue_now(self, consumer: Any, message: Any) -> None:
         """Nothing to do: RabbitMQ delivers unacknowledged messages again when the process's connection closes."""
+
+
+def _write_frames(channel: Any, routing_key: str, bodies: Sequence[bytes]) -> bool:
+    """Hand the frames publishing ``bodies`` on a transaction channel to its connection as one piece
+    (the commit sends them); False, having written nothing, when pika must split a body."""
+    impl = channel._impl
+    connection = impl.connection
+    data = publish_frames(impl.channel_number, routing_key, bodies, _PERSISTENT, connection._body_max_length)
+    if data is None:
+        return False
+    connection._output_marshaled_frames([data])
+    return True
 
 
 def _buffered(channel: Any) -> Callable[..., None]:

@@ -3,6 +3,7 @@ dead-worker recovery."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -142,7 +143,9 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         redis_ids = [f"{prefix}{index}" for index in range(len(batch))]
         bodies = message_bodies(batch, queue_name, [f'{{"redis_message_id":"{rid}"{eta}}}' for rid in redis_ids])
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(f"{self.namespace}:{queue_name}.msgs", mapping=dict(zip(redis_ids, bodies, strict=True)))
+        # HSET's field-value pairs flattened in C (redis-py's mapping= loops over them in Python).
+        fields = itertools.chain.from_iterable(zip(redis_ids, bodies, strict=True))
+        pipe.execute_command("HSET", f"{self.namespace}:{queue_name}.msgs", *fields)
         pipe.rpush(f"{self.namespace}:{queue_name}", *redis_ids)
         with _stored_or_raise(f"a batch of {len(batch)} messages"):
             pipe.execute()

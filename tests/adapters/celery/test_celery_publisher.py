@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ import celery_jobs as jobs
 import pytest
 import redis
 from support import open_harness
+from taskbridge_celery.redis_batch import stored_messages
 
-from taskbridge import get_engine
+from taskbridge import Envelope, get_engine
+from taskbridge.envelope import EnvelopeBatch, json_arguments
 from taskbridge.testing import Harness
 
 
@@ -52,7 +55,9 @@ def test_a_rendered_batch_is_stored_like_kombus_own_message_and_runs(run: Harnes
         for name in ("body_encoding", "delivery_mode", "priority", "reply_to", "delivery_info"):
             assert message["properties"][name] == kombu_made["properties"][name], name
         assert message["properties"]["correlation_id"] == message["headers"]["id"]
-    assert len({m["properties"]["delivery_tag"] for m in [kombu_made, *rendered]}) == 4
+    tags = [m["properties"]["delivery_tag"] for m in [kombu_made, *rendered]]
+    assert len(set(tags)) == 4
+    assert all(str(uuid.UUID(tag)) == tag and uuid.UUID(tag).version == 4 for tag in tags), "shaped as kombu's"
     bodies = [json.loads(base64.b64decode(m["body"])) for m in rendered]
     assert [body[0][0]["args"] for body in bodies] == [[1], [2], [3]], "stored in publish order"
     run.start_workers()
@@ -90,3 +95,25 @@ def test_prepared_amqp_properties_read_back_as_py_amqps_own(eta: float | None) -
         prepared = properties.encode(envelope, task_id, eta)
         assert decode_properties_basic(prepared, 0) == decode_properties_basic(own, 0)
         assert len(prepared) == len(own)
+
+
+def _without_tags(runs: list[tuple[str, list[str]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    def untagged(text: str) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(text)
+        del message["properties"]["delivery_tag"]
+        return message
+
+    return [(queue, [untagged(text) for text in texts]) for queue, texts in runs]
+
+
+def test_a_batch_and_the_same_envelopes_one_by_one_are_stored_alike() -> None:
+    batch = EnvelopeBatch("celery.echo", "q", enqueued_at=1_800_000_000.5, expires_at=None, not_before=None, headers={})
+    for args in [(1,), ("zürich ✓ 100%",), ({"deep": [1, None]},)]:
+        batch.add(args, {}, *json_arguments("celery.echo", args, {}))
+    for eta in (None, 1_800_000_060.0):
+        assert _without_tags(stored_messages(batch, eta)) == _without_tags(stored_messages(list(batch), eta))
+    other = Envelope(job="celery.other", queue="r", args=[2], attempt=3)
+    runs = stored_messages([batch[0], other, batch[1]], None)
+    assert [(queue, len(texts)) for queue, texts in runs] == [("q", 1), ("r", 1), ("q", 1)], "in order, per queue"
+    headers = json.loads(runs[1][1][0])["headers"]
+    assert (headers["task"], headers["retries"], headers["id"]) == ("celery.other", 2, other.id)
