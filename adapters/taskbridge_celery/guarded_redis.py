@@ -50,6 +50,10 @@ ARGV: the delivery tag, the time, each list's name (without the key prefix), the
 record prefix. Returns the list's name and the item, or nil when every list is empty."""
 
 
+MULTI_QUEUE_WAIT = 0.05
+"""Seconds a worker consuming several queues watches one of them before it looks at the next."""
+
+
 class GuardedQoS(redis.QoS):  # type: ignore[misc]
     """kombu's Redis QoS, for messages :data:`_TAKE` already recorded; a closing channel leaves
     the messages a pool process is running unacknowledged.
@@ -163,15 +167,21 @@ class GuardedRedisChannel(redis.Channel):  # type: ignore[misc]
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
             timeout = self.brpop_timeout
-        lists = self._lists(self._queue_cycle.consume(len(self.active_queues)))
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        lists = self._lists(queues)
         if not lists:
             return
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         if self._waiting:
+            # BLMOVE watches one list: the first priority's list of one queue (where every message
+            # without a priority goes; the other priorities' lists are taken from on each wake). With
+            # several queues it watches each in turn, briefly, so none waits a whole timeout.
             self._looks += 1
-            key = self.global_keyprefix + lists[self._looks % len(lists)]
+            key = self.global_keyprefix + queues[self._looks % len(queues)]
+            if len(queues) > 1:
+                timeout = min(timeout or MULTI_QUEUE_WAIT, MULTI_QUEUE_WAIT)
             self._sent = "BLMOVE"
             connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", timeout or 0)
         else:
