@@ -11,7 +11,7 @@ from .backoff import Backoff
 from .chains import check_length, step_of
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .config import settings_if_valid
-from .declared import _registry, lookup, registry
+from .declared import declaring, lookup, registry
 from .envelope import check_json_arguments, is_queue_name
 from .errors import EnqueueError, JobDefinitionError
 from .handles import JobRef
@@ -252,8 +252,9 @@ def job(
         for policy in POLICIES:
             fields.update(policy.parse(draft, given))
         parsed_result_ttl = draft.seconds("result_ttl", result_ttl)
-        if job_name in _registry and _registry[job_name].spec.func is not fn:
-            existing = _registry[job_name].spec.func
+        declared = registry()
+        if job_name in declared and declared[job_name].spec.func is not fn:
+            existing = declared[job_name].spec.func
             if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
                 raise JobDefinitionError(
                     f"job {job_name!r} is declared twice ({existing.__module__} and {fn.__module__}); pass name= to one"
@@ -263,15 +264,16 @@ def job(
             func=fn,
             queue=queue,
             result_ttl=parsed_result_ttl,
-            aliases=check_aliases(job_name, aliases, _registry),
+            aliases=check_aliases(job_name, aliases, declared),
             periodic=parse_periodic(job_name, fn, schedule, schedule_tz, missed),
             **fields,
         )
         return replace(spec, needs_coordination=needs_coordination(spec))
 
     def register(fn: Callable[P, R]) -> Job[P, R]:
-        handle = decorate(fn)
-        _registry[handle.name] = handle
+        with declaring() as declared:
+            handle = decorate(fn)
+            declared[handle.name] = handle
         return handle
 
     if func is not None:
