@@ -101,6 +101,7 @@ def test_signature_apply_async_refuses_options(embedded: Embedded) -> None:
         add.s(1).apply_async(countdown=3)
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_aliases_must_be_names_not_taken_by_another_job() -> None:
     with pytest.raises(JobDefinitionError, match="list of names"):
         job(name="compat.bad", aliases="compat.old")(lambda: None)

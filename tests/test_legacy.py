@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 from kombu.serialization import dumps
 from support import Embedded
 
-from taskbridge.job import registry
+from taskbridge import Backoff, job
 from taskbridge.legacy import from_celery
 from taskbridge.outcomes import Dead, Done, Expired
 
@@ -169,37 +169,29 @@ def test_a_pickled_dramatiq_sqs_message_is_dead_lettered_with_how_to_switch(embe
     assert ran == []
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_a_job_may_list_its_own_name_and_still_run_its_envelopes(embedded: Embedded, ran: list[Any]) -> None:
-    from taskbridge import job
-
     @job(name="legacy_test.same_name", aliases=["legacy_test.same_name"])
     def same_name(n: int) -> None:
         ran.append({"n": n})
 
-    try:
-        body, headers = celery_message("legacy_test.same_name", (1,), {})
-        assert isinstance(embedded.runner.run_item(body, QUEUE, headers=headers), Done)
-        same_name.enqueue(2)
-        [queued] = embedded.engine.messages("default")
-        assert isinstance(embedded.runner.run_item(queued, QUEUE), Done)
-        assert ran == [{"n": 1}, {"n": 2}]
-    finally:
-        registry().pop("legacy_test.same_name")
+    body, headers = celery_message("legacy_test.same_name", (1,), {})
+    assert isinstance(embedded.runner.run_item(body, QUEUE, headers=headers), Done)
+    same_name.enqueue(2)
+    [queued] = embedded.engine.messages("default")
+    assert isinstance(embedded.runner.run_item(queued, QUEUE), Done)
+    assert ran == [{"n": 1}, {"n": 2}]
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_a_failing_old_message_is_retried_as_an_envelope_of_the_job(embedded: Embedded) -> None:
-    from taskbridge import Backoff, job
-
     @job(name="legacy_test.flaky", aliases=["oldapp.flaky"], retry=Backoff(max_retries=5, base=60, jitter=False))
     def flaky(n: int) -> None:
         raise ConnectionError("try later")
 
-    try:
-        body, headers = celery_message("oldapp.flaky", (1,), {}, retries=1)
-        outcome = embedded.runner.run_item(body, QUEUE, headers=headers)
-        assert outcome.kind == "retried"
-        [queued] = embedded.queued("default")
-        assert (queued.job, queued.args, queued.attempt) == ("legacy_test.flaky", [1], 3)
-        assert queued.not_before == pytest.approx(time.time() + 120, abs=2)
-    finally:
-        registry().pop("legacy_test.flaky")
+    body, headers = celery_message("oldapp.flaky", (1,), {}, retries=1)
+    outcome = embedded.runner.run_item(body, QUEUE, headers=headers)
+    assert outcome.kind == "retried"
+    [queued] = embedded.queued("default")
+    assert (queued.job, queued.args, queued.attempt) == ("legacy_test.flaky", [1], 3)
+    assert queued.not_before == pytest.approx(time.time() + 120, abs=2)
