@@ -11,7 +11,9 @@ import pytest
 from support import Embedded
 
 from taskbridge import JobDefinitionError, job
+from taskbridge.envelope import Envelope
 from taskbridge.job import Job, lookup, registry
+from taskbridge.outcomes import Dead, Done
 from taskbridge.testing import isolated_jobs
 
 pytest_plugins = ("pytester",)
@@ -92,6 +94,21 @@ def test_a_worker_thread_runs_a_job_declared_inside(
     [(word, thread)] = ran
     assert word == "hello" and thread != threading.get_ident()
     assert embedded.dead_letters("declared") == []
+
+
+def test_a_name_declared_again_with_other_parameters_binds_its_calls_anew(embedded: Embedded) -> None:
+    def two(a: int, b: int) -> None: ...
+
+    def one(a: int) -> None: ...
+
+    with isolated_jobs():
+        job(name="declared.reshaped")(two)
+        fits = Envelope(job="declared.reshaped", queue="declared", args=[1, 2])
+        assert isinstance(embedded.runner.run(fits.encode()), Done)
+    with isolated_jobs():
+        job(name="declared.reshaped")(one)
+        outcome = embedded.runner.run(Envelope(job="declared.reshaped", queue="declared", args=[1, 2]).encode())
+    assert isinstance(outcome, Dead) and "arguments do not match" in outcome.reason
 
 
 def test_threads_declaring_one_name_at_once_leave_one_job(job_registry: Mapping[str, Job[..., Any]]) -> None:

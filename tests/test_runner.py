@@ -203,21 +203,27 @@ def test_a_short_remaining_delay_is_slept_inline(make_embedded: EmbeddedFactory,
 # rate limit
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_rate_limit_defers_with_a_reserved_slot_that_is_kept_on_return(make_embedded: EmbeddedFactory) -> None:
-    tb = make_embedded(inline_wait_max=0.01)  # 5/s: slots 0.2 s apart
-    interval = Rate(5, 1).interval
+    # Slots a second apart, and a deferred job back 0.2 s before its slot: wide enough that a busy
+    # machine neither lets the second run reach the next slot nor makes it miss its own.
+    tb = make_embedded(inline_wait_max=0.4)
+
+    @job(name="runner.paced", queue=Q, rate_limit="1/s")
+    def paced(n: int) -> None:
+        ran.append(n)
+
+    interval = Rate(1, 1).interval
     before_first = time.time()
-    assert isinstance(run(tb, Envelope(job=limited.name, queue=Q, args=[1])), Done)
+    assert isinstance(run(tb, Envelope(job=paced.name, queue=Q, args=[1])), Done)
     before_second = time.time()
-    outcome = run(tb, Envelope(job=limited.name, queue=Q, args=[2]))
+    outcome = run(tb, Envelope(job=paced.name, queue=Q, args=[2]))
     after_second = time.time()
     assert isinstance(outcome, Defer) and outcome.reason == "rate limit"
     [deferred] = tb.queued(Q)
     assert deferred.attempt == 1, "a rate-limit deferral is not an attempt"
     slot = deferred.headers[SLOT_HEADER]
-    assert before_first + interval - CLOCKS <= slot <= after_second + interval + CLOCKS, (
-        "the slot after the first run's"
-    )
+    assert before_first + interval - CLOCKS <= slot <= after_second + interval + CLOCKS, "the slot after the first"
     assert before_second + outcome.delay <= slot <= after_second + outcome.delay + EARLY, "back just before its slot"
     assert ran == [1]
 
@@ -227,7 +233,7 @@ def test_rate_limit_defers_with_a_reserved_slot_that_is_kept_on_return(make_embe
     assert SLOT_HEADER not in back.envelope.headers
     assert ran == [1, 2]
     # job 2 ran in the slot it had reserved, so the next free slot is the third, not the fourth
-    wait = tb.coordination.reserve_rate(limited.name, Rate(5, 1))
+    wait = tb.coordination.reserve_rate(paced.name, Rate(1, 1))
     assert wait <= interval, "one slot taken after the first run's, not two"
 
 

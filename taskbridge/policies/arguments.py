@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +32,16 @@ class BoundCall:
 
 # Whether a call binds depends only on how many positional arguments it has and which keyword
 # names; a shape seen to bind cleanly once skips inspect's binding, the runner's costliest step.
-_good_shapes: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+# Kept per function, not per job name: a name may be declared again with another function (a test
+# in its own job registry).
+_good_shapes: dict[Callable[..., Any], set[tuple[int, tuple[str, ...]]]] = {}
 
 
 def bind(spec: JobSpec, envelope: Envelope, *, names: bool = False) -> tuple[BoundCall, list[str]]:
     """Bound arguments and the names of unknown kwargs that were dropped (rolling deploys);
     ``names``: the caller needs :attr:`BoundCall.arguments` (to render key templates)."""
     shape = (len(envelope.args), tuple(envelope.kwargs))
-    if not names and shape in _good_shapes.get(spec.name, ()):
+    if not names and shape in _good_shapes.get(spec.func, ()):
         return BoundCall(tuple(envelope.args), envelope.kwargs, {}), []
     kwargs = envelope.kwargs
     dropped: list[str] = []
@@ -61,7 +63,7 @@ def bind(spec: JobSpec, envelope: Envelope, *, names: bool = False) -> tuple[Bou
     except TypeError as exc:
         raise BadArguments(f"arguments do not match {spec.described}: {exc}") from None
     if not dropped:
-        shapes = _good_shapes.setdefault(spec.name, set())
+        shapes = _good_shapes.setdefault(spec.func, set())
         if len(shapes) < 64:
             shapes.add(shape)
     return BoundCall(bound.args, bound.kwargs, bound.arguments), dropped
