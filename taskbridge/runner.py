@@ -33,7 +33,6 @@ from .workflows import chunks, groups
 log = logging.getLogger("taskbridge.runner")
 
 ARGUMENTS = Arguments()
-_AFTER_OUTCOME = with_hook("after_outcome")
 _LOGGED = ("delay", "reason", "error")
 """The outcome's fields its log line shows, where it has them."""
 
@@ -295,7 +294,7 @@ class Runner:
         groups.member_ended(outcome, self.coordination)
         envelope = outcome.envelope
         if envelope is not None:
-            for policy in _AFTER_OUTCOME:
+            for policy in with_hook("after_outcome"):
                 policy.after_outcome(envelope, self.coordination)
 
     def _continue_chain(self, envelope: Envelope, value: Any) -> None:
