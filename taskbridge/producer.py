@@ -115,9 +115,10 @@ class Producer:
         self.coordination: Coordination | None = None
         if self.policies:
             self.coordination = get_coordination()
-            if self.engine.facts.multi_process and not self.coordination.shared:
+            coordinated = [policy for policy in self.policies if policy.coordinated]
+            if coordinated and self.engine.facts.multi_process and not self.coordination.shared:
                 raise ConfigurationError(
-                    f"job {self.spec.name!r} uses {self.policies[0].name}= but the coordination store is in-process; "
+                    f"job {self.spec.name!r} uses {coordinated[0].name}= but the coordination store is in-process; "
                     "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
                 )
 

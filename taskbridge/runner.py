@@ -18,7 +18,7 @@ from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .outcomes import Dead, DeadCause, Defer, Done, Outcome, Reason, Retry, Skip
-from .policies import for_job, retry, with_hook
+from .policies import POLICIES, for_job, retry
 from .policies.arguments import Arguments
 from .policies.base import Policy, RunContext
 from .policies.timeout import soft_timeout
@@ -33,6 +33,7 @@ from .workflows import chunks, groups
 log = logging.getLogger("taskbridge.runner")
 
 ARGUMENTS = Arguments()
+_AFTER_OUTCOME = POLICIES.hooked("after_outcome")
 _LOGGED = ("delay", "reason", "error")
 """The outcome's fields its log line shows, where it has them."""
 
@@ -294,7 +295,7 @@ class Runner:
         groups.member_ended(outcome, self.coordination)
         envelope = outcome.envelope
         if envelope is not None:
-            for policy in with_hook("after_outcome"):
+            for policy in _AFTER_OUTCOME:
                 policy.after_outcome(envelope, self.coordination)
 
     def _continue_chain(self, envelope: Envelope, value: Any) -> None:

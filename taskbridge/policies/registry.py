@@ -32,6 +32,7 @@ class PolicyRegistry(Sequence[Policy]):
         self._lock = threading.Lock()
         self._order: tuple[Policy, ...] = ()
         self._derived: dict[str, tuple[Policy, ...]] = {}
+        self._hooked: dict[str, list[Policy]] = {}
         self._of_job: dict[int, tuple[JobSpec, tuple[Policy, ...], tuple[str, ...]]] = {}
         for policy in policies:
             self.register(policy)
@@ -122,6 +123,12 @@ class PolicyRegistry(Sequence[Policy]):
             found = self._derived[hook] = tuple(p for p in self._order if getattr(type(p), hook) is not base)
         return found
 
+    def hooked(self, hook: str) -> Sequence[Policy]:
+        """:meth:`with_hook` as a list kept up to date in place, for a caller that holds it once
+        and reads it on every message (the runner)."""
+        with self._lock:
+            return self._hooked.setdefault(hook, list(self.with_hook(hook)))
+
     def needs_coordination(self, spec: JobSpec) -> bool:
         """Whether a policy that keeps state in the coordination store applies to ``spec``."""
         return any(policy.coordinated and policy.applies(spec) for policy in self._order)
@@ -156,3 +163,5 @@ class PolicyRegistry(Sequence[Policy]):
         # Fresh caches swapped in whole: a worker thread reading the old ones meanwhile is fine.
         self._derived = {}
         self._of_job = {}
+        for hook, hooked in self._hooked.items():
+            hooked[:] = self.with_hook(hook)
