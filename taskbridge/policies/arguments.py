@@ -75,7 +75,7 @@ def render(spec: JobSpec, bound: BoundCall, options: tuple[str, ...]) -> dict[st
     """The key templates of ``options`` (``lock``, ``rate_key``...) the job sets, filled from ``bound``."""
     keys: dict[str, str] = {}
     for option in options:
-        template = getattr(spec, option)
+        template = spec.option(option)
         if template:
             try:
                 keys[option] = spec.render_key(template, bound)
