@@ -4,7 +4,9 @@ Each engine with the optional ``holdings(queue)`` port method says where it keep
 messages on the broker (a Redis key, an SQS or RabbitMQ queue) and how many each place holds.
 Places this worker's engine also uses are shared (the main queue on RabbitMQ and SQS); any other
 place holding messages is a stranded backlog, and the warning names the ``taskbridge move``
-command that brings it over.
+command that brings it over. So is a queue outside the layout that another engine's workers read
+beside the queue (its optional ``legacy_holdings``: plain dramatiq-sqs producers' queue) while this
+engine's do not: its command is ``taskbridge move --legacy``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ log = logging.getLogger("taskbridge.worker")
 Holdings = Callable[[str], Mapping[str, int]]
 
 
-def warn_about_stranded(engine: Engine, settings: Settings, queues: Sequence[str]) -> list[str]:
+def warn_about_stranded(
+    engine: Engine, settings: Settings, queues: Sequence[str], modules: Sequence[str] = ()
+) -> list[str]:
     """Log one warning per other engine holding messages of ``queues`` (or of their dead-letter
-    queues) that ``engine``'s worker will not see; returns the ``taskbridge move`` commands it
-    suggested. Never raises: a failed check is logged at debug level and skipped."""
+    queues, or of their legacy queues) that ``engine``'s worker will not see; returns the
+    ``taskbridge move`` commands it suggested (a ``--legacy`` one names ``modules``, the worker's job
+    modules, whose ``aliases=`` read those messages). Never raises: a failed check is logged at
+    debug level and skipped."""
     own: Holdings | None = getattr(engine, "holdings", None)
     if own is None:
         return []
@@ -41,7 +47,57 @@ def warn_about_stranded(engine: Engine, settings: Settings, queues: Sequence[str
             command = _check_engine(name, engine.name, settings, queues, own_places)
             if command:
                 commands.append(command)
+            if getattr(engine, "legacy_holdings", None) is None:
+                command = _check_legacy(name, engine.name, settings, queues, modules)
+                if command:
+                    commands.append(command)
     return commands
+
+
+def _check_legacy(
+    name: str, own_name: str, settings: Settings, queues: Sequence[str], modules: Sequence[str]
+) -> str | None:
+    try:
+        factory: Any = load_engine_factory(name)
+    except Exception as exc:  # its extra is not installed
+        log.debug("not looking for %s legacy queues: %s", name, exc)
+        return None
+    if getattr(factory, "legacy_holdings", None) is None:
+        return None
+    other: Any = None  # an Engine with the optional legacy_holdings()
+    stranded: dict[str, int] = {}
+    moved_queues: set[str] = set()
+    try:
+        other = factory(settings)
+        for queue in queues:
+            for place, count in other.legacy_holdings(queue).items():
+                if count:
+                    stranded[place] = count
+                    moved_queues.add(queue)
+    except Exception as exc:
+        log.debug("cannot look for %s legacy queues on this broker: %s", name, exc)
+        return None
+    finally:
+        if other is not None:
+            other.close()
+    if not stranded:
+        return None
+    url = shlex.quote(mask_url(settings.broker_url))
+    command = (
+        f"taskbridge move {' '.join(modules) or 'MODULES'} --legacy --from-engine {name} --from-broker {url} "
+        f"--to-engine {own_name} --to-broker {url} --queues {','.join(sorted(moved_queues))}"
+    )
+    log.warning(
+        "%d message(s) of queue(s) %s wait in queues plain producers send to (%s), which %s workers read "
+        "and this %s worker does not. Move them with: %s",
+        sum(stranded.values()),
+        ",".join(sorted(moved_queues)),
+        ", ".join(f"{place}: {count}" for place, count in sorted(stranded.items())),
+        name,
+        own_name,
+        command,
+    )
+    return command
 
 
 def _sources(queues: Sequence[str], settings: Settings) -> list[tuple[str, bool]]:

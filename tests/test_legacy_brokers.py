@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -21,7 +22,10 @@ from kombu import Exchange, Queue
 from support import TESTS_DIR, open_harness
 
 from taskbridge import get_engine
+from taskbridge.config import load_settings, mask_url
+from taskbridge.engine import load_engine_factory
 from taskbridge.layout import amqp_queue_arguments
+from taskbridge.stranded import warn_about_stranded
 from taskbridge.testing import Harness
 
 # During a migration the Celery engine shares kombu's bare Redis keys with the old Celery app.
@@ -228,6 +232,18 @@ def test_status_shows_old_dramatiq_sqs_producers_queue_and_move_legacy_brings_it
         assert f"{legacy_name} (legacy)" in _taskbridge("status", "--once", "--queues", run.queue, columns=200)
 
         url = run.combination.broker_url
+        celery_settings = load_settings(engine="celery")
+        celery = load_engine_factory("celery")(celery_settings)
+        try:  # a Celery worker, which never reads that queue, says how to bring its backlog over
+            [command] = warn_about_stranded(celery, celery_settings, [run.queue], ["legacy_jobs"])
+        finally:
+            celery.close()
+        masked = shlex.quote(mask_url(url))
+        assert command == (
+            f"taskbridge move legacy_jobs --legacy --from-engine dramatiq --from-broker {masked} "
+            f"--to-engine celery --to-broker {masked} --queues {run.queue}"
+        )
+
         [report] = json.loads(
             _taskbridge(
                 *("move", "legacy_jobs", "--json", "--legacy", "--queues", run.queue),
