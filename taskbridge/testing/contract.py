@@ -161,7 +161,7 @@ def test_rate_limit_holds_across_workers(harness: Harness) -> None:
     assert busiest <= 12, f"{busiest} runs within one second, limit is 10/s"
 
 
-HOP_SLACK = 5.0
+HOP_SLACK = 8.0
 """Seconds a hop of a delayed message may take beyond the delay the transport holds it for: the
 broker delivering it again and a worker taking it, on a loaded machine."""
 
@@ -174,8 +174,12 @@ def test_countdown_longer_than_the_transport_holds_runs_once_on_time(harness: Ha
     second worker (the duplicate Celery users meet on Redis and SQS)."""
     settings = get_settings()
     hop = max_delay(harness.engine, settings)
-    countdown = max(6.0, min(settings.visibility_timeout + 2.0, 30.0))
-    assert countdown > hop + HOP_SLACK, "the case must exceed what the transport holds"
+    bound = hop + HOP_SLACK
+    # Long enough that a message held for the whole countdown breaks the bound by seconds.
+    countdown = max(bound + 4.0, min(settings.visibility_timeout + 2.0, 30.0))
+    assert countdown <= 60, (
+        f"the case needs a native delay of a few seconds (TASKBRIDGE_MAX_NATIVE_DELAY), not {hop:g}s"
+    )
     harness.start_workers(count=2)
     sent = time.time()
     envelope = jobs.echo.options(countdown=countdown).enqueue("later")
@@ -187,7 +191,7 @@ def test_countdown_longer_than_the_transport_holds_runs_once_on_time(harness: Ha
     handed_back = sorted(e["time"] for e in harness.events("outcome:deferred") if e.get("id") == envelope.id)
     marks = [sent, *handed_back, ran["time"]]
     held = max(later - earlier for earlier, later in itertools.pairwise(marks))
-    assert held <= hop + HOP_SLACK, (
+    assert held <= bound, (
         f"the message stayed {held:.1f}s with a worker or the broker without hopping "
         f"(hop bound {hop:g}s; handed back {len(handed_back)} times in {countdown:g}s)"
     )
