@@ -118,22 +118,6 @@ def test_a_drain_survives_cut_connections_without_losing_a_job(
     assert len(twice) <= 4 * len(CUT_AFTER), f"{len(twice)} jobs ran more than once: {twice}"
 
 
-@pytest.mark.parametrize("proxied", ["redis", "amqp"], indirect=True)
-def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm(proxied: tuple[Harness, TcpProxy]) -> None:
-    run, proxy = proxied
-    jobs.step.enqueue_many({"n": n} for n in range(20))
-    run.start_workers(concurrency=2)
-    run.wait_for(lambda: len(run.events("ran", "step")) == 20, 90, "the jobs ran")
-    proxy.cut()
-    run.wait_for(lambda: "is unreachable" in run.worker_logs(), 60, "the worker noticed the lost broker")
-    (worker,) = run.workers
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker did not stop on SIGTERM while its broker was unreachable\n{run.worker_logs(4000)}")
-
-
 def _sigterm_to_the_main_process(worker: subprocess.Popen[bytes]) -> None:
     """What systemd's KillMode=mixed sends."""
     worker.send_signal(signal.SIGTERM)
@@ -146,6 +130,25 @@ def _ctrl_c(worker: subprocess.Popen[bytes]) -> None:
 
 
 STOPS = {"sigterm": _sigterm_to_the_main_process, "ctrl-c": _ctrl_c}
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
+@pytest.mark.parametrize("proxied", ["redis", "amqp"], indirect=True)
+def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm_or_ctrl_c(
+    proxied: tuple[Harness, TcpProxy], stop: str
+) -> None:
+    run, proxy = proxied
+    jobs.step.enqueue_many({"n": n} for n in range(20))
+    run.start_workers(concurrency=2)
+    run.wait_for(lambda: len(run.events("ran", "step")) == 20, 90, "the jobs ran")
+    proxy.cut()
+    run.wait_for(lambda: "is unreachable" in run.worker_logs(), 60, "the worker noticed the lost broker")
+    (worker,) = run.workers
+    STOPS[stop](worker)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop on {stop} while its broker was unreachable\n{run.worker_logs(4000)}")
 
 
 @pytest.mark.parametrize("stop", sorted(STOPS))
