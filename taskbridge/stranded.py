@@ -41,34 +41,48 @@ def warn_about_stranded(
     except Exception as exc:
         log.debug("cannot look for stranded messages: %s", exc)
         return []
-    commands = []
+    reads_legacy = getattr(engine, "legacy_holdings", None) is not None
+    commands: list[str] = []
     for name in sorted(available_engines()):
-        if name != engine.name:
-            command = _check_engine(name, engine.name, settings, queues, own_places)
-            if command:
-                commands.append(command)
-            if getattr(engine, "legacy_holdings", None) is None:
-                command = _check_legacy(name, engine.name, settings, queues, modules)
-                if command:
-                    commands.append(command)
+        if name == engine.name:
+            continue
+        other = _open_engine(name, settings)
+        if other is None:
+            continue
+        try:
+            found = [_check_engine(other, name, engine.name, settings, queues, own_places)]
+            if not reads_legacy:
+                found.append(_check_legacy(other, name, engine.name, settings, queues, modules))
+        finally:
+            other.close()
+        commands.extend(command for command in found if command)
     return commands
 
 
-def _check_legacy(
-    name: str, own_name: str, settings: Settings, queues: Sequence[str], modules: Sequence[str]
-) -> str | None:
+def _open_engine(name: str, settings: Settings) -> Any:
+    """Engine ``name`` on this broker, when it has the optional ``holdings`` (else None)."""
     try:
         factory: Any = load_engine_factory(name)
     except Exception as exc:  # its extra is not installed
-        log.debug("not looking for %s legacy queues: %s", name, exc)
+        log.debug("not looking for %s messages: %s", name, exc)
         return None
-    if getattr(factory, "legacy_holdings", None) is None:
+    if getattr(factory, "holdings", None) is None:
         return None
-    other: Any = None  # an Engine with the optional legacy_holdings()
+    try:
+        return factory(settings)
+    except Exception as exc:
+        log.debug("cannot look for %s messages on this broker: %s", name, exc)
+        return None
+
+
+def _check_legacy(
+    other: Any, name: str, own_name: str, settings: Settings, queues: Sequence[str], modules: Sequence[str]
+) -> str | None:
+    if getattr(other, "legacy_holdings", None) is None:
+        return None
     stranded: dict[str, int] = {}
     moved_queues: set[str] = set()
     try:
-        other = factory(settings)
         for queue in queues:
             for place, count in other.legacy_holdings(queue).items():
                 if count:
@@ -77,9 +91,6 @@ def _check_legacy(
     except Exception as exc:
         log.debug("cannot look for %s legacy queues on this broker: %s", name, exc)
         return None
-    finally:
-        if other is not None:
-            other.close()
     if not stranded:
         return None
     url = shlex.quote(mask_url(settings.broker_url))
@@ -106,21 +117,12 @@ def _sources(queues: Sequence[str], settings: Settings) -> list[tuple[str, bool]
 
 
 def _check_engine(
-    name: str, own_name: str, settings: Settings, queues: Sequence[str], own_places: set[str]
+    other: Any, name: str, own_name: str, settings: Settings, queues: Sequence[str], own_places: set[str]
 ) -> str | None:
-    try:
-        factory: Any = load_engine_factory(name)
-    except Exception as exc:  # its extra is not installed
-        log.debug("not looking for %s messages: %s", name, exc)
-        return None
-    if getattr(factory, "holdings", None) is None:
-        return None
-    other: Any = None  # an Engine with the optional holdings()
     stranded: dict[str, int] = {}
     moved_queues: set[str] = set()
     dead_letters = False
     try:
-        other = factory(settings)
         holdings: Holdings = other.holdings
         for (source, is_dead), queue in zip(_sources(queues, settings), [*queues, *queues], strict=True):
             for place, count in holdings(source).items():
@@ -131,9 +133,6 @@ def _check_engine(
     except Exception as exc:
         log.debug("cannot look for %s messages on this broker: %s", name, exc)
         return None
-    finally:
-        if other is not None:
-            other.close()
     if not stranded:
         return None
     url = shlex.quote(mask_url(settings.broker_url))
