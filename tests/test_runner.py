@@ -8,17 +8,20 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from support import Embedded, EmbeddedFactory
 
 from taskbridge import Backoff, ConfigurationError, JobTimeout, events, job
+from taskbridge.coordination.base import slot_spacing_microseconds
 from taskbridge.engine import MessageRunner, TransportFacts
 from taskbridge.envelope import Envelope, decode
 from taskbridge.job import JobSpec
 from taskbridge.memory import MemoryEngine
 from taskbridge.outcomes import Dead, Defer, Done, Expired, Retry, Skip
+from taskbridge.policies import rate_limit
 from taskbridge.policies.rate_limit import EARLY, SLOT_HEADER
 from taskbridge.runner import Runner
 from taskbridge.units import Rate
@@ -213,7 +216,7 @@ def test_rate_limit_defers_with_a_reserved_slot_that_is_kept_on_return(make_embe
     def paced(n: int) -> None:
         ran.append(n)
 
-    interval = Rate(1, 1).interval
+    interval = slot_spacing_microseconds(Rate(1, 1)) / 1_000_000  # a period and its slot margin
     before_first = time.time()
     assert isinstance(run(tb, Envelope(job=paced.name, queue=Q, args=[1])), Done)
     before_second = time.time()
@@ -245,6 +248,41 @@ def test_short_rate_limit_waits_are_slept_inline(make_embedded: EmbeddedFactory)
     assert ran == [0, 1, 2]
     assert time.monotonic() - started >= 0.38, "3 runs at 5/s take two intervals"
     assert tb.queued(Q) == []
+
+
+def test_a_job_woken_too_late_for_its_slot_takes_the_next(
+    make_embedded: EmbeddedFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run 50 ms after its slot, job 2 could make a sixth start within a second of the first; it
+    # takes a new slot instead (5/s: slots 0.204 s apart, 0.2 s and 2% of a period).
+    overslept: list[float] = []
+
+    def sleep_late(seconds: float) -> None:
+        time.sleep(seconds + (0.05 if not overslept else 0))
+        overslept.append(seconds)
+
+    monkeypatch.setattr(rate_limit, "time", SimpleNamespace(time=time.time, sleep=sleep_late))
+    tb = make_embedded(inline_wait_max=0.5)
+    started = time.monotonic()
+    for n in (1, 2):
+        assert isinstance(run(tb, Envelope(job=limited.name, queue=Q, args=[n])), Done)
+    assert ran == [1, 2]
+    assert len(overslept) == 2, "job 2 slept for a second slot"
+    assert time.monotonic() - started >= 0.4, "job 2 ran in the third slot, not late in the second"
+    wait = tb.coordination.reserve_rate(limited.name, Rate(5, 1))
+    assert time.monotonic() - started + wait == pytest.approx(0.612, abs=0.05), "the fourth slot is next"
+
+
+def test_a_deferred_job_back_too_late_for_its_slot_takes_a_new_one(make_embedded: EmbeddedFactory) -> None:
+    tb = make_embedded(inline_wait_max=0.01)
+    assert isinstance(run(tb, Envelope(job=limited.name, queue=Q, args=[1])), Done)
+    missed = time.time() - 0.05
+    outcome = run(tb, Envelope(job=limited.name, queue=Q, args=[2], headers={SLOT_HEADER: missed}))
+    assert isinstance(outcome, Defer) and outcome.reason == "rate limit"
+    [deferred] = tb.queued(Q)
+    assert deferred.headers[SLOT_HEADER] == pytest.approx(time.time() + outcome.delay, abs=0.05)
+    assert deferred.headers[SLOT_HEADER] > missed + 0.2, "a new slot, one interval after job 1's"
+    assert ran == [1]
 
 
 # locks and concurrency

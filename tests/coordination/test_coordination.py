@@ -20,10 +20,12 @@ from taskbridge.coordination import (
     open_coordination,
     set_coordination,
 )
+from taskbridge.coordination.base import slot_margin, slot_spacing_microseconds
+from taskbridge.coordination.clock import ServerClock
 from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
-T = RATE.interval
+T = slot_spacing_microseconds(RATE) / 1_000_000  # one interval and its share of the slot margin
 MICROSECOND = 1e-6  # both stores keep slot times in whole microseconds
 
 
@@ -108,6 +110,44 @@ def test_one_more_slot_than_the_limit_never_fits_in_one_period(count: int) -> No
     waits = [store.reserve_rate("jobs", Rate(count, 1.0)) for _ in range(count + 1)]
     assert waits[0] == 0
     assert waits[count] >= 1.0
+
+
+@pytest.mark.parametrize("count", [13, 7, 200])
+def test_slots_leave_a_margin_for_late_starts_and_keep_the_rate(count: int) -> None:
+    # count + 1 slots span one period and its margin: a first start late by up to the margin still
+    # leaves a whole period before the (count + 1)-th; the rate given up is the margin's share.
+    rate = Rate(count, 1.0)
+    store = _StoppedClock()
+    waits = [store.reserve_rate("jobs", rate) for _ in range(count + 1)]
+    assert waits[count] >= rate.period + slot_margin(rate)
+    assert waits[count] <= (rate.period + slot_margin(rate)) * 1.0001
+
+
+def test_reserved_slots_are_placed_on_this_hosts_clock(coordination: Coordination) -> None:
+    asked = time.time()
+    first = coordination.reserve_slot("jobs", RATE)
+    second = coordination.reserve_slot("jobs", RATE)
+    answered = time.time()
+    for earliest, latest in (first, second):
+        assert earliest <= latest <= earliest + slot_margin(RATE) * 0.5, "placed within part of the margin"
+    # placed where the store has them: the first one now (the store read its clock between the two
+    # calls of time.time()), the next one a spacing later (give or take an NTP slew of time.time())
+    assert first[0] <= answered and first[1] >= asked
+    assert second[0] - first[1] - 0.005 <= T <= second[1] - first[0] + 0.005
+
+
+def test_the_server_clock_is_placed_by_the_quickest_recent_reply() -> None:
+    clock = ServerClock()
+    clock.observe(1000.0, sent=10.0, received=10.5)  # a slow reply: the offset is 989.5 to 990
+    clock.observe(1001.0, sent=11.0, received=11.001)  # a quick one: 989.999 to 990
+    earliest, latest = clock.local(1010.0, now=11.001)
+    assert (earliest, latest) == pytest.approx((20.0, 20.001))
+    clock.observe(1002.0, sent=12.0, received=12.1)  # slower than the quick one, even aged a second
+    assert clock.local(1010.0, now=12.1) == pytest.approx((20.0 - 0.0011, 20.001 + 0.0011))
+    later = 11.001 + 100  # a quick reply 100 s ago is worth less than a 10 ms one now
+    clock.observe(1101.01, sent=later - 0.01, received=later)
+    earliest, latest = clock.local(1110.0, now=later)
+    assert latest - earliest == pytest.approx(0.01)
 
 
 @pytest.mark.redis
@@ -280,8 +320,9 @@ def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespac
             f"{namespace}:unique:report:42",
         }
         assert all(0 < client.pttl(key) <= 5000 for key in keys)
-        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= slow.interval * 1000
-        time.sleep(slow.interval + 0.05)
+        spacing = slot_spacing_microseconds(slow) / 1_000_000
+        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= spacing * 1000
+        time.sleep(spacing + 0.05)
         assert not client.exists(f"{namespace}:rate:jobs")
     finally:
         client.close()
