@@ -156,9 +156,10 @@ def test_rate_limit_holds_across_workers(harness: Harness) -> None:
     times = sorted(e["time"] for e in _ran(harness, "limited"))
     assert sorted(e["n"] for e in _ran(harness, "limited")) == list(range(40))
     span = times[-1] - times[0]
-    assert 39 / span <= 10 * 1.1, f"observed {39 / span:.1f}/s over {span:.1f}s, limit is 10/s"
-    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    assert busiest <= 12, f"{busiest} runs within one second, limit is 10/s"
+    assert 39 / span <= 10, f"observed {39 / span:.1f}/s over {span:.1f}s, limit is 10/s"
+    # Any window of one second, ends included, as each run read the time when it started.
+    busiest = max(sum(1 for t in times if start <= t <= start + 1.0) for start in times)
+    assert busiest <= 10, f"{busiest} runs within one second, limit is 10/s"
 
 
 HOP_SLACK = 8.0
