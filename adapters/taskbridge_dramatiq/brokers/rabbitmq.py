@@ -72,7 +72,60 @@ def _stored_or_raise(what: str) -> Iterator[None]:
 
 class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
     """Dramatiq's RabbitMQ consumer whose every delivery goes through :func:`guard.read_item`: no
-    body is ever rejected to Dramatiq's ``.XQ`` or crashes the worker, whatever its bytes."""
+    body is ever rejected to Dramatiq's ``.XQ`` or crashes the worker, whatever its bytes.
+
+    Acknowledgements are sent as Dramatiq sends them, each after its message's outcome was stored,
+    but those that finish while the connection's thread is busy go out together: one wake-up of that
+    thread and one write for all of them, where Dramatiq pays a callback, a timer and a flush of
+    the connection per message (about a third of the consumer thread's time in a drain).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settled: list[tuple[int, bool]] = []  # (delivery tag, acknowledged), in the order settled
+        self._settled_lock = threading.Lock()
+        self._reading = False
+
+    def ack(self, message: Any) -> None:
+        self._settle(message, acknowledged=True)
+
+    def nack(self, message: Any) -> None:
+        self._settle(message, acknowledged=False)
+
+    def _settle(self, message: Any, *, acknowledged: bool) -> None:
+        """Queue the message's ack (or its reject to the ``.XQ``) for the connection's thread; wake
+        that thread only if nothing was queued yet (called from worker threads)."""
+        try:
+            self.known_tags.remove(message._tag)
+        except KeyError:
+            self.logger.warning("Failed to %s message: not in known tags.", "ack" if acknowledged else "nack")
+            return
+        with self._settled_lock:
+            self._settled.append((message._tag, acknowledged))
+            if len(self._settled) > 1:
+                return  # a wake-up is on its way and will send this one too
+        try:
+            self.connection.add_callback_threadsafe(self._send_settled)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            # The connection is gone, and with it these deliveries: RabbitMQ delivers them again.
+            with self._settled_lock:
+                self._settled.clear()
+            raise ConnectionClosed(exc) from None
+
+    def _send_settled(self) -> None:
+        """In the connection's thread: send every queued ack and reject, then flush once."""
+        with self._settled_lock:
+            settled, self._settled = self._settled, []
+        if not settled:
+            return
+        # The async channel under pika's blocking one only buffers the frames; the blocking
+        # channel's own call for the last one flushes them all.
+        for index, (tag, acknowledged) in enumerate(settled):
+            channel = self.channel if index == len(settled) - 1 else self.channel._impl
+            if acknowledged:
+                channel.basic_ack(tag)
+            else:
+                channel.basic_nack(tag, requeue=False)
 
     def __next__(self) -> _RabbitmqMessage | None:
         # Dramatiq decodes inside the same method that reads the delivery, so the read is repeated here.
@@ -82,7 +135,9 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
             if getattr(exc, "reply_code", None) == 404:
                 self.broker.queues_pending.add(q_name(self.queue_name))
             raise ConnectionClosed(exc) from None
-        connected()
+        if not self._reading:
+            connected()  # this connection reads: a broker outage, if any, is over
+            self._reading = True
         if method is None:
             return None
         message = read_item(
