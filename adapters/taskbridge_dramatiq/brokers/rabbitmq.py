@@ -70,13 +70,29 @@ def _stored_or_raise(what: str) -> Iterator[None]:
         raise PublishError(f"RabbitMQ did not store {what}: {exc}") from exc
 
 
+def settle_frames(settled: Sequence[tuple[int, bool]], oldest_unsettled: int | None) -> list[tuple[int, bool, bool]]:
+    """The ``(delivery tag, multiple, acknowledged)`` frames that settle ``settled`` (delivery tags,
+    each acknowledged or rejected, in the order settled) on one channel, where ``oldest_unsettled``
+    is the lowest tag delivered and not settled yet (None: every delivery is settled or in
+    ``settled``). RabbitMQ numbers a channel's deliveries 1, 2, 3...: the acks below the oldest
+    unsettled delivery go as one ``multiple`` ack of the highest of them; a batch with a reject
+    keeps one frame per delivery, in order."""
+    if not all(acknowledged for _, acknowledged in settled):
+        return [(tag, False, acknowledged) for tag, acknowledged in settled]
+    tags = sorted(tag for tag, _ in settled)
+    below = [tag for tag in tags if oldest_unsettled is None or tag < oldest_unsettled]
+    frames = [(below[-1], len(below) > 1, True)] if below else []
+    return frames + [(tag, False, True) for tag in tags[len(below) :]]
+
+
 class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
     """Dramatiq's RabbitMQ consumer whose every delivery goes through :func:`guard.read_item`: no
     body is ever rejected to Dramatiq's ``.XQ`` or crashes the worker, whatever its bytes.
 
     Acknowledgements are sent as Dramatiq sends them, each after its message's outcome was stored,
     but those that finish while the connection's thread is busy go out together: one wake-up of that
-    thread and one write for all of them, where Dramatiq pays a callback, a timer and a flush of
+    thread, one write, and where no older delivery is still running one ``multiple`` ack for all
+    of them (:func:`settle_frames`), where Dramatiq pays a callback, a timer, a frame and a flush of
     the connection per message (about a third of the consumer thread's time in a drain).
     """
 
@@ -95,15 +111,17 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
     def _settle(self, message: Any, *, acknowledged: bool) -> None:
         """Queue the message's ack (or its reject to the ``.XQ``) for the connection's thread; wake
         that thread only if nothing was queued yet (called from worker threads)."""
-        try:
-            self.known_tags.remove(message._tag)
-        except KeyError:
+        tag = message._tag
+        with self._settled_lock:  # a tag is in known_tags or queued here, never in between
+            known = tag in self.known_tags
+            if known:
+                self.known_tags.discard(tag)
+                self._settled.append((tag, acknowledged))
+                if len(self._settled) > 1:
+                    return  # a wake-up is on its way and will send this one too
+        if not known:
             self.logger.warning("Failed to %s message: not in known tags.", "ack" if acknowledged else "nack")
             return
-        with self._settled_lock:
-            self._settled.append((message._tag, acknowledged))
-            if len(self._settled) > 1:
-                return  # a wake-up is on its way and will send this one too
         try:
             self.connection.add_callback_threadsafe(self._send_settled)
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
@@ -116,14 +134,14 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
         """In the connection's thread: send every queued ack and reject, then flush once."""
         with self._settled_lock:
             settled, self._settled = self._settled, []
-        if not settled:
-            return
+            oldest_unsettled = min(self.known_tags, default=None)
+        frames = settle_frames(settled, oldest_unsettled)
         # The async channel under pika's blocking one only buffers the frames; the blocking
         # channel's own call for the last one flushes them all.
-        for index, (tag, acknowledged) in enumerate(settled):
-            channel = self.channel if index == len(settled) - 1 else self.channel._impl
+        for index, (tag, multiple, acknowledged) in enumerate(frames):
+            channel = self.channel if index == len(frames) - 1 else self.channel._impl
             if acknowledged:
-                channel.basic_ack(tag)
+                channel.basic_ack(tag, multiple=multiple)
             else:
                 channel.basic_nack(tag, requeue=False)
 

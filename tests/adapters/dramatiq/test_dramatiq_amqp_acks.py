@@ -14,6 +14,7 @@ import pytest
 from dramatiq.common import xq_name
 from taskbridge_dramatiq import DramatiqEngine
 from taskbridge_dramatiq.brokers import build_broker
+from taskbridge_dramatiq.brokers.rabbitmq import settle_frames
 from taskbridge_dramatiq.settings import DramatiqSettings
 
 from taskbridge import Envelope
@@ -132,3 +133,41 @@ def test_a_message_acknowledged_twice_is_sent_once(rabbit: tuple[Any, str]) -> N
     consumer.close()
 
     assert _depth_after_close(broker, queue) == 0
+
+
+def test_a_delivery_still_running_is_not_acknowledged_with_later_ones(rabbit: tuple[Any, str]) -> None:
+    """Later deliveries finish first and go as one ``multiple`` ack: it must not cover the older
+    ones still running, which RabbitMQ delivers again when the connection closes."""
+    broker, queue = rabbit
+    consumer = broker.consume(queue, prefetch=COUNT, timeout=1000)
+    messages = _read(consumer, COUNT)
+    running = {messages[0].message_id, messages[12].message_id}
+    finished = [message for message in messages if message.message_id not in running]
+    for thread in _settle_from_threads(consumer, finished, rejected=set()):
+        thread.join()
+    next(consumer)
+    consumer.close()
+
+    assert _depth_after_close(broker, queue) == 2
+    again = broker.consume(queue, prefetch=COUNT, timeout=1000)
+    try:
+        assert {message.message_id for message in _read(again, 2)} == running
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(
+    ("settled", "oldest_unsettled", "frames"),
+    [
+        ([(3, True), (1, True), (2, True)], None, [(3, True, True)]),
+        ([(4, True)], None, [(4, False, True)]),
+        ([(5, True), (2, True), (7, True)], 4, [(2, False, True), (5, False, True), (7, False, True)]),
+        ([(5, True), (2, True), (3, True), (7, True)], 6, [(5, True, True), (7, False, True)]),
+        ([(1, True), (2, False), (3, True)], None, [(1, False, True), (2, False, False), (3, False, True)]),
+        ([(9, True), (8, True)], 1, [(8, False, True), (9, False, True)]),
+    ],
+)
+def test_acks_below_the_oldest_unsettled_delivery_go_as_one(
+    settled: list[tuple[int, bool]], oldest_unsettled: int | None, frames: list[tuple[int, bool, bool]]
+) -> None:
+    assert settle_frames(settled, oldest_unsettled) == frames
