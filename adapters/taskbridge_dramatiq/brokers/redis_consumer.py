@@ -146,29 +146,32 @@ class Acks:
         self._held = held
         self._lock = threading.Lock()
         self._waiting: dict[str, None] = {}  # ids in the order acknowledged, each once
-        self._sending = False
+        self._sending: list[str] = []  # the ids of the call on its way
+
+    def __len__(self) -> int:
+        """Ids acknowledged by their job's thread whose ack is not stored yet."""
+        with self._lock:
+            return len(self._waiting) + len(self._sending)
 
     def ack(self, redis_id: str) -> None:
         with self._lock:
             self._waiting[redis_id] = None
             if self._sending:
                 return
-            self._sending = True
-        while True:
-            with self._lock:
-                ids = list(self._waiting)
-                self._waiting.clear()
-                if not ids:
-                    self._sending = False
-                    return
+            ids = self._sending = list(self._waiting)
+            self._waiting.clear()
+        while ids:
             try:
                 self._send(ids)
             except BaseException:
                 with self._lock:
                     self._waiting = dict.fromkeys(ids) | self._waiting
-                    self._sending = False
+                    self._sending = []
                 raise
             self._held.discard(*ids)
+            with self._lock:
+                ids = self._sending = list(self._waiting)
+                self._waiting.clear()
 
 
 class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
@@ -182,7 +185,8 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
 
     @property
     def outstanding_message_count(self) -> int:
-        return len(self.held) + len(self.pairs)
+        # A message whose ack is on its way (in a group) no longer counts: its worker thread is free.
+        return len(self.held) - len(self.acks) + len(self.pairs)
 
     def ack(self, message: MessageProxy) -> None:
         self.queued_message_ids.discard(message.message_id)
