@@ -186,7 +186,7 @@ class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
     @property
     def outstanding_message_count(self) -> int:
         # A message whose ack is on its way (in a group) no longer counts: its worker thread is free.
-        return len(self.held) - len(self.acks) + len(self.pairs)
+        return max(0, len(self.held) - len(self.acks)) + len(self.pairs)
 
     def ack(self, message: MessageProxy) -> None:
         self.queued_message_ids.discard(message.message_id)
