@@ -406,6 +406,16 @@ def test_a_short_timeout_fires_while_a_job_with_a_long_one_runs(embedded: Embedd
     assert "finished" not in ran
 
 
+def test_a_short_timeout_fires_after_jobs_with_long_ones_finished(embedded: Embedded) -> None:
+    # Once the jobs it watched are over, the timeout thread sleeps until the deadline of one of
+    # them (the default timeout, minutes away) rather than being woken by every new job; an
+    # earlier deadline must still wake it.
+    for n in range(20):
+        in_thread(embedded, Envelope(job=record.name, queue=Q, args=[n])).join(5)
+    in_thread(embedded, Envelope(job=slow.name, queue=Q)).join(5)
+    assert ran.count("saw JobTimeout") == 1
+
+
 def test_retries_with_backoff_then_dead_letters_with_reason_and_body(embedded: Embedded) -> None:
     first = flaky.enqueue(7)
     assert first is not None

@@ -238,6 +238,10 @@ class DramatiqEngine:
             )
         return list(declared)
 
+    def job_aliases(self) -> frozenset[str]:
+        """The old names (``@job(aliases=...)``) of the declared jobs."""
+        return frozenset(alias for spec in self._specs.values() for alias in spec.aliases)
+
     def hard_timeout_of(self, actor_name: str) -> float | None:
         """The ``hard_timeout`` of the job an actor runs, if it has one."""
         spec = self._specs.get(actor_name)
