@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import legacy_jobs
@@ -40,8 +41,7 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     """The producers' Celery app as it was before the migration, sending to the queue the worker reads."""
     if run.combination.broker_url.startswith("sqs"):
         # Plain Celery on SQS: the queue under kombu's prefix, bodies base64-encoded (kombu's default).
-        broker: Any = get_engine()
-        app = Celery("oldapp", broker=broker.broker.url, set_as_current=False)
+        app = Celery("oldapp", broker=_sqs_broker_url(), set_as_current=False)
         app.conf.update(
             task_default_queue=run.queue,
             task_serializer=serializer,
@@ -61,6 +61,12 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     queue = Queue(run.queue, Exchange(run.queue), routing_key=run.queue, queue_arguments=arguments)
     app.conf.task_queues = [queue]
     return app
+
+
+def _sqs_broker_url() -> str:
+    """kombu's URL for the moto server the tests use (kombu takes the endpoint only from the URL)."""
+    endpoint = urlsplit(os.environ["TASKBRIDGE_SQS_ENDPOINT_URL"])
+    return f"sqs://{os.environ['AWS_ACCESS_KEY_ID']}:{os.environ['AWS_SECRET_ACCESS_KEY']}@{endpoint.netloc}"
 
 
 def old_dramatiq_broker(run: Harness, encoder: Any = None, *, sqs_namespace: bool = True) -> dramatiq.Broker:
@@ -179,3 +185,138 @@ def test_old_dramatiq_sqs_producers_without_a_namespace_run_when_the_worker_is_t
         [ran] = run.wait_for(lambda: run.events("ran", "send_report"), 60, "the old producer's message did not run")
         assert (ran["user_id"], ran["day"]) == (9, "sunday")
         broker.close()
+
+
+def _ran_user_ids(run: Harness, count: int) -> list[Any]:
+    ran = run.wait_for(
+        lambda: len(run.events("ran", "send_report")) >= count and run.events("ran", "send_report"),
+        90,
+        f"fewer than {count} of the old producer's messages ran",
+    )
+    return sorted(e["user_id"] for e in ran)
+
+
+def _dead_reasons(run: Harness, count: int) -> list[str]:
+    run.wait_for(lambda: get_engine().depth(run.dead_queue) >= count, 90, f"fewer than {count} dead letters")
+    # The outcome event is written just after the dead letter is stored.
+    dead = run.wait_for(
+        lambda: len(run.events("outcome:dead")) >= count and run.events("outcome:dead"), 10, "no outcome:dead events"
+    )
+    return sorted(str(e["reason"]) for e in dead)
+
+
+def test_an_old_celery_apps_compressed_unicode_big_and_optioned_calls_run_the_job(celery_run: Harness) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_compression = "gzip"  # 200 KB of text fits SQS's 256 KB once compressed, as in a real app
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    big = "ä" * 100_000  # 200 KB in UTF-8
+    celery_run.start_workers()
+    send_report.apply_async(kwargs={"user_id": 1, "day": "kwargs only"}, compression="zlib")
+    send_report.delay(2, day="月曜日 🎉")
+    send_report.delay(3, day=big)
+    send_report.apply_async(args=(4,), countdown=1, expires=600, priority=5)
+    send_report.apply_async(args=(5,), retries=2)
+
+    assert _ran_user_ids(celery_run, 5) == [1, 2, 3, 4, 5]
+    days = {e["user_id"]: e["day"] for e in celery_run.events("ran", "send_report")}
+    assert (days[1], days[2], days[3]) == ("kwargs only", "月曜日 🎉", big)
+    assert get_engine().depth(celery_run.dead_queue) == 0
+
+
+def test_an_old_celery_apps_link_and_chain_are_dead_lettered_not_half_run(celery_run: Harness) -> None:
+    from celery import chain
+
+    app = old_celery_app(celery_run)
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    celery_run.start_workers()
+    send_report.apply_async(args=(1,), link=app.signature("myapp.tasks.afterwards"))
+    chain(send_report.s(2), send_report.si(3)).apply_async()
+
+    reasons = _dead_reasons(celery_run, 2)
+    assert "callbacks" in reasons[0] or "callbacks" in reasons[1], reasons
+    assert any("chain" in reason for reason in reasons), reasons
+    assert celery_run.events("ran") == []
+
+
+@pytest.mark.parametrize("serializer", ["yaml"])
+def test_an_old_celery_apps_yaml_message_is_dead_lettered_naming_its_content_type(
+    celery_run: Harness, serializer: str
+) -> None:
+    app = old_celery_app(celery_run, serializer=serializer)
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int) -> None: ...
+
+    celery_run.start_workers()
+    send_report.delay(42)
+    [reason] = _dead_reasons(celery_run, 1)
+    assert serializer in reason and "not JSON" in reason, reason
+    assert celery_run.events("ran") == []
+
+
+def test_an_old_celery_apps_protocol_1_messages_run_the_job(celery_run: Harness) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_protocol = 1
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    celery_run.start_workers()
+    send_report.delay(1, day="protocol 1")
+    send_report.apply_async(args=(2,), countdown=1, expires=600)
+    assert _ran_user_ids(celery_run, 2) == [1, 2]
+    assert get_engine().depth(celery_run.dead_queue) == 0
+
+
+def test_an_old_dramatiq_producers_options_copies_and_groups_run_and_pipelines_are_dead_lettered(
+    dramatiq_run: Harness,
+) -> None:
+    broker = old_dramatiq_broker(dramatiq_run)
+
+    @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=dramatiq_run.queue, broker=broker)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    @dramatiq.actor(actor_name="myapp.never_declared", queue_name=dramatiq_run.queue, broker=broker)
+    def never_declared(n: int) -> None: ...
+
+    dramatiq_run.start_workers()
+    send_report.send_with_options(args=(1,), kwargs={"day": "🎉"}, delay=300, max_retries=3)
+    broker.enqueue(send_report.message(2).copy(options={"max_retries": 0, "custom": "kept"}))
+    dramatiq.group([send_report.message(3), send_report.message(4)], broker=broker).run()
+    dramatiq.pipeline([send_report.message(5), send_report.message(6)], broker=broker).run()
+    never_declared.send(7)
+
+    assert _ran_user_ids(dramatiq_run, 4) == [1, 2, 3, 4]
+    reasons = _dead_reasons(dramatiq_run, 2)
+    assert any("pipe_target" in reason for reason in reasons), reasons
+    assert any("myapp.never_declared" in reason for reason in reasons), reasons
+    broker.close()
+
+
+@pytest.mark.parametrize("combination", ["dramatiq-amqp", "dramatiq-sqs"])
+def test_an_old_celery_apps_compressed_and_protocol_1_messages_run_on_a_dramatiq_worker(
+    combination: str, tmp_path: Path
+) -> None:
+    with open_harness(combination, tmp_path, "legacy_jobs") as run:
+        compressing, protocol_1 = old_celery_app(run), old_celery_app(run)
+        compressing.conf.task_compression = "gzip"
+        protocol_1.conf.task_protocol = 1
+        send_report, send_report_v1 = (
+            app.task(name=legacy_jobs.CELERY_NAME)(legacy_jobs.send_report.spec.func)
+            for app in (compressing, protocol_1)
+        )
+
+        run.start_workers()
+        send_report.delay(1, day="gzip 🎉")
+        send_report.apply_async(args=(2,), countdown=1, compression="bzip2")
+        send_report_v1.delay(3, day="protocol 1")
+        assert _ran_user_ids(run, 3) == [1, 2, 3]
+        days = {e["user_id"]: e["day"] for e in run.events("ran", "send_report")}
+        assert (days[1], days[3]) == ("gzip 🎉", "protocol 1")
+        assert get_engine().depth(run.dead_queue) == 0
