@@ -320,3 +320,30 @@ def test_an_old_celery_apps_compressed_and_protocol_1_messages_run_on_a_dramatiq
         days = {e["user_id"]: e["day"] for e in run.events("ran", "send_report")}
         assert (days[1], days[3]) == ("gzip 🎉", "protocol 1")
         assert get_engine().depth(run.dead_queue) == 0
+
+
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_plain_celery_and_dramatiq_producers_on_a_queue_both_engines_consume_run_each_message_once(
+    transport: str, tmp_path: Path
+) -> None:
+    with open_harness(f"celery-{transport}", tmp_path, "legacy_jobs") as run:
+        app = old_celery_app(run)
+        celery_send = app.task(name=legacy_jobs.CELERY_NAME)(legacy_jobs.send_report.spec.func)
+        # Declared before the workers start: on SQS plain dramatiq-sqs sends to its own
+        # "<namespace>_<queue>", which a Dramatiq worker reads when it exists as the worker starts.
+        broker = old_dramatiq_broker(run)
+        dramatiq_send = dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=run.queue, broker=broker)(
+            legacy_jobs.send_report.spec.func
+        )
+        run.start_workers()
+        run.start_workers(env={"TASKBRIDGE_ENGINE": "dramatiq"})
+        for n in range(10):  # the two kinds of producer take turns while both workers consume
+            if n % 2:
+                celery_send.delay(n, day="celery")
+            else:
+                dramatiq_send.send(n, day="dramatiq")
+        assert _ran_user_ids(run, 10) == list(range(10))
+        run.wait_for(lambda: run.depth(run.queue) == 0, 60, "the queue did not drain")
+        assert _ran_user_ids(run, 10) == list(range(10)), "a message ran twice"
+        assert get_engine().depth(run.dead_queue) == 0
+        broker.close()
