@@ -4,6 +4,8 @@ pickled message lands in ``<queue>-dead`` with how to switch the producer to JSO
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,3 +349,39 @@ def test_plain_celery_and_dramatiq_producers_on_a_queue_both_engines_consume_run
         assert _ran_user_ids(run, 10) == list(range(10)), "a message ran twice"
         assert get_engine().depth(run.dead_queue) == 0
         broker.close()
+
+
+def test_any_item_on_dramatiqs_rabbitmq_delay_queue_ends_in_the_queues_dead_letters(tmp_path: Path) -> None:
+    pika = pytest.importorskip("pika")
+    with open_harness("dramatiq-amqp", tmp_path, "legacy_jobs") as run:
+        run.start_workers()  # declares <queue>.DQ
+        null_options = {
+            "queue_name": f"{run.queue}.DQ",
+            "actor_name": legacy_jobs.DRAMATIQ_NAME,
+            "args": [1],
+            "kwargs": {},
+            "options": None,
+            "message_id": "m1",
+            "message_timestamp": 1,
+        }
+        items = [b"\x00\xffnot a message", b'"a bare string"', json.dumps(null_options).encode()]
+        parameters = pika.URLParameters(run.combination.broker_url.rstrip("/") + "/%2F")
+
+        def delay_queue_declared() -> bool:
+            with contextlib.closing(pika.BlockingConnection(parameters)) as connection:
+                try:
+                    connection.channel().queue_declare(f"{run.queue}.DQ", passive=True)
+                except pika.exceptions.ChannelClosedByBroker:
+                    return False
+                return True
+
+        run.wait_for(delay_queue_declared, 60, "the worker did not declare the delay queue")
+        with contextlib.closing(pika.BlockingConnection(parameters)) as connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for item in items:
+                channel.basic_publish("", f"{run.queue}.DQ", item, mandatory=True)
+        reasons = _dead_reasons(run, len(items))
+        assert len(reasons) == len(items), reasons
+        assert all(worker.poll() is None for worker in run.workers), run.diagnostics()
+        assert run.events("ran") == []
