@@ -29,6 +29,7 @@ from typing import Any
 
 from . import legacy
 from .declared import lookup
+from .envelope import encode_json
 from .unwrapped import Unwrapped
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", "application/x-json"})
@@ -345,6 +346,20 @@ def _json_type(value: Any) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def envelope_size(payload: str | dict[str, Any] | None) -> int:
+    """The bytes of an unwrapped envelope as a producer writes it (ASCII-only JSON, the size
+    producers check at enqueue), whatever wrapper, compression or escaping it came in."""
+    if payload is None:
+        return 0
+    text = payload if isinstance(payload, str) else encode_json(payload)
+    if text.isascii():
+        return len(text)
+    try:
+        return len(encode_json(parse_json(text)))
+    except (ValueError, RecursionError):
+        return len(text.encode("utf-8"))
 
 
 def readable_body(body: bytes | bytearray | str) -> tuple[str, str | None]:

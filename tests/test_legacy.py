@@ -264,3 +264,19 @@ def test_a_celery_message_for_an_undeclared_task_is_dead_lettered_naming_it(embe
     assert isinstance(outcome, Dead)
     assert "'myapp.tasks.never_declared', which no job declares" in outcome.reason
     assert ran == []
+
+
+def test_an_old_message_whose_envelope_is_over_the_limit_only_once_expanded_is_dead_lettered_unrun(
+    embedded: Embedded, ran: list[Any]
+) -> None:
+    import zlib
+
+    # 1 MiB is the embedded engine's limit: as the producer writes it, each "ä" is 6 bytes ("\\u00e4").
+    body, headers = celery_message(legacy_jobs.CELERY_NAME, (1,), {"day": "ä" * 200_000})
+    squeezed = zlib.compress(body)
+    assert len(squeezed) < 1024 * 1024 < len(body.decode("utf-8").encode("ascii", "backslashreplace"))
+    outcome = embedded.runner.run_item(squeezed, QUEUE, headers={**headers, "compression": "application/x-gzip"})
+    assert isinstance(outcome, Dead) and "over the 1048576-byte limit" in outcome.reason
+    assert ran == []
+    [letter] = embedded.dead_letters(QUEUE)
+    assert "over the 1048576-byte limit" in letter.headers["reason"]

@@ -207,24 +207,23 @@ def _dead_reasons(run: Harness, count: int) -> list[str]:
     return sorted(str(e["reason"]) for e in dead)
 
 
-def test_an_old_celery_apps_compressed_unicode_big_and_optioned_calls_run_the_job(celery_run: Harness) -> None:
+def test_an_old_celery_apps_compressed_unicode_and_optioned_calls_run_the_job(celery_run: Harness) -> None:
     app = old_celery_app(celery_run)
-    app.conf.task_compression = "gzip"  # 200 KB of text fits SQS's 256 KB once compressed, as in a real app
+    app.conf.task_compression = "gzip"
 
     @app.task(name=legacy_jobs.CELERY_NAME)
     def send_report(user_id: int, day: str = "today") -> None: ...
 
-    big = "ä" * 100_000  # 200 KB in UTF-8
     celery_run.start_workers()
     send_report.apply_async(kwargs={"user_id": 1, "day": "kwargs only"}, compression="zlib")
     send_report.delay(2, day="月曜日 🎉")
-    send_report.delay(3, day=big)
+    send_report.delay(3, day="ä" * 10_000)
     send_report.apply_async(args=(4,), countdown=1, expires=600, priority=5)
     send_report.apply_async(args=(5,), retries=2)
 
     assert _ran_user_ids(celery_run, 5) == [1, 2, 3, 4, 5]
     days = {e["user_id"]: e["day"] for e in celery_run.events("ran", "send_report")}
-    assert (days[1], days[2], days[3]) == ("kwargs only", "月曜日 🎉", big)
+    assert (days[1], days[2], days[3]) == ("kwargs only", "月曜日 🎉", "ä" * 10_000)
     assert get_engine().depth(celery_run.dead_queue) == 0
 
 
@@ -385,3 +384,23 @@ def test_any_item_on_dramatiqs_rabbitmq_delay_queue_ends_in_the_queues_dead_lett
         assert len(reasons) == len(items), reasons
         assert all(worker.poll() is None for worker in run.workers), run.diagnostics()
         assert run.events("ran") == []
+
+
+def test_an_old_celery_apps_compressed_message_over_the_transports_limit_ends_in_dead_letters(
+    celery_run: Harness,
+) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_compression = "gzip"  # 300 KB of UTF-8 text, 10 KB once compressed
+
+    @app.task(name="myapp.tasks.always_fails")
+    def always_fails(note: str) -> None: ...
+
+    celery_run.start_workers()
+    always_fails.delay("ä" * 150_000)
+    [reason] = _dead_reasons(celery_run, 1)
+    attempts = celery_run.events("attempt", "always_fails")
+    # As producers write it, each "ä" is 6 bytes ("\u00e4"): 900 KB, over SQS's limit, within the others'.
+    if get_engine().facts.max_message_size < 900_000:
+        assert "over the" in reason and attempts == [], "a job ran whose retry could not be stored"
+    else:
+        assert [a["size"] for a in attempts] == [150_000, 150_000], (reason, attempts)
