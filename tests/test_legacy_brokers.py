@@ -242,7 +242,13 @@ def test_an_old_celery_apps_link_and_chain_are_dead_lettered_not_half_run(celery
     reasons = _dead_reasons(celery_run, 2)
     assert "callbacks" in reasons[0] or "callbacks" in reasons[1], reasons
     assert any("chain" in reason for reason in reasons), reasons
-    assert celery_run.events("ran") == []
+    # Celery must not go on to the link or the chain's next step once the message is dead-lettered:
+    # those would be published as the message's task returned, ahead of this one.
+    send_report.delay(99, day="after")
+    assert _ran_user_ids(celery_run, 1) == [99]
+    celery_run.wait_for(lambda: celery_run.depth(celery_run.queue) == 0, 60, "the queue did not drain")
+    assert [e["user_id"] for e in celery_run.events("ran")] == [99]
+    assert get_engine().depth(celery_run.dead_queue) == 2
 
 
 @pytest.mark.parametrize("serializer", ["yaml"])
