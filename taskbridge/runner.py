@@ -27,7 +27,7 @@ from .signing import signer_for
 from .spec import JobSpec
 from .tracking import get_tracker, plan_of, traceback_text
 from .transports import queue_name_problem
-from .wire import unwrap
+from .wire import envelope_size, unwrap
 from .workflows import chunks, groups
 
 log = logging.getLogger("taskbridge.runner")
@@ -108,8 +108,11 @@ class Runner:
         if item.payload is None:
             return self._dead_letter(body, f"unreadable message: {item.reason}", queue, DeadCause.UNREADABLE)
         limit = self.engine.facts.max_message_size
-        if len(body) > limit and len(item.envelope or "") > limit:
-            return self._dead_letter(body, f"the envelope is over the {limit}-byte limit", queue, DeadCause.TOO_LARGE)
+        size = envelope_size(item.payload)
+        if size > limit:
+            # Checked here, as a producer checks at enqueue: a job that runs could not store its retry.
+            reason = f"the envelope is {size} bytes, over the {limit}-byte limit of the {self.engine.name} transport"
+            return self._dead_letter(body, reason, queue, DeadCause.TOO_LARGE)
         return self.run(item.payload, queue)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bz2
 import json
+import lzma
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from . import legacy
+from .declared import lookup
+from .envelope import encode_json
 from .unwrapped import Unwrapped
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", "application/x-json"})
@@ -44,6 +49,11 @@ def unwrap(
     refused = _refused_content_type(content_type)
     if refused:
         return Unwrapped(None, refused)
+    compression = headers.get("compression") if headers else None
+    if compression:
+        body, problem = _decompressed(body, compression)
+        if problem is not None:
+            return Unwrapped(None, problem)
     data, problem = _parse(body)
     if problem is not None:
         if isinstance(body, bytes | bytearray | str) and _looks_base64(body):
@@ -67,6 +77,8 @@ def _classify(data: Any, depth: int, headers: Mapping[str, Any] | None = None) -
             return _from_kombu(data, depth)
         if _is_dramatiq(data):
             return _from_dramatiq(data)
+        if _is_celery_v1(data):
+            return _from_celery_v1(data)
         if "job" in data or "id" in data:
             return Unwrapped(data, form="envelope")
         keys = ", ".join(sorted(str(k) for k in list(data)[:8]))
@@ -108,12 +120,17 @@ def _from_kombu(data: dict[str, Any], depth: int) -> Unwrapped:
         inner = decoded
     elif encoding not in (None, "utf-8"):
         return Unwrapped(None, f"kombu message body encoding {encoding!r} is not supported", form="kombu")
+    inner_headers = data.get("headers")
+    compression = inner_headers.get("compression") if isinstance(inner_headers, dict) else None
+    if compression and isinstance(inner, bytes | str):
+        inner, problem = _decompressed(inner, compression)
+        if problem is not None:
+            return Unwrapped(None, f"kombu message body: {problem}", form="kombu")
     if isinstance(inner, bytes | str):
         parsed, problem = _parse(inner)
         if problem is not None:
             return Unwrapped(None, f"kombu message body: {problem}", form="kombu")
         inner = parsed
-    inner_headers = data.get("headers")
     found = _classify(inner, depth + 1, inner_headers if isinstance(inner_headers, dict) else None)
     return Unwrapped(found.payload, found.reason and f"kombu message body: {found.reason}", form="kombu")
 
@@ -169,9 +186,12 @@ def _from_dramatiq(data: dict[str, Any]) -> Unwrapped:
         return old
     args, kwargs = data["args"], data["kwargs"]
     if len(args) != 1 or kwargs:
-        return Unwrapped(None, "Dramatiq message does not carry exactly one envelope argument", form="dramatiq")
+        reason = "Dramatiq message does not carry exactly one envelope argument"
+        return Unwrapped(None, reason + _naming("actor", data["actor_name"]), form="dramatiq")
     found = _envelope_argument(args[0], "dramatiq")
-    return found if found.payload is None else Unwrapped(found.payload, form="dramatiq", message=data)
+    if found.payload is None:
+        return Unwrapped(None, f"{found.reason}{_naming('actor', data['actor_name'])}", form="dramatiq")
+    return Unwrapped(found.payload, form="dramatiq", message=data)
 
 
 def _from_celery(data: list[Any], headers: Mapping[str, Any] | None = None) -> Unwrapped:
@@ -181,9 +201,49 @@ def _from_celery(data: list[Any], headers: Mapping[str, Any] | None = None) -> U
     if len(data) != 3 or not isinstance(data[0], list) or not isinstance(data[1], dict):
         return Unwrapped(None, "a JSON array that is not a Celery task body [args, kwargs, embed]", form="celery")
     args, kwargs = data[0], data[1]
+    name = headers.get("task") if headers else None
     if len(args) != 1 or kwargs:
-        return Unwrapped(None, "Celery task body does not carry exactly one envelope argument", form="celery")
-    return _envelope_argument(args[0], "celery")
+        reason = "Celery task body does not carry exactly one envelope argument"
+        return Unwrapped(None, reason + _naming("task", name), form="celery")
+    found = _envelope_argument(args[0], "celery")
+    if found.payload is None:
+        return Unwrapped(None, f"{found.reason}{_naming('task', name)}", form="celery")
+    return found
+
+
+def _naming(kind: str, name: Any) -> str:
+    """The end of a dead-letter reason naming the task or actor an engine message is for, and that
+    no job declares it when none does."""
+    if not isinstance(name, str):
+        return ""
+    if lookup(name) is None and legacy.job_for_alias(name) is None:
+        return f" (for {kind} {name!r}, which no job declares as its name or in aliases=)"
+    return f" (for {kind} {name!r})"
+
+
+_CELERY_V1_FIELDS = ("task", "id", "args", "kwargs")
+_CELERY_V1_HEADERS = ("task", "id", "eta", "expires", "retries")
+_CELERY_V1_EMBED = ("callbacks", "errbacks", "chain", "chord")
+
+
+def _is_celery_v1(data: dict[str, Any]) -> bool:
+    """Whether ``data`` is a Celery task protocol 1 body (``task_protocol=1``): the task's name, id,
+    arguments and options in one object, with no headers."""
+    return "job" not in data and all(name in data for name in _CELERY_V1_FIELDS)
+
+
+def _from_celery_v1(data: dict[str, Any]) -> Unwrapped:
+    """A protocol 1 body read as the protocol 2 body and headers Celery itself converts it to."""
+    name = data["task"]
+    if not isinstance(name, str):
+        return Unwrapped(None, f"Celery protocol 1 message field 'task' is {_json_type(name)}", form="celery")
+    headers = {key: data.get(key) for key in _CELERY_V1_HEADERS}
+    embed = {key: data.get(key) for key in _CELERY_V1_EMBED}
+    found = _from_celery([data["args"], data["kwargs"], embed], headers)
+    if found.payload is None and legacy.job_for_alias(name) is None:
+        reason = f"Celery protocol 1 message for task {name!r}, which no job declares in aliases= ({found.reason})"
+        return Unwrapped(None, reason, form="celery")
+    return found
 
 
 def _envelope_argument(value: Any, form: str) -> Unwrapped:
@@ -204,6 +264,33 @@ def _refused_content_type(content_type: Any) -> str | None:
         refused = f"content type {content_type!r} (pickle) is refused: taskbridge never deserializes pickle"
         return f"{refused}; {legacy.PICKLE_HINT}"
     return f"content type {content_type!r} is not JSON"
+
+
+MAX_DECOMPRESSED = 64 * 1024 * 1024
+"""The most a compressed body may expand to; more is refused as a decompression bomb."""
+_DECOMPRESSORS: dict[str, Any] = {
+    # kombu's compression names (``task_compression='gzip'`` and ``'zlib'`` both write zlib data);
+    # the standard library decodes them without importing kombu into the core.
+    "application/x-gzip": zlib.decompressobj,
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
+}
+
+
+def _decompressed(body: bytes | bytearray | str, compression: Any) -> tuple[bytes, str | None]:
+    """``body`` expanded as its ``compression`` header says (Celery's ``task_compression``), or why not."""
+    make = _DECOMPRESSORS.get(str(compression).strip().lower())
+    if make is None:
+        return b"", f"compression {compression!r} is not supported (use gzip, zlib, bzip2 or lzma)"
+    if isinstance(body, str):
+        return b"", f"body compressed with {compression!r} is text, not bytes"
+    try:
+        expanded: bytes = make().decompress(bytes(body), MAX_DECOMPRESSED + 1)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        return b"", f"body is not valid {compression!r} data ({_short(exc)})"
+    if len(expanded) > MAX_DECOMPRESSED:
+        return b"", f"body compressed with {compression!r} expands to more than {MAX_DECOMPRESSED} bytes"
+    return expanded, None
 
 
 def _no_constant(name: str) -> Any:
@@ -259,6 +346,20 @@ def _json_type(value: Any) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def envelope_size(payload: str | dict[str, Any] | None) -> int:
+    """The bytes of an unwrapped envelope as a producer writes it (ASCII-only JSON, the size
+    producers check at enqueue), whatever wrapper, compression or escaping it came in."""
+    if payload is None:
+        return 0
+    text = payload if isinstance(payload, str) else encode_json(payload)
+    if text.isascii():
+        return len(text)
+    try:
+        return len(encode_json(parse_json(text)))
+    except (ValueError, RecursionError):
+        return len(text.encode("utf-8"))
 
 
 def readable_body(body: bytes | bytearray | str) -> tuple[str, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskbridge import events, job
+from taskbridge import Backoff, events, job
 from taskbridge.testing.jobs import record
 
 CELERY_NAME = "myapp.tasks.send_report"
@@ -25,3 +25,10 @@ def _record_dead(event: events.Event) -> None:
 def send_report(user_id: int, day: str = "today", **extra: Any) -> None:
     """Records its arguments and the attempt it ran on."""
     record("ran", job="send_report", user_id=user_id, day=day, extra=extra)
+
+
+@job(name="billing.always_fails", aliases=["myapp.tasks.always_fails"], retry=Backoff(max_retries=1, base=0.1))
+def always_fails(note: str) -> None:
+    """Records the size of its argument, then fails; retried once, then dead-lettered."""
+    record("attempt", job="always_fails", size=len(note))
+    raise OSError("always fails")

@@ -55,6 +55,10 @@ DECLARED_BY = {
     "plain-celery": _by_plain_celery,
     "pika-max-priority": _by_pika({"x-max-priority": 10}, durable=True),
     "pika-no-arguments-not-durable": _by_pika(None, durable=False),
+    "pika-message-ttl": _by_pika({"x-message-ttl": 600_000}, durable=True),
+    "pika-max-length": _by_pika({"x-max-length": 10_000}, durable=True),
+    "pika-lazy": _by_pika({"x-queue-mode": "lazy"}, durable=True),
+    "pika-quorum": _by_pika({"x-queue-type": "quorum"}, durable=True),
 }
 
 

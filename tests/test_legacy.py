@@ -203,3 +203,80 @@ def test_a_failing_old_message_is_retried_as_an_envelope_of_the_job(embedded: Em
     [queued] = embedded.queued("default")
     assert (queued.job, queued.args, queued.attempt) == ("legacy_test.flaky", [1], 3)
     assert queued.not_before is not None and before + 120 <= queued.not_before <= after + 120
+
+
+def celery_v1_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> bytes:
+    """The body a plain Celery producer with ``task_protocol=1`` sends (its headers are empty)."""
+    app = Celery("oldapp", set_as_current=False)
+    message = app.amqp.as_task_v1(str(uuid.uuid4()), name, args, kwargs, **options)
+    _, _, body = dumps(message.body, serializer="json")
+    return body.encode() if isinstance(body, str) else body
+
+
+def test_a_celery_protocol_1_message_for_an_alias_runs_the_job(embedded: Embedded, ran: list[Any]) -> None:
+    body = celery_v1_message(legacy_jobs.CELERY_NAME, (42,), {"day": "monday"})
+    outcome = embedded.runner.run_item(body, QUEUE, content_type="application/json", headers={})
+    assert isinstance(outcome, Done)
+    assert [(c["user_id"], c["day"]) for c in ran] == [(42, "monday")]
+    assert outcome.envelope.id == json.loads(body)["id"]
+
+
+def test_a_celery_protocol_1_messages_eta_expiry_and_retries_become_the_envelopes(embedded: Embedded) -> None:
+    eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    body = celery_v1_message(legacy_jobs.CELERY_NAME, (1,), {}, eta=eta, expires=600, retries=2)
+    outcome = embedded.runner.run_item(body, QUEUE)
+    assert outcome.kind == "deferred"
+    [queued] = embedded.queued("default")
+    assert queued.not_before == pytest.approx(eta.timestamp(), abs=0.01)
+    assert queued.expires_at is not None and queued.attempt == 3
+
+
+def test_a_celery_protocol_1_message_with_a_link_is_dead_lettered_not_half_run(
+    embedded: Embedded, ran: list[Any]
+) -> None:
+    app = Celery("oldapp", set_as_current=False)
+    body = celery_v1_message(legacy_jobs.CELERY_NAME, (1,), {}, callbacks=[app.signature("myapp.tasks.next")])
+    outcome = embedded.runner.run_item(body, QUEUE)
+    assert isinstance(outcome, Dead) and "callbacks" in outcome.reason
+    assert ran == []
+
+
+def test_a_celery_protocol_1_message_for_an_undeclared_name_is_dead_lettered_naming_it(
+    embedded: Embedded, ran: list[Any]
+) -> None:
+    outcome = embedded.runner.run_item(celery_v1_message("myapp.tasks.never_declared", (1,), {}), QUEUE)
+    assert isinstance(outcome, Dead) and "'myapp.tasks.never_declared'" in outcome.reason
+    assert ran == []
+
+
+def test_a_dramatiq_message_for_an_undeclared_actor_is_dead_lettered_naming_it(
+    embedded: Embedded, ran: list[Any]
+) -> None:
+    outcome = embedded.runner.run_item(dramatiq_message("myapp.never_declared", 7), QUEUE)
+    assert isinstance(outcome, Dead)
+    assert "'myapp.never_declared', which no job declares" in outcome.reason
+    assert ran == []
+
+
+def test_a_celery_message_for_an_undeclared_task_is_dead_lettered_naming_it(embedded: Embedded, ran: list[Any]) -> None:
+    body, headers = celery_message("myapp.tasks.never_declared", (1, 2), {})
+    outcome = embedded.runner.run_item(body, QUEUE, headers=headers)
+    assert isinstance(outcome, Dead)
+    assert "'myapp.tasks.never_declared', which no job declares" in outcome.reason
+    assert ran == []
+
+
+def test_an_old_message_whose_envelope_is_over_the_limit_only_once_expanded_is_dead_lettered_unrun(
+    embedded: Embedded, ran: list[Any]
+) -> None:
+    import zlib
+
+    # 1 MiB is the embedded engine's limit: as the producer writes it, each "ä" is 6 bytes ("\\u00e4").
+    body, headers = celery_message(legacy_jobs.CELERY_NAME, (1,), {"day": "ä" * 200_000})
+    squeezed = zlib.compress(body)
+    assert len(squeezed) < 1024 * 1024 < len(body.decode("utf-8").encode("ascii", "backslashreplace"))
+    outcome = embedded.runner.run_item(squeezed, QUEUE, headers={**headers, "compression": "application/x-gzip"})
+    assert isinstance(outcome, Dead) and "over the 1048576-byte limit" in outcome.reason
+    assert ran == []
+    [letter] = embedded.dead_letters(QUEUE)
+    assert "over the 1048576-byte limit" in letter.headers["reason"]

@@ -4,6 +4,7 @@ pickled message lands in ``<queue>-dead`` with how to switch the producer to JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import legacy_jobs
@@ -48,8 +50,7 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     """The producers' Celery app as it was before the migration, sending to the queue the worker reads."""
     if run.combination.broker_url.startswith("sqs"):
         # Plain Celery on SQS: the queue under kombu's prefix, bodies base64-encoded (kombu's default).
-        broker: Any = get_engine()
-        app = Celery("oldapp", broker=broker.broker.url, set_as_current=False)
+        app = Celery("oldapp", broker=_sqs_broker_url(), set_as_current=False)
         app.conf.update(
             task_default_queue=run.queue,
             task_serializer=serializer,
@@ -69,6 +70,12 @@ def old_celery_app(run: Harness, serializer: str = "json") -> Celery:
     queue = Queue(run.queue, Exchange(run.queue), routing_key=run.queue, queue_arguments=arguments)
     app.conf.task_queues = [queue]
     return app
+
+
+def _sqs_broker_url() -> str:
+    """kombu's URL for the moto server the tests use (kombu takes the endpoint only from the URL)."""
+    endpoint = urlsplit(os.environ["TASKBRIDGE_SQS_ENDPOINT_URL"])
+    return f"sqs://{os.environ['AWS_ACCESS_KEY_ID']}:{os.environ['AWS_SECRET_ACCESS_KEY']}@{endpoint.netloc}"
 
 
 def old_dramatiq_broker(run: Harness, encoder: Any = None, *, sqs_namespace: bool = True) -> dramatiq.Broker:
@@ -280,3 +287,226 @@ def test_move_legacy_says_what_it_needs(args: tuple[str, ...], said: str) -> Non
     )
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
+
+
+def _ran_user_ids(run: Harness, count: int) -> list[Any]:
+    ran = run.wait_for(
+        lambda: len(run.events("ran", "send_report")) >= count and run.events("ran", "send_report"),
+        90,
+        f"fewer than {count} of the old producer's messages ran",
+    )
+    return sorted(e["user_id"] for e in ran)
+
+
+def _dead_reasons(run: Harness, count: int) -> list[str]:
+    run.wait_for(lambda: get_engine().depth(run.dead_queue) >= count, 90, f"fewer than {count} dead letters")
+    # The outcome event is written just after the dead letter is stored.
+    dead = run.wait_for(
+        lambda: len(run.events("outcome:dead")) >= count and run.events("outcome:dead"), 10, "no outcome:dead events"
+    )
+    return sorted(str(e["reason"]) for e in dead)
+
+
+def test_an_old_celery_apps_compressed_unicode_and_optioned_calls_run_the_job(celery_run: Harness) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_compression = "gzip"
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    celery_run.start_workers()
+    send_report.apply_async(kwargs={"user_id": 1, "day": "kwargs only"}, compression="zlib")
+    send_report.delay(2, day="月曜日 🎉")
+    send_report.delay(3, day="ä" * 10_000)
+    send_report.apply_async(args=(4,), countdown=1, expires=600, priority=5)
+    send_report.apply_async(args=(5,), retries=2)
+
+    assert _ran_user_ids(celery_run, 5) == [1, 2, 3, 4, 5]
+    days = {e["user_id"]: e["day"] for e in celery_run.events("ran", "send_report")}
+    assert (days[1], days[2], days[3]) == ("kwargs only", "月曜日 🎉", "ä" * 10_000)
+    assert get_engine().depth(celery_run.dead_queue) == 0
+
+
+def test_an_old_celery_apps_link_and_chain_are_dead_lettered_not_half_run(celery_run: Harness) -> None:
+    from celery import chain
+
+    app = old_celery_app(celery_run)
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    celery_run.start_workers()
+    send_report.apply_async(args=(1,), link=app.signature("myapp.tasks.afterwards"))
+    chain(send_report.s(2), send_report.si(3)).apply_async()
+
+    reasons = _dead_reasons(celery_run, 2)
+    assert "callbacks" in reasons[0] or "callbacks" in reasons[1], reasons
+    assert any("chain" in reason for reason in reasons), reasons
+    # Celery must not go on to the link or the chain's next step once the message is dead-lettered:
+    # those would be published as the message's task returned, ahead of this one.
+    send_report.delay(99, day="after")
+    assert _ran_user_ids(celery_run, 1) == [99]
+    celery_run.wait_for(lambda: celery_run.depth(celery_run.queue) == 0, 60, "the queue did not drain")
+    assert [e["user_id"] for e in celery_run.events("ran")] == [99]
+    assert get_engine().depth(celery_run.dead_queue) == 2
+
+
+@pytest.mark.parametrize("serializer", ["yaml"])
+def test_an_old_celery_apps_yaml_message_is_dead_lettered_naming_its_content_type(
+    celery_run: Harness, serializer: str
+) -> None:
+    app = old_celery_app(celery_run, serializer=serializer)
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int) -> None: ...
+
+    celery_run.start_workers()
+    send_report.delay(42)
+    [reason] = _dead_reasons(celery_run, 1)
+    assert serializer in reason and "not JSON" in reason, reason
+    assert celery_run.events("ran") == []
+
+
+def test_an_old_celery_apps_protocol_1_messages_run_the_job(celery_run: Harness) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_protocol = 1
+
+    @app.task(name=legacy_jobs.CELERY_NAME)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    celery_run.start_workers()
+    send_report.delay(1, day="protocol 1")
+    send_report.apply_async(args=(2,), countdown=1, expires=600)
+    assert _ran_user_ids(celery_run, 2) == [1, 2]
+    assert get_engine().depth(celery_run.dead_queue) == 0
+
+
+def test_an_old_dramatiq_producers_options_copies_and_groups_run_and_pipelines_are_dead_lettered(
+    dramatiq_run: Harness,
+) -> None:
+    broker = old_dramatiq_broker(dramatiq_run)
+
+    @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=dramatiq_run.queue, broker=broker)
+    def send_report(user_id: int, day: str = "today") -> None: ...
+
+    @dramatiq.actor(actor_name="myapp.never_declared", queue_name=dramatiq_run.queue, broker=broker)
+    def never_declared(n: int) -> None: ...
+
+    dramatiq_run.start_workers()
+    send_report.send_with_options(args=(1,), kwargs={"day": "🎉"}, delay=300, max_retries=3)
+    broker.enqueue(send_report.message(2).copy(options={"max_retries": 0, "custom": "kept"}))
+    dramatiq.group([send_report.message(3), send_report.message(4)], broker=broker).run()
+    dramatiq.pipeline([send_report.message(5), send_report.message(6)], broker=broker).run()
+    never_declared.send(7)
+
+    assert _ran_user_ids(dramatiq_run, 4) == [1, 2, 3, 4]
+    reasons = _dead_reasons(dramatiq_run, 2)
+    assert any("pipe_target" in reason for reason in reasons), reasons
+    assert any("myapp.never_declared" in reason for reason in reasons), reasons
+    broker.close()
+
+
+@pytest.mark.parametrize("combination", ["dramatiq-amqp", "dramatiq-sqs"])
+def test_an_old_celery_apps_compressed_and_protocol_1_messages_run_on_a_dramatiq_worker(
+    combination: str, tmp_path: Path
+) -> None:
+    with open_harness(combination, tmp_path, "legacy_jobs") as run:
+        compressing, protocol_1 = old_celery_app(run), old_celery_app(run)
+        compressing.conf.task_compression = "gzip"
+        protocol_1.conf.task_protocol = 1
+        send_report, send_report_v1 = (
+            app.task(name=legacy_jobs.CELERY_NAME)(legacy_jobs.send_report.spec.func)
+            for app in (compressing, protocol_1)
+        )
+
+        run.start_workers()
+        send_report.delay(1, day="gzip 🎉")
+        send_report.apply_async(args=(2,), countdown=1, compression="bzip2")
+        send_report_v1.delay(3, day="protocol 1")
+        assert _ran_user_ids(run, 3) == [1, 2, 3]
+        days = {e["user_id"]: e["day"] for e in run.events("ran", "send_report")}
+        assert (days[1], days[3]) == ("gzip 🎉", "protocol 1")
+        assert get_engine().depth(run.dead_queue) == 0
+
+
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_plain_celery_and_dramatiq_producers_on_a_queue_both_engines_consume_run_each_message_once(
+    transport: str, tmp_path: Path
+) -> None:
+    with open_harness(f"celery-{transport}", tmp_path, "legacy_jobs") as run:
+        app = old_celery_app(run)
+        celery_send = app.task(name=legacy_jobs.CELERY_NAME)(legacy_jobs.send_report.spec.func)
+        # Declared before the workers start: on SQS plain dramatiq-sqs sends to its own
+        # "<namespace>_<queue>", which a Dramatiq worker reads when it exists as the worker starts.
+        broker = old_dramatiq_broker(run)
+        dramatiq_send = dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=run.queue, broker=broker)(
+            legacy_jobs.send_report.spec.func
+        )
+        run.start_workers()
+        run.start_workers(env={"TASKBRIDGE_ENGINE": "dramatiq"})
+        for n in range(10):  # the two kinds of producer take turns while both workers consume
+            if n % 2:
+                celery_send.delay(n, day="celery")
+            else:
+                dramatiq_send.send(n, day="dramatiq")
+        assert _ran_user_ids(run, 10) == list(range(10))
+        run.wait_for(lambda: run.depth(run.queue) == 0, 60, "the queue did not drain")
+        assert _ran_user_ids(run, 10) == list(range(10)), "a message ran twice"
+        assert get_engine().depth(run.dead_queue) == 0
+        broker.close()
+
+
+def test_any_item_on_dramatiqs_rabbitmq_delay_queue_ends_in_the_queues_dead_letters(tmp_path: Path) -> None:
+    pika = pytest.importorskip("pika")
+    with open_harness("dramatiq-amqp", tmp_path, "legacy_jobs") as run:
+        run.start_workers()  # declares <queue>.DQ
+        null_options = {
+            "queue_name": f"{run.queue}.DQ",
+            "actor_name": legacy_jobs.DRAMATIQ_NAME,
+            "args": [1],
+            "kwargs": {},
+            "options": None,
+            "message_id": "m1",
+            "message_timestamp": 1,
+        }
+        items = [b"\x00\xffnot a message", b'"a bare string"', json.dumps(null_options).encode()]
+        parameters = pika.URLParameters(run.combination.broker_url.rstrip("/") + "/%2F")
+
+        def delay_queue_declared() -> bool:
+            with contextlib.closing(pika.BlockingConnection(parameters)) as connection:
+                try:
+                    connection.channel().queue_declare(f"{run.queue}.DQ", passive=True)
+                except pika.exceptions.ChannelClosedByBroker:
+                    return False
+                return True
+
+        run.wait_for(delay_queue_declared, 60, "the worker did not declare the delay queue")
+        with contextlib.closing(pika.BlockingConnection(parameters)) as connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for item in items:
+                channel.basic_publish("", f"{run.queue}.DQ", item, mandatory=True)
+        reasons = _dead_reasons(run, len(items))
+        assert len(reasons) == len(items), reasons
+        assert all(worker.poll() is None for worker in run.workers), run.diagnostics()
+        assert run.events("ran") == []
+
+
+def test_an_old_celery_apps_compressed_message_over_the_transports_limit_ends_in_dead_letters(
+    celery_run: Harness,
+) -> None:
+    app = old_celery_app(celery_run)
+    app.conf.task_compression = "gzip"  # 300 KB of UTF-8 text, 10 KB once compressed
+
+    @app.task(name="myapp.tasks.always_fails")
+    def always_fails(note: str) -> None: ...
+
+    celery_run.start_workers()
+    always_fails.delay("ä" * 150_000)
+    [reason] = _dead_reasons(celery_run, 1)
+    attempts = celery_run.events("attempt", "always_fails")
+    # As producers write it, each "ä" is 6 bytes ("\u00e4"): 900 KB, over SQS's limit, within the others'.
+    if get_engine().facts.max_message_size < 900_000:
+        assert "over the" in reason and attempts == [], "a job ran whose retry could not be stored"
+    else:
+        assert [a["size"] for a in attempts] == [150_000, 150_000], (reason, attempts)

@@ -229,3 +229,29 @@ def test_celery_keeps_its_redis_keys_under_the_namespace_and_restores_what_a_wor
         harness.start_workers()
         [ran] = harness.wait_for(lambda: harness.events("ran", "crashy"), 90, "the held job never came back")
         assert ran["token"] == token
+
+
+@pytest.mark.parametrize("transport", ["amqp", "sqs"])
+def test_celery_and_dramatiq_workers_on_one_queue_run_each_job_of_either_engines_producer_once(
+    transport: str, tmp_path: Path
+) -> None:
+    with _harness("celery", transport, tmp_path) as harness:
+        for engine in ENGINES:
+            _start(harness, engine)
+        sent: list[str] = []
+        for round_ in range(3):  # the producers take turns while both workers consume
+            for engine in ENGINES:
+                with _producer(engine):
+                    tokens = [f"{engine}-{round_}-{n}" for n in range(5)]
+                    assert jobs.echo.enqueue_many([(token,) for token in tokens]) == len(tokens)
+                    assert jobs.echo.enqueue(f"{engine}-{round_}-single") is not None
+                sent += [*tokens, f"{engine}-{round_}-single"]
+
+        def ran() -> list[str]:
+            return sorted(e["args"][0] for e in harness.events("ran", "echo"))
+
+        harness.wait_for(lambda: len(ran()) >= len(sent), 120, "not every job ran")
+        harness.wait_for(lambda: harness.depth(harness.queue) == 0, 60, "the queue did not drain")
+        _alive(harness)
+        assert ran() == sorted(sent), "a job ran twice or another job ran"
+        assert harness.depth(harness.dead_queue) == 0

@@ -6,6 +6,7 @@ import base64
 import json
 import pickle
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +136,32 @@ def test_an_item_the_celery_engine_wrapped_with_its_bytes_is_read_as_those_bytes
     assert unwrap(wrapper).envelope == ENVELOPE
     garbage = json.dumps({**json.loads(wrapper), "body": base64.b64encode(b"\xff\x00").decode()})
     assert unwrap(garbage).reason and "UTF-8" in (unwrap(garbage).reason or "")
+
+
+@pytest.mark.parametrize("method", ["gzip", "zlib", "bzip2", "lzma"])
+def test_a_body_compressed_by_celerys_task_compression_is_read_on_every_transport(method: str) -> None:
+    from kombu.compression import compress
+
+    body = json.dumps([[ENVELOPE], {}, {}]).encode()
+    squeezed, kind = compress(body, method)
+    amqp = unwrap(squeezed, content_type="application/json", headers={"compression": kind})
+    assert amqp.envelope is not None and json.loads(amqp.envelope) == json.loads(ENVELOPE)
+    item = {
+        "body": base64.b64encode(squeezed).decode(),
+        "content-type": "application/json",
+        "headers": {"compression": kind},
+        "properties": {"body_encoding": "base64"},
+    }
+    on_redis = unwrap(json.dumps(item).encode())
+    assert on_redis.envelope is not None and json.loads(on_redis.envelope) == json.loads(ENVELOPE)
+
+
+def test_a_compressed_body_that_is_not_what_its_header_says_or_too_big_is_refused_with_a_reason() -> None:
+    import zlib
+
+    from taskbridge.wire import MAX_DECOMPRESSED
+
+    assert "not valid" in str(unwrap(b"not zlib", headers={"compression": "application/x-gzip"}).reason)
+    assert "not supported" in str(unwrap(b"x", headers={"compression": "application/x-brotli"}).reason)
+    bomb = zlib.compress(b" " * (MAX_DECOMPRESSED + 1))
+    assert "expands to more than" in str(unwrap(bomb, headers={"compression": "application/x-gzip"}).reason)

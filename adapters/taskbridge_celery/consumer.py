@@ -22,6 +22,7 @@ from celery.worker import loops as celery_loops
 from celery.worker import request as celery_request
 from celery.worker.consumer import Consumer
 from celery.worker.consumer import consumer as celery_consumer
+from celery.worker.consumer.tasks import Tasks
 from kombu.message import Message
 
 from taskbridge import carrying
@@ -31,6 +32,7 @@ from taskbridge.outage import broker_outage
 from taskbridge.wire import JSON_CONTENT_TYPES, unwrap
 
 from .app_engines import engine_of
+from .consumer_tasks import fall_back_to_per_consumer_qos, global_qos_refused
 from .items import ITEM_HEADER
 from .tasks import EnvelopeTask
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, task_headers, task_id_for
@@ -49,6 +51,9 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tasks_step = self.blueprint.steps.get(Tasks.name)
+        if tasks_step is not None:
+            fall_back_to_per_consumer_qos(tasks_step, self)
         celery_log = logging.getLogger(celery_consumer.__name__)
         if not any(isinstance(f, _ConnectionErrorsToOutage) for f in celery_log.filters):
             celery_log.addFilter(_ConnectionErrorsToOutage())
@@ -66,7 +71,8 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
         return connection
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        broker_outage().failed(exc)
+        if not global_qos_refused(self, exc):
+            broker_outage().failed(exc)
         with warnings.catch_warnings():
             # Celery's notice that running late-ack jobs are not cancelled on a lost connection: as
             # intended here (each is acknowledged, or delivered again, per the transport).

@@ -24,6 +24,9 @@ from .wire import envelope_text
 
 log = logging.getLogger("taskbridge.celery")
 
+_CALLBACKS = ("callbacks", "errbacks", "chain", "chord")
+"""The Celery request fields that name work to do after the task."""
+
 
 def register_aliases(app: Celery, spec: JobSpec, runner: MessageRunner) -> None:
     """Register a task under each of ``spec.aliases`` whose body runs the old message as the job.
@@ -37,7 +40,11 @@ def _register(app: Celery, spec: JobSpec, alias: str, runner: MessageRunner) -> 
     def handle(task: Task, *args: Any, **kwargs: Any) -> None:
         request = task.request
         queue = (request.delivery_info or {}).get("routing_key") or ""
-        embed = {name: getattr(request, name, None) for name in ("callbacks", "errbacks", "chain", "chord")}
+        embed = {name: getattr(request, name, None) for name in _CALLBACKS}
+        for name in _CALLBACKS:
+            # Celery applies these itself once the task returns: the job's outcome (a message with
+            # callbacks is dead-lettered, not half run) is taskbridge's, so Celery must not.
+            setattr(request, name, None)
         headers = {
             "task": alias,
             "id": request.id,
