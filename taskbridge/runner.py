@@ -14,6 +14,7 @@ from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
 from .declared import lookup, registry
 from .dispatch import publish_dead_letter, schedule
+from .duplicates import DeliveryClaim, mark_finished
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -84,11 +85,38 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None, *, redelivered: bool = False) -> Outcome:
         """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
-        JSON text, or the JSON object already parsed)."""
-        outcome = self.tracker.settle(chains.checked(self._decide(raw, queue)))
+        JSON text, or the JSON object already parsed). ``redelivered``: the transport flags the
+        message as handed out before; if that run finished, it does not run again."""
+        claim = None
+        if redelivered or self.engine.facts.delivers_finished_again:
+            claim = DeliveryClaim(self.coordination, self.settings.visibility_timeout)
+        try:
+            decided = self._decide(raw, queue, claim)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if claim is not None and claim.stopped is not None:
+            return self._carry_out_copy(claim.stopped, queue)
+        outcome = self.tracker.settle(chains.checked(decided))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
+        if claim is not None:
+            claim.finish(outcome)
+        self._report(outcome, queue)
+        return outcome
+
+    def _carry_out_copy(self, outcome: Outcome, queue: str | None) -> Outcome:
+        """A copy of a delivery that finished or runs elsewhere: nothing of a run's after-effects
+        (results, groups, chains, uniqueness marks); a copy of a running one is republished later."""
+        if isinstance(outcome, Defer):
+            carrying.store(
+                lambda: schedule(self.engine, [outcome.envelope], outcome.delay, self.settings),
+                outcome,
+                queue,
+                self.settings,
+            )
         self._report(outcome, queue)
         return outcome
 
@@ -99,6 +127,7 @@ class Runner:
         *,
         content_type: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        redelivered: bool = False,
     ) -> Outcome:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
         whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters.
@@ -110,7 +139,7 @@ class Runner:
         limit = self.engine.facts.max_message_size
         if len(body) > limit and len(item.envelope or "") > limit:
             return self._dead_letter(body, f"the envelope is over the {limit}-byte limit", queue, DeadCause.TOO_LARGE)
-        return self.run(item.payload, queue)
+        return self.run(item.payload, queue, redelivered=redelivered)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
@@ -144,6 +173,8 @@ class Runner:
                 self._release_after_kill(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
+        if outcome.envelope is not None and self.engine.facts.delivers_finished_again:
+            mark_finished(self.coordination, outcome.envelope, self.settings.visibility_timeout)
         self._report(outcome)
         return outcome
 
@@ -159,7 +190,7 @@ class Runner:
             return
         self._release(holders, ctx, None)
 
-    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None, claim: DeliveryClaim | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
@@ -176,6 +207,13 @@ class Runner:
                 f"unknown job {envelope.job!r}: no job of that name is declared in this worker",
                 cause=DeadCause.UNKNOWN_JOB,
             )
+        if claim is not None:
+            try:
+                copy = claim.take(envelope)
+            except CoordinationError as exc:
+                return self._store_down(envelope, exc)
+            if copy is not None:
+                return copy
         spec = handle.spec
         policies, templates = for_job(spec)
         if envelope.headers:  # a fan-out chunk's marker is a header

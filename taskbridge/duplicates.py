@@ -1,0 +1,165 @@
+"""A message whose run finished is not run again when the transport hands it out again.
+
+SQS delivers at least once: a message can be received twice while it is invisible, or come back
+after a DeleteMessage that was answered 200. Redis and RabbitMQ deliver an acknowledged message
+once, but a message whose acknowledgement was lost (the worker's connection dropped between the
+end of the run and the ack) comes back flagged as redelivered.
+
+Before running a message that may be such a copy (every message on a transport whose
+:attr:`~taskbridge.engine.TransportFacts.delivers_finished_again` is set, a redelivered one
+elsewhere), the runner claims the delivery in the coordination store under the envelope's id and
+attempt, which together name one delivery of one message (a retry is attempt + 1, a deferred copy
+keeps both, so a copy of it is caught too):
+
+- the claim is free: this delivery runs; the record says it is running (for one visibility
+  timeout, after which the transport itself presumes the run lost and hands the message out again);
+- the record says the run finished: the copy is acknowledged without running (``Skip`` with
+  :attr:`Reason.DUPLICATE`);
+- the record says it is running elsewhere: the copy neither runs nor is lost. It is republished,
+  deferred until the claim runs out (``Defer`` with :attr:`Reason.DUPLICATE_RUNNING`), then
+  acknowledged: if the first run finishes the copy is dropped as above, if that worker died the
+  copy runs.
+
+Once the outcome of the run is stored (republished, dead-lettered), the record says *finished*
+for :data:`FINISHED_FOR` visibility timeouts; a deferral gives the claim back instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .coordination import Coordination
+from .envelope import Envelope
+from .errors import CoordinationError
+from .outcomes import Defer, Outcome, Reason, Skip
+
+log = logging.getLogger("taskbridge.duplicates")
+
+FINISHED_FOR = 2.0
+"""How long a finished mark is kept, in visibility timeouts: SQS hands out a message whose delete it
+lost one visibility timeout after the receive, and each mark costs the store a small key."""
+RUNNING = "run"
+FINISHED = "done"
+FREE = "free"
+_RELEASED_FOR = 0.001
+"""A claim given back is a record that expires at once (the store's swap has no delete)."""
+SHORTEST_DEFERRAL = 1.0
+"""Seconds a copy of a running message waits at least before it is looked at again."""
+
+
+def record_key(envelope: Envelope) -> str:
+    """The coordination record of one delivery of ``envelope``."""
+    return f"delivery:{envelope.id}:{envelope.attempt}"
+
+
+@dataclass
+class DeliveryClaim:
+    """One delivery's claim: taken before the run by :meth:`take`, ended by :meth:`finish` or :meth:`release`."""
+
+    coordination: Coordination
+    hold_for: float
+    """Seconds the running claim lasts: the transport's visibility timeout."""
+    envelope: Envelope | None = None
+    value: str | None = None
+    stopped: Outcome | None = field(default=None)
+    """The outcome of a copy that must not run (``Skip`` or ``Defer``), once :meth:`take` decided it."""
+
+    def take(self, envelope: Envelope) -> Outcome | None:
+        """Claim ``envelope``'s delivery; None when this delivery runs, else the copy's outcome.
+        Raises :class:`~taskbridge.errors.CoordinationError` when the store cannot be reached."""
+        key = record_key(envelope)
+        expires = time.time() + self.hold_for
+        value = f"{RUNNING}:{uuid.uuid4().hex}:{expires:.3f}"
+        expected: str | None = None
+        for _ in range(3):  # a record that changes between the swap and the read is read again
+            if self.coordination.swap_record(key, expected, value, self.hold_for):
+                self.envelope, self.value = envelope, value
+                return None
+            current = self.coordination.read_record(key)
+            if current == FINISHED:
+                log.info(
+                    "job=%s id=%s attempt=%s: delivered again after it finished; not run again",
+                    envelope.job,
+                    envelope.id,
+                    envelope.attempt,
+                )
+                self.stopped = Skip(envelope, Reason.DUPLICATE)
+                return self.stopped
+            if current is not None and current.startswith(f"{RUNNING}:"):
+                wait = max(SHORTEST_DEFERRAL, _expiry(current) - time.time())
+                log.info(
+                    "job=%s id=%s attempt=%s: delivered again while it runs elsewhere; looked at again in %.1fs",
+                    envelope.job,
+                    envelope.id,
+                    envelope.attempt,
+                    wait,
+                )
+                self.stopped = Defer(envelope, wait, Reason.DUPLICATE_RUNNING)
+                return self.stopped
+            expected = current
+        self.envelope, self.value = envelope, value  # unreachable in practice: run rather than lose it
+        return None
+
+    def finish(self, outcome: Outcome) -> None:
+        """The outcome was stored: mark the delivery finished, or give the claim back after a deferral
+        (the deferred copy keeps the envelope's id and attempt and must be able to claim it)."""
+        if self.envelope is None or self.value is None:
+            return
+        if isinstance(outcome, Defer):
+            self.release()
+            return
+        envelope = self.envelope
+        try:
+            kept = self.coordination.swap_record(
+                record_key(envelope), self.value, FINISHED, self.hold_for * FINISHED_FOR
+            )
+        except CoordinationError as exc:  # the outcome is stored; only a later copy could still run
+            log.warning(
+                "job=%s id=%s attempt=%s: could not mark its delivery finished (%s); a copy delivered "
+                "within the next %gs may run again",
+                envelope.job,
+                envelope.id,
+                envelope.attempt,
+                exc,
+                self.hold_for,
+            )
+            return
+        if not kept:
+            log.warning(
+                "job=%s id=%s attempt=%s ran past its claim (the visibility timeout, %gs): a copy "
+                "delivered meanwhile may have run too",
+                envelope.job,
+                envelope.id,
+                envelope.attempt,
+                self.hold_for,
+            )
+
+    def release(self) -> None:
+        """Give the claim back: the run was deferred, or no outcome could be decided and the message
+        goes back unacknowledged. A claim that cannot be given back runs out by itself."""
+        if self.envelope is None or self.value is None:
+            return
+        with contextlib.suppress(CoordinationError):
+            self.coordination.swap_record(record_key(self.envelope), self.value, FREE, _RELEASED_FOR)
+
+
+def mark_finished(coordination: Coordination, envelope: Envelope, hold_for: float) -> None:
+    """Mark ``envelope``'s delivery finished whoever claimed it (a run the engine killed)."""
+    key = record_key(envelope)
+    try:
+        current = coordination.read_record(key)
+        if current != FINISHED:
+            coordination.swap_record(key, current, FINISHED, hold_for * FINISHED_FOR)
+    except CoordinationError as exc:
+        log.warning("job=%s id=%s: could not mark its delivery finished (%s)", envelope.job, envelope.id, exc)
+
+
+def _expiry(value: str) -> float:
+    try:
+        return float(value.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0.0
