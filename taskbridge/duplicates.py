@@ -26,8 +26,11 @@ for :data:`FINISHED_FOR` visibility timeouts; a deferral gives the claim back in
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -63,6 +66,8 @@ class DeliveryClaim:
     coordination: Coordination
     hold_for: float
     """Seconds the running claim lasts: the transport's visibility timeout."""
+    look_after: bool = False
+    """Wait for the finished marks gathered elsewhere to be written (:class:`FinishedMarks`) first."""
     envelope: Envelope | None = None
     value: str | None = None
     stopped: Outcome | None = field(default=None)
@@ -71,6 +76,8 @@ class DeliveryClaim:
     def take(self, envelope: Envelope) -> Outcome | None:
         """Claim ``envelope``'s delivery; None when this delivery runs, else the copy's outcome.
         Raises :class:`~taskbridge.errors.CoordinationError` when the store cannot be reached."""
+        if self.look_after:
+            time.sleep(2 * FLUSH_EVERY)
         key = record_key(envelope)
         expires = time.time() + self.hold_for
         value = f"{RUNNING}:{uuid.uuid4().hex}:{expires:.3f}"
@@ -163,3 +170,72 @@ def _expiry(value: str) -> float:
         return float(value.rsplit(":", 1)[1])
     except (IndexError, ValueError):
         return 0.0
+
+
+LOST_ACK_WINDOW = 300.0
+"""Seconds a finished mark is kept on a transport that flags a message whose acknowledgement was lost
+(RabbitMQ hands it out again as soon as the connection that held it closes)."""
+FLUSH_EVERY = 0.05
+"""Seconds between two writes of the finished marks gathered meanwhile; a redelivered message waits
+twice that before it is looked up, so the mark of a run that just ended elsewhere is stored."""
+
+
+_starting = threading.Lock()
+
+
+def _renew_starting() -> None:
+    global _starting
+    _starting = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_starting)
+
+
+class FinishedMarks:
+    """The finished marks of the messages this process ran, written in one round trip every
+    :data:`FLUSH_EVERY` seconds from a daemon thread, so that a message costs its worker no round
+    trip of its own. Hand-written rather than a library's: a list swapped under a lock and one
+    thread per process is all it needs."""
+
+    def __init__(self, coordination: Coordination, ttl: float = LOST_ACK_WINDOW) -> None:
+        self.coordination = coordination
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._pid: int | None = None  # the process whose thread writes them (a forked child starts its own)
+
+    def add(self, envelope: Envelope) -> None:
+        """Mark ``envelope``'s delivery finished, within :data:`FLUSH_EVERY` seconds."""
+        key = record_key(envelope)
+        if self._pid != os.getpid():
+            self._start()
+        with self._lock:
+            self._pending.append(key)
+
+    def _start(self) -> None:
+        with _starting:
+            if self._pid == os.getpid():
+                return
+            # A lock or marks copied from the parent process are the parent's.
+            self._lock, self._pending = threading.Lock(), []
+            threading.Thread(target=self._write_forever, name="taskbridge-finished-marks", daemon=True).start()
+            self._pid = os.getpid()
+
+    def flush(self) -> None:
+        """Write the marks gathered so far."""
+        with self._lock:
+            keys, self._pending = self._pending, []
+        if not keys:
+            return
+        try:
+            self.coordination.write_records(keys, FINISHED, self.ttl)
+        except CoordinationError as exc:
+            log.warning(
+                "%d finished marks not written (%s); those messages run again if delivered again", len(keys), exc
+            )
+
+    def _write_forever(self) -> None:
+        atexit.register(self.flush)
+        while True:
+            time.sleep(FLUSH_EVERY)
+            self.flush()

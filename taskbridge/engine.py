@@ -103,6 +103,11 @@ class TransportFacts:
     in time (SQS: at least once), so the runner checks every message against the finished ones
     (:mod:`taskbridge.duplicates`). Without it only a message the engine flags as redelivered
     (its acknowledgement was lost) is checked."""
+    flags_lost_acks: bool = False
+    """The transport hands out again soon, flagged as redelivered, a message whose acknowledgement was
+    lost (RabbitMQ: as the connection that held it closes). The runner then keeps a short-lived
+    finished mark of every message it ran (gathered and written in batches, no round trip of its
+    own) and a redelivered message whose run finished is not run again."""
 
 
 class Taken(Protocol):

@@ -14,7 +14,7 @@ from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
 from .declared import lookup, registry
 from .dispatch import publish_dead_letter, schedule
-from .duplicates import DeliveryClaim, mark_finished
+from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, FinishedMarks, mark_finished
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -59,6 +59,7 @@ class Runner:
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
         self.signer = signer_for(self.settings)
         self.tracker = get_tracker(self.settings)
+        self.finished_marks = FinishedMarks(self.coordination) if engine.facts.flags_lost_acks else None
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -90,8 +91,10 @@ class Runner:
         JSON text, or the JSON object already parsed). ``redelivered``: the transport flags the
         message as handed out before; if that run finished, it does not run again."""
         claim = None
-        if redelivered or self.engine.facts.delivers_finished_again:
+        if self.engine.facts.delivers_finished_again:
             claim = DeliveryClaim(self.coordination, self.settings.visibility_timeout)
+        elif redelivered:
+            claim = DeliveryClaim(self.coordination, LOST_ACK_WINDOW, look_after=self.finished_marks is not None)
         try:
             decided = self._decide(raw, queue, claim)
         except BaseException:
@@ -104,6 +107,8 @@ class Runner:
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         if claim is not None:
             claim.finish(outcome)
+        elif self.finished_marks is not None and outcome.envelope is not None and not isinstance(outcome, Defer):
+            self.finished_marks.add(outcome.envelope)
         self._report(outcome, queue)
         return outcome
 
@@ -175,6 +180,8 @@ class Runner:
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
         if outcome.envelope is not None and self.engine.facts.delivers_finished_again:
             mark_finished(self.coordination, outcome.envelope, self.settings.visibility_timeout)
+        elif outcome.envelope is not None and self.finished_marks is not None:
+            self.finished_marks.add(outcome.envelope)
         self._report(outcome)
         return outcome
 

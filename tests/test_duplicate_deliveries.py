@@ -6,6 +6,8 @@ delivery, or moto's lost delete, hands a worker), run by real worker processes o
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from support import Embedded, unavailable
 
 from taskbridge.envelope import Envelope
 from taskbridge.outcomes import Defer, Done, Reason, Skip
+from taskbridge.runner import Runner
 from taskbridge.testing import KNOWN, Harness, jobs, unavailable_reason
 from taskbridge.testing.harness import RawItem
 
@@ -84,3 +87,19 @@ def test_a_copy_of_a_running_delivery_is_deferred_and_a_deferral_gives_the_claim
     assert isinstance(copy, Defer) and copy.reason == Reason.DUPLICATE_RUNNING and copy.delay > 20
     running.finish(Defer(envelope, 1.0, Reason.RATE_LIMIT))  # deferred: the next copy may claim it
     assert isinstance(runner.run(envelope.encode(), redelivered=True), Done)
+
+
+def test_on_a_transport_that_flags_lost_acks_a_finished_message_redelivered_is_not_run_again(
+    embedded: Embedded,
+) -> None:
+    from taskbridge.duplicates import FLUSH_EVERY
+
+    embedded.engine.facts = dataclasses.replace(embedded.engine.facts, flags_lost_acks=True)
+    runner = Runner(embedded.engine, embedded.settings, embedded.coordination)
+    raw = Envelope(job=jobs.echo.name, queue="default", args=["z"]).encode()
+    assert isinstance(runner.run(raw), Done)  # not flagged: no look-up; its mark is written in a batch
+    time.sleep(4 * FLUSH_EVERY)
+    copy = runner.run(raw, redelivered=True)
+    assert isinstance(copy, Skip) and copy.reason == Reason.DUPLICATE
+    other = Envelope(job=jobs.echo.name, queue="default", args=["never ran"]).encode()
+    assert isinstance(runner.run(other, redelivered=True), Done), "a redelivered message that never finished runs"

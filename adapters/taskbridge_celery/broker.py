@@ -70,6 +70,7 @@ class Broker:
             # second late (billiard checks time limits once a second).
             native_soft_timeout=False,
             delivers_finished_again=self.scheme == "sqs",
+            flags_lost_acks=self.scheme == "amqp",
         )
 
 

@@ -106,13 +106,14 @@ class WorkerProcess:
         """The body of every actor: hand the envelope text to the runner, which carries out the outcome."""
         message: Any = self.middleware.current_message()
         queue = message_queue(message) if message is not None else None
+        redelivered = getattr(message, "redelivered", False) is True  # RabbitMQ's flag; Redis has none
         try:
             item = raw_item(message)
             old = legacy_item(message) if item is None else None
             if old is not None:
-                self.engine.runner.run_item(old, queue or "")
+                self.engine.runner.run_item(old, queue or "", redelivered=redelivered)
             else:
-                self.engine.run_message(raw_body(args, kwargs), queue, item)
+                self.engine.run_message(raw_body(args, kwargs), queue, item, redelivered=redelivered)
         except JobAbandoned:
             return
         except Exception:

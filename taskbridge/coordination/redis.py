@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from .. import tls
@@ -229,6 +229,14 @@ class RedisCoordination:
         present = "0" if expected is None else "1"
         args: list[str | int] = [expected or "", present, value, _milliseconds(ttl)]
         return bool(self._swap(keys=[self._key("record", key)], args=args))
+
+    @_store_call
+    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+        pipeline = self._client.pipeline(transaction=False)
+        milliseconds = _milliseconds(ttl)
+        for key in keys:
+            pipeline.set(self._key("record", key), value, px=milliseconds)
+        pipeline.execute()
 
     def close(self) -> None:
         self._client.close()

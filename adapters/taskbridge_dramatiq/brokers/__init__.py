@@ -54,6 +54,7 @@ def transport_facts(settings: Settings) -> TransportFacts:
         native_hard_timeout=True,
         native_soft_timeout=False,
         delivers_finished_again=transport == "sqs",
+        flags_lost_acks=transport == "amqp",
     )
 
 
