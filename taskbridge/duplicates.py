@@ -21,7 +21,13 @@ keeps both, so a copy of it is caught too):
   copy runs.
 
 Once the outcome of the run is stored (republished, dead-lettered), the record says *finished*
-for :data:`FINISHED_FOR` visibility timeouts; a deferral gives the claim back instead.
+for :data:`FINISHED_FOR` visibility timeouts, written within :data:`FLUSH_EVERY` seconds in a batch
+with the other messages' (:class:`FinishedMarks`: no round trip of its own; a copy that comes
+meanwhile still finds the claim and is deferred); a deferral gives the claim back at once.
+
+On RabbitMQ (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no message is claimed
+before it runs: the finished marks are written the same way, and only a message flagged as
+redelivered is looked up (and claimed) before it runs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .coordination import Coordination
+from .engine import TransportFacts
 from .envelope import Envelope
 from .errors import CoordinationError
 from .outcomes import Defer, Outcome, Reason, Skip
@@ -154,17 +161,6 @@ class DeliveryClaim:
             self.coordination.swap_record(record_key(self.envelope), self.value, FREE, _RELEASED_FOR)
 
 
-def mark_finished(coordination: Coordination, envelope: Envelope, hold_for: float) -> None:
-    """Mark ``envelope``'s delivery finished whoever claimed it (a run the engine killed)."""
-    key = record_key(envelope)
-    try:
-        current = coordination.read_record(key)
-        if current != FINISHED:
-            coordination.swap_record(key, current, FINISHED, hold_for * FINISHED_FOR)
-    except CoordinationError as exc:
-        log.warning("job=%s id=%s: could not mark its delivery finished (%s)", envelope.job, envelope.id, exc)
-
-
 def _expiry(value: str) -> float:
     try:
         return float(value.rsplit(":", 1)[1])
@@ -189,6 +185,17 @@ def _renew_starting() -> None:
 
 
 os.register_at_fork(after_in_child=_renew_starting)
+
+
+def finished_marks_for(
+    facts: TransportFacts, coordination: Coordination, visibility_timeout: float
+) -> FinishedMarks | None:
+    """The finished marks a runner on a transport with ``facts`` keeps, or None when it keeps none."""
+    if facts.delivers_finished_again:
+        return FinishedMarks(coordination, visibility_timeout * FINISHED_FOR)
+    if facts.flags_lost_acks:
+        return FinishedMarks(coordination, LOST_ACK_WINDOW)
+    return None
 
 
 class FinishedMarks:

@@ -14,7 +14,7 @@ from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
 from .declared import lookup, registry
 from .dispatch import publish_dead_letter, schedule
-from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, FinishedMarks, mark_finished
+from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, finished_marks_for
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -59,7 +59,7 @@ class Runner:
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
         self.signer = signer_for(self.settings)
         self.tracker = get_tracker(self.settings)
-        self.finished_marks = FinishedMarks(self.coordination) if engine.facts.flags_lost_acks else None
+        self.finished_marks = finished_marks_for(engine.facts, self.coordination, self.settings.visibility_timeout)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -105,9 +105,10 @@ class Runner:
             return self._carry_out_copy(claim.stopped, queue)
         outcome = self.tracker.settle(chains.checked(decided))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
-        if claim is not None:
-            claim.finish(outcome)
-        elif self.finished_marks is not None and outcome.envelope is not None and not isinstance(outcome, Defer):
+        if isinstance(outcome, Defer) or self.finished_marks is None:
+            if claim is not None:
+                claim.finish(outcome)
+        elif outcome.envelope is not None:
             self.finished_marks.add(outcome.envelope)
         self._report(outcome, queue)
         return outcome
@@ -178,9 +179,7 @@ class Runner:
                 self._release_after_kill(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
-        if outcome.envelope is not None and self.engine.facts.delivers_finished_again:
-            mark_finished(self.coordination, outcome.envelope, self.settings.visibility_timeout)
-        elif outcome.envelope is not None and self.finished_marks is not None:
+        if outcome.envelope is not None and self.finished_marks is not None:
             self.finished_marks.add(outcome.envelope)
         self._report(outcome)
         return outcome
@@ -218,9 +217,12 @@ class Runner:
             try:
                 copy = claim.take(envelope)
             except CoordinationError as exc:
-                return self._store_down(envelope, exc)
-            if copy is not None:
-                return copy
+                # Runs unchecked, as a job that needs no store does: at least once, as the transport.
+                self.outage.failed(exc)
+            else:
+                self.outage.succeeded()
+                if copy is not None:
+                    return copy
         spec = handle.spec
         policies, templates = for_job(spec)
         if envelope.headers:  # a fan-out chunk's marker is a header

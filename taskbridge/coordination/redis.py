@@ -117,6 +117,14 @@ def _store_call(method: F) -> F:
     return cast(F, call)
 
 
+# Every record of KEYS set to ARGV[1], expiring in ARGV[2] milliseconds.
+_WRITE_RECORDS = """
+for _, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+end
+"""
+
+
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -146,6 +154,7 @@ class RedisCoordination:
         self._acquire_lease = self._client.register_script(_ACQUIRE_LEASE)
         self._group = self._client.register_script(_GROUP)
         self._swap = self._client.register_script(_SWAP)
+        self._write_records = self._client.register_script(_WRITE_RECORDS)
 
     @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -232,11 +241,9 @@ class RedisCoordination:
 
     @_store_call
     def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
-        pipeline = self._client.pipeline(transaction=False)
-        milliseconds = _milliseconds(ttl)
-        for key in keys:
-            pipeline.set(self._key("record", key), value, px=milliseconds)
-        pipeline.execute()
+        # One script call packs far cheaper than a pipeline of SETs (one command, not one per key).
+        prefix = f"{self.namespace}:record:"
+        self._write_records(keys=[prefix + key for key in keys], args=[value, _milliseconds(ttl)])
 
     def close(self) -> None:
         self._client.close()
