@@ -59,6 +59,12 @@ _RELEASED_FOR = 0.001
 """A claim given back is a record that expires at once (the store's swap has no delete)."""
 SHORTEST_DEFERRAL = 1.0
 """Seconds a copy of a running message waits at least before it is looked at again."""
+LOST_ACK_WINDOW = 300.0
+"""Seconds a finished mark is kept on a transport that flags a message whose acknowledgement was lost
+(RabbitMQ hands it out again as soon as the connection that held it closes)."""
+FLUSH_EVERY = 0.05
+"""Seconds between two writes of the finished marks gathered meanwhile; a redelivered message waits
+twice that before it is looked up, so the mark of a run that just ended elsewhere is stored."""
 
 
 def record_key(envelope: Envelope) -> str:
@@ -166,14 +172,6 @@ def _expiry(value: str) -> float:
         return float(value.rsplit(":", 1)[1])
     except (IndexError, ValueError):
         return 0.0
-
-
-LOST_ACK_WINDOW = 300.0
-"""Seconds a finished mark is kept on a transport that flags a message whose acknowledgement was lost
-(RabbitMQ hands it out again as soon as the connection that held it closes)."""
-FLUSH_EVERY = 0.05
-"""Seconds between two writes of the finished marks gathered meanwhile; a redelivered message waits
-twice that before it is looked up, so the mark of a run that just ended elsewhere is stored."""
 
 
 _starting = threading.Lock()
