@@ -67,9 +67,17 @@ FLUSH_EVERY = 0.05
 twice that before it is looked up, so the mark of a run that just ended elsewhere is stored."""
 
 
+REPLAY_HEADER = "replay"
+"""Envelope header a replayed dead letter carries (a fresh token per replay): its id and attempt
+are those of a run that finished, and the replay must run."""
+
+
 def record_key(envelope: Envelope) -> str:
     """The coordination record of one delivery of ``envelope``."""
-    return f"delivery:{envelope.id}:{envelope.attempt}"
+    replay = envelope.headers.get(REPLAY_HEADER) if envelope.headers else None
+    if replay is None:
+        return f"delivery:{envelope.id}:{envelope.attempt}"
+    return f"delivery:{envelope.id}:{envelope.attempt}:{replay}"
 
 
 @dataclass

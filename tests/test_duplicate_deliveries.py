@@ -103,3 +103,22 @@ def test_a_finished_message_handed_out_again_is_not_run_again(embedded: Embedded
     assert isinstance(copy, Skip) and copy.reason == Reason.DUPLICATE
     other = Envelope(job=jobs.echo.name, queue="default", args=["never ran"]).encode()
     assert isinstance(runner.run(other, redelivered=True), Done), "a redelivered message that never finished runs"
+
+
+def test_a_replayed_dead_letter_runs_although_its_id_and_attempt_finished(embedded: Embedded, tmp_path: Path) -> None:
+    from taskbridge.dead import DeadLetters
+    from taskbridge.duplicates import FLUSH_EVERY
+
+    embedded.engine.facts = dataclasses.replace(embedded.engine.facts, delivers_finished_again=True)
+    runner = Runner(embedded.engine, embedded.settings, embedded.coordination)
+    marker = tmp_path / "fixed"
+    raw = Envelope(job=jobs.fails_first.name, queue="default", args=[1], kwargs={"marker": str(marker)}).encode()
+    assert runner.run(raw).kind == "dead"
+    time.sleep(4 * FLUSH_EVERY)
+    assert runner.run(raw).kind == "skipped", "the same delivery again"
+    marker.touch()
+    letters = DeadLetters(embedded.engine, embedded.settings)
+    [letter] = [letter for batch in letters.scan("default") for letter in batch]
+    assert letters.replay([letter]) == 1
+    [replayed] = embedded.queued("default")
+    assert isinstance(runner.run(replayed.encode()), Done)
