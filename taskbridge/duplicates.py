@@ -72,6 +72,15 @@ REPLAY_HEADER = "replay"
 are those of a run that finished, and the replay must run."""
 
 
+def ends_delivery(outcome: Outcome) -> bool:
+    """Whether ``outcome`` ends its delivery for good, so that a copy of it must not run: not a
+    deferral (its republished copy keeps the id and attempt), nor a fan-out job superseded by a later
+    copy of its chunk, which carries the same id and attempt and must run."""
+    if isinstance(outcome, Defer):
+        return False
+    return not (isinstance(outcome, Skip) and outcome.reason == Reason.CHUNK_SUPERSEDED)
+
+
 def record_key(envelope: Envelope) -> str:
     """The coordination record of one delivery of ``envelope``."""
     replay = envelope.headers.get(REPLAY_HEADER) if envelope.headers else None
@@ -133,11 +142,11 @@ class DeliveryClaim:
         return None
 
     def finish(self, outcome: Outcome) -> None:
-        """The outcome was stored: mark the delivery finished, or give the claim back after a deferral
-        (the deferred copy keeps the envelope's id and attempt and must be able to claim it)."""
+        """The outcome was stored: mark the delivery finished, or give the claim back when the outcome
+        does not end it (:func:`ends_delivery`)."""
         if self.envelope is None or self.value is None:
             return
-        if isinstance(outcome, Defer):
+        if not ends_delivery(outcome):
             self.release()
             return
         envelope = self.envelope

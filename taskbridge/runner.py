@@ -14,7 +14,7 @@ from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
 from .declared import lookup, registry
 from .dispatch import publish_dead_letter, schedule
-from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, finished_marks_for
+from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, ends_delivery, finished_marks_for
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -105,11 +105,10 @@ class Runner:
             return self._carry_out_copy(claim.stopped, queue)
         outcome = self.tracker.settle(chains.checked(decided))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
-        if isinstance(outcome, Defer) or self.finished_marks is None:
-            if claim is not None:
-                claim.finish(outcome)
-        elif outcome.envelope is not None:
+        if self.finished_marks is not None and outcome.envelope is not None and ends_delivery(outcome):
             self.finished_marks.add(outcome.envelope)
+        elif claim is not None:
+            claim.finish(outcome)
         self._report(outcome, queue)
         return outcome
 
