@@ -21,9 +21,10 @@ keeps both, so a copy of it is caught too):
   copy runs.
 
 Once the outcome of the run is stored (republished, dead-lettered), the record says *finished*
-for :data:`FINISHED_FOR` visibility timeouts, written within :data:`FLUSH_EVERY` seconds in a batch
-with the other messages' (:class:`FinishedMarks`: no round trip of its own; a copy that comes
-meanwhile still finds the claim and is deferred); a deferral gives the claim back at once.
+for :data:`FINISHED_FOR` visibility timeouts (at least :data:`FINISHED_MARGIN` seconds past one),
+written within :data:`FLUSH_EVERY` seconds in a batch with the other messages' (:class:`FinishedMarks`:
+no round trip of its own; a copy that comes meanwhile still finds the claim and is deferred); a
+deferral gives the claim back at once.
 
 On RabbitMQ (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no message is claimed
 before it runs: the finished marks are written the same way, and only a message flagged as
@@ -52,6 +53,9 @@ log = logging.getLogger("taskbridge.duplicates")
 FINISHED_FOR = 2.0
 """How long a finished mark is kept, in visibility timeouts: SQS hands out a message whose delete it
 lost one visibility timeout after the receive, and each mark costs the store a small key."""
+FINISHED_MARGIN = 300.0
+"""Seconds a finished mark outlives one visibility timeout at least: a copy deferred while the run
+went on comes back when the claim runs out, later on a loaded machine, and must still find it."""
 RUNNING = "run"
 FINISHED = "done"
 FREE = "free"
@@ -79,6 +83,11 @@ def ends_delivery(outcome: Outcome) -> bool:
     if isinstance(outcome, Defer):
         return False
     return not (isinstance(outcome, Skip) and outcome.reason == Reason.CHUNK_SUPERSEDED)
+
+
+def finished_ttl(hold_for: float) -> float:
+    """Seconds the finished mark of a delivery claimed for ``hold_for`` seconds is kept."""
+    return max(hold_for * FINISHED_FOR, hold_for + FINISHED_MARGIN)
 
 
 def record_key(envelope: Envelope) -> str:
@@ -152,7 +161,7 @@ class DeliveryClaim:
         envelope = self.envelope
         try:
             kept = self.coordination.swap_record(
-                record_key(envelope), self.value, FINISHED, self.hold_for * FINISHED_FOR
+                record_key(envelope), self.value, FINISHED, finished_ttl(self.hold_for)
             )
         except CoordinationError as exc:  # the outcome is stored; only a later copy could still run
             log.warning(
@@ -207,7 +216,7 @@ def finished_marks_for(
 ) -> FinishedMarks | None:
     """The finished marks a runner on a transport with ``facts`` keeps, or None when it keeps none."""
     if facts.delivers_finished_again:
-        return FinishedMarks(coordination, visibility_timeout * FINISHED_FOR)
+        return FinishedMarks(coordination, finished_ttl(visibility_timeout))
     if facts.flags_lost_acks:
         return FinishedMarks(coordination, LOST_ACK_WINDOW)
     return None

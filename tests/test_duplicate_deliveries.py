@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Embedded, unavailable
+from support import Embedded, EmbeddedFactory, unavailable
 
 from taskbridge.envelope import Envelope
 from taskbridge.outcomes import Defer, Done, Reason, Skip
@@ -122,3 +122,16 @@ def test_a_replayed_dead_letter_runs_although_its_id_and_attempt_finished(embedd
     assert letters.replay([letter]) == 1
     [replayed] = embedded.queued("default")
     assert isinstance(runner.run(replayed.encode()), Done)
+
+
+def test_a_finished_mark_outlives_two_short_visibility_timeouts(make_embedded: EmbeddedFactory) -> None:
+    """A copy deferred while the run went on comes back one visibility timeout later, later still on
+    a loaded machine: the mark must still be there."""
+    embedded = make_embedded(visibility_timeout=1)
+    embedded.engine.facts = dataclasses.replace(embedded.engine.facts, delivers_finished_again=True)
+    runner = Runner(embedded.engine, embedded.settings, embedded.coordination)
+    raw = Envelope(job=jobs.echo.name, queue="default", args=["late copy"]).encode()
+    assert isinstance(runner.run(raw), Done)
+    time.sleep(3.0)
+    copy = runner.run(raw)
+    assert isinstance(copy, Skip) and copy.reason == Reason.DUPLICATE
