@@ -8,8 +8,8 @@ with thousands of keys whose coordination records expire.
 First it measures the drain capacity of the workers with a job whose limit they cannot reach. Then, for each
 rate (13/s, 200/s, half the capacity and the capacity itself), it queues ``rate x --seconds`` jobs
 of a job declared with ``rate_limit=`` and records when each one started. It reports the achieved
-rate against the limit and the most starts seen in any window of one period (the limit's own
-count is the most it may hold). Last, a job with ``rate_key="{key}"`` runs ``--per-key`` times for
+rate against the limit and the most starts seen in any window of one period, ends included (the
+limit's own count is the most it may hold). Last, a job with ``rate_key="{key}"`` runs ``--per-key`` times for
 each of ``--keys`` distinct keys: every key must keep its own limit, and the ``<namespace>:rate:*``
 records in Redis are counted during the run and until they have all expired.
 
@@ -43,9 +43,6 @@ HERE = Path(__file__).resolve().parent
 STAMPS_ENV = "BENCH_RATE_STAMPS"
 LIMIT_ENV = "BENCH_RATE_LIMIT"
 KEY_LIMIT_ENV = "BENCH_KEY_RATE_LIMIT"
-# How much two recorded starts may be squeezed together by thread scheduling alone (seconds).
-JITTER = 0.002
-
 _stamp_lock = threading.Lock()
 _stamp_fd: int | None = None
 
@@ -89,10 +86,9 @@ def read_stamps(folder: Path) -> list[tuple[float, str, str]]:
 
 
 def busiest_window(times: list[float], period: float) -> int:
-    """The most starts within any half-open window of ``period`` seconds (``times`` sorted); starts
-    squeezed closer than :data:`JITTER` by scheduling alone do not count against the limit."""
-    width = period - JITTER
-    return max((bisect.bisect_left(times, t + width) - i for i, t in enumerate(times)), default=0)
+    """The most starts within any closed window ``[t, t + period]`` (``times`` sorted, as each job
+    read ``time.time()`` when it started): the busiest window begins at a start."""
+    return max((bisect.bisect_right(times, t + period) - i for i, t in enumerate(times)), default=0)
 
 
 class Workers:

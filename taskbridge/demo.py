@@ -100,9 +100,8 @@ OUTCOMES = [
 
 def _column(event: events.Event) -> str | None:
     if isinstance(event, events.DeferredEvent):
-        return {Reason.RATE_LIMIT: "deferred (rate)", Reason.LOCK_BUSY: "deferred (lock)"}.get(
-            event.reason, "deferred (delay)"
-        )
+        columns: dict[str, str] = {Reason.RATE_LIMIT: "deferred (rate)", Reason.LOCK_BUSY: "deferred (lock)"}
+        return columns.get(event.reason, "deferred (delay)")
     if isinstance(event, events.RetriedEvent):
         return "retried"
     return event.kind if event.kind in ("done", "expired", "skipped", "dead") else None

@@ -185,6 +185,16 @@ class Engine(Protocol):
     #     is a stranded backlog, and the worker logs the ``taskbridge move`` command for it
     #     (taskbridge.stranded). The checks must be cheap: one count per place, no message read.
     #     """
+    #
+    # def legacy_holdings(self, queue: str) -> Mapping[str, int]:
+    #     """Queues outside the layout whose messages a worker on ``queue`` runs too (the Dramatiq
+    #     engine on SQS: plain dramatiq-sqs producers' ``<namespace>_<queue>``), by their name on the
+    #     broker, with how many messages each holds; empty when there is none.
+    #
+    #     ``taskbridge status`` shows each as a legacy row of ``queue``. An engine with it also takes
+    #     their messages with ``take(queue, limit, legacy=True)``, which ``taskbridge move --legacy``
+    #     uses.
+    #     """
 
 
 def settle(items: Sequence[Taken], *, ack: bool) -> None:
@@ -203,6 +213,12 @@ def settle(items: Sequence[Taken], *, ack: bool) -> None:
             groups.setdefault(id(taker), (many, []))[1].append(item)
     for many, grouped in groups.values():
         many(grouped)
+
+
+def legacy_holdings(engine: Engine, queue: str) -> Mapping[str, int]:
+    """``engine``'s optional ``legacy_holdings(queue)`` (see :class:`Engine`); empty without it."""
+    holdings: Callable[[str], Mapping[str, int]] | None = getattr(engine, "legacy_holdings", None)
+    return {} if holdings is None else holdings(queue)
 
 
 EngineFactory = Callable[["Settings"], Engine]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -11,7 +13,7 @@ from .backoff import Backoff
 from .chains import check_length, step_of
 from .compat import CallSiteAliases, SignatureAliases, check_aliases
 from .config import settings_if_valid
-from .declared import _registry, lookup, registry
+from .declared import declaring, lookup, registry
 from .envelope import check_json_arguments, is_queue_name
 from .errors import EnqueueError, JobDefinitionError
 from .handles import JobRef
@@ -19,7 +21,7 @@ from .policies import POLICIES, needs_coordination
 from .policies.base import Draft
 from .producer import CallOptions, enqueue_batches, enqueue_default, enqueue_one
 from .scheduling.options import parse_periodic
-from .spec import DEFAULT, JobSpec, KeyTemplateError, OnLock, _Default
+from .spec import DEFAULT, JobSpec, KeyTemplateError, OnLock, _Default, split_parsed
 from .transports import check_declared_queue
 from .units import Duration, Rate
 
@@ -202,6 +204,7 @@ def job(
     schedule: Any = None,
     schedule_tz: str | None = None,
     missed: str = "skip",
+    **options: Any,
 ) -> Any:
     """Declare a background job.
 
@@ -215,8 +218,10 @@ def job(
     job's status and (JSON) return value that long after it finishes, for ``ref.result()``.
     ``schedule="*/5 * * * *"`` (cron, read in ``schedule_tz``) or ``schedule=every("30s")`` has
     ``taskbridge scheduler`` enqueue it periodically; ``missed="skip"`` or ``"catch_up_once"`` says
-    what happens to runs missed while no scheduler ran (see :mod:`taskbridge.scheduling`). Invalid
-    options raise :class:`JobDefinitionError` right here.
+    what happens to runs missed while no scheduler ran (see :mod:`taskbridge.scheduling`).
+    ``**options`` are the options of policies registered beside the built-in ones
+    (:func:`taskbridge.policies.register`). Invalid or unknown options raise
+    :class:`JobDefinitionError` right here.
     """
 
     given = {
@@ -233,6 +238,7 @@ def job(
         "rate_limit": rate_limit,
         "rate_key": rate_key,
         "drop_unknown_kwargs": drop_unknown_kwargs,
+        **options,
     }
 
     def decorate(fn: Callable[P, R]) -> Job[P, R]:
@@ -245,15 +251,18 @@ def job(
         if not isinstance(job_name, str) or not job_name:
             raise JobDefinitionError(f"@job on {fn!r}: option name= must be a non-empty string, got {name!r}")
         draft = Draft(job_name, fn)
+        _check_known(draft, options)
         if queue is not None and not is_queue_name(queue):
             raise draft.invalid(f"option queue= must be letters, digits, '-', '_' or '.', got {queue!r}")
         check_declared_queue(job_name, queue, settings_if_valid())
-        fields: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
         for policy in POLICIES:
-            fields.update(policy.parse(draft, given))
+            parsed.update(policy.parse(draft, given))
+        fields, policy_options = split_parsed(parsed)
         parsed_result_ttl = draft.seconds("result_ttl", result_ttl)
-        if job_name in _registry and _registry[job_name].spec.func is not fn:
-            existing = _registry[job_name].spec.func
+        declared = registry()
+        if job_name in declared and declared[job_name].spec.func is not fn:
+            existing = declared[job_name].spec.func
             if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
                 raise JobDefinitionError(
                     f"job {job_name!r} is declared twice ({existing.__module__} and {fn.__module__}); pass name= to one"
@@ -263,17 +272,33 @@ def job(
             func=fn,
             queue=queue,
             result_ttl=parsed_result_ttl,
-            aliases=check_aliases(job_name, aliases, _registry),
+            aliases=check_aliases(job_name, aliases, declared),
             periodic=parse_periodic(job_name, fn, schedule, schedule_tz, missed),
+            policy_options=policy_options,
             **fields,
         )
         return replace(spec, needs_coordination=needs_coordination(spec))
 
     def register(fn: Callable[P, R]) -> Job[P, R]:
-        handle = decorate(fn)
-        _registry[handle.name] = handle
+        with declaring() as declared:
+            handle = decorate(fn)
+            declared[handle.name] = handle
         return handle
 
     if func is not None:
         return register(func)
     return register
+
+
+def _check_known(draft: Draft, options: dict[str, Any]) -> None:
+    """Refuse a keyword no registered policy owns, naming it, the nearest known option and the known ones."""
+    unknown = sorted(set(options) - POLICIES.options)
+    if not unknown:
+        return
+    known = sorted({*inspect.signature(job).parameters, *POLICIES.options} - {"func", "options"})
+    near = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f"; did you mean {near[0]}=?" if near else ""
+    raise draft.invalid(
+        f"unknown option {', '.join(f'{name}=' for name in unknown)}{hint} "
+        f"(@job takes {', '.join(known)}; a policy registered with taskbridge.policies.register adds its own)"
+    )

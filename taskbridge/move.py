@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from queue import Empty, Full, Queue
-from typing import cast
+from typing import Any, cast
 
 from .config import Settings
 from .dispatch import DEAD_LETTER_JOB, publish, publish_dead_letter, schedule
-from .engine import Engine, Taken, settle
+from .engine import Engine, Taken, legacy_holdings, settle
 from .envelope import Envelope, decode
 from .errors import EnvelopeError
 from .wire import unwrap
@@ -69,6 +69,9 @@ class Mover:
     source_settings: Settings
     target_settings: Settings
     batch: int = DEFAULT_BATCH
+    legacy: bool = False
+    """Move what plain producers left in each queue's legacy queue outside the layout (the source
+    engine's ``legacy_holdings``: dramatiq-sqs's ``<namespace>_<queue>``) instead of the queue's."""
 
     def move(
         self, queues: Sequence[str], *, dead_letters: bool = False, progress: Progress | None = None
@@ -165,10 +168,22 @@ class Mover:
             raise
         settle([item for item, _ in bad], ack=True)
 
+    def take(self, queue: str, dead_letters: bool) -> list[Taken]:
+        """The next batch of items at the source (called by the reader thread only)."""
+        if self.legacy:
+            taking: Any = self.source  # an engine with legacy queues takes from them on request
+            return cast("list[Taken]", taking.take(queue, self.batch, legacy=True))
+        return self.source.take(queue, self.batch, dead_letters=dead_letters)
+
+    def waiting(self, queue: str, dead_letters: bool) -> int:
+        """Items waiting at the source to be moved (approximate on SQS)."""
+        if self.legacy:
+            return sum(legacy_holdings(self.source, queue).values())
+        return int(self.source.depth(queue + self.source_settings.dead_letter_suffix if dead_letters else queue))
+
     def _depth(self, queue: str, dead_letters: bool) -> int:
-        name = queue + self.source_settings.dead_letter_suffix if dead_letters else queue
         try:
-            return int(self.source.depth(name))
+            return self.waiting(queue, dead_letters)
         except Exception:
             return 0
 
@@ -242,7 +257,7 @@ class _Reader:
     def _take_all(self) -> None:
         while not self._stop.is_set():
             self._settle_waiting()
-            items = self.mover.source.take(self.queue, self.mover.batch, dead_letters=self.dead_letters)
+            items = self.mover.take(self.queue, self.dead_letters)
             if not items:
                 self.ready.put(None)
                 return

@@ -102,7 +102,8 @@ class Defer:
 
     envelope: Envelope
     delay: float
-    reason: Reason
+    reason: Reason | str
+    """A :class:`Reason`, or the text of a policy registered beside the built-in ones."""
     kind: str = "deferred"
 
 
@@ -111,7 +112,8 @@ class Skip:
     """Not run: its lock was held and the job asked to skip in that case, or it was cancelled."""
 
     envelope: Envelope
-    reason: Reason
+    reason: Reason | str
+    """A :class:`Reason`, or the text of a policy registered beside the built-in ones."""
     kind: str = "skipped"
 
 

@@ -36,8 +36,6 @@ from .tracking import get_tracker, plan_for
 from .transports import queue_name_problem
 from .units import Duration, parse_duration
 
-ENQUEUE_POLICIES = with_hook("on_enqueue")
-
 log = logging.getLogger("taskbridge.publish")
 
 
@@ -113,13 +111,14 @@ class Producer:
         self._empty_frame = len(Envelope(job=self.spec.name, queue=self.queue).encode())
         self.plan = plan_for(self.spec, self.settings)
         self.tracker = get_tracker(self.settings) if self.plan is not None else None
-        self.policies = tuple(p for p in ENQUEUE_POLICIES if p.applies(spec))
+        self.policies = tuple(p for p in with_hook("on_enqueue") if p.applies(spec))
         self.coordination: Coordination | None = None
         if self.policies:
             self.coordination = get_coordination()
-            if self.engine.facts.multi_process and not self.coordination.shared:
+            coordinated = [policy for policy in self.policies if policy.coordinated]
+            if coordinated and self.engine.facts.multi_process and not self.coordination.shared:
                 raise ConfigurationError(
-                    f"job {self.spec.name!r} uses {self.policies[0].name}= but the coordination store is in-process; "
+                    f"job {self.spec.name!r} uses {coordinated[0].name}= but the coordination store is in-process; "
                     "set TASKBRIDGE_COORDINATION_URL to a redis:// URL shared by all workers"
                 )
 

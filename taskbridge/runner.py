@@ -19,7 +19,7 @@ from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
 from .outcomes import Dead, DeadCause, Defer, Done, Outcome, Reason, Retry, Skip
-from .policies import for_job, retry, with_hook
+from .policies import POLICIES, for_job, retry
 from .policies.arguments import Arguments
 from .policies.base import Policy, RunContext
 from .policies.timeout import soft_timeout
@@ -34,7 +34,7 @@ from .workflows import chunks, groups
 log = logging.getLogger("taskbridge.runner")
 
 ARGUMENTS = Arguments()
-_AFTER_OUTCOME = with_hook("after_outcome")
+_AFTER_OUTCOME = POLICIES.hooked("after_outcome")
 _LOGGED = ("delay", "reason", "error")
 """The outcome's fields its log line shows, where it has them."""
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backoff import NO_RETRY, Backoff
@@ -59,10 +59,23 @@ class JobSpec:
     needs_coordination: bool = False
     """Whether the job uses state every worker must share: ``@job`` sets it when a policy that keeps
     state in the coordination store applies (:func:`taskbridge.policies.needs_coordination`)."""
+    policy_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The values of policies registered beside the built-in ones, as their ``parse`` returned them,
+    by option name; read them with :meth:`option`."""
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "signature", inspect.signature(self.func))
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The parsed value of the policy option ``name``: a field of this spec for the built-in
+        options (``spec.option("lock") == spec.lock``), otherwise from :attr:`policy_options`;
+        ``default`` when the job did not set it."""
+        if name in self.policy_options:
+            return self.policy_options[name]
+        if name in POLICY_FIELDS:
+            return getattr(self, name)
+        return default
 
     @property
     def described(self) -> str:
@@ -107,3 +120,20 @@ class JobSpec:
             raise KeyTemplateError(
                 f"job {self.name!r}: the key {template!r} needs the argument {exc.args[0]!r}, which this call lacks"
             ) from None
+
+
+POLICY_FIELDS = frozenset(
+    f.name
+    for f in fields(JobSpec)
+    if f.init
+    and f.name
+    not in ("name", "func", "queue", "result_ttl", "aliases", "periodic", "needs_coordination", "policy_options")
+)
+"""The fields of :class:`JobSpec` the built-in policies' ``parse`` fill; ``@job`` sets the others itself."""
+
+
+def split_parsed(parsed: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the policies' ``parse`` returned, split into :class:`JobSpec` fields and the
+    :attr:`JobSpec.policy_options` of the policies registered beside the built-in ones."""
+    known = {key: value for key, value in parsed.items() if key in POLICY_FIELDS}
+    return known, {key: value for key, value in parsed.items() if key not in POLICY_FIELDS}

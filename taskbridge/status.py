@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import Settings, banner, mask_url
-from .engine import Engine
+from .engine import Engine, legacy_holdings
 from .errors import ConfigurationError
 from .layout import dead_letter_queue
 
@@ -79,6 +79,9 @@ class Snapshot:
     """Tracked jobs per queue and state, when tracking is on."""
     fan_outs: list[dict[str, Any]] = field(default_factory=list)
     """The progress of each running fan-out (see :func:`taskbridge.workflows.running`)."""
+    legacy: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per queue, the queues outside the layout its workers also read (dramatiq-sqs producers'
+    ``<namespace>_<queue>``), by their name on the broker, with their depth."""
 
 
 @dataclass
@@ -97,6 +100,9 @@ class QueueStatus:
     running: float | None
     states: dict[str, int] | None = None
     """Tracked jobs by state (queued, running, done, ...), when tracking is on."""
+    legacy: str | None = None
+    """For a row of a legacy queue: its name on the broker. ``queue`` is then the queue whose workers
+    read it, ``depth`` its depth, and the other columns are empty (they belong to the queue's row)."""
 
 
 def counters_from(samples: Iterable[Sample], queues: Sequence[str]) -> dict[str, QueueCounters]:
@@ -146,9 +152,15 @@ def take_snapshot(engine: Engine, queues: Sequence[str], metrics_urls: Sequence[
     errors: list[str] = []
     depths: dict[str, int | None] = {}
     dead: dict[str, int | None] = {}
+    legacy: dict[str, dict[str, int]] = {}
     for queue in queues:
         depths[queue] = _depth(engine, queue, errors)
         dead[queue] = _depth(engine, dead_letter_queue(queue, settings), errors)
+        try:
+            if found := legacy_holdings(engine, queue):
+                legacy[queue] = dict(found)
+        except Exception as exc:
+            errors.append(f"legacy queue of {queue}: {exc}")
     counters: dict[str, QueueCounters] | None = None
     if metrics_urls:
         samples: list[Sample] = []
@@ -165,7 +177,7 @@ def take_snapshot(engine: Engine, queues: Sequence[str], metrics_urls: Sequence[
     from .tracking.counts import state_counts
 
     states = state_counts(queues, settings, errors)
-    return Snapshot(time.time(), depths, dead, counters, errors, states, _fan_outs(errors))
+    return Snapshot(time.time(), depths, dead, counters, errors, states, _fan_outs(errors), legacy)
 
 
 def _fan_outs(errors: list[str]) -> list[dict[str, Any]]:
@@ -204,6 +216,8 @@ def compare(older: Snapshot | None, newer: Snapshot) -> list[QueueStatus]:
             row.wait_p50 = quantile(0.5, window)
             row.wait_p95 = quantile(0.95, window)
         rows.append(row)
+        for name, depth in sorted(newer.legacy.get(queue, {}).items()):
+            rows.append(QueueStatus(queue, depth, None, None, None, None, None, None, legacy=name))
     return rows
 
 
@@ -247,7 +261,7 @@ def render(rows: Sequence[QueueStatus], snapshot: Snapshot, window: float | None
     for r in rows:
         states = [" ".join(f"{k} {v}" for k, v in sorted((r.states or {}).items()))] if with_states else []
         table.add_row(
-            r.queue,
+            r.queue if r.legacy is None else f"{r.queue} ← {r.legacy} (legacy)",
             _count(r.depth),
             Text(_count(r.dead_letters), style="bold red" if r.dead_letters else ""),
             _rate(r.throughput),

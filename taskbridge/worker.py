@@ -155,7 +155,7 @@ def run_worker(
             len(registry()),
             f" metrics=:{server.port}/metrics" if server is not None else "",
         )
-        warn_about_stranded(engine, settings, list(queues))
+        warn_about_stranded(engine, settings, list(queues), modules)
         if with_scheduler:
             from .scheduling.service import SchedulerProcess, build_scheduler, jobs_in
 

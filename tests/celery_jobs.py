@@ -46,3 +46,12 @@ def boom(n: int) -> None:
     """Always raises: retried once, then dead-lettered."""
     record("started", job="boom", n=n)
     raise ValueError(f"boom {n}")
+
+
+@job(name="cq.nap", timeout=None)
+def nap(n: int, seconds: float) -> None:
+    """Records that it started, sleeps ``seconds``, then records that it ran (a job still running
+    when the worker is told to stop)."""
+    record("started", job="nap", n=n)
+    time.sleep(seconds)
+    record("ran", job="nap", n=n)

@@ -41,3 +41,19 @@ def hog(n: int, megabytes: int) -> None:
     _hoard.append(os.urandom(megabytes * 1024 * 1024))
     time.sleep(0.05)
     record("ran", job="hog", n=n)
+
+
+@job(name="dq.step")
+def step(n: int, pause: float = 0.0) -> None:
+    """Takes ``pause`` seconds, then records that it ran with ``n``."""
+    time.sleep(pause)
+    record("ran", job="step", n=n)
+
+
+@job(name="dq.nap", timeout=None)
+def nap(n: int, seconds: float) -> None:
+    """Records that it started, sleeps ``seconds``, then records that it ran (a job still running
+    when the worker is told to stop)."""
+    record("started", job="nap", n=n)
+    time.sleep(seconds)
+    record("ran", job="nap", n=n)

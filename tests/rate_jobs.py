@@ -16,3 +16,9 @@ def _record_outcome(event: events.Event) -> None:
 def paced(n: int) -> None:
     """Limited to 5 runs a second across every worker; records when it started."""
     record("ran", job="paced", n=n)
+
+
+@job(name=f"{__name__}.per_tenant", rate_limit="3/s", rate_key="{tenant}")
+def per_tenant(tenant: str, n: int) -> None:
+    """Limited to 3 runs a second for each tenant; records when it started."""
+    record("ran", job="per_tenant", tenant=tenant, n=n)

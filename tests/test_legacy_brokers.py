@@ -4,7 +4,12 @@ pickled message lands in ``<queue>-dead`` with how to switch the producer to JSO
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +19,13 @@ import legacy_jobs
 import pytest
 from celery import Celery
 from kombu import Exchange, Queue
-from support import open_harness
+from support import TESTS_DIR, open_harness
 
 from taskbridge import get_engine
+from taskbridge.config import load_settings, mask_url
+from taskbridge.engine import load_engine_factory
 from taskbridge.layout import amqp_queue_arguments
+from taskbridge.stranded import warn_about_stranded
 from taskbridge.testing import Harness
 
 # During a migration the Celery engine shares kombu's bare Redis keys with the old Celery app.
@@ -179,3 +187,96 @@ def test_old_dramatiq_sqs_producers_without_a_namespace_run_when_the_worker_is_t
         [ran] = run.wait_for(lambda: run.events("ran", "send_report"), 60, "the old producer's message did not run")
         assert (ran["user_id"], ran["day"]) == (9, "sunday")
         broker.close()
+
+
+def _taskbridge(*args: str, columns: int = 80) -> str:
+    """``taskbridge ARGS`` with this test's settings (the harness's environment); its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "taskbridge", *args],
+        capture_output=True,
+        env={**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1", "PYTHONPATH": str(TESTS_DIR)},
+        timeout=120,
+    )
+    assert done.returncode == 0, f"taskbridge {' '.join(args)} failed:\n{done.stdout.decode()}{done.stderr.decode()}"
+    return done.stdout.decode()
+
+
+def test_status_shows_old_dramatiq_sqs_producers_queue_and_move_legacy_brings_its_backlog_over(
+    tmp_path: Path,
+) -> None:
+    """A backlog plain dramatiq-sqs producers left in ``<namespace>_<queue>``: ``taskbridge status``
+    shows its depth as a legacy row of the queue, and ``taskbridge move --legacy`` moves it into the
+    queue's own SQS queue, where each job runs once."""
+    count = 25
+    with open_harness("dramatiq-sqs", tmp_path, "legacy_jobs") as run:
+        broker = old_dramatiq_broker(run)
+
+        @dramatiq.actor(actor_name=legacy_jobs.DRAMATIQ_NAME, queue_name=run.queue, broker=broker)
+        def send_report(user_id: int) -> None: ...
+
+        for user_id in range(count):
+            send_report.send(user_id)
+        broker.close()
+        legacy_name = f"{os.environ['TASKBRIDGE_NAMESPACE']}_{run.queue}"
+
+        def rows() -> list[dict[str, Any]]:
+            return list(json.loads(_taskbridge("status", "--json", "--queues", run.queue))["queues"])
+
+        main, legacy = run.wait_for(
+            lambda: (found := rows()) and found[-1].get("depth") == count and found,
+            60,
+            "status did not show the legacy queue's backlog",
+        )
+        assert (main["queue"], main["legacy"], main["depth"]) == (run.queue, None, 0)
+        assert (legacy["queue"], legacy["legacy"]) == (run.queue, legacy_name)
+        assert f"{legacy_name} (legacy)" in _taskbridge("status", "--once", "--queues", run.queue, columns=200)
+
+        url = run.combination.broker_url
+        celery_settings = load_settings(engine="celery")
+        celery = load_engine_factory("celery")(celery_settings)
+        try:  # a Celery worker, which never reads that queue, says how to bring its backlog over
+            [command] = warn_about_stranded(celery, celery_settings, [run.queue], ["legacy_jobs"])
+        finally:
+            celery.close()
+        masked = shlex.quote(mask_url(url))
+        assert command == (
+            f"taskbridge move legacy_jobs --legacy --from-engine dramatiq --from-broker {masked} "
+            f"--to-engine celery --to-broker {masked} --queues {run.queue}"
+        )
+
+        [report] = json.loads(
+            _taskbridge(
+                *("move", "legacy_jobs", "--json", "--legacy", "--queues", run.queue),
+                *("--from-engine", "dramatiq", "--from-broker", url, "--to-engine", "dramatiq", "--to-broker", url),
+            )
+        )
+        assert (report["moved"], report["malformed"], report["left"]) == (count, 0, 0)
+        run.wait_for(lambda: get_engine().depth(run.queue) == count, 30, "the moved jobs are not in the queue")
+        assert rows()[-1]["depth"] == 0, "the legacy queue still holds jobs"
+
+        run.start_workers()
+        run.wait_for(lambda: len(run.events("ran", "send_report")) >= count, 60, "the moved jobs did not run")
+        time.sleep(2)
+        assert sorted(e["user_id"] for e in run.events("ran", "send_report")) == list(range(count))
+
+
+MOVE_TO_SQS = ("--from-broker", "sqs://", "--to-engine", "dramatiq", "--to-broker", "sqs://")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--from-engine", "dramatiq"), "name those jobs' modules"),
+        (("legacy_jobs", "--from-engine", "celery"), "the celery engine reads no queue outside the layout"),
+    ],
+)
+def test_move_legacy_says_what_it_needs(args: tuple[str, ...], said: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskbridge", "move", "--legacy", "--queues", "q", *args, *MOVE_TO_SQS],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR)},
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr

@@ -6,22 +6,26 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from support import Embedded, open_harness
 
-from taskbridge.job import registry
+from taskbridge.job import Job
 
 AFTER = Path(__file__).parent.parent / "migration_guide" / "examples" / "after"
 DAY = "2026-11-30"
 
 
 @pytest.fixture
-def load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[str], ModuleType]]:
-    """Import an "after" example with its output folders in ``tmp_path``; forgotten afterwards."""
+def load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, job_registry: Mapping[str, Job[..., Any]]
+) -> Iterator[Callable[[str], ModuleType]]:
+    """Import an "after" example with its output folders in ``tmp_path``; the module and its jobs
+    (declared in the test's ``job_registry``) are forgotten afterwards."""
     monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setenv("PYTHONPATH", str(AFTER))
@@ -35,8 +39,6 @@ def load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
     yield load_module
     for name in loaded:
         sys.modules.pop(name, None)
-        for job_name in [j for j in registry() if j.startswith(name + ".")]:
-            del registry()[job_name]
 
 
 def wait_for_files(folder: Path, names: set[str], timeout: float) -> set[str]:

@@ -83,6 +83,7 @@ def on_sqs(clean_env: None) -> Iterator[None]:
     set_settings(None)
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_a_queue_sqs_cannot_hold_is_refused_when_the_job_is_declared(on_sqs: None) -> None:
     with pytest.raises(JobDefinitionError) as caught:
 
@@ -94,6 +95,7 @@ def test_a_queue_sqs_cannot_hold_is_refused_when_the_job_is_declared(on_sqs: Non
     assert "may hold only letters, digits, '-' and '_', at most 80 characters" in message
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_the_same_queue_is_accepted_where_the_transport_can_hold_it(clean_env: None) -> None:
     set_settings(load_settings(engine="celery", broker_url="redis://127.0.0.1:6379/0"))
     try:

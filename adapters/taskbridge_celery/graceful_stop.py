@@ -8,17 +8,22 @@ loop had not read yet, is missed there: its message is never acknowledged (the b
 it again and the job runs twice), and the pool process waits 30 s (billiard's
 ``_ensure_messages_consumed``) for the main process to count its result before it exits.
 
-:class:`GracefulStop` takes SIGTERM over: the worker stops consuming, keeps its event loop running
-until no job it took is left (reserved or running; countdown jobs it merely holds go back to the
-broker), and then sets Celery's warm-shutdown flag, so nothing is in flight when the loop stops.
-A second SIGTERM starts Celery's warm shutdown at once, and so does a SIGTERM while the event loop
-does not run (the worker is reconnecting to an unreachable broker).
+:class:`GracefulStop` takes SIGTERM and SIGINT (Ctrl-C) over: the worker stops consuming, keeps its
+event loop running until no job it took is left (reserved or running; countdown jobs it merely
+holds go back to the broker), and then sets Celery's warm-shutdown flag, so nothing is in flight
+when the loop stops. A stop signal while the event loop does not run (the worker is reconnecting
+to an unreachable broker) starts Celery's warm shutdown at once.
+
+A second signal does not wait, as in Celery: a second SIGTERM starts Celery's warm shutdown, and a
+second Ctrl-C Celery's cold shutdown, which ends the running jobs (they are not acknowledged, so
+the broker delivers them again); a third Ctrl-C is Celery's, terminating the worker by force.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import threading
 from time import monotonic
@@ -27,7 +32,7 @@ from typing import Any
 
 from billiard.process import current_process
 from celery import bootsteps, platforms
-from celery.apps.worker import safe_say
+from celery.apps.worker import install_worker_term_hard_handler, safe_say
 from celery.platforms import EX_OK
 from celery.worker import state
 
@@ -40,8 +45,12 @@ LOOP_GONE = 2.0
 reconnecting to a lost broker): a requested stop is then Celery's warm shutdown at once."""
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGINT")
+"""The signals whose first one drains the jobs the worker took."""
+
+
 class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker bootstep: SIGTERM drains the jobs the worker took before the warm shutdown."""
+    """Worker bootstep: SIGTERM or Ctrl-C drains the jobs the worker took before the warm shutdown."""
 
     requires = ("celery.worker.components:Hub", "celery.worker.components:Pool")
 
@@ -49,7 +58,8 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self._requested = False
         self._draining = False
-        self._celery_handler: Any = None
+        self._celery_handlers: dict[str, Any] = {}
+        self._worker: Any = None
         self._timer: Any = None
         self._looked_at = monotonic()
         self._stopped = threading.Event()
@@ -59,8 +69,10 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, parent: Any) -> None:
         # Celery installed its handlers before the steps started (WorkController.on_start).
-        self._celery_handler = platforms.signals["SIGTERM"]
-        platforms.signals["SIGTERM"] = self._on_sigterm
+        self._worker = parent
+        for name in STOP_SIGNALS:
+            self._celery_handlers[name] = platforms.signals[name]
+            platforms.signals[name] = self._on_stop_signal
         # Registered before the consumer starts, so a reconnection does not cancel it.
         self._timer = parent.hub.call_repeatedly(CHECK_INTERVAL, self._check, parent)
         threading.Thread(target=self._watch, name="taskbridge-graceful-stop", daemon=True).start()
@@ -79,13 +91,22 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
                 state.should_stop = EX_OK
                 return
 
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if current_process()._name != "MainProcess" or self._requested or not callable(self._celery_handler):
-            if callable(self._celery_handler):
-                self._celery_handler(signum, frame)
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        celery_handler = self._celery_handlers.get(name)
+        if current_process()._name != "MainProcess" or not callable(celery_handler):
+            if callable(celery_handler):
+                celery_handler(signum, frame)
+            return
+        if self._requested:
+            if name == "SIGINT":  # Celery's second Ctrl-C
+                install_worker_term_hard_handler(self._worker, sig="SIGINT")
+                celery_handler = platforms.signals["SIGINT"]
+            celery_handler(signum, frame)
             return
         self._requested = True  # only a flag: the event loop acts on it (_check)
-        safe_say("worker: stopping once the jobs it took have finished (MainProcess)", sys.__stdout__)
+        again = "Ctrl-C again ends the running jobs" if name == "SIGINT" else "SIGTERM again stops it at once"
+        safe_say(f"worker: stopping once the jobs it took have finished; {again} (MainProcess)", sys.__stdout__)
 
     def _check(self, parent: Any) -> None:
         self._looked_at = monotonic()

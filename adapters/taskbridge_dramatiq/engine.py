@@ -149,16 +149,46 @@ class DramatiqEngine:
         suffix = self.settings.dead_letter_suffix
         return queue.endswith(suffix) and len(queue) > len(suffix)
 
-    def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
+    def take(self, queue: str, limit: int, *, dead_letters: bool = False, legacy: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` and its ``.DQ``, or its dead letters
-        (``<queue>-dead`` and Dramatiq's ``.XQ``)."""
+        (``<queue>-dead`` and Dramatiq's ``.XQ``); with ``legacy``, those plain dramatiq-sqs producers
+        left in their queue for ``queue`` (see :meth:`legacy_holdings`; none when it does not exist)."""
         broker: Any = self.broker
         if self._taker is None:
             self._taker = open_take(broker, self.transport, pika_url(self.settings.broker_url))
+        if legacy:
+            own = self._legacy_queue(queue)
+            return [] if own is None else self._taker.take([(own, queue)], limit)
         if not dead_letters:
             broker.reap(queue)  # messages of dead workers back to the queue first
         names = queue_names(queue, dead_letter_queue(queue, self.settings), dead_letters=dead_letters)
         return self._taker.take(take_names(names), limit)
+
+    def legacy_holdings(self, queue: str) -> dict[str, int]:
+        """The queue outside the layout whose messages a worker on ``queue`` runs too, by its name on
+        the broker, with how many messages it holds: on SQS, the queue plain dramatiq-sqs producers
+        send ``queue``'s messages to (``<namespace>_<queue>``, the namespace being
+        ``TASKBRIDGE_DRAMATIQ_SQS_LEGACY_NAMESPACE``) when it exists; nothing on other transports.
+        ``taskbridge status`` shows it, and ``taskbridge move --legacy`` moves its messages."""
+        own = self._legacy_queue(queue)
+        if own is None:
+            return {}
+        broker: Any = self.broker
+        return {broker.sqs_name(own): broker.queue_depth(own)}
+
+    def _legacy_queue(self, queue: str) -> str | None:
+        """The Dramatiq queue reading the legacy queue of ``queue``, declared on this process's broker;
+        None when there is none."""
+        if self.transport != "sqs":
+            return None
+        sqs: Any = self.broker
+        declared: dict[str, str] = sqs.declare_legacy_queues([queue], self._legacy_namespace)
+        return next(iter(declared), None)
+
+    @property
+    def _legacy_namespace(self) -> str:
+        namespace = self.options.sqs_legacy_namespace
+        return self.settings.namespace if namespace is None else namespace
 
     def close(self) -> None:
         """Close this process's broker connections; the next use opens new ones."""
@@ -197,11 +227,8 @@ class DramatiqEngine:
         queues plain dramatiq-sqs producers write to (``<namespace>_<queue>``) that exist, each logged once."""
         if self.transport != "sqs":
             return []
-        namespace = self.options.sqs_legacy_namespace
         sqs: Any = broker
-        declared: dict[str, str] = sqs.declare_legacy_queues(
-            queues, self.settings.namespace if namespace is None else namespace
-        )
+        declared: dict[str, str] = sqs.declare_legacy_queues(queues, self._legacy_namespace)
         for own, name in declared.items():
             log.warning(
                 "SQS queue %r, where plain dramatiq-sqs producers send queue %r's messages, exists: this worker "
@@ -210,6 +237,10 @@ class DramatiqEngine:
                 taskbridge_queue(own),
             )
         return list(declared)
+
+    def job_aliases(self) -> frozenset[str]:
+        """The old names (``@job(aliases=...)``) of the declared jobs."""
+        return frozenset(alias for spec in self._specs.values() for alias in spec.aliases)
 
     def hard_timeout_of(self, actor_name: str) -> float | None:
         """The ``hard_timeout`` of the job an actor runs, if it has one."""

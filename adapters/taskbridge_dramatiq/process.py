@@ -17,6 +17,7 @@ from taskbridge import carrying
 
 from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
+from .brokers.common import taskbridge_queue
 from .brokers.guard import envelope_text, raw_item
 from .middleware import JobAbandoned, ProcessMiddleware, Running
 from .outage import report_outages
@@ -47,6 +48,10 @@ class WorkerProcess:
         self._grace = self.options.shutdown_timeout
         self._worker: dramatiq.Worker | None = None
         self._held: list[Running] = []  # messages whose outcome could not be stored: handed back at exit
+        self._runner = engine.runner
+        self._aliases = engine.job_aliases()  # a message for one of these names may be an old producer's
+        self._queues: dict[str, str] = {}
+        self._flags_redelivered = engine.facts.flags_lost_acks
         max_memory = engine.settings.worker_max_memory_mb
         self.middleware = ProcessMiddleware(
             hard_timeout_of=engine.hard_timeout_of,
@@ -105,15 +110,22 @@ class WorkerProcess:
     def _handle(self, *args: Any, **kwargs: Any) -> None:
         """The body of every actor: hand the envelope text to the runner, which carries out the outcome."""
         message: Any = self.middleware.current_message()
-        queue = message_queue(message) if message is not None else None
-        redelivered = getattr(message, "redelivered", False) is True  # RabbitMQ's flag; Redis has none
+        # The Message behind Dramatiq's proxy: each attribute read through the proxy is a Python call.
+        plain = message._message if message is not None else None
+        queue = self._queue_of(plain.queue_name) if plain is not None else None
+        # RabbitMQ's proxy carries the redelivered flag; other transports flag nothing.
+        redelivered = self._flags_redelivered and message is not None and message.redelivered is True
         try:
-            item = raw_item(message)
-            old = legacy_item(message) if item is None else None
-            if old is not None:
-                self.engine.runner.run_item(old, queue or "", redelivered=redelivered)
-            else:
+            item = raw_item(plain)
+            if item is None and plain is not None and plain.actor_name in self._aliases:
+                old = legacy_item(message)
+                if old is not None:
+                    self.engine.runner.run_item(old, queue or "", redelivered=redelivered)
+                    return
+            if item is not None:
                 self.engine.run_message(raw_body(args, kwargs), queue, item, redelivered=redelivered)
+            else:
+                self._runner.run(raw_body(args, kwargs), queue, redelivered=redelivered)
         except JobAbandoned:
             return
         except Exception:
@@ -128,6 +140,13 @@ class WorkerProcess:
                 self._held.append(held)
             self.request_exit(EXIT_RECYCLE, self.options.hard_timeout_grace)
             threading.Event().wait()
+
+    def _queue_of(self, dramatiq_queue: str) -> str:
+        """The taskbridge queue of a Dramatiq queue name (see :func:`.actors.message_queue`), worked out once."""
+        queue = self._queues.get(dramatiq_queue)
+        if queue is None:
+            queue = self._queues[dramatiq_queue] = taskbridge_queue(dramatiq_queue)
+        return queue
 
     def _reap(self, broker: Any) -> None:
         from .brokers import redis_heartbeat_timeout

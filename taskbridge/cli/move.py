@@ -18,24 +18,34 @@ def _engine(settings: Settings) -> Engine:
 
 
 @click.command()
+@click.argument("modules", nargs=-1)
 @click.option("--from-engine", "from_engine", required=True, help="engine holding the backlog: celery, dramatiq, ...")
 @click.option("--from-broker", "from_broker", required=True, help="its broker URL")
 @click.option("--to-engine", "to_engine", required=True, help="engine to move the backlog to")
 @click.option("--to-broker", "to_broker", required=True, help="its broker URL")
 @click.option("--queues", "-Q", default="", help="comma-separated queues (default: the default queue)")
 @click.option("--dead-letters", is_flag=True, help="move the queues' dead letters instead of their waiting jobs")
+@click.option(
+    "--legacy",
+    is_flag=True,
+    help="move what plain producers left in the queues' legacy queues (dramatiq-sqs's <namespace>_<queue>, "
+    "TASKBRIDGE_DRAMATIQ_SQS_LEGACY_NAMESPACE) instead of their waiting jobs; give the job modules whose "
+    "aliases= name the producers' actors",
+)
 @click.option("--from-namespace", default=None, help="namespace at the source (default: TASKBRIDGE_NAMESPACE)")
 @click.option("--to-namespace", default=None, help="namespace at the target (default: TASKBRIDGE_NAMESPACE)")
 @click.option("--batch", type=click.IntRange(1, 5000), default=500, show_default=True, help="items per batch")
 @click.option("--json", "json_output", is_flag=True, help="print the summary as JSON")
 @log_level_option()
 def move(
+    modules: tuple[str, ...],
     from_engine: str,
     from_broker: str,
     to_engine: str,
     to_broker: str,
     queues: str,
     dead_letters: bool,
+    legacy: bool,
     from_namespace: str | None,
     to_namespace: str | None,
     batch: int,
@@ -46,12 +56,23 @@ def move(
 
     Each job keeps its id, attempt, due time, expiry, chain and headers; it is removed at the source
     only once the target has stored it, so a move stopped at any point loses nothing: run it again.
+    MODULES: job modules to import, whose ``aliases=`` let messages of plain (unmigrated) producers
+    be read and moved like taskbridge's own.
     """
     from ..move import Mover
+    from ..worker import import_job_modules
 
     set_log_level(log_level)
+    if legacy and dead_letters:
+        raise click.UsageError("--legacy moves waiting jobs: leave out --dead-letters")
+    if legacy and not modules:
+        raise click.UsageError(
+            "--legacy moves plain producers' messages, which only the jobs declaring their names in "
+            "aliases= can read: name those jobs' modules, e.g. taskbridge move myapp.jobs --legacy ..."
+        )
 
     try:
+        import_job_modules(list(modules))
         source_settings = load_settings(
             engine=from_engine, broker_url=from_broker, **({"namespace": from_namespace} if from_namespace else {})
         )
@@ -59,13 +80,15 @@ def move(
             engine=to_engine, broker_url=to_broker, **({"namespace": to_namespace} if to_namespace else {})
         )
         names = queue_names(queues, source_settings)
+        if legacy and getattr(load_engine_factory(source_settings.engine), "legacy_holdings", None) is None:
+            raise click.UsageError(f"the {from_engine} engine reads no queue outside the layout: leave out --legacy")
         source, target = _engine(source_settings), _engine(target_settings)
-        mover = Mover(source, target, source_settings, target_settings, batch=batch)
+        mover = Mover(source, target, source_settings, target_settings, batch=batch, legacy=legacy)
         try:
             with progress_bars(not json_output) as progress:
                 tasks = {}
                 for name in names:
-                    waiting = source.depth(name + source_settings.dead_letter_suffix if dead_letters else name)
+                    waiting = mover.waiting(name, dead_letters)
                     tasks[name] = progress.add_task(f"{name}", total=waiting or None)
 
                 def advance(queue: str, count: int) -> None:

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..units import Rate
 
 GROUP_ENDINGS = ("done", "dead", "expired", "skipped")
+
+SLOT_MARGIN = 0.02
+"""Share of a rate's period added to it when its slots are spaced: ``count`` slots span
+``period * (1 + SLOT_MARGIN)``. A job starts a little after its slot (a reply on its way back, a
+sleeping thread woken late, the policies after the limit), so with slots exactly ``period / count``
+apart the first start of a period could be late while the ``count + 1``-th is on time. The margin
+covers that lateness: as long as no start lags its slot by more than :func:`slot_margin`, no window
+of one period holds more than ``count`` starts, while the rate achieved stays 98% of the limit."""
+
+
+def slot_margin(rate: Rate) -> float:
+    """Seconds a start may lag its slot before a window of one period could hold one start too many."""
+    return rate.period * SLOT_MARGIN
+
+
+def slot_spacing_microseconds(rate: Rate) -> int:
+    """Whole microseconds between two slots of ``rate``, as both stores space them: one period plus
+    :func:`slot_margin`, shared by the ``count`` slots, rounded up (rounded down, the slots would
+    span a little less)."""
+    span = round((rate.period + slot_margin(rate)) * 1_000_000)
+    return max(1, math.ceil(span / rate.count - 1e-9))
 
 
 def counts_of(fields: Mapping[str, int]) -> dict[str, int]:
@@ -29,8 +51,16 @@ class Coordination(Protocol):
         """Reserve the next slot of the GCRA limiter ``key`` and return seconds until it (0 = now).
 
         The slot is taken by this call: a caller that waits the returned time may run without
-        asking again, so a backlog of deferred jobs comes back spread over distinct slots.
+        asking again, so a backlog of deferred jobs comes back spread over distinct slots. Slots
+        are :func:`slot_spacing_microseconds` apart, so ``count + 1`` of them never fit in one period
+        plus :func:`slot_margin`.
         """
+
+    def reserve_slot(self, key: str, rate: Rate) -> tuple[float, float]:
+        """Reserve the next slot of ``key`` as :meth:`reserve_rate` does, and return the earliest and
+        latest this host's ``time.time()`` it may be: a store that keeps another clock knows only
+        that far where its slot falls on this one (a start after the latest is never early, and its
+        lateness counted from the earliest is never less than the real one)."""
 
     def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
         """Take the lock ``key`` for ``ttl`` seconds; return the owner token (``token`` or a new one),

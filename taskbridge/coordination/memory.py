@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..units import Rate
-from .base import counts_of
+from .base import counts_of, slot_spacing_microseconds
 
 _SWEEP_INTERVAL = 60.0
 
@@ -45,12 +45,25 @@ class MemoryCoordination:
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
-        interval = rate.interval_microseconds
         with self._lock:
-            now = round(self._now() * 1_000_000)
-            tat = max(self._rates.get(key, now), now)
-            self._rates[key] = tat + interval
-            return max(0, tat - interval * (burst - 1) - now) / 1_000_000
+            return self._reserve(key, rate, burst)
+
+    def reserve_slot(self, key: str, rate: Rate) -> tuple[float, float]:
+        # Slots are kept on the monotonic clock; this host's time.time() is read on either side of it
+        # (and a microsecond more each way: the store rounds "now" to whole microseconds).
+        with self._lock:
+            before = time.time()
+            wait = self._reserve(key, rate, 1)
+            after = time.time()
+        return before + wait - 1e-6, after + wait + 1e-6
+
+    def _reserve(self, key: str, rate: Rate, burst: int) -> float:
+        """Seconds until the slot reserved (lock held)."""
+        interval = slot_spacing_microseconds(rate)
+        now = round(self._now() * 1_000_000)
+        tat = max(self._rates.get(key, now), now)
+        self._rates[key] = tat + interval
+        return max(0, tat - interval * (burst - 1) - now) / 1_000_000
 
     def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:
         with self._lock:

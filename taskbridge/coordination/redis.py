@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -12,7 +13,8 @@ from .. import tls
 from ..config import mask_url
 from ..errors import CoordinationError
 from ..units import Rate
-from .base import counts_of
+from .base import counts_of, slot_margin, slot_spacing_microseconds
+from .clock import ServerClock
 
 try:
     import redis
@@ -25,7 +27,8 @@ except ImportError as exc:
 # GCRA with reservation: the caller always takes the next slot and learns how long until it.
 # Times are integer microseconds of the server clock, so every host agrees on "now".
 # KEYS[1] holds the theoretical arrival time (TAT) of the next slot and expires when it passes.
-# ARGV[1] = emission interval, ARGV[2] = burst tolerance; returns the wait.
+# ARGV[1] = emission interval (slot_spacing_microseconds), ARGV[2] = burst tolerance; returns the
+# wait and the server's "now" it counts from.
 _RESERVE_RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -37,9 +40,9 @@ local next_tat = tat + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
 local wait = tat - tonumber(ARGV[2]) - now
 if wait < 0 then
-    return 0
+    wait = 0
 end
-return wait
+return {wait, now}
 """
 
 # KEYS[1] is a sorted set of lease token -> expiry (server milliseconds).
@@ -102,6 +105,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
+CLOCK_READS = 3
+"""Most extra reads of the server's clock a slot reservation makes to place its slot."""
+CLOCK_PRECISION = 0.1
+"""Share of a rate's slot margin a slot's place on this host's clock is wanted within."""
 
 
 def _store_call(method: F) -> F:
@@ -151,6 +158,7 @@ class RedisCoordination:
             **(options.redis_kwargs() if options else {}),
         )
         self._reserve_rate = self._client.register_script(_RESERVE_RATE)
+        self._clock = ServerClock()
         self._acquire_lease = self._client.register_script(_ACQUIRE_LEASE)
         self._group = self._client.register_script(_GROUP)
         self._swap = self._client.register_script(_SWAP)
@@ -158,9 +166,33 @@ class RedisCoordination:
 
     @_store_call
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
-        interval = rate.interval_microseconds
-        wait = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
-        return int(wait) / 1_000_000
+        return self._reserve(key, rate, burst)[0] / 1_000_000
+
+    @_store_call
+    def reserve_slot(self, key: str, rate: Rate) -> tuple[float, float]:
+        sent = time.time()
+        wait, server_now = self._reserve(key, rate, 1)
+        received = time.time()
+        self._clock.observe(server_now / 1_000_000, sent, received)
+        slot = (server_now + wait) / 1_000_000
+        earliest, latest = self._clock.local(slot, received)
+        for _ in range(CLOCK_READS):
+            if latest - earliest <= slot_margin(rate) * CLOCK_PRECISION:
+                break
+            # A slow reply and no recent quick one: read the server's clock again, so the job is not
+            # held to a slot it cannot place (it would count the whole round trip as lateness).
+            sent = time.time()
+            seconds, microseconds = cast(tuple[int, int], self._client.time())
+            received = time.time()
+            self._clock.observe(seconds + microseconds / 1_000_000, sent, received)
+            earliest, latest = self._clock.local(slot, received)
+        return earliest, latest
+
+    def _reserve(self, key: str, rate: Rate, burst: int) -> tuple[int, int]:
+        """The wait until the slot reserved and the server's time it counts from, in microseconds."""
+        interval = slot_spacing_microseconds(rate)
+        wait, now = self._reserve_rate(keys=[self._key("rate", key)], args=[interval, interval * (burst - 1)])
+        return int(wait), int(now)
 
     @_store_call
     def acquire_lock(self, key: str, ttl: float, token: str | None = None) -> str | None:

@@ -176,7 +176,8 @@ class DeferredEvent(MessageEvent):
 
     kind: ClassVar[str] = "deferred"
     delay: float
-    reason: Reason
+    reason: Reason | str
+    """A :class:`~taskbridge.outcomes.Reason`, or a registered policy's own text (metrics label it ``other``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +185,8 @@ class SkippedEvent(MessageEvent):
     """Not run: its lock was held and it asked to skip, or it was cancelled."""
 
     kind: ClassVar[str] = "skipped"
-    reason: Reason
+    reason: Reason | str
+    """A :class:`~taskbridge.outcomes.Reason`, or a registered policy's own text (metrics label it ``other``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,7 +1,12 @@
 """The policies of a job, one concern per module, and the order the runner applies them in.
 
-A new policy is a module with a :class:`~taskbridge.policies.base.Policy` subclass and one line in
-:data:`POLICIES`; its options become ``@job`` options and :class:`~taskbridge.spec.JobSpec` fields.
+A new policy is one module with a :class:`~taskbridge.policies.base.Policy` subclass (its options,
+``parse`` and the hooks it needs) and one line registering it: in :data:`POLICIES` below for a
+policy taskbridge ships, or ``taskbridge.policies.register(MyPolicy(), before="timeout")`` in a
+project's own code. Its options are then ``@job`` options (``@job(my_option=...)``) and the values
+its ``parse`` returns are read with :meth:`JobSpec.option <taskbridge.spec.JobSpec.option>`;
+``job.py`` and ``spec.py`` do not change. Tests register one for a block with
+``with taskbridge.policies.registered(MyPolicy()):``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,25 @@ from .delay import Delay
 from .expiry import Expiry
 from .lock import Lock
 from .rate_limit import RateLimit
+from .registry import RESERVED_OPTIONS, PolicyRegistry
 from .retry import Retry
 from .timeout import Timeout
 from .unique import Unique
 
-POLICIES: tuple[Policy, ...] = (
+__all__ = [
+    "POLICIES",
+    "RESERVED_OPTIONS",
+    "Policy",
+    "PolicyRegistry",
+    "for_job",
+    "needs_coordination",
+    "register",
+    "registered",
+    "unregister",
+    "with_hook",
+]
+
+POLICIES = PolicyRegistry(
     Expiry(),
     Delay(),
     Arguments(),
@@ -29,34 +48,27 @@ POLICIES: tuple[Policy, ...] = (
     Retry(),
     Unique(),
 )
-"""Every policy, in the order the runner asks them before a run (and releases them after, reversed)."""
+"""Every policy, in the order the runner asks them before a run (and releases them after, reversed):
+the built-in ones listed here, then wherever :func:`register` put others."""
 
-OPTIONS: frozenset[str] = frozenset(option for policy in POLICIES for option in policy.options)
-"""The ``@job`` options the policies own."""
+register = POLICIES.register
+"""Add a policy: ``register(RequiresTag(), before="timeout")`` (last when no place is given)."""
+unregister = POLICIES.unregister
+"""Take a registered policy out by name."""
+registered = POLICIES.registered
+"""``with registered(RequiresTag()):`` the policy is registered for the block only (tests)."""
 
 
 def needs_coordination(spec: JobSpec) -> bool:
     """Whether a policy that keeps state in the coordination store (:attr:`Policy.coordinated`) applies to ``spec``."""
-    return any(policy.coordinated and policy.applies(spec) for policy in POLICIES)
+    return POLICIES.needs_coordination(spec)
 
 
 def with_hook(hook: str) -> tuple[Policy, ...]:
     """The policies that implement ``hook`` (``on_enqueue``, ``after_outcome``...), in order."""
-    return tuple(policy for policy in POLICIES if getattr(type(policy), hook) is not getattr(Policy, hook))
+    return POLICIES.with_hook(hook)
 
 
-_AT_RUN = tuple(policy for policy in POLICIES if policy in with_hook("before_run") or policy.holds)
-"""The policies the runner asks before a run (or that give something back after it)."""
-
-_of_job: dict[int, tuple[JobSpec, tuple[Policy, ...], tuple[str, ...]]] = {}
-
-
-def for_job(spec: JobSpec) -> tuple[tuple[Policy, ...], tuple[str, ...]]:
-    """The policies that apply to ``spec``, in order, and the key template options it sets
-    (``lock``, ``rate_key``...), rendered once per message; worked out once per job."""
-    known = _of_job.get(id(spec))
-    if known is None or known[0] is not spec:
-        policies = tuple(policy for policy in _AT_RUN if policy.applies(spec))
-        templates = tuple(option for policy in policies for option in policy.templates if getattr(spec, option))
-        known = _of_job[id(spec)] = (spec, policies, templates)
-    return known[1], known[2]
+for_job = POLICIES.for_job
+"""The policies that apply to a job, in order, and the key template options it sets
+(``lock``, ``rate_key``...), rendered once per message; worked out once per job."""

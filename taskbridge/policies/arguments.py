@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +32,17 @@ class BoundCall:
 
 # Whether a call binds depends only on how many positional arguments it has and which keyword
 # names; a shape seen to bind cleanly once skips inspect's binding, the runner's costliest step.
-_good_shapes: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+# Kept with the function they bound to: a name may be declared again with another function (a test
+# in its own job registry), whose shapes start afresh.
+_good_shapes: dict[str, tuple[Callable[..., Any], set[tuple[int, tuple[str, ...]]]]] = {}
 
 
 def bind(spec: JobSpec, envelope: Envelope, *, names: bool = False) -> tuple[BoundCall, list[str]]:
     """Bound arguments and the names of unknown kwargs that were dropped (rolling deploys);
     ``names``: the caller needs :attr:`BoundCall.arguments` (to render key templates)."""
     shape = (len(envelope.args), tuple(envelope.kwargs))
-    if not names and shape in _good_shapes.get(spec.name, ()):
+    known = _good_shapes.get(spec.name)
+    if not names and known is not None and known[0] is spec.func and shape in known[1]:
         return BoundCall(tuple(envelope.args), envelope.kwargs, {}), []
     kwargs = envelope.kwargs
     dropped: list[str] = []
@@ -61,9 +64,10 @@ def bind(spec: JobSpec, envelope: Envelope, *, names: bool = False) -> tuple[Bou
     except TypeError as exc:
         raise BadArguments(f"arguments do not match {spec.described}: {exc}") from None
     if not dropped:
-        shapes = _good_shapes.setdefault(spec.name, set())
-        if len(shapes) < 64:
-            shapes.add(shape)
+        if known is None or known[0] is not spec.func:
+            known = _good_shapes[spec.name] = (spec.func, set())
+        if len(known[1]) < 64:
+            known[1].add(shape)
     return BoundCall(bound.args, bound.kwargs, bound.arguments), dropped
 
 
@@ -71,7 +75,7 @@ def render(spec: JobSpec, bound: BoundCall, options: tuple[str, ...]) -> dict[st
     """The key templates of ``options`` (``lock``, ``rate_key``...) the job sets, filled from ``bound``."""
     keys: dict[str, str] = {}
     for option in options:
-        template = getattr(spec, option)
+        template = spec.option(option)
         if template:
             try:
                 keys[option] = spec.render_key(template, bound)

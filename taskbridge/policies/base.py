@@ -2,10 +2,11 @@
 decides before a run and what it gives back after), and the context a message carries through them.
 
 A policy declares the ``@job`` options it owns in :attr:`Policy.options`; ``@job`` hands it their
-values in :meth:`Policy.parse`, which validates them and returns the :class:`~taskbridge.spec.JobSpec`
-fields they become. The runner calls :meth:`Policy.before_run` on every policy that
-:meth:`Policy.applies` to the job, in the order of :data:`taskbridge.policies.POLICIES`, and
-:meth:`Policy.after_run` on those that passed, in reverse, once the job ends.
+values in :meth:`Policy.parse`, which validates them and returns their parsed values by option
+name (read back with :meth:`JobSpec.option <taskbridge.spec.JobSpec.option>`). The runner calls
+:meth:`Policy.before_run` on every policy that :meth:`Policy.applies` to the job, in the order of
+:data:`taskbridge.policies.POLICIES`, and :meth:`Policy.after_run` on those that passed, in
+reverse, once the job ends.
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ class Policy:
     """Whether the policy gives something back after a run (it implements :meth:`after_run`)."""
 
     def parse(self, draft: Draft, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate this policy's options (``given`` holds every ``@job`` option) and return the
-        :class:`~taskbridge.spec.JobSpec` fields they become; raise ``draft.invalid(...)`` otherwise."""
+        """Validate this policy's options (``given`` holds every ``@job`` option) and return their
+        parsed values by option name: :class:`~taskbridge.spec.JobSpec` fields for the built-in
+        options, :attr:`JobSpec.policy_options <taskbridge.spec.JobSpec.policy_options>` for the
+        others, each read with ``spec.option(name)``; raise ``draft.invalid(...)`` otherwise."""
         return {}
 
     def applies(self, spec: JobSpec) -> bool:

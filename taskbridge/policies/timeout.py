@@ -64,13 +64,23 @@ class _Watchdog:
             self._active.pop(token, None)
 
     def _loop(self) -> None:
+        finished_due = math.inf
         with self._cond:
             while True:
                 while self._heap and self._heap[0][1] not in self._active:
-                    heapq.heappop(self._heap)
+                    finished_due = heapq.heappop(self._heap)[0]
                 if not self._heap:
-                    self._wakes_at = math.inf
-                    self._cond.wait()
+                    # Sleeping until told would have the next job wake this thread, and the one after
+                    # it, each finishing before the thread runs. Until the deadline of a job that
+                    # just finished, a new job's deadline (about as far) can wait in the heap.
+                    now = time.monotonic()
+                    if now < finished_due < math.inf:
+                        self._wakes_at = finished_due
+                        self._cond.wait(finished_due - now)
+                    else:
+                        self._wakes_at = math.inf
+                        self._cond.wait()
+                    finished_due = math.inf
                     continue
                 due, token, thread_id = self._heap[0]
                 now = time.monotonic()

@@ -156,20 +156,45 @@ def test_rate_limit_holds_across_workers(harness: Harness) -> None:
     times = sorted(e["time"] for e in _ran(harness, "limited"))
     assert sorted(e["n"] for e in _ran(harness, "limited")) == list(range(40))
     span = times[-1] - times[0]
-    assert 39 / span <= 10 * 1.1, f"observed {39 / span:.1f}/s over {span:.1f}s, limit is 10/s"
-    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    assert busiest <= 12, f"{busiest} runs within one second, limit is 10/s"
+    assert 39 / span <= 10, f"observed {39 / span:.1f}/s over {span:.1f}s, limit is 10/s"
+    # Any window of one second, ends included, as each run read the time when it started.
+    busiest = max(sum(1 for t in times if start <= t <= start + 1.0) for start in times)
+    assert busiest <= 10, f"{busiest} runs within one second, limit is 10/s"
+
+
+HOP_SLACK = 8.0
+"""Seconds a hop of a delayed message may take beyond the delay the transport holds it for: the
+broker delivering it again and a worker taking it, on a loaded machine."""
 
 
 def test_countdown_longer_than_the_transport_holds_runs_once_on_time(harness: Harness) -> None:
-    harness.start_workers()
-    countdown = 6.0
-    assert countdown > max_delay(harness.engine, get_settings()), "the case must exceed what the transport holds"
+    """A countdown longer than the transport holds natively, and longer than a worker may keep a
+    message unacknowledged before the broker delivers it again (the visibility timeout), runs once,
+    not before it is due, on time. While it waits the message hops: a worker hands it back to the
+    broker at least every hop bound, so none holds it long enough for the broker to give it to a
+    second worker (the duplicate Celery users meet on Redis and SQS)."""
+    settings = get_settings()
+    hop = max_delay(harness.engine, settings)
+    bound = hop + HOP_SLACK
+    # Long enough that a message held for the whole countdown breaks the bound by seconds.
+    countdown = max(bound + 4.0, min(settings.visibility_timeout + 2.0, 30.0))
+    assert countdown <= 60, (
+        f"the case needs a native delay of a few seconds (TASKBRIDGE_MAX_NATIVE_DELAY), not {hop:g}s"
+    )
+    harness.start_workers(count=2)
     sent = time.time()
-    jobs.echo.options(countdown=countdown).enqueue("later")
-    [ran] = harness.wait_for(lambda: _ran(harness, "echo"), 40, "delayed job never ran")
+    envelope = jobs.echo.options(countdown=countdown).enqueue("later")
+    assert envelope is not None
+    [ran] = harness.wait_for(lambda: _ran(harness, "echo"), countdown + 40, "delayed job never ran")
     assert sent + countdown - 0.05 <= ran["time"] <= sent + countdown + 3.0, (
         f"ran {ran['time'] - sent:.2f}s after enqueue, countdown was {countdown}s"
+    )
+    handed_back = sorted(e["time"] for e in harness.events("outcome:deferred") if e.get("id") == envelope.id)
+    marks = [sent, *handed_back, ran["time"]]
+    held = max(later - earlier for earlier, later in itertools.pairwise(marks))
+    assert held <= bound, (
+        f"the message stayed {held:.1f}s with a worker or the broker without hopping "
+        f"(hop bound {hop:g}s; handed back {len(handed_back)} times in {countdown:g}s)"
     )
     time.sleep(4.0)
     assert len(_ran(harness, "echo")) == 1, "the delayed job ran more than once"

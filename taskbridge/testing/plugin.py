@@ -1,4 +1,5 @@
-"""pytest plugin (entry point ``pytest11``): the ``harness`` fixture and the combination options.
+"""pytest plugin (entry point ``pytest11``): the ``harness`` and ``job_registry`` fixtures and the
+combination options.
 
 ``--taskbridge-combinations memory,celery-redis`` picks known combinations; or give one with
 ``--taskbridge-engine`` and ``--taskbridge-broker`` (default: the configured settings). A
@@ -9,12 +10,17 @@ and fails instead when ``CI=true``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .harness import KNOWN, Combination, Harness, unavailable_reason
+from .isolation import isolated_jobs
+
+if TYPE_CHECKING:
+    from taskbridge.job import Job
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,3 +82,15 @@ def harness(taskbridge_combination: Combination, tmp_path: Path, request: pytest
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def job_registry() -> Iterator[Mapping[str, Job[..., Any]]]:
+    """The jobs declared in this process, by name; those the test declares with ``@job`` are
+    forgotten after it (see :func:`taskbridge.testing.isolated_jobs`).
+
+    Ask for it before the fixtures that start workers or build an engine, so that it ends after
+    them: fixtures are torn down in the reverse order they were set up.
+    """
+    with isolated_jobs() as jobs:
+        yield jobs

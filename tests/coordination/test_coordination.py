@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -19,11 +20,13 @@ from taskbridge.coordination import (
     open_coordination,
     set_coordination,
 )
+from taskbridge.coordination.base import slot_margin, slot_spacing_microseconds
+from taskbridge.coordination.clock import ServerClock
 from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
-T = RATE.interval
-SLACK = 0.02  # client-side scheduling noise on a loaded 2-core machine; T is 0.05
+T = slot_spacing_microseconds(RATE) / 1_000_000  # one interval and its share of the slot margin
+MICROSECOND = 1e-6  # both stores keep slot times in whole microseconds
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -36,12 +39,26 @@ def coordination(request: pytest.FixtureRequest, namespace: str) -> Iterator[Coo
     store.close()
 
 
-def slot_times(coordination: Coordination, key: str, count: int, burst: int = 1) -> list[float]:
-    """Monotonic times at which ``count`` successive reservations may run."""
+@dataclass(frozen=True)
+class Slot:
+    """When a reservation may run, on this process's monotonic clock: the store read its own clock
+    at some moment between ``earliest`` and ``latest`` minus the wait it returned."""
+
+    earliest: float
+    latest: float
+
+    def gap_may_be(self, later: Slot, seconds: float) -> bool:
+        """Whether ``later`` may be ``seconds`` after this slot, however long each call took."""
+        return later.earliest - self.latest - MICROSECOND <= seconds <= later.latest - self.earliest + MICROSECOND
+
+
+def reserve_slots(coordination: Coordination, key: str, count: int, burst: int = 1) -> list[Slot]:
+    """``count`` successive reservations, each as the times its slot may be at."""
     slots = []
     for _ in range(count):
-        asked = time.monotonic()
-        slots.append(asked + coordination.reserve_rate(key, RATE, burst))
+        before = time.monotonic()
+        wait = coordination.reserve_rate(key, RATE, burst)
+        slots.append(Slot(before + wait, time.monotonic() + wait))
     return slots
 
 
@@ -58,17 +75,17 @@ def test_first_reservation_is_immediate(coordination: Coordination) -> None:
 
 
 def test_reservations_are_spaced_one_interval_apart(coordination: Coordination) -> None:
-    slots = slot_times(coordination, "jobs", 6)
+    slots = reserve_slots(coordination, "jobs", 6)
     for earlier, later in itertools.pairwise(slots):
-        assert later - earlier == pytest.approx(T, abs=SLACK)
+        assert earlier.gap_may_be(later, T), f"{earlier} then {later}: not {T}s apart"
 
 
 def test_burst_admits_that_many_at_once(coordination: Coordination) -> None:
     waits = [coordination.reserve_rate("jobs", RATE, burst=3) for _ in range(4)]
     assert waits[:3] == [0, 0, 0]
     assert 0 < waits[3] <= T
-    slots = slot_times(coordination, "jobs", 2, burst=3)
-    assert slots[1] - slots[0] == pytest.approx(T, abs=SLACK)
+    first, second = reserve_slots(coordination, "jobs", 2, burst=3)
+    assert first.gap_may_be(second, T), f"{first} then {second}: not {T}s apart"
 
 
 def test_idle_limiter_refills(coordination: Coordination) -> None:
@@ -93,6 +110,44 @@ def test_one_more_slot_than_the_limit_never_fits_in_one_period(count: int) -> No
     waits = [store.reserve_rate("jobs", Rate(count, 1.0)) for _ in range(count + 1)]
     assert waits[0] == 0
     assert waits[count] >= 1.0
+
+
+@pytest.mark.parametrize("count", [13, 7, 200])
+def test_slots_leave_a_margin_for_late_starts_and_keep_the_rate(count: int) -> None:
+    # count + 1 slots span one period and its margin: a first start late by up to the margin still
+    # leaves a whole period before the (count + 1)-th; the rate given up is the margin's share.
+    rate = Rate(count, 1.0)
+    store = _StoppedClock()
+    waits = [store.reserve_rate("jobs", rate) for _ in range(count + 1)]
+    assert waits[count] >= rate.period + slot_margin(rate)
+    assert waits[count] <= (rate.period + slot_margin(rate)) * 1.0001
+
+
+def test_reserved_slots_are_placed_on_this_hosts_clock(coordination: Coordination) -> None:
+    asked = time.time()
+    first = coordination.reserve_slot("jobs", RATE)
+    second = coordination.reserve_slot("jobs", RATE)
+    answered = time.time()
+    for earliest, latest in (first, second):
+        assert earliest <= latest <= earliest + slot_margin(RATE) * 0.5, "placed within part of the margin"
+    # placed where the store has them: the first one now (the store read its clock between the two
+    # calls of time.time()), the next one a spacing later (give or take an NTP slew of time.time())
+    assert first[0] <= answered and first[1] >= asked
+    assert second[0] - first[1] - 0.005 <= T <= second[1] - first[0] + 0.005
+
+
+def test_the_server_clock_is_placed_by_the_quickest_recent_reply() -> None:
+    clock = ServerClock()
+    clock.observe(1000.0, sent=10.0, received=10.5)  # a slow reply: the offset is 989.5 to 990
+    clock.observe(1001.0, sent=11.0, received=11.001)  # a quick one: 989.999 to 990
+    earliest, latest = clock.local(1010.0, now=11.001)
+    assert (earliest, latest) == pytest.approx((20.0, 20.001))
+    clock.observe(1002.0, sent=12.0, received=12.1)  # slower than the quick one, even aged a second
+    assert clock.local(1010.0, now=12.1) == pytest.approx((20.0 - 0.0011, 20.001 + 0.0011))
+    later = 11.001 + 100  # a quick reply 100 s ago is worth less than a 10 ms one now
+    clock.observe(1101.01, sent=later - 0.01, received=later)
+    earliest, latest = clock.local(1110.0, now=later)
+    assert latest - earliest == pytest.approx(0.01)
 
 
 @pytest.mark.redis
@@ -265,8 +320,9 @@ def test_redis_keys_are_namespaced_and_vanish_when_idle(redis_url: str, namespac
             f"{namespace}:unique:report:42",
         }
         assert all(0 < client.pttl(key) <= 5000 for key in keys)
-        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= slow.interval * 1000
-        time.sleep(slow.interval + 0.05)
+        spacing = slot_spacing_microseconds(slow) / 1_000_000
+        assert 0 < client.pttl(f"{namespace}:rate:jobs") <= spacing * 1000
+        time.sleep(spacing + 0.05)
         assert not client.exists(f"{namespace}:rate:jobs")
     finally:
         client.close()

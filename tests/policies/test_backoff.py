@@ -55,6 +55,7 @@ def invalid_backoffs() -> list[Any]:
     ]
 
 
+@pytest.mark.usefixtures("job_registry")
 @pytest.mark.parametrize(("values", "message"), invalid_backoffs())
 def test_an_invalid_backoff_is_refused_at_decoration_naming_the_job(values: dict[str, Any], message: str) -> None:
     with pytest.raises(JobDefinitionError, match=r"^job 'test_backoff\.invalid': option retry= .*" + message):
@@ -94,6 +95,7 @@ def test_default_retries_any_exception_including_timeouts() -> None:
     assert not policy.retries(KeyboardInterrupt())
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_max_retries_is_the_number_of_retries_after_the_first_attempt() -> None:
     @job(name="test_backoff.budget", retry=Backoff(max_retries=2, on=(OSError,)))
     def budget() -> None: ...
@@ -105,6 +107,7 @@ def test_max_retries_is_the_number_of_retries_after_the_first_attempt() -> None:
     assert not retry.should_retry(spec, 1, None)
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_a_job_without_retry_is_never_retried() -> None:
     @job(name="test_backoff.once")
     def once() -> None: ...
@@ -113,6 +116,7 @@ def test_a_job_without_retry_is_never_retried() -> None:
     assert not retry.should_retry(once.spec, 1, OSError())
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_killed_jobs_are_retried_when_the_policy_retries_timeouts() -> None:
     @job(name="test_backoff.killable", retry=Backoff(max_retries=1))
     def killable() -> None: ...

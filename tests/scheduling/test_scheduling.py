@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,13 +91,13 @@ def _declare(**options: Any) -> None:
     def some_job() -> None:
         """A job declared for one test."""
 
-    job(name=f"tests.scheduling.bad_{uuid.uuid4().hex[:8]}", **options)(some_job)
+    job(name="tests.scheduling.bad", **options)(some_job)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"schedule": "*/5 * * *"}, r"bad_\w+': option schedule=: cron expression '\*/5 \* \* \*' must have five"),
+        ({"schedule": "*/5 * * *"}, r"bad': option schedule=: cron expression '\*/5 \* \* \*' must have five"),
         ({"schedule": "61 * * * *"}, r"option schedule=: cron expression '61 \* \* \* \*' is not valid"),
         ({"schedule": "0 9 * * *", "schedule_tz": "Europe/Pariss"}, r"option schedule_tz=: unknown time zone"),
         ({"schedule": every("30s"), "schedule_tz": "Europe/Paris"}, r"schedule_tz= applies to cron schedules"),
@@ -109,10 +108,11 @@ def _declare(**options: Any) -> None:
         ({"schedule": 30}, r"option schedule= must be a cron string"),
     ],
 )
+@pytest.mark.usefixtures("job_registry")
 def test_a_wrong_schedule_option_fails_at_decoration_naming_the_job_and_option(
     options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(JobDefinitionError, match=r"job 'tests\.scheduling\.bad_\w+': .*" + message.split(": ", 1)[-1]):
+    with pytest.raises(JobDefinitionError, match=r"job 'tests\.scheduling\.bad': .*" + message.split(": ", 1)[-1]):
         _declare(**options)
 
 
@@ -121,6 +121,7 @@ def test_every_needs_at_least_a_second() -> None:
         every("500ms")
 
 
+@pytest.mark.usefixtures("job_registry")
 def test_a_periodic_job_must_be_callable_without_arguments() -> None:
     def needs_an_id(account_id: int) -> None:
         """Cannot be fired with no arguments."""

@@ -20,7 +20,7 @@ from taskbridge.errors import PublishError
 
 from ..outage import wait_before_reconnecting
 from .common import RoutesUnknownActors, message_bodies
-from .redis_consumer import FETCH, RECOVER, GuardedRedisConsumer, HeldIds
+from .redis_consumer import ACK, FETCH, RECOVER, Acks, GuardedRedisConsumer, HeldIds
 
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0
@@ -53,8 +53,10 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         super().__init__(**kwargs)
         self._forced = threading.local()
         self._held: dict[str, HeldIds] = {}
+        self._acks: dict[str, Acks] = {}
         self._held_lock = threading.Lock()
         self.consumer_scripts = (self.client.register_script(FETCH), self.client.register_script(RECOVER))
+        self._ack_script = self.client.register_script(ACK)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> GuardedRedisConsumer:
         wait_before_reconnecting()
@@ -68,6 +70,19 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         """The ids of ``queue_name`` this process holds, shared by all its consumers of that queue."""
         with self._held_lock:
             return self._held.setdefault(queue_name, HeldIds())
+
+    def acks(self, queue_name: str) -> Acks:
+        """The acknowledgements of ``queue_name`` waiting to be sent, shared by all its consumers."""
+        held = self.held_ids(queue_name)
+        with self._held_lock:
+            acks = self._acks.get(queue_name)
+            if acks is None:
+                acks = self._acks[queue_name] = Acks(lambda ids: self._send_acks(queue_name, ids), held)
+            return acks
+
+    def _send_acks(self, queue_name: str, redis_ids: list[str]) -> None:
+        args = [queue_name, self.broker_id, current_millis(), *redis_ids]
+        self._ack_script(keys=[self.namespace], args=args)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         with _stored_or_raise(f"message {message.message_id} of job {message.actor_name!r}"):

@@ -10,12 +10,17 @@ Here the fetch returns ``id, item`` pairs, every item goes through :func:`guard.
 the broker remembers which ids this process holds (delivered, not yet acknowledged). Every fetch
 compares that count with the size of the acks set in the same script; when the set holds more,
 the ids it holds beyond those remembered are put back at the head of the queue before fetching.
+
+Acknowledgements go out in groups (:class:`Acks`): Dramatiq sends one script call per message from
+the worker thread that ran it; here a worker thread that finds an ack call of its queue on its way
+leaves its id to that call's sender, which sends every id waiting in one call before it goes on.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -53,6 +58,21 @@ for _ = 1, count do
     end
 end
 return reply
+"""
+
+# KEYS: namespace; ARGV: queue, worker id, now (ms), then the ids to acknowledge.
+# Removes each id from the acks set and, if it was there, its item (Dramatiq's "ack", for many ids).
+ACK = """
+local queue, worker, now = ARGV[1], ARGV[2], ARGV[3]
+local items_key = KEYS[1] .. ":" .. queue .. ".msgs"
+local acks = KEYS[1] .. ":__acks__." .. worker .. "." .. queue
+redis.call("zadd", KEYS[1] .. ":__heartbeats__", now, worker)
+for i = 4, #ARGV do
+    if redis.call("srem", acks, ARGV[i]) > 0 then
+        redis.call("hdel", items_key, ARGV[i])
+    end
+end
+return 0
 """
 
 # KEYS: namespace; ARGV: queue, worker id, now (ms), then the ids this process holds.
@@ -112,21 +132,68 @@ class HeldIds:
             return len(self._ids)
 
 
+class Acks:
+    """The acknowledgements of one queue, sent in groups by the worker threads themselves.
+
+    A worker thread's ack joins the ids waiting; if no thread is sending, it sends them all in one
+    call and repeats while more came in meanwhile, otherwise it leaves its id to the thread that
+    is sending and goes on (its message's outcome is stored: only the ack is left). An id leaves
+    ``held`` once its ack is stored. When a call fails, its ids wait for the next ack, and the
+    thread raises for Dramatiq to retry its own ack, which sends them all again."""
+
+    def __init__(self, send: Callable[[list[str]], None], held: HeldIds) -> None:
+        self._send = send
+        self._held = held
+        self._lock = threading.Lock()
+        self._waiting: dict[str, None] = {}  # ids in the order acknowledged, each once
+        self._sending: list[str] = []  # the ids of the call on its way
+
+    def __len__(self) -> int:
+        """Ids acknowledged by their job's thread whose ack is not stored yet."""
+        with self._lock:
+            return len(self._waiting) + len(self._sending)
+
+    def ack(self, redis_id: str) -> None:
+        with self._lock:
+            self._waiting[redis_id] = None
+            if self._sending:
+                return
+            ids = self._sending = list(self._waiting)
+            self._waiting.clear()
+        while ids:
+            try:
+                self._send(ids)
+            except BaseException:
+                with self._lock:
+                    self._waiting = dict.fromkeys(ids) | self._waiting
+                    self._sending = []
+                raise
+            self._held.discard(*ids)
+            with self._lock:
+                ids = self._sending = list(self._waiting)
+                self._waiting.clear()
+
+
 class GuardedRedisConsumer(_RedisConsumer):  # type: ignore[misc]
     """Dramatiq's Redis consumer with the fetch, decode and bookkeeping described in this module."""
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         self.held: HeldIds = broker.held_ids(queue_name)
+        self.acks: Acks = broker.acks(queue_name)
         self.pairs: list[tuple[str, bytes]] = []
 
     @property
     def outstanding_message_count(self) -> int:
-        return len(self.held) + len(self.pairs)
+        # A message whose ack is on its way (in a group) no longer counts: its worker thread is free.
+        return max(0, len(self.held) - len(self.acks)) + len(self.pairs)
 
     def ack(self, message: MessageProxy) -> None:
-        super().ack(message)  # raises ConnectionClosed when it may not have happened; Dramatiq retries
-        self.held.discard(message.options["redis_message_id"])
+        self.queued_message_ids.discard(message.message_id)
+        try:
+            self.acks.ack(message.options["redis_message_id"])
+        except redis.ConnectionError as exc:  # it may not have happened; Dramatiq retries
+            raise ConnectionClosed(exc) from None
 
     def nack(self, message: MessageProxy) -> None:
         super().nack(message)

@@ -151,6 +151,10 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
         self._ensure_queue(queue)
         return str(self.queues[queue].url)
 
+    def sqs_name(self, queue: str) -> str:
+        """The name of the SQS queue holding the Dramatiq queue ``queue``."""
+        return self._sqs_name(queue)
+
     def _sqs_name(self, queue: str) -> str:
         if queue in self._legacy_names:
             return self._legacy_names[queue]

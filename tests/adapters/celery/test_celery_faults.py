@@ -124,8 +124,25 @@ def test_a_drain_survives_cut_connections_without_losing_a_job(
         assert not twice, f"{len(twice)} jobs ran more than once: {twice}"
 
 
+def _sigterm_to_the_main_process(worker: subprocess.Popen[bytes]) -> None:
+    """What systemd's KillMode=mixed sends."""
+    worker.send_signal(signal.SIGTERM)
+
+
+def _ctrl_c(worker: subprocess.Popen[bytes]) -> None:
+    """What a terminal sends on Ctrl-C: SIGINT to every process of the foreground process group,
+    the pool's processes included."""
+    os.killpg(worker.pid, signal.SIGINT)
+
+
+STOPS = {"sigterm": _sigterm_to_the_main_process, "ctrl-c": _ctrl_c}
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
 @pytest.mark.parametrize("proxied", ["redis", "amqp"], indirect=True)
-def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm(proxied: tuple[Harness, TcpProxy]) -> None:
+def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm_or_ctrl_c(
+    proxied: tuple[Harness, TcpProxy], stop: str
+) -> None:
     run, proxy = proxied
     jobs.step.enqueue_many({"n": n} for n in range(20))
     run.start_workers(concurrency=2)
@@ -133,19 +150,20 @@ def test_a_worker_whose_broker_is_unreachable_stops_on_sigterm(proxied: tuple[Ha
     proxy.cut()
     run.wait_for(lambda: "is unreachable" in run.worker_logs(), 60, "the worker noticed the lost broker")
     (worker,) = run.workers
-    worker.send_signal(signal.SIGTERM)
+    STOPS[stop](worker)
     try:
         worker.wait(60)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker did not stop on SIGTERM while its broker was unreachable\n{run.worker_logs(4000)}")
+        pytest.fail(f"the worker did not stop on {stop} while its broker was unreachable\n{run.worker_logs(4000)}")
 
 
+@pytest.mark.parametrize("stop", sorted(STOPS))
 @pytest.mark.parametrize("transport", ["redis", "amqp"])
 def test_a_worker_stopped_mid_drain_finishes_its_jobs_quickly_and_none_runs_twice(
-    transport: str, tmp_path: Path
+    transport: str, stop: str, tmp_path: Path
 ) -> None:
-    """SIGTERM to the worker's main process (as systemd's KillMode=mixed sends it): the jobs it
-    took finish and are acknowledged, it exits within seconds, the next worker runs the rest."""
+    """SIGTERM to the worker's main process, or Ctrl-C in its terminal: the jobs it took finish and
+    are acknowledged, it exits within seconds, the next worker runs the rest."""
     with open_harness(f"celery-{transport}", tmp_path, "celery_jobs", SETTINGS) as run:
         count = 300
         jobs.step.enqueue_many({"n": n} for n in range(count))
@@ -157,7 +175,7 @@ def test_a_worker_stopped_mid_drain_finishes_its_jobs_quickly_and_none_runs_twic
         run.wait_for(lambda: len(ran()) >= 60, 90, "the drain never started")
         (worker,) = run.workers
         started = time.monotonic()
-        worker.send_signal(signal.SIGTERM)
+        STOPS[stop](worker)
         worker.wait(120)
         took = time.monotonic() - started
         stopped_at = len(ran())
@@ -174,3 +192,33 @@ def test_a_worker_stopped_mid_drain_finishes_its_jobs_quickly_and_none_runs_twic
         assert sorted(counts) == list(range(count))
         assert not twice, f"ran more than once: {twice}"
         assert took < 15, f"the stop took {took:.1f}s"
+
+
+SECOND_STOP_BOUND = 60.0
+"""Seconds within which a second Ctrl-C must have stopped the worker (its running job not done)."""
+
+
+@pytest.mark.parametrize("transport", ["redis", "amqp"])
+def test_a_second_ctrl_c_stops_the_worker_at_once_and_its_running_job_runs_again(
+    transport: str, tmp_path: Path
+) -> None:
+    """Ctrl-C twice, as Celery users press it: the first waits for the running job, the second ends
+    it; the job was not acknowledged, so the next worker runs it."""
+    with open_harness(f"celery-{transport}", tmp_path, "celery_jobs", SETTINGS) as run:
+        jobs.nap.enqueue(1, 600)
+        run.start_workers(concurrency=1)
+        run.wait_for(lambda: len(run.events("started", "nap")) == 1, 90, "the job started")
+        (worker,) = run.workers
+        _ctrl_c(worker)
+        run.wait_for(lambda: "stopping once the jobs it took" in run.worker_logs(), 30, "the first Ctrl-C was taken")
+        time.sleep(2)
+        assert worker.poll() is None, f"the first Ctrl-C did not wait for the running job\n{run.worker_logs(4000)}"
+        _ctrl_c(worker)
+        try:
+            worker.wait(SECOND_STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker did not stop on a second Ctrl-C\n{run.worker_logs(4000)}")
+        run.stop_workers()
+        assert not run.events("ran", "nap"), "the job was ended, not finished"
+        run.start_workers(concurrency=1)
+        run.wait_for(lambda: len(run.events("started", "nap")) == 2, 90, "the ended job did not run again")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -132,3 +136,67 @@ def test_a_process_over_the_memory_limit_is_replaced_without_losing_jobs(make_ru
     ran = run.events("ran", "hog")
     assert sorted(e["n"] for e in ran) == [0, 1, 2, 3]
     assert len({e["pid"] for e in ran}) >= 2, "the process over the limit should have been replaced"
+
+
+def _ctrl_c(worker: subprocess.Popen[bytes]) -> None:
+    """What a terminal sends on Ctrl-C: SIGINT to every process of the foreground process group."""
+    os.killpg(worker.pid, signal.SIGINT)
+
+
+@pytest.mark.parametrize("make_run", ["redis", "amqp"], indirect=True)
+def test_ctrl_c_mid_drain_finishes_the_running_jobs_and_none_runs_twice(make_run: Callable[..., Harness]) -> None:
+    """Ctrl-C in the worker's terminal: its processes stop taking messages, the running jobs finish and
+    are acknowledged, the prefetched ones go back; it exits within seconds, the next worker runs the rest."""
+    run = make_run()
+    count = 300
+    jobs.step.enqueue_many({"n": n, "pause": 0.01} for n in range(count))
+    run.start_workers(concurrency=2)
+
+    def ran() -> Counter[int]:
+        return Counter(e["n"] for e in run.events("ran", "step"))
+
+    run.wait_for(lambda: len(ran()) >= 60, 90, "the drain never started")
+    (worker,) = run.workers
+    started = time.monotonic()
+    _ctrl_c(worker)
+    worker.wait(120)
+    took = time.monotonic() - started
+    stopped_at = len(ran())
+    run.stop_workers()
+    assert stopped_at < count, "stopped mid-drain"
+    run.start_workers(concurrency=2)
+    run.wait_for(lambda: len(ran()) >= count, 120, "every job ran")
+    time.sleep(float(SETTINGS["TASKBRIDGE_VISIBILITY_TIMEOUT"] or 0) + 5)  # a message left unacknowledged comes back
+    run.stop_workers()
+    counts = ran()
+    twice = {n: c for n, c in counts.items() if c > 1}
+    print(f"{run.combination}: stopped in {took:.1f}s after {stopped_at} jobs; ran again: {twice}")
+    assert sorted(counts) == list(range(count))
+    assert not twice, f"ran more than once: {twice}"
+    assert took < 15, f"the stop took {took:.1f}s"
+
+
+@pytest.mark.parametrize("make_run", ["redis", "amqp"], indirect=True)
+def test_a_second_ctrl_c_stops_the_worker_at_once_and_its_running_job_runs_again(
+    make_run: Callable[..., Harness],
+) -> None:
+    """Ctrl-C twice: the first waits for the running job, the second kills the worker's processes;
+    the job was not acknowledged, so the next worker runs it."""
+    run = make_run()
+    jobs.nap.enqueue(1, 600)
+    run.start_workers(concurrency=1)
+    run.wait_for(lambda: len(run.events("started", "nap")) == 1, 90, "the job started")
+    (worker,) = run.workers
+    _ctrl_c(worker)
+    run.wait_for(lambda: "stopping (waiting up to" in run.worker_logs(), 30, "the first Ctrl-C was taken")
+    time.sleep(2)
+    assert worker.poll() is None, f"the first Ctrl-C did not wait for the running job\n{run.worker_logs(4000)}"
+    _ctrl_c(worker)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop on a second Ctrl-C\n{run.worker_logs(4000)}")
+    run.stop_workers()
+    assert not run.events("ran", "nap"), "the job was ended, not finished"
+    run.start_workers(concurrency=1)
+    run.wait_for(lambda: len(run.events("started", "nap")) == 2, 90, "the ended job did not run again")
