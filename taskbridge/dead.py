@@ -9,12 +9,14 @@ replays or purges, which are acknowledged once that is done.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
 from .dispatch import DEAD_LETTER_JOB, schedule
+from .duplicates import REPLAY_HEADER
 from .engine import Engine, Taken, settle
 from .envelope import Envelope, decode
 from .errors import EnvelopeError
@@ -173,7 +175,10 @@ class DeadLetters:
             if envelope is not None:
                 expired = envelope.expires_at is not None and envelope.expires_at <= now
                 expires_at = None if expired else envelope.expires_at
-                runnable.append((letter, envelope.with_changes(attempt=1, not_before=None, expires_at=expires_at)))
+                # A new delivery: the finished run of this id and attempt does not stop it (duplicates).
+                headers = {**envelope.headers, REPLAY_HEADER: uuid.uuid4().hex}
+                replayed = envelope.with_changes(attempt=1, not_before=None, expires_at=expires_at, headers=headers)
+                runnable.append((letter, replayed))
         schedule(self.engine, [envelope for _, envelope in runnable], 0, self.settings)
         self.remove([letter for letter, _ in runnable])
         return len(runnable)

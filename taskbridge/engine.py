@@ -32,8 +32,11 @@ class MessageRunner(Protocol):
     acknowledged, so that it is delivered again.
     """
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job; ``queue`` is where the message came from."""
+    def run(self, raw: str | bytes, queue: str | None = None, *, redelivered: bool = False) -> Outcome:
+        """Decode, apply the policies, run the job; ``queue`` is where the message came from.
+        ``redelivered``: the transport flags the message as handed out before (RabbitMQ's
+        redelivered flag, a Redis message restored from a lost worker); a copy of a delivery whose
+        run finished is then acknowledged without running (:mod:`taskbridge.duplicates`)."""
 
     def run_item(
         self,
@@ -42,11 +45,12 @@ class MessageRunner(Protocol):
         *,
         content_type: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        redelivered: bool = False,
     ) -> Outcome:
         """An item as the transport holds it (any engine's wrapper, or any bytes at all) read from
         ``queue``: run the envelope inside it, or dead-letter the item to ``queue``'s dead letters.
         On AMQP pass the message's ``content_type`` and ``headers`` (a legacy Celery message's task
-        name is in its headers)."""
+        name is in its headers); ``redelivered`` as for :meth:`run`."""
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Dead-letter an item the engine cannot hand to :meth:`run`, without running anything."""
@@ -94,6 +98,16 @@ class TransportFacts:
     """The engine can kill a job that overruns ``hard_timeout``."""
     native_soft_timeout: bool = False
     """The engine raises :class:`JobTimeout` in the job itself; the runner then sets no timer of its own."""
+    delivers_finished_again: bool = False
+    """The transport may hand out a message again although its run finished and it was acknowledged
+    in time (SQS: at least once), so the runner checks every message against the finished ones
+    (:mod:`taskbridge.duplicates`). Without it only a message the engine flags as redelivered
+    (its acknowledgement was lost) is checked."""
+    flags_lost_acks: bool = False
+    """The transport hands out again soon, flagged as redelivered, a message whose acknowledgement was
+    lost (RabbitMQ: as the connection that held it closes). The runner then keeps a short-lived
+    finished mark of every message it ran (gathered and written in batches, no round trip of its
+    own) and a redelivered message whose run finished is not run again."""
 
 
 class Taken(Protocol):

@@ -43,6 +43,11 @@ class Reason(StrEnum):
     """A fan-out job from a chunk publish cut short and published again: the later copy runs."""
     CHUNK_PUBLISHING = "its fan-out chunk is still being published"
     """A fan-out job that arrived before its chunk's publish returned."""
+    DUPLICATE = "delivered again after it finished"
+    """The transport handed out a message whose run had finished (:mod:`taskbridge.duplicates`)."""
+    DUPLICATE_RUNNING = "delivered again while it runs"
+    """The transport handed out a message that is running elsewhere: looked at again once that run
+    ends or its claim runs out (:mod:`taskbridge.duplicates`)."""
 
 
 class DeadCause(StrEnum):

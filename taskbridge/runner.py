@@ -14,6 +14,7 @@ from .coordination import Coordination, get_coordination
 from .coordination.outage import coordination_outage
 from .declared import lookup, registry
 from .dispatch import publish_dead_letter, schedule
+from .duplicates import LOST_ACK_WINDOW, DeliveryClaim, ends_delivery, finished_marks_for
 from .engine import Engine
 from .envelope import Envelope, decode, peek_job_name, peek_queue
 from .errors import ConfigurationError, CoordinationError, EnqueueError, EnvelopeError, JobTimeout
@@ -27,6 +28,7 @@ from .signing import signer_for
 from .spec import JobSpec
 from .tracking import get_tracker, plan_of, traceback_text
 from .transports import queue_name_problem
+from .unwrapped import Unwrapped
 from .wire import envelope_size, unwrap
 from .workflows import chunks, groups
 
@@ -58,6 +60,7 @@ class Runner:
         self.soft_timeouts = not engine.facts.native_soft_timeout if soft_timeouts is None else soft_timeouts
         self.signer = signer_for(self.settings)
         self.tracker = get_tracker(self.settings)
+        self.finished_marks = finished_marks_for(engine.facts, self.coordination, self.settings.visibility_timeout)
 
     def check_jobs(self, specs: list[JobSpec] | None = None) -> None:
         """Refuse to start a worker whose jobs cannot behave as declared: a ``hard_timeout`` not
@@ -84,11 +87,42 @@ class Runner:
                 "in-process memory; set TASKBRIDGE_COORDINATION_URL=redis://... so all workers share it"
             )
 
-    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None, *, redelivered: bool = False) -> Outcome:
         """Decode, apply the policies, run the job, and carry out the outcome (``raw``: the envelope's
-        JSON text, or the JSON object already parsed)."""
-        outcome = self.tracker.settle(chains.checked(self._decide(raw, queue)))
+        JSON text, or the JSON object already parsed). ``redelivered``: the transport flags the
+        message as handed out before; if that run finished, it does not run again."""
+        claim = None
+        if self.engine.facts.delivers_finished_again:
+            claim = DeliveryClaim(self.coordination, self.settings.visibility_timeout)
+        elif redelivered:
+            claim = DeliveryClaim(self.coordination, LOST_ACK_WINDOW, look_after=self.finished_marks is not None)
+        try:
+            decided = self._decide(raw, queue, claim)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if claim is not None and claim.stopped is not None:
+            return self._carry_out_copy(claim.stopped, queue)
+        outcome = self.tracker.settle(chains.checked(decided))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
+        if self.finished_marks is not None and outcome.envelope is not None and ends_delivery(outcome):
+            self.finished_marks.add(outcome.envelope)
+        elif claim is not None:
+            claim.finish(outcome)
+        self._report(outcome, queue)
+        return outcome
+
+    def _carry_out_copy(self, outcome: Outcome, queue: str | None) -> Outcome:
+        """A copy of a delivery that finished or runs elsewhere: nothing of a run's after-effects
+        (results, groups, chains, uniqueness marks); a copy of a running one is republished later."""
+        if isinstance(outcome, Defer):
+            carrying.store(
+                lambda: schedule(self.engine, [outcome.envelope], outcome.delay, self.settings),
+                outcome,
+                queue,
+                self.settings,
+            )
         self._report(outcome, queue)
         return outcome
 
@@ -99,6 +133,7 @@ class Runner:
         *,
         content_type: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        redelivered: bool = False,
     ) -> Outcome:
         """An item exactly as the transport holds it, read from ``queue``: run the envelope inside
         whichever engine's wrapper carries it, or dead-letter the item to ``queue``'s dead letters.
@@ -108,12 +143,14 @@ class Runner:
         if item.payload is None:
             return self._dead_letter(body, f"unreadable message: {item.reason}", queue, DeadCause.UNREADABLE)
         limit = self.engine.facts.max_message_size
-        size = envelope_size(item.payload)
-        if size > limit:
-            # Checked here, as a producer checks at enqueue: a job that runs could not store its retry.
-            reason = f"the envelope is {size} bytes, over the {limit}-byte limit of the {self.engine.name} transport"
-            return self._dead_letter(body, reason, queue, DeadCause.TOO_LARGE)
-        return self.run(item.payload, queue)
+        if _may_exceed(body, item, limit):
+            size = envelope_size(item.payload)
+            if size > limit:
+                # Checked here, as a producer checks at enqueue: a job that runs could not store its retry.
+                transport = self.engine.name
+                reason = f"the envelope is {size} bytes, over the {limit}-byte limit of the {transport} transport"
+                return self._dead_letter(body, reason, queue, DeadCause.TOO_LARGE)
+        return self.run(item.payload, queue, redelivered=redelivered)
 
     def dead_letter(self, raw: bytes | str, reason: str, queue: str | None) -> Outcome:
         """Write an item that cannot run to ``queue``'s dead letters with ``reason`` and its original
@@ -147,6 +184,8 @@ class Runner:
                 self._release_after_kill(handle.spec, envelope)
                 outcome = self.tracker.settle(self._failed(handle.spec, envelope, None, reason, 0.0, timed_out))
         carrying.store(lambda: self._carry_out(outcome, queue), outcome, queue, self.settings)
+        if outcome.envelope is not None and self.finished_marks is not None:
+            self.finished_marks.add(outcome.envelope)
         self._report(outcome)
         return outcome
 
@@ -162,7 +201,7 @@ class Runner:
             return
         self._release(holders, ctx, None)
 
-    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None) -> Outcome:
+    def _decide(self, raw: str | bytes | dict[str, Any], queue: str | None, claim: DeliveryClaim | None) -> Outcome:
         try:
             envelope = decode(raw)
         except EnvelopeError as exc:
@@ -179,6 +218,16 @@ class Runner:
                 f"unknown job {envelope.job!r}: no job of that name is declared in this worker",
                 cause=DeadCause.UNKNOWN_JOB,
             )
+        if claim is not None:
+            try:
+                copy = claim.take(envelope)
+            except CoordinationError as exc:
+                # Runs unchecked, as a job that needs no store does: at least once, as the transport.
+                self.outage.failed(exc)
+            else:
+                self.outage.succeeded()
+                if copy is not None:
+                    return copy
         spec = handle.spec
         policies, templates = for_job(spec)
         if envelope.headers:  # a fan-out chunk's marker is a header
@@ -361,3 +410,15 @@ def _describe(exc: BaseException) -> str:
 
 def _dumped(raw: str | bytes | dict[str, Any]) -> str | bytes:
     return json.dumps(raw, separators=(",", ":"), default=repr) if isinstance(raw, dict) else raw
+
+
+def _may_exceed(body: bytes | str, item: Unwrapped, limit: int) -> bool:
+    """Whether the envelope ``item`` carries could be over ``limit`` as a producer writes it (ASCII-only
+    JSON), judged from lengths alone so a normal message is not encoded again: escaping writes at most
+    12 characters per code point (a surrogate pair) and 6 per UTF-8 byte (a control character)."""
+    payload = item.payload
+    if isinstance(payload, str):
+        return len(payload) * 12 > limit
+    if item.form == "envelope":
+        return len(body) * (12 if isinstance(body, str) else 6) > limit
+    return True

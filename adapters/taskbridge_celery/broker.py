@@ -69,6 +69,8 @@ class Broker:
             # the exact moment; Celery's soft_time_limit would raise its own exception, up to a
             # second late (billiard checks time limits once a second).
             native_soft_timeout=False,
+            delivers_finished_again=self.scheme == "sqs",
+            flags_lost_acks=self.scheme == "amqp",
         )
 
 

@@ -108,8 +108,12 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
                 _rewrite_as_task(message, job, item.envelope)
                 self._to_celery(message)
                 return
+        redelivered = (message.delivery_info or {}).get("redelivered") is True
         self._carry_out(
-            message, lambda runner: runner.run_item(body, queue, content_type=content_type, headers=headers)
+            message,
+            lambda runner: runner.run_item(
+                body, queue, content_type=content_type, headers=headers, redelivered=redelivered
+            ),
         )
 
     def on_unknown_message(self, body: Any, message: Message) -> None:

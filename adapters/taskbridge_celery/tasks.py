@@ -38,15 +38,18 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
     """Register the task named after ``spec``; ``hard_timeout`` becomes Celery's ``time_limit``."""
 
     def handle(task: Task, *args: Any, **kwargs: Any) -> Any:
-        queue = (task.request.delivery_info or {}).get("routing_key")
+        delivery = task.request.delivery_info or {}
+        queue = delivery.get("routing_key")
+        redelivered = delivery.get("redelivered") is True
         text = envelope_text(args, kwargs)
         try:
             if text is None:
                 # The consumer lets only one-envelope bodies through; this names what else came.
                 body = json.dumps([args, kwargs, {}], default=repr)
-                outcome = runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
+                queue = queue or spec.resolved_queue(app.conf.task_default_queue)
+                outcome = runner.run_item(body, queue, redelivered=redelivered)
             else:
-                outcome = runner.run(text, queue)
+                outcome = runner.run(text, queue, redelivered=redelivered)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.

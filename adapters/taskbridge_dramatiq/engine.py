@@ -252,9 +252,14 @@ class DramatiqEngine:
         """The runner given to :meth:`declare`, which handles this engine's messages."""
         return self._declared.require()
 
-    def run_message(self, raw: str, queue: str | None, item: CarriedItem | None = None) -> Outcome:
+    def run_message(
+        self, raw: str, queue: str | None, item: CarriedItem | None = None, *, redelivered: bool = False
+    ) -> Outcome:
         """Hand one message body to the runner given to :meth:`declare`; for a
-        stand-in message (``item``: an item that was not a Dramatiq message), the item as read."""
+        stand-in message (``item``: an item that was not a Dramatiq message), the item as read.
+        ``redelivered``: the transport flags the message as handed out before."""
         if item is not None and queue is not None:
-            return self.runner.run_item(item.body, queue, content_type=item.content_type, headers=item.headers)
-        return self.runner.run(raw, queue)
+            return self.runner.run_item(
+                item.body, queue, content_type=item.content_type, headers=item.headers, redelivered=redelivered
+            )
+        return self.runner.run(raw, queue, redelivered=redelivered)

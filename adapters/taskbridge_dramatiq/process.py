@@ -51,6 +51,7 @@ class WorkerProcess:
         self._runner = engine.runner
         self._aliases = engine.job_aliases()  # a message for one of these names may be an old producer's
         self._queues: dict[str, str] = {}
+        self._flags_redelivered = engine.facts.flags_lost_acks
         max_memory = engine.settings.worker_max_memory_mb
         self.middleware = ProcessMiddleware(
             hard_timeout_of=engine.hard_timeout_of,
@@ -112,17 +113,19 @@ class WorkerProcess:
         # The Message behind Dramatiq's proxy: each attribute read through the proxy is a Python call.
         plain = message._message if message is not None else None
         queue = self._queue_of(plain.queue_name) if plain is not None else None
+        # RabbitMQ's proxy carries the redelivered flag; other transports flag nothing.
+        redelivered = self._flags_redelivered and message is not None and message.redelivered is True
         try:
             item = raw_item(plain)
             if item is None and plain is not None and plain.actor_name in self._aliases:
                 old = legacy_item(message)
                 if old is not None:
-                    self.engine.runner.run_item(old, queue or "")
+                    self.engine.runner.run_item(old, queue or "", redelivered=redelivered)
                     return
             if item is not None:
-                self.engine.run_message(raw_body(args, kwargs), queue, item)
+                self.engine.run_message(raw_body(args, kwargs), queue, item, redelivered=redelivered)
             else:
-                self._runner.run(raw_body(args, kwargs), queue)
+                self._runner.run(raw_body(args, kwargs), queue, redelivered=redelivered)
         except JobAbandoned:
             return
         except Exception:

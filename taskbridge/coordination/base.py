@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..units import Rate
@@ -103,6 +103,10 @@ class Coordination(Protocol):
     def swap_record(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
         """Store ``value`` under ``key`` for ``ttl`` seconds if the record still holds ``expected``
         (None: if there is none); False, changing nothing, if it does not."""
+
+    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+        """Store ``value`` under each record of ``keys`` for ``ttl`` seconds, whatever they held, in
+        one round trip where the store allows."""
 
     def close(self) -> None:
         """Release connections."""

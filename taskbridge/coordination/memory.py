@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..units import Rate
@@ -176,6 +177,12 @@ class MemoryCoordination:
                 return False
             self._records[key] = (value, now + ttl)
             return True
+
+    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+        with self._lock:
+            expiry = self._now() + ttl
+            for key in keys:
+                self._records[key] = (value, expiry)
 
     def close(self) -> None:
         pass

@@ -29,7 +29,19 @@ JOB_LABELS = ("job_name", "queue")
 scrape job), and would rename ours to ``exported_job``."""
 OUTCOMES = ("done", "retried", "deferred", "skipped", "expired", "dead")
 """Values of the ``outcome`` label of ``taskbridge_jobs_finished_total``."""
-REASONS = ("none", "error", "timeout", "worker_lost", "invalid", "delay", "rate_limit", "lock", "coordination", "other")
+REASONS = (
+    "none",
+    "error",
+    "timeout",
+    "worker_lost",
+    "invalid",
+    "delay",
+    "rate_limit",
+    "lock",
+    "coordination",
+    "duplicate",
+    "other",
+)
 """Values of the ``reason`` label: why a job was retried, dead-lettered, deferred or skipped."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -40,6 +52,8 @@ _DEFER_REASONS: dict[str, str] = {
     Reason.LOCK_BUSY: "lock",
     Reason.DELAY: "delay",
     Reason.STORE_UNREACHABLE: "coordination",
+    Reason.DUPLICATE: "duplicate",
+    Reason.DUPLICATE_RUNNING: "duplicate",
 }
 
 

@@ -541,18 +541,6 @@ def _visited(harness: Harness) -> set[Any]:
     return {event["item"] for event in _ran(harness, "visit")}
 
 
-def _may_deliver_a_finished_message_again(harness: Harness) -> bool:
-    """Whether one message may run twice although its worker deleted it in time: on SQS. moto's server
-    (which the suite runs against) changes a queue's messages from its request threads without a lock:
-    ``Queue.delete_message`` rebuilds the message list, so a concurrent delete can put back a message
-    whose DeleteMessage was answered 200 (it comes back one visibility timeout later), and two
-    concurrent ReceiveMessage calls can both hand out one visible message. Traced in this case on
-    Celery: a delete done 0.3 s after the receive, the message received again 10 s (one visibility
-    timeout) later; ``benchmarks/moto_lost_delete.py`` shows the same with boto3 alone. SQS itself is
-    at least once too. On every other transport an acknowledged message never runs again."""
-    return urlsplit(harness.combination.broker_url).scheme == "sqs"
-
-
 @pytest.mark.timeout(900)  # thousands of jobs, and a dispatcher killed and replaced, on a loaded machine
 def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_dispatcher(harness: Harness) -> None:
     import collections
@@ -610,8 +598,9 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
     # A chunk published twice whose copies both ran would show as more messages run than ids.
     messages = {event["id"] for event in harness.events("outcome:started", "visit")}
     assert len(messages) == count, f"{len(messages) - count} ids ran from a second copy (ids run twice: {twice[:5]})"
-    if not _may_deliver_a_finished_message_again(harness):
-        assert not twice, f"{len(twice)} ids were visited more than once (first: {twice[:5]})"
+    # SQS hands out a finished message again at times (moto's server loses deletes, SQS is at least
+    # once): the runner's finished marks keep it from running twice (taskbridge.duplicates).
+    assert not twice, f"{len(twice)} ids were visited more than once (first: {twice[:5]})"
     assert max(depths) <= max_depth + chunk, f"the queue held {max(depths)} jobs"
     done = progress(ref.id)
     assert done is not None and done["items"] == count and done["chunks"] == ref.total_chunks

@@ -471,3 +471,11 @@ def test_a_record_expires(coordination: Coordination) -> None:
     time.sleep(0.4)
     assert coordination.read_record("short") is None
     assert coordination.swap_record("short", None, "b", 60)
+
+
+def test_records_are_written_together_whatever_they_held_and_expire(coordination: Coordination) -> None:
+    assert coordination.swap_record("w1", None, "running", 60)
+    coordination.write_records(["w1", "w2"], "done", 0.3)
+    assert coordination.read_record("w1") == coordination.read_record("w2") == "done"
+    time.sleep(0.5)
+    assert coordination.read_record("w1") is None and coordination.read_record("w2") is None

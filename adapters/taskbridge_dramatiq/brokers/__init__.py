@@ -53,6 +53,8 @@ def transport_facts(settings: Settings) -> TransportFacts:
         multi_process=True,
         native_hard_timeout=True,
         native_soft_timeout=False,
+        delivers_finished_again=transport == "sqs",
+        flags_lost_acks=transport == "amqp",
     )
 
 

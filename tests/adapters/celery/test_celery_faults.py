@@ -113,9 +113,15 @@ def test_a_drain_survives_cut_connections_without_losing_a_job(
     record_property("ran_again", len(twice))
     print(f"{run.combination}: {cut_at} of {count} ran by the last restore; {len(twice)} ran again: {twice}")
     assert sorted(counts) == list(range(count))
-    # Only a job whose acknowledgement was lost in a cut may run again: at most the jobs taken
-    # (prefetched or running) at each cut.
-    assert len(twice) <= 4 * len(CUT_AFTER), f"{len(twice)} jobs ran more than once: {twice}"
+    if urlsplit(run.combination.broker_url).scheme == "redis":
+        # Only a job whose acknowledgement was lost in a cut may run again: at most the jobs taken
+        # (prefetched or running) at each cut. kombu restores it one visibility timeout later,
+        # past the finished marks of a transport that flags lost acknowledgements.
+        assert len(twice) <= 4 * len(CUT_AFTER), f"{len(twice)} jobs ran more than once: {twice}"
+    else:
+        # RabbitMQ hands a job whose acknowledgement was lost out again flagged as redelivered, SQS
+        # may hand any out again: the runner's finished marks keep a finished one from running again.
+        assert not twice, f"{len(twice)} jobs ran more than once: {twice}"
 
 
 def _sigterm_to_the_main_process(worker: subprocess.Popen[bytes]) -> None:
