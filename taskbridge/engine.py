@@ -32,8 +32,9 @@ class MessageRunner(Protocol):
     acknowledged, so that it is delivered again.
     """
 
-    def run(self, raw: str | bytes, queue: str | None = None) -> Outcome:
-        """Decode, apply the policies, run the job; ``queue`` is where the message came from."""
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None) -> Outcome:
+        """Decode, apply the policies, run the job; ``queue`` is where the message came from.
+        ``raw`` is the envelope's JSON, or the JSON object an engine already parsed."""
 
     def run_item(
         self,

@@ -12,9 +12,10 @@ from celery.exceptions import Reject
 
 from taskbridge import JobSpec
 from taskbridge.engine import MessageRunner
+from taskbridge.outcomes import Outcome
 
 from .states import settle
-from .wire import envelope_text
+from .wire import envelope_text, read_whole_body
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -32,6 +33,8 @@ class EnvelopeTask(Task):  # type: ignore[misc]
     ignore_result = True
     typing = False
     max_retries = 0
+    reads_whole_body = False
+    """Whether the task takes a body taskbridge wrote whole, as its one argument (wire.whole_body)."""
 
 
 def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
@@ -39,14 +42,15 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
 
     def handle(task: Task, *args: Any, **kwargs: Any) -> Any:
         queue = (task.request.delivery_info or {}).get("routing_key")
-        text = envelope_text(args, kwargs)
         try:
-            if text is None:
-                # The consumer lets only one-envelope bodies through; this names what else came.
-                body = json.dumps([args, kwargs, {}], default=repr)
-                outcome = runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
+            if len(args) == 1 and type(args[0]) is bytes:  # the whole body (wire.whole_body)
+                envelope = read_whole_body(args[0])
+                if envelope is not None:
+                    outcome = runner.run(envelope, queue)
+                else:
+                    outcome = runner.run_item(args[0], queue or spec.resolved_queue(app.conf.task_default_queue))
             else:
-                outcome = runner.run(text, queue)
+                outcome = _run_decoded(args, kwargs, queue)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.
@@ -54,6 +58,15 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
             time.sleep(REQUEUE_PAUSE)
             raise Reject(exc, requeue=True) from exc
         return settle(outcome)
+
+    def _run_decoded(args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None) -> Outcome:
+        """Arguments Celery decoded from a body taskbridge's producers did not write byte for byte."""
+        text = envelope_text(args, kwargs)
+        if text is None:
+            # The consumer lets only one-envelope bodies through; this names what else came.
+            body = json.dumps([args, kwargs, {}], default=repr)
+            return runner.run_item(body, queue or spec.resolved_queue(app.conf.task_default_queue))
+        return runner.run(text, queue)
 
     handle.__name__ = handle.__qualname__ = spec.name.rsplit(".", 1)[-1]
     handle.__module__ = spec.func.__module__
@@ -63,5 +76,6 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
         bind=True,
         time_limit=spec.hard_timeout,
         soft_time_limit=None,
+        reads_whole_body=True,
     )(handle)
     return task
