@@ -32,8 +32,9 @@ class MessageRunner(Protocol):
     acknowledged, so that it is delivered again.
     """
 
-    def run(self, raw: str | bytes, queue: str | None = None, *, redelivered: bool = False) -> Outcome:
+    def run(self, raw: str | bytes | dict[str, Any], queue: str | None = None, *, redelivered: bool = False) -> Outcome:
         """Decode, apply the policies, run the job; ``queue`` is where the message came from.
+        ``raw`` is the envelope's JSON, or the JSON object an engine already parsed.
         ``redelivered``: the transport flags the message as handed out before (RabbitMQ's
         redelivered flag, a Redis message restored from a lost worker); a copy of a delivery whose
         run finished is then acknowledged without running (:mod:`taskbridge.duplicates`)."""

@@ -369,12 +369,14 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """One decoder for every body: ``json.loads`` with options builds a new one per call."""
 _new_envelope = object.__new__
+_BYTES = (bytes, bytearray)
+"""A tuple, not ``bytes | bytearray``, which would build a union object on every decode."""
 _FIELD_ORDER = tuple(field.name for field in fields(Envelope))
 
 
 def decode(body: str | bytes | bytearray | dict[str, Any]) -> Envelope:
     """Parse and validate a message body; raise :class:`EnvelopeError` on anything malformed."""
-    if isinstance(body, bytes | bytearray):
+    if isinstance(body, _BYTES):
         try:
             body = body.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -38,6 +38,8 @@ ARGUMENTS = Arguments()
 _AFTER_OUTCOME = POLICIES.hooked("after_outcome")
 _LOGGED = ("delay", "reason", "error")
 """The outcome's fields its log line shows, where it has them."""
+_WARNED = (Dead, Retry)
+"""Outcomes logged as warnings (a tuple: ``Dead | Retry`` would build a union object per message)."""
 
 
 class Runner:
@@ -367,7 +369,7 @@ class Runner:
         )
 
     def _report(self, outcome: Outcome, queue: str | None = None) -> None:
-        level = logging.WARNING if isinstance(outcome, Dead | Retry) else logging.INFO
+        level = logging.WARNING if isinstance(outcome, _WARNED) else logging.INFO
         logged = log.isEnabledFor(level)
         listened = events.has_subscribers()
         if not logged and not listened:

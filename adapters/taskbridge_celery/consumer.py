@@ -35,7 +35,15 @@ from .app_engines import engine_of
 from .consumer_tasks import fall_back_to_per_consumer_qos, global_qos_refused
 from .items import ITEM_HEADER
 from .tasks import EnvelopeTask
-from .wire import CONTENT_ENCODING, CONTENT_TYPE, carries_one_envelope, message_body, task_headers, task_id_for
+from .wire import (
+    CONTENT_ENCODING,
+    CONTENT_TYPE,
+    carries_one_envelope,
+    message_body,
+    task_headers,
+    task_id_for,
+    whole_body,
+)
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -106,6 +114,7 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             limit = engine_of(self.app).facts.max_message_size
             if job is not None and self._declared(job) and len(item.envelope) <= limit:
                 _rewrite_as_task(message, job, item.envelope)
+                self._hand_whole(message, job)
                 self._to_celery(message)
                 return
         redelivered = (message.delivery_info or {}).get("redelivered") is True
@@ -143,6 +152,8 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
             return False
         if message.content_type not in JSON_CONTENT_TYPES:
             return False
+        if self._hand_whole(message, name):
+            return True
         try:
             payload = message.decode()  # cached on the message: Celery's request reads it from there
         except Exception:
@@ -152,6 +163,17 @@ class EnvelopeConsumer(Consumer):  # type: ignore[misc]
 
     def _declared(self, name: str) -> bool:
         return isinstance(self.app.tasks.get(name), EnvelopeTask)
+
+    def _hand_whole(self, message: Message, name: str) -> bool:
+        """Make a body taskbridge wrote the message's payload as it is (wire.whole_body), for the
+        job's task to read in the pool; False for any other body, or a task that reads none."""
+        if not self.app.tasks[name].reads_whole_body or "compression" in message.headers:
+            return False
+        payload = whole_body(message.body)
+        if payload is None:
+            return False
+        message._decoded_cache = payload  # what Celery's strategy and request take as the decoded body
+        return True
 
     def _queue_of(self, message: Message) -> str:
         """The queue the message was read from: by its consumer tag on AMQP; on Redis and SQS the

@@ -11,12 +11,13 @@ from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.exceptions import Ignore, Reject, Retry, Terminated
 from celery.worker import state
 from celery.worker.request import Request
+from kombu.message import Message
 
 from taskbridge import carrying
 
 from .app_engines import engine_of
 from .states import NOT_RUN, DeadLettered
-from .wire import envelope_text
+from .wire import envelope_text, is_whole_body
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -38,7 +39,14 @@ Celery carries out itself: Reject(requeue) when the runner could not finish, a l
 
 class EnvelopeRequest(Request):
     """Adds to Celery's request: hard timeout -> ``fail_killed``; any other failure of the
-    task machinery (the body never reached the runner) -> dead letter. Acknowledged after that."""
+    task machinery (the body never reached the runner) -> dead letter. Acknowledged after that.
+    A body the consumer hands whole (wire.whole_body) goes to the pool as it is, not re-read there."""
+
+    def __init__(self, message: Message, **kwargs: Any) -> None:
+        payload = message._decoded_cache
+        if is_whole_body(payload):
+            kwargs["body"], kwargs["decoded"] = payload, True
+        super().__init__(message, **kwargs)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
         exc = exc_info.exception

@@ -12,9 +12,10 @@ from celery.exceptions import Reject
 
 from taskbridge import JobSpec
 from taskbridge.engine import MessageRunner
+from taskbridge.outcomes import Outcome
 
 from .states import settle
-from .wire import envelope_text
+from .wire import envelope_text, read_whole_body
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -32,6 +33,8 @@ class EnvelopeTask(Task):  # type: ignore[misc]
     ignore_result = True
     typing = False
     max_retries = 0
+    reads_whole_body = False
+    """Whether the task takes a body taskbridge wrote whole, as its one argument (wire.whole_body)."""
 
 
 def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
@@ -41,15 +44,16 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
         delivery = task.request.delivery_info or {}
         queue = delivery.get("routing_key")
         redelivered = delivery.get("redelivered") is True
-        text = envelope_text(args, kwargs)
         try:
-            if text is None:
-                # The consumer lets only one-envelope bodies through; this names what else came.
-                body = json.dumps([args, kwargs, {}], default=repr)
-                queue = queue or spec.resolved_queue(app.conf.task_default_queue)
-                outcome = runner.run_item(body, queue, redelivered=redelivered)
+            if len(args) == 1 and type(args[0]) is bytes:  # the whole body (wire.whole_body)
+                envelope = read_whole_body(args[0])
+                if envelope is not None:
+                    outcome = runner.run(envelope, queue, redelivered=redelivered)
+                else:
+                    fallback = queue or spec.resolved_queue(app.conf.task_default_queue)
+                    outcome = runner.run_item(args[0], fallback, redelivered=redelivered)
             else:
-                outcome = runner.run(text, queue, redelivered=redelivered)
+                outcome = _run_decoded(args, kwargs, queue, redelivered)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.
@@ -57,6 +61,16 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
             time.sleep(REQUEUE_PAUSE)
             raise Reject(exc, requeue=True) from exc
         return settle(outcome)
+
+    def _run_decoded(args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None, redelivered: bool) -> Outcome:
+        """Arguments Celery decoded from a body taskbridge's producers did not write byte for byte."""
+        text = envelope_text(args, kwargs)
+        if text is None:
+            # The consumer lets only one-envelope bodies through; this names what else came.
+            body = json.dumps([args, kwargs, {}], default=repr)
+            fallback = queue or spec.resolved_queue(app.conf.task_default_queue)
+            return runner.run_item(body, fallback, redelivered=redelivered)
+        return runner.run(text, queue, redelivered=redelivered)
 
     handle.__name__ = handle.__qualname__ = spec.name.rsplit(".", 1)[-1]
     handle.__module__ = spec.func.__module__
@@ -66,5 +80,6 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
         bind=True,
         time_limit=spec.hard_timeout,
         soft_time_limit=None,
+        reads_whole_body=True,
     )(handle)
     return task

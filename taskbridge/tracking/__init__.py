@@ -172,7 +172,7 @@ class Tracker:
         is republished; the others are queued). A ``Done`` whose return value must be kept but is
         not JSON becomes ``Dead``, with the reason."""
         envelope = outcome.envelope
-        if envelope is None or not isinstance(outcome, Done | Retry | Dead | Expired | Skip):
+        if envelope is None or not isinstance(outcome, _RECORDED):
             return outcome
         plan = plan_of(envelope, self.settings)
         if plan is None or (isinstance(outcome, Skip) and outcome.reason == CANCELLED):
@@ -231,6 +231,9 @@ class Tracker:
             log.warning("job records are written again: %s is reachable", self.store.where)
         return result
 
+
+_RECORDED = (Done, Retry, Dead, Expired, Skip)
+"""The outcomes a job record shows (a tuple: a union of them would be built on every message)."""
 
 CANCELLED = Reason.CANCELLED
 """The reason of the ``Skip`` outcome of a cancelled job."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from support import open_harness
 from taskbridge_celery.testing import put_raw
+from taskbridge_celery.wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_body, task_headers
 
-from taskbridge import Envelope, get_engine
+from taskbridge import Envelope, get_engine, get_settings
+from taskbridge.dead import DeadLetters
 from taskbridge.testing import Harness
 from taskbridge.testing.harness import RawItem
 
@@ -192,3 +195,67 @@ def _publish_with_pika(broker_url: str, queue: str, bodies: list[bytes]) -> None
             channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
     finally:
         connection.close()
+
+
+def _task_item(engine: Any, queue: str, body: bytes) -> RawItem:
+    """``body`` in a task message of ``cq.echo`` with the headers taskbridge's producer writes, as the
+    engine's transport holds it (an AMQP message, or kombu's JSON message in a Redis list or SQS)."""
+    headers = task_headers(jobs.echo.name, uuid.uuid4().hex, "<test>")
+    if engine.broker.scheme == "amqp":
+        return RawItem("task message", body, CONTENT_TYPE, headers)
+    message = {
+        "body": base64.b64encode(body).decode("ascii"),
+        "content-type": CONTENT_TYPE,
+        "content-encoding": CONTENT_ENCODING,
+        "headers": headers,
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": uuid.uuid4().hex,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+        },
+    }
+    return RawItem("task message", json.dumps(message).encode())
+
+
+def _dead_bodies(run: Harness) -> list[bytes]:
+    bodies = []
+    for batch in DeadLetters(get_engine(), get_settings()).scan(run.queue):
+        for letter in batch:
+            assert letter.body is not None
+            raw = base64.b64decode(letter.body) if letter.body_encoding == "base64" else letter.body.encode()
+            bodies.append(raw)
+    return bodies
+
+
+def test_a_body_in_taskbridges_shape_runs_its_envelope_or_is_dead_lettered_with_its_exact_bytes(
+    run: Harness,
+) -> None:
+    """The worker hands a body shaped as taskbridge writes it to the job's task unread: whatever
+    stands where the envelope should be, the envelope runs, or the whole body is a dead letter."""
+    engine: Any = get_engine()
+    run.start_workers(concurrency=1)
+    jobs.echo.enqueue(-1)
+    run.wait_for(lambda: _ran(run), 60, "the first valid job never ran")
+    as_text = json.dumps(Envelope(job=jobs.echo.name, queue=run.queue, args=[5]).encode())
+    not_utf8 = BODY_HEAD.encode() + b"\xff\xfe" + BODY_TAIL.encode()
+    bad = [message_body("{not json"), message_body("1"), message_body("[]"), not_utf8]
+    for body in [*bad, message_body(as_text)]:
+        put_raw(engine, run.queue, _task_item(engine, run.queue, body))
+    jobs.echo.enqueue(6)
+    run.wait_for(lambda: len(_ran(run)) >= 3, 60, "the envelope given as text, or the job behind, never ran")
+    run.wait_for(lambda: run.depth(run.dead_queue) >= len(bad), 30, "the bad bodies are not all dead letters")
+    time.sleep(1.0)
+    assert sorted(e["n"] for e in _ran(run)) == [-1, 5, 6]
+    assert sorted(_dead_bodies(run)) == sorted(bad), "each dead letter holds the whole body, byte for byte"
+    assert run.depth(run.queue) == 0
+
+
+def test_a_job_argument_shaped_like_kombus_typed_values_reaches_the_job_as_sent(run: Harness) -> None:
+    """kombu's JSON reader turns ``{"__type__": ..., "__value__": ...}`` objects into Python values;
+    the envelope's arguments never go through it."""
+    typed = {"__type__": "datetime", "__value__": "2020-01-01T00:00:00"}
+    jobs.echo.enqueue(1, payload=typed)
+    run.start_workers(concurrency=1)
+    [ran] = run.wait_for(lambda: _ran(run), 60, "the job never ran")
+    assert ran["payload"] == typed
