@@ -56,7 +56,7 @@ def proxied(name: str, tmp_path: Path, settings: dict[str, str]) -> Iterator[tup
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("name", ["celery-redis", "celery-amqp", "dramatiq-redis", "dramatiq-amqp"])
+@pytest.mark.parametrize("name", ALL)
 def test_a_broker_outage_is_logged_once_with_bounded_reminders_and_the_worker_recovers(
     name: str, tmp_path: Path
 ) -> None:
