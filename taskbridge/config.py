@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(
         5.0, description="how long commands and workers wait for the broker and coordination store to answer"
     )
+    broker_start_wait: float | None = Field(
+        None,
+        description="how long a starting worker waits for a broker it cannot reach yet ('none': until it is up)",
+    )
     exit_drain_timeout: float = Field(
         10.0, description="embedded engine: how long a process exiting waits for the jobs already due"
     )
@@ -132,6 +136,7 @@ class Settings(BaseSettings):
         "track_ttl",
         "result_ttl",
         "connect_timeout",
+        "broker_start_wait",
         "exit_drain_timeout",
         "outage_reminder",
         mode="before",
@@ -152,7 +157,7 @@ class Settings(BaseSettings):
                 raise ValueError("must be a duration")
             return None
         seconds = parse_duration(value, what=info.field_name)
-        if seconds == 0 and info.field_name not in ("inline_wait_max", "exit_drain_timeout"):
+        if seconds == 0 and info.field_name not in ("inline_wait_max", "exit_drain_timeout", "broker_start_wait"):
             hint = "" if info.field_name in required else " (or 'none' for no limit)"
             raise ValueError(f"must be greater than zero{hint}")
         return seconds

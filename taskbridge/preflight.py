@@ -23,8 +23,19 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 
+LOGIN_REFUSED = "login refused"
+
+
 class ServerUnavailable(TaskbridgeError):
-    """The broker or the coordination store cannot be reached or refuses us."""
+    """The broker or the coordination store cannot be reached or refuses us.
+
+    ``lasting`` is true when waiting would not help (the login was refused), false when the server
+    may simply not be up yet (connection refused, no answer).
+    """
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 def check_broker(settings: Settings, engine: Engine | None = None) -> None:
@@ -76,7 +87,8 @@ def _run(check: Callable[[], None], what: str, where: str, variable: str, kind: 
         raise MissingDependency(f"the {what} at {where} needs {module or exc}, which is not installed{hint}") from None
     except Exception as exc:
         cause, advice = _explain(exc, variable)
-        raise ServerUnavailable(f"cannot use the {what} at {where}: {cause}; {advice}") from None
+        lasting = cause.startswith(LOGIN_REFUSED)
+        raise ServerUnavailable(f"cannot use the {what} at {where}: {cause}; {advice}", lasting=lasting) from None
 
 
 def _explain(exc: BaseException, variable: str) -> tuple[str, str]:
@@ -90,7 +102,7 @@ def _explain(exc: BaseException, variable: str) -> tuple[str, str]:
     if any(word in lowered for word in ("access_refused", "access refused", "auth", "password", "credential")) or (
         "Authentication" in name or "AccessRefused" in name or "InvalidClientTokenId" in text
     ):
-        return f"login refused ({text[:200]})", f"check the user and password in {variable}"
+        return f"{LOGIN_REFUSED} ({text[:200]})", f"check the user and password in {variable}"
     if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in lowered or "Timeout" in name:
         return "no answer (timed out)", f"check that the server runs and is reachable at {variable}"
     return f"{text[:200]}", f"check {variable} and that the server is running there"

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from .engine import Engine, get_engine, load_engine_factory
 from .errors import ConfigurationError
 from .job import Job, registry
 from .layout import dead_letter_queue
+from .outage import broker_outage
 from .runner import Runner
 from .stranded import warn_about_stranded
 
@@ -143,7 +145,7 @@ def run_worker(
         import_job_modules(modules)
         queues = check_modules_and_queues(modules, queues, settings.default_queue, any_queue=any_queue)
         engine = get_engine()
-        preflight.check_broker(settings, engine)
+        wait_for_broker(settings, engine)
         preflight.check_coordination(settings)
         prepare(engine)
         if settings.metrics_port is not None:
@@ -173,6 +175,30 @@ def run_worker(
             server.stop()
         elif owns_directory and directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def wait_for_broker(settings: Settings, engine: Engine) -> None:
+    """Return once the broker answers. A worker started before its broker (a deploy, a machine
+    booting, a broker restarting) waits for it as Celery's and Dramatiq's own workers do: the outage
+    is logged once, with reminders, and the worker goes on when the broker is up. A refused login,
+    or a broker still unreachable after ``broker_start_wait``, raises
+    :class:`~taskbridge.preflight.ServerUnavailable`."""
+    outage = broker_outage()
+    started = time.monotonic()
+    while True:
+        try:
+            preflight.check_broker(settings, engine)
+        except preflight.ServerUnavailable as exc:
+            limit = settings.broker_start_wait
+            if exc.lasting or (limit is not None and time.monotonic() - started >= limit):
+                raise
+            wait = outage.failed(str(exc).split(": ", 1)[-1])
+            if limit is not None:
+                wait = min(wait, max(0.0, started + limit - time.monotonic()))
+            time.sleep(wait)
+        else:
+            outage.succeeded()
+            return
 
 
 def _serve_metrics(

@@ -12,10 +12,14 @@ from typing import Any
 
 from kombu.transport import SQS
 
+from taskbridge.outage import broker_outage
+
 from .items import ITEM_HEADER, kombu_payload
 
 RETRY_FAILED_POLL = 1.0
 """Seconds before a queue whose last poll failed (no connection, timeout, 5xx) is polled again."""
+
+FAILED_POLL = "a poll of the queue could not connect, timed out or met a server error"
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -32,8 +36,11 @@ class GuardedSQSChannel(SQS.Channel):  # type: ignore[misc]
         if not isinstance(messages, dict):
             # kombu's client answers a poll that could not connect, timed out or met a 5xx with [],
             # which kombu's handler cannot read (the worker stopped): count it as a failed poll.
+            # kombu logs nothing of it, so the outage record is the worker's only word on it.
             self._failed_polls.add(qname)
+            broker_outage().failed(FAILED_POLL)
             return 0
+        broker_outage().succeeded()
         return super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-any-return]
 
     def new_sqs_client(self, *args: Any, **kwargs: Any) -> Any:

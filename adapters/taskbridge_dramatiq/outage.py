@@ -16,20 +16,30 @@ from taskbridge.outage import broker_outage
 
 _CONNECTION_ERROR = "Consumer encountered a connection error: %s"
 _RESTARTING = "Restarting consumer in %0.2f seconds."
+_POST_PROCESS_FAILED = "Failed to post_process_message(%s) due to a connection error: %s"
+_UNKNOWN_TAG = ("Failed to ack message: not in known tags.", "Failed to nack message: not in known tags.")
 
 
 class _ConsumerFaultsToOutage(logging.Filter):
-    """Dramatiq's lines about a consumer's lost connection go to the broker's outage record."""
+    """Dramatiq's lines about a consumer's lost connection go to the broker's outage record; so do its
+    warnings about each held message whose acknowledgement met the lost connection (with the whole
+    message, again every 5 seconds until the broker is back). The acknowledgement of a message taken
+    over the lost connection then fails once more (RabbitMQ delivers it again): one short line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == _CONNECTION_ERROR and isinstance(record.args, tuple) and record.args:
-            cause = record.args[0]
+        held = isinstance(record.msg, str) and record.msg.startswith(_POST_PROCESS_FAILED)
+        if (record.msg == _CONNECTION_ERROR or held) and isinstance(record.args, tuple) and len(record.args) > held:
+            cause = record.args[1] if held else record.args[0]
             broker_outage().failed(cause if isinstance(cause, BaseException) else str(cause))
             return False
+        if record.msg in _UNKNOWN_TAG:
+            record.msg = "could not settle a message taken before the broker connection was lost: it is delivered again"
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return record.msg != _RESTARTING
 
 
 _filter = _ConsumerFaultsToOutage()
+_RABBITMQ_CONSUMER_LOG = "dramatiq.brokers.rabbitmq.GuardedRabbitmqConsumer"
 
 
 def report_outages(queues: Sequence[str]) -> None:
@@ -40,6 +50,9 @@ def report_outages(queues: Sequence[str]) -> None:
             consumer_log = logging.getLogger(f"dramatiq.worker.ConsumerThread({name})")
             if _filter not in consumer_log.filters:
                 consumer_log.addFilter(_filter)
+    rabbitmq_log = logging.getLogger(_RABBITMQ_CONSUMER_LOG)
+    if _filter not in rabbitmq_log.filters:
+        rabbitmq_log.addFilter(_filter)
     logging.getLogger("pika.adapters").setLevel(logging.CRITICAL)
 
 

@@ -108,8 +108,9 @@ def test_a_worker_refuses_to_start_without_its_coordination_store(tmp_path: Path
     ]
 
 
-def test_a_worker_refuses_to_start_without_its_broker(tmp_path: Path, jobs: str) -> None:
-    result = taskbridge("worker", jobs, cwd=tmp_path, env=settings("celery", f"amqp://guest:guest@{CLOSED}//"))
+def test_a_worker_told_not_to_wait_refuses_to_start_without_its_broker(tmp_path: Path, jobs: str) -> None:
+    env = settings("celery", f"amqp://guest:guest@{CLOSED}//", TASKBRIDGE_BROKER_START_WAIT="0")
+    result = taskbridge("worker", jobs, cwd=tmp_path, env=env)
     assert result.code == 2
     assert len(result.error_lines) == 1, result.stderr
     assert result.error_lines[0].startswith(f"error: cannot use the broker at amqp://guest:***@{CLOSED}//: ")

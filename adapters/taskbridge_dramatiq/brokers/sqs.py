@@ -23,6 +23,7 @@ from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.layout import SQS_RETENTION_SECONDS, sqs_queue_name
 from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
+from ..outage import connected
 from .common import RoutesUnknownActors, legacy_queue
 from .guard import read_item
 
@@ -87,6 +88,7 @@ class GuardedSQSConsumer(SQSConsumer):  # type: ignore[misc]
                 received = self.queue.receive_messages(**options)
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionClosed(exc) from None
+            connected()
             for sqs_message in received:
                 message = read_item(sqs_message.body, self.queue_name, known_actors=self.actors)
                 self.messages.append(_SQSMessage(sqs_message, message))

@@ -122,6 +122,14 @@ def test_a_drain_survives_cut_connections_without_losing_a_job(
         # RabbitMQ hands a job whose acknowledgement was lost out again flagged as redelivered, SQS
         # may hand any out again: the runner's finished marks keep a finished one from running again.
         assert not twice, f"{len(twice)} jobs ran more than once: {twice}"
+    log = run.worker_logs()
+    lines = log.splitlines()
+    first_cut = next((i for i, line in enumerate(lines) if "taskbridge.broker" in line), len(lines))
+    faults = [line for line in lines[first_cut:] if " WARNING " in line or " ERROR " in line or "CRITICAL" in line]
+    print(f"{len(faults)} warnings and errors in the worker's log")
+    flood = "\n".join(faults[:60])
+    assert "Traceback" not in log, log[-4000:]
+    assert len(faults) <= 10 * len(CUT_AFTER), f"the worker flooded its log through the cuts:\n{flood}"
 
 
 def _sigterm_to_the_main_process(worker: subprocess.Popen[bytes]) -> None:

@@ -153,3 +153,17 @@ def test_delayed_jobs_held_by_a_worker_through_a_redis_cut_still_run(tmp_path: P
         harness.wait_for(lambda: len(_runs(harness)) >= 10, 60, "delayed jobs held through the cut never ran")
         assert time.time() - sent < 30, "delayed jobs came back only after the worker's heartbeat timed out"
         assert set(_runs(harness)) == set(range(10))
+
+
+@pytest.mark.parametrize("url", [AMQP, "sqs://"], ids=["amqp", "sqs"])
+def test_repeated_cuts_during_a_drain_lose_no_job(url: str, tmp_path: Path) -> None:
+    with behind_proxy(url, tmp_path) as (harness, proxy):
+        rng = random.Random(7)
+        cuts = [(rng.uniform(0.5, 1.5), rng.uniform(0.5, 2.0)) for _ in range(5)]
+        _drain_through_cuts(harness, proxy, 400, 0.03, cuts)
+        log = harness.worker_logs()
+        assert "Traceback" not in log, log[-4000:]
+        faults = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
+        print(f"{len(faults)} warnings and errors in the worker's log")
+        flood = "\n".join(faults[:60])
+        assert len(faults) <= 4 * len(cuts), f"the worker flooded its log through the cuts:\n{flood}"
