@@ -18,6 +18,7 @@ _CONNECTION_ERROR = "Consumer encountered a connection error: %s"
 _RESTARTING = "Restarting consumer in %0.2f seconds."
 _POST_PROCESS_FAILED = "Failed to post_process_message(%s) due to a connection error: %s"
 _UNKNOWN_TAG = ("Failed to ack message: not in known tags.", "Failed to nack message: not in known tags.")
+SETTLED_TOO_LATE = "could not settle a message taken before the broker connection was lost: it is delivered again"
 
 
 class _ConsumerFaultsToOutage(logging.Filter):
@@ -33,7 +34,7 @@ class _ConsumerFaultsToOutage(logging.Filter):
             broker_outage().failed(cause if isinstance(cause, BaseException) else str(cause))
             return False
         if record.msg in _UNKNOWN_TAG:
-            record.msg = "could not settle a message taken before the broker connection was lost: it is delivered again"
+            record.msg = SETTLED_TOO_LATE
             record.levelno, record.levelname = logging.INFO, "INFO"
         return record.msg != _RESTARTING
 

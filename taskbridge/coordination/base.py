@@ -18,10 +18,14 @@ apart the first start of a period could be late while the ``count + 1``-th is on
 covers that lateness: as long as no start lags its slot by more than :func:`slot_margin`, no window
 of one period holds more than ``count`` starts, while the rate achieved stays 98% of the limit."""
 
+MAX_SLOT_MARGIN = 1.0
+"""Seconds the margin never exceeds: a start lags its slot by milliseconds, so a long period (``1/h``)
+would otherwise wait a minute more per slot for nothing."""
+
 
 def slot_margin(rate: Rate) -> float:
     """Seconds a start may lag its slot before a window of one period could hold one start too many."""
-    return rate.period * SLOT_MARGIN
+    return min(rate.period * SLOT_MARGIN, MAX_SLOT_MARGIN)
 
 
 def slot_spacing_microseconds(rate: Rate) -> int:

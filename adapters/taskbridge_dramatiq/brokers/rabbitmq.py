@@ -22,7 +22,7 @@ from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 from taskbridge.layout import amqp_queue_arguments
 
-from ..outage import connected, wait_before_reconnecting
+from ..outage import SETTLED_TOO_LATE, connected, wait_before_reconnecting
 from .amqp_frames import publish_frames
 from .common import RoutesUnknownActors, message_bodies
 from .guard import read_item
@@ -121,7 +121,8 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):  # type: ignore[misc]
                 if len(self._settled) > 1:
                     return  # a wake-up is on its way and will send this one too
         if not known:
-            self.logger.warning("Failed to %s message: not in known tags.", "ack" if acknowledged else "nack")
+            # Taken over a connection since lost: RabbitMQ delivers it again.
+            self.logger.info(SETTLED_TOO_LATE)
             return
         try:
             self.connection.add_callback_threadsafe(self._send_settled)
