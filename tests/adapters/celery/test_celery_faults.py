@@ -174,7 +174,8 @@ def test_a_worker_stopped_mid_drain_finishes_its_jobs_quickly_and_none_runs_twic
     are acknowledged, it exits within seconds, the next worker runs the rest."""
     with open_harness(f"celery-{transport}", tmp_path, "celery_jobs", SETTINGS) as run:
         count = 300
-        jobs.step.enqueue_many({"n": n} for n in range(count))
+        # 20 ms each: about three seconds of work, so the stop lands mid-drain however fast the worker is.
+        jobs.step.enqueue_many({"n": n, "pause": 0.02} for n in range(count))
         run.start_workers(concurrency=2)
 
         def ran() -> Counter[int]:
