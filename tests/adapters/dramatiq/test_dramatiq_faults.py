@@ -80,7 +80,8 @@ def test_redis_cuts_during_a_drain_lose_no_job(tmp_path: Path) -> None:
     with behind_proxy(REDIS, tmp_path) as (harness, proxy):
         rng = random.Random(16)
         cuts = [(rng.uniform(0.2, 0.6), rng.uniform(0.5, 1.0)) for _ in range(20)]
-        _drain_through_cuts(harness, proxy, 3000, 0.002, cuts)
+        # 40 ms jobs on 8 threads: the drain outlasts the 20 cuts however fast the worker is.
+        _drain_through_cuts(harness, proxy, 3000, 0.04, cuts)
 
 
 @pytest.mark.parametrize("url", [AMQP, "sqs://"], ids=["amqp", "sqs"])
