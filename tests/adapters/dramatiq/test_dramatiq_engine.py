@@ -149,6 +149,7 @@ def test_ctrl_c_mid_drain_finishes_the_running_jobs_and_none_runs_twice(make_run
     are acknowledged, the prefetched ones go back; it exits within seconds, the next worker runs the rest."""
     run = make_run()
     count = 300
+    # 20 ms each: about three seconds of work, so the stop lands mid-drain however fast the worker is.
     jobs.step.enqueue_many({"n": n, "pause": 0.02} for n in range(count))
     run.start_workers(concurrency=2)
 
