@@ -7,7 +7,9 @@ Measures, for N no-op jobs: the enqueue rate (raw ``.delay()`` loop vs ``job.enq
 ``enqueue_many`` against the raw ``.delay()`` loop, and the drain rate of one worker with prefork
 concurrency 2 on a pre-filled queue. Both sides use the same delivery settings (late acks,
 prefetch multiplier 1, JSON, no result backend, no rate limits) and log at WARNING, so the ratio
-shows what taskbridge itself costs. Each run uses fresh queue names. ``--signing`` also measures
+shows what taskbridge itself costs. A third drain runs raw Celery on its own delivery defaults
+(early acks, prefetch multiplier 4): the price of at-least-once delivery, which taskbridge keeps
+on. Each run uses fresh queue names. ``--signing`` also measures
 the taskbridge side with ``TASKBRIDGE_SIGNING_KEY`` set on producer and worker.
 """
 
@@ -52,13 +54,29 @@ raw_app.conf.update(
 )
 
 
+raw_default_app = Celery("bench_raw_defaults", set_as_current=False)
+raw_default_app.conf.update(
+    # Celery's own delivery defaults (task_acks_late=False, worker_prefetch_multiplier=4): a job
+    # is acknowledged before it runs, so a worker that dies loses it.
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    worker_disable_rate_limits=True,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
 def _use_broker(url: str) -> None:
     """Point raw Celery at ``url`` with the transport options taskbridge uses (for SQS: the endpoint,
     region and polling; elsewhere the visibility timeout), so both sides talk to the same broker."""
     settings = load_settings(engine="celery", broker_url=url)
     broker = broker_for(settings, settings.celery)
-    raw_app.conf.broker_url = broker.url
-    raw_app.conf.broker_transport_options = broker.transport_options
+    for app in (raw_app, raw_default_app):
+        app.conf.broker_url = broker.url
+        app.conf.broker_transport_options = broker.transport_options
 
 
 _use_broker(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
@@ -67,6 +85,11 @@ _use_broker(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
 @raw_app.task(name="bench.raw_noop")
 def raw_noop(n: int) -> None:
     """Raw Celery's no-op."""
+
+
+@raw_default_app.task(name="bench.raw_noop")
+def raw_default_noop(n: int) -> None:
+    """Raw Celery's no-op, on Celery's delivery defaults."""
 
 
 @job(name="bench.noop")
@@ -104,6 +127,32 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
+def _raw_worker(app: str, queue: str, name: str, options: tuple[str, ...] = ()) -> list[str]:
+    """The command of a raw Celery worker with prefork concurrency 2 on ``queue``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        f"bench_celery:{app}",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        "2",
+        "-P",
+        "prefork",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        *options,
+        "-n",
+        f"{name}@%h",
+    ]
+
+
 def _one_round(
     n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool, drains: bool = True
 ) -> dict[str, float]:
@@ -131,35 +180,17 @@ def _one_round(
         for queue in (raw_queue, tb_queue):
             engine.purge(queue)
         return result
-    python = sys.executable
     result["raw_drain"], result["raw_cpu"] = _drain(
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "bench_celery:raw_app",
-            "worker",
-            "-Q",
-            raw_queue,
-            "-c",
-            "2",
-            "-P",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-O",
-            "fair",
-            "-n",
-            f"raw-{tag}@%h",
-        ],
-        env,
-        lambda: engine.depth(raw_queue),
-        n,
+        _raw_worker("raw_app", raw_queue, f"raw-{tag}", ("-O", "fair")), env, lambda: engine.depth(raw_queue), n
     )
+    default_queue = f"bench-rawdef-{tag}"
+    raw_default_app.conf.task_default_queue = default_queue
+    for i in range(n):
+        raw_default_noop.delay(i)
+    result["raw_default_drain"], result["raw_default_cpu"] = _drain(
+        _raw_worker("raw_default_app", default_queue, f"rawdef-{tag}"), env, lambda: engine.depth(default_queue), n
+    )
+    python = sys.executable
     queues = {"tb": (tb_queue, env)}
     if signed:
         signed_queue = f"bench-tbsig-{tag}"
@@ -189,7 +220,7 @@ def _one_round(
             lambda queue=queue: engine.depth(queue),
             n,
         )
-    for queue in [raw_queue] + [queue for queue, _ in queues.values()]:
+    for queue in [raw_queue, default_queue] + [queue for queue, _ in queues.values()]:
         with contextlib.suppress(Exception):
             engine.purge(queue)
     return result
@@ -243,6 +274,10 @@ def main() -> int:
         print(
             f"drain         raw          {best['raw_drain']:8.0f}/s   taskbridge            "
             f"{best['tb_drain']:8.0f}/s   ratio {best['tb_drain'] / best['raw_drain']:.2f}"
+        )
+        print(
+            f"drain         raw on Celery's defaults (early ack, prefetch 4) {best['raw_default_drain']:8.0f}/s   "
+            f"ratio {best['tb_drain'] / best['raw_default_drain']:.2f}"
         )
         print(
             f"worker CPU    raw          {best['raw_cpu'] * 1e6:8.0f} us/job   taskbridge "
