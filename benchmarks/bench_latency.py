@@ -8,7 +8,11 @@ then sends ``--jobs`` jobs (default 1,000) paced at ``--rate`` per second (defau
 writes how long after its enqueue it started (the sender's clock, passed as its argument); the
 figures are the p50 and p99 of those delays in milliseconds. Both sides use the same delivery
 settings as ``bench_celery.py`` and ``bench_dramatiq.py`` (Celery: prefork concurrency 2, late
-acks, prefetch 1; Dramatiq: one process, 8 threads). This file is also the job module of every worker.
+acks, prefetch 1; Dramatiq: one process, 8 threads). On RabbitMQ, raw Dramatiq is measured a second
+time publishing with confirms, as taskbridge does by default (raw Celery already runs with
+taskbridge's transport options, confirms included). ``--taskbridge-first`` reverses the order of the
+sides (``run.py`` alternates it between rounds, so a machine that warms up or slows down over a run
+does not always favour one side). This file is also the job module of every worker.
 """
 
 from __future__ import annotations
@@ -86,9 +90,10 @@ def celery_app() -> Any:
 raw_app = celery_app() if os.environ.get("TASKBRIDGE_ENGINE") == "celery" else None
 
 
-def setup_raw_dramatiq() -> Any:
+def setup_raw_dramatiq(confirm_delivery: bool = False) -> Any:
     """Raw Dramatiq with its default middleware as the global broker, and the actor; the raw worker
-    command calls this as ``bench_latency:setup_raw_dramatiq``."""
+    command calls this as ``bench_latency:setup_raw_dramatiq``. ``confirm_delivery``: on RabbitMQ,
+    publish with confirms, as taskbridge does by default (Dramatiq's default is without)."""
     import dramatiq
 
     url = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
@@ -101,7 +106,7 @@ def setup_raw_dramatiq() -> Any:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
         from taskbridge_dramatiq.brokers import pika_url
 
-        broker = RabbitmqBroker(url=pika_url(url))
+        broker = RabbitmqBroker(url=pika_url(url), confirm_delivery=confirm_delivery)
     dramatiq.set_broker(broker)
     return dramatiq.Actor(
         _started,
@@ -174,6 +179,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="jobs sent per second")
     parser.add_argument("--warmup", type=int, default=50, help="jobs sent and run before measuring")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (ms) to this file")
+    parser.add_argument(
+        "--taskbridge-first", action="store_true", help="measure taskbridge before the raw engine (run.py alternates)"
+    )
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
@@ -260,16 +268,37 @@ def main() -> int:
         f"{args.engine} on {args.broker}: {args.jobs} jobs at {args.rate:g}/s after {args.warmup} warm-up jobs",
         flush=True,
     )
+    sides: list[tuple[str, list[str], dict[str, str], Callable[[], Callable[[float], object]]]] = [
+        ("raw", raw_command, raw_env, lambda: raw_send),
+        ("taskbridge", tb_command, tb_env, lambda: started.enqueue),
+    ]
+    if args.engine == "dramatiq" and args.broker.startswith("amqp"):
+        # taskbridge publishes with confirms by default; raw Dramatiq does not unless asked.
+        confirmed_env = {**env, OUT_ENV: str(workdir / "raw-confirmed.txt")}
+        confirmed = ("raw with confirms", raw_command, confirmed_env, lambda: setup_raw_dramatiq(True).send)
+        sides.insert(1, confirmed)
+    if args.taskbridge_first:
+        sides.reverse()
+    measured: dict[str, dict[str, float]] = {}
     try:
-        raw = _side("raw", raw_command, raw_env, raw_send, args)
-        tb = _side("taskbridge", tb_command, tb_env, started.enqueue, args)
+        for what, command, side_env, sender in sides:
+            measured[what] = _side(what, command, side_env, sender(), args)
     finally:
         engine = get_engine()
         for queue in (raw_queue, tb_queue):
             with contextlib.suppress(Exception):
                 engine.purge(queue)
         engine.close()
+    raw, tb = measured["raw"], measured["taskbridge"]
     figures = {"raw_p50_ms": raw["p50"], "raw_p99_ms": raw["p99"], "tb_p50_ms": tb["p50"], "tb_p99_ms": tb["p99"]}
+    if "raw with confirms" in measured:
+        confirmed_figures = measured["raw with confirms"]
+        figures["raw_confirmed_p50_ms"] = confirmed_figures["p50"]
+        figures["raw_confirmed_p99_ms"] = confirmed_figures["p99"]
+        print(
+            f"raw, confirms p50 {confirmed_figures['p50']:7.2f} ms   p99 {confirmed_figures['p99']:7.2f} ms   "
+            f"(taskbridge p50 {tb['p50'] / confirmed_figures['p50']:.2f}x)"
+        )
     print(f"raw         p50 {raw['p50']:7.2f} ms   p99 {raw['p99']:7.2f} ms")
     print(f"taskbridge  p50 {tb['p50']:7.2f} ms   p99 {tb['p99']:7.2f} ms   (p50 {tb['p50'] / raw['p50']:.2f}x raw)")
     if args.json is not None:

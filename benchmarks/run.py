@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/run.py --quick    # 3,000 jobs, 1 round: a few minutes
 
 For each combination it runs ``bench_celery.py`` / ``bench_dramatiq.py`` (raw engine and taskbridge
-on the same broker, in the same run), ``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
+on the same broker, in the same run; Celery also against raw Celery on its own delivery defaults),
+``bench_latency.py`` (enqueue to start at 100 jobs/s, raw and
 taskbridge; 1,000 jobs, 300 with ``--quick``), ``bench_ceiling.py --engine`` (the bodies that engine
 writes pushed raw as fast as Python can), ``bench_backlog.py`` (drain rate and worker memory with ten times
-the backlog, raw and taskbridge; 2,000 against 20,000 with ``--quick``) and, on Redis,
+the backlog, raw and taskbridge; 2,000 against 20,000 with ``--quick``; one round unless
+``--backlog-rounds``, as each fills ten times the jobs) and, on Redis,
 ``bench_rate_limits.py`` (limits up to the drain capacity across 3 workers, 10,000 rate keys and
 their expiry; 2,000 keys with ``--quick``). It prints one markdown table of ratios with the raw figures beside
 them, writes ``benchmarks/results/<date>.json`` and ``<date>.md`` (the table) and draws
@@ -57,7 +59,9 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in keys}
 
 
-def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: bool = False) -> dict[str, Any]:
+def measure(
+    jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: bool = False, backlog_rounds: int = 1
+) -> dict[str, Any]:
     """Figures per combination (medians over ``rounds``), per broker's ceiling, the backlog and the
     rate-limit runs."""
     results: dict[str, Any] = {
@@ -69,7 +73,7 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: boo
         "backlog": {},
         "rate_limits": {},
     }
-    size = ("--quick",) if quick else ("--rounds", str(rounds))
+    size = ("--quick", "--rounds", str(backlog_rounds)) if quick else ("--rounds", str(backlog_rounds))
     for scheme, broker in BROKERS.items():
         if not _reachable(broker):
             print(f"skipping {scheme}: {broker} is not reachable", flush=True)
@@ -96,7 +100,7 @@ def measure(jobs: int, rounds: int, workdir: Path, latency_jobs: int, quick: boo
                     broker,
                     latency_jobs,
                     workdir / f"latency-{engine}-{scheme}-{i}.json",
-                    ("--engine", engine),
+                    ("--engine", engine, *(("--taskbridge-first",) if i % 2 else ())),
                 )
                 for i in range(rounds)
             ]
@@ -167,12 +171,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['drain']:.2f} | {r['drain_vs_raw_defaults']:.2f} "
             f"| {f['raw_drain']:,.0f} | {f['tb_drain']:,.0f} | {f['tb_many']:,.0f} "
             f"| {ceiling:,.0f} | {f.get('tb_many_cpu', nan) * 1e6:.1f} ({ceiling_cpu * 1e6:.1f}) "
-            f"| {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}) "
+            f"| {f.get('tb_p50_ms', nan):.1f} ({f.get('raw_p50_ms', nan):.1f}{_with_confirms(f)}) "
             f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
             f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )
     rows += backlog_rows(results) + rate_limit_rows(results)
     return "\n".join(rows)
+
+
+def _with_confirms(figures: dict[str, Any]) -> str:
+    """Raw Dramatiq's p50 publishing with confirms, as taskbridge does, where it was measured."""
+    confirmed = figures.get("raw_confirmed_p50_ms")
+    return f"; {confirmed:.1f} with confirms" if confirmed is not None else ""
 
 
 def _confirmed(ratio: float) -> str:
@@ -268,6 +278,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="jobs per measurement (default 20,000)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds; the table shows medians (default 3)")
     parser.add_argument("--latency-jobs", type=int, default=None, help="jobs per latency side (default 1,000)")
+    parser.add_argument(
+        "--backlog-rounds", type=int, default=1, help="rounds of the backlog runs (each fills 10x the jobs)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and PNG go")
     args = parser.parse_args()
     jobs = args.jobs or (3_000 if args.quick else 20_000)
@@ -275,7 +288,7 @@ def main() -> int:
     os.environ.setdefault("TASKBRIDGE_SQS_ENDPOINT_URL", "http://127.0.0.1:4566")
     with tempfile.TemporaryDirectory(prefix="taskbridge-bench-") as workdir:
         latency_jobs = args.latency_jobs or (300 if args.quick else 1_000)
-        results = measure(jobs, rounds, Path(workdir), latency_jobs, args.quick)
+        results = measure(jobs, rounds, Path(workdir), latency_jobs, args.quick, args.backlog_rounds)
     if not results["combinations"]:
         print("no broker reachable: nothing measured", file=sys.stderr)
         return 1
