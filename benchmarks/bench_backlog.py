@@ -32,6 +32,8 @@ from typing import Any
 
 from measure import group_rss
 
+from taskbridge.engine import delete_queue
+
 HERE = Path(__file__).resolve().parent
 MB = 1024 * 1024
 
@@ -154,7 +156,7 @@ def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
-        engine.purge(queue)
+        delete_queue(engine, queue)
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from taskbridge_celery.broker import broker_for
 
 import taskbridge
 from taskbridge import get_engine, job, load_settings
+from taskbridge.engine import delete_queue
 
 HERE = Path(__file__).resolve().parent
 BROKER_ENV = "TB_BENCH_BROKER"
@@ -175,10 +176,10 @@ def _one_round(
         result["raw_enqueue_confirmed"] = result["raw_enqueue"]
     many, many_cpu = timed_cpu(lambda: noop.options(queue=many_queue).enqueue_many((i,) for i in range(n)))
     result["tb_many"], result["tb_many_cpu"] = rate(n, many), many_cpu / n
-    engine.purge(many_queue)
+    delete_queue(engine, many_queue)
     if not drains:
         for queue in (raw_queue, tb_queue):
-            engine.purge(queue)
+            delete_queue(engine, queue)
         return result
     result["raw_drain"], result["raw_cpu"] = _drain(
         _raw_worker("raw_app", raw_queue, f"raw-{tag}", ("-O", "fair")), env, lambda: engine.depth(raw_queue), n
@@ -222,7 +223,7 @@ def _one_round(
         )
     for queue in [raw_queue, default_queue] + [queue for queue, _ in queues.values()]:
         with contextlib.suppress(Exception):
-            engine.purge(queue)
+            delete_queue(engine, queue)
     return result
 
 

@@ -34,6 +34,7 @@ import dramatiq
 from measure import group_cpu, rate, signing, signing_cost, timed, timed_cpu
 
 from taskbridge import job
+from taskbridge.engine import delete_queue
 
 HERE = Path(__file__).resolve().parent
 RAW_QUEUE_ENV = "BENCH_DRAMATIQ_RAW_QUEUE"
@@ -282,8 +283,8 @@ def main() -> None:
             )
         )
         rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][1] / raw_send_rate)
-        get_engine().purge(tb_queue)
-        get_engine().purge(raw_queue)
+        delete_queue(get_engine(), tb_queue)
+        delete_queue(get_engine(), raw_queue)
 
     if args.json is not None:
         figures = {

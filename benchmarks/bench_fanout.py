@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from taskbridge import job
+from taskbridge.engine import delete_queue
 
 HERE = Path(__file__).resolve().parent
 
@@ -151,7 +152,7 @@ def main() -> None:
     finally:
         for name in (queue, f"{queue}_fan"):
             with contextlib.suppress(Exception):
-                engine.purge(name)
+                delete_queue(engine, name)
         engine.close()
 
     print(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from taskbridge import job
+from taskbridge.engine import delete_queue
 
 HERE = Path(__file__).resolve().parent
 OUT_ENV = "BENCH_LATENCY_FILE"
@@ -287,7 +288,7 @@ def main() -> int:
         engine = get_engine()
         for queue in (raw_queue, tb_queue):
             with contextlib.suppress(Exception):
-                engine.purge(queue)
+                delete_queue(engine, queue)
         engine.close()
     raw, tb = measured["raw"], measured["taskbridge"]
     figures = {"raw_p50_ms": raw["p50"], "raw_p99_ms": raw["p99"], "tb_p50_ms": tb["p50"], "tb_p99_ms": tb["p99"]}

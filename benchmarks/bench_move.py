@@ -33,7 +33,7 @@ from measure import rate, timed
 from taskbridge import Envelope
 from taskbridge.config import Settings, load_settings
 from taskbridge.dispatch import schedule
-from taskbridge.engine import Engine, load_engine_factory
+from taskbridge.engine import Engine, delete_queue, load_engine_factory
 
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
@@ -120,7 +120,7 @@ def run_scenario(label: str, src: str, src_url: str, dst: str, dst_url: str, cou
     finally:
         for engine in (source, target):
             try:
-                engine.purge(queue)
+                delete_queue(engine, queue)
             except Exception as exc:  # the queue may never have been declared on a failed run
                 result.setdefault("cleanup", str(exc))
             engine.close()

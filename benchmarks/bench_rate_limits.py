@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from taskbridge import job
+from taskbridge.engine import delete_queue
 from taskbridge.units import Rate, parse_rate
 
 HERE = Path(__file__).resolve().parent
@@ -188,7 +189,7 @@ class Bench:
             workers.check()
         finally:
             workers.stop()
-            get_engine().purge(queue)
+            delete_queue(get_engine(), queue)
 
     def wait_for(self, stamps: Path, count: int, timeout: float) -> list[tuple[float, str, str]]:
         deadline = time.monotonic() + timeout

@@ -187,6 +187,12 @@ class Engine(Protocol):
     #     (taskbridge.stranded). The checks must be cheap: one count per place, no message read.
     #     """
     #
+    # def delete_queue(self, queue: str) -> None:
+    #     """Remove ``queue`` from the broker, messages and all, with whatever the engine keeps beside
+    #     it (Dramatiq's ``.DQ`` and ``.XQ``). For clean-up (the contract harness calls it when a
+    #     case ends), not for a queue workers consume. Without it, :func:`delete_queue` purges.
+    #     """
+    #
     # def legacy_holdings(self, queue: str) -> Mapping[str, int]:
     #     """Queues outside the layout whose messages a worker on ``queue`` runs too (the Dramatiq
     #     engine on SQS: plain dramatiq-sqs producers' ``<namespace>_<queue>``), by their name on the
@@ -214,6 +220,15 @@ def settle(items: Sequence[Taken], *, ack: bool) -> None:
             groups.setdefault(id(taker), (many, []))[1].append(item)
     for many, grouped in groups.values():
         many(grouped)
+
+
+def delete_queue(engine: Engine, queue: str) -> None:
+    """``engine``'s optional ``delete_queue(queue)`` (see :class:`Engine`); a purge without it."""
+    delete: Callable[[str], None] | None = getattr(engine, "delete_queue", None)
+    if delete is None:
+        engine.purge(queue)
+    else:
+        delete(queue)
 
 
 def legacy_holdings(engine: Engine, queue: str) -> Mapping[str, int]:

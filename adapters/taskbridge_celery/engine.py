@@ -171,6 +171,11 @@ class CeleryEngine:
         """Drop the waiting messages of ``queue``; returns how many there were."""
         return self._queues.purge(queue)
 
+    def delete_queue(self, queue: str) -> None:
+        """Remove ``queue`` from the broker, messages and all (the optional Engine port method the
+        contract harness cleans up with)."""
+        self._queues.delete(queue)
+
     def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""
         if self._taker is None:

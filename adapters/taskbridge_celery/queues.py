@@ -3,6 +3,7 @@ queues declared before its pool starts."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -46,6 +47,18 @@ class BrokerQueues:
             return _purged(connection.default_channel, name)
 
         return self._connection.call(purge)
+
+    def delete(self, name: str) -> None:
+        """Remove queue ``name`` from RabbitMQ (on Redis an empty queue is no key: it is purged)."""
+        if not self._own_channel:
+            self.purge(name)
+            return
+
+        def delete(connection: Connection) -> None:
+            with connection.channel() as channel, contextlib.suppress(*_MISSING):
+                channel.queue_delete(queue=name)
+
+        self._connection.call(delete)
 
     def settle(self, consumed: Sequence[str], written: Sequence[str]) -> None:
         """Declare the queues a worker consumes, and those of ``written`` that exist already (its

@@ -88,6 +88,21 @@ class SqsQueues:
         self._connection.call(purge)
         return waiting
 
+    def delete(self, name: str) -> None:
+        """DeleteQueue, and kombu forgets the queue's URL (a later publish creates it again)."""
+
+        def delete(connection: Connection) -> None:
+            channel: Any = connection.default_channel
+            try:
+                url = channel._resolve_queue_url(name)
+            except DoesNotExistQueueException:
+                return
+            canonical = channel.canonical_queue_name(name)
+            channel.sqs(queue=canonical).delete_queue(QueueUrl=url)
+            channel._queue_cache.pop(canonical, None)
+
+        self._connection.call(delete)
+
 
 def _sqs_body(channel: Any, envelope: Envelope, eta: float | None) -> str:
     task_id = task_id_for(envelope.id)

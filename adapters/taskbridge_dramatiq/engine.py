@@ -144,6 +144,11 @@ class DramatiqEngine:
             count += own_dead_letters(self.broker, self.transport, base, purge=True)
         return count
 
+    def delete_queue(self, queue: str) -> None:
+        """Remove ``queue`` and Dramatiq's delay and dead-letter companions from the broker, messages
+        and all (the optional Engine port method the contract harness cleans up with)."""
+        self.broker.delete_queue(queue)
+
     def _is_dead_letters(self, queue: str) -> bool:
         """``<queue>-dead``: its count and purge include Dramatiq's own dead letters of ``<queue>`` (``.XQ``)."""
         suffix = self.settings.dead_letter_suffix

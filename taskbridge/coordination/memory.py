@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,6 +13,13 @@ from ..units import Rate
 from .base import counts_of, slot_spacing_microseconds
 
 _SWEEP_INTERVAL = 60.0
+MAX_WRITTEN_RECORDS = 10_000
+"""Records written in bulk (:meth:`MemoryCoordination.write_records`: the finished marks of the
+runs of this process) kept at most; the oldest go first. A worker on RabbitMQ writes one per message
+and keeps each for minutes, which at thousands of messages a second would hold hundreds of MB. In
+one process the newest are the ones that matter: a mark is read when a message whose ack was lost
+with its connection comes back, and while the connection is down this process finishes at most the
+jobs it holds, so the marks of the acks that were in flight are among the newest."""
 
 
 @dataclass
@@ -42,6 +50,8 @@ class MemoryCoordination:
         self._uniques: dict[str, float] = {}  # key -> expiry
         self._groups: dict[str, _Group] = {}
         self._records: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
+        # Keys write_records stored, oldest first (an OrderedDict drops its first in O(1), a dict does not).
+        self._written: OrderedDict[str, None] = OrderedDict()
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     def reserve_rate(self, key: str, rate: Rate, burst: int = 1) -> float:
@@ -176,13 +186,19 @@ class MemoryCoordination:
             if current != expected:
                 return False
             self._records[key] = (value, now + ttl)
+            self._written.pop(key, None)  # a record swapped in is not dropped for room
             return True
 
     def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
         with self._lock:
             expiry = self._now() + ttl
+            written = self._written
             for key in keys:
                 self._records[key] = (value, expiry)
+                written[key] = None
+                written.move_to_end(key)
+            while len(written) > MAX_WRITTEN_RECORDS:
+                self._records.pop(written.popitem(last=False)[0], None)
 
     def close(self) -> None:
         pass
@@ -197,6 +213,7 @@ class MemoryCoordination:
             self._uniques = {key: expiry for key, expiry in self._uniques.items() if expiry > now}
             self._groups = {key: state for key, state in self._groups.items() if state.expiry > now}
             self._records = {key: held for key, held in self._records.items() if held[1] > now}
+            self._written = OrderedDict((key, None) for key in self._written if key in self._records)
             self._leases = {
                 key: live
                 for key, leases in self._leases.items()

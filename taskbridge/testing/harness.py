@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from taskbridge import configure, get_engine
 from taskbridge.config import mask_url
-from taskbridge.engine import Engine, load_engine_factory
+from taskbridge.engine import Engine, delete_queue, load_engine_factory
 from taskbridge.errors import UnknownEngineError
 from taskbridge.layout import dead_letter_queue
 
@@ -380,7 +380,7 @@ class Harness:
             self.stop_workers(grace=3.0)
             for queue in (self.queue, self.dead_queue):
                 with contextlib.suppress(Exception):
-                    self.engine.purge(queue)
+                    delete_queue(self.engine, queue)  # the user's broker keeps no queue of a case
         finally:
             for key, value in self._saved_env.items():
                 if value is None:

@@ -22,6 +22,7 @@ from taskbridge.coordination import (
 )
 from taskbridge.coordination.base import slot_margin, slot_spacing_microseconds
 from taskbridge.coordination.clock import ServerClock
+from taskbridge.coordination.memory import MAX_WRITTEN_RECORDS
 from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
@@ -479,3 +480,26 @@ def test_records_are_written_together_whatever_they_held_and_expire(coordination
     assert coordination.read_record("w1") == coordination.read_record("w2") == "done"
     time.sleep(0.5)
     assert coordination.read_record("w1") is None and coordination.read_record("w2") is None
+
+
+def test_the_in_process_store_keeps_only_the_newest_marks_written_in_bulk() -> None:
+    store = MemoryCoordination()
+    store.swap_record("delivery:claimed:1", None, "run", 300)
+    keys = [f"delivery:{n}:1" for n in range(MAX_WRITTEN_RECORDS + 500)]
+    for start in range(0, len(keys), 100):
+        store.write_records(keys[start : start + 100], "done", 300)
+    assert store.read_record(keys[-1]) == "done"
+    assert store.read_record(keys[-MAX_WRITTEN_RECORDS]) == "done"
+    assert store.read_record(keys[-MAX_WRITTEN_RECORDS - 1]) is None
+    assert store.read_record(keys[0]) is None
+    assert store.read_record("delivery:claimed:1") == "run"  # swapped in, not written in bulk
+
+
+def test_a_mark_written_again_counts_as_new() -> None:
+    store = MemoryCoordination()
+    store.write_records(["delivery:first:1"], "done", 300)
+    store.write_records([f"delivery:{n}:1" for n in range(MAX_WRITTEN_RECORDS - 1)], "done", 300)
+    store.write_records(["delivery:first:1"], "done", 300)
+    store.write_records(["delivery:last:1"], "done", 300)
+    assert store.read_record("delivery:first:1") == "done"
+    assert store.read_record("delivery:0:1") is None

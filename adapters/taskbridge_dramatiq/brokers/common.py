@@ -75,6 +75,9 @@ class TaskbridgeBroker(Protocol):
     def purge_queue(self, queue: str) -> int:
         """Drop the waiting messages of ``queue``; how many were dropped."""
 
+    def delete_queue(self, queue: str) -> None:
+        """Remove ``queue`` and its companions from the broker, messages and all."""
+
     def holdings(self, queue: str) -> dict[str, int]:
         """Where on the broker ``queue``'s waiting messages are (key or queue name) and how many each holds."""
 

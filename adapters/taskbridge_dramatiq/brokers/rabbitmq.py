@@ -389,6 +389,22 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
     def holdings(self, queue: str) -> dict[str, int]:
         return self._counts(queue, purge=False)
 
+    def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` with its delay and Dramatiq dead-letter queues; a later enqueue declares
+        them again."""
+        with _expecting_refusals():
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                try:
+                    self.channel.queue_delete(name)
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    del self.channel
+                    if exc.reply_code != 404:
+                        raise
+                except pika.exceptions.AMQPError:
+                    del self.connection
+                    raise
+        self.queues_pending.add(q_name(queue))
+
     def reap(self, queue: str) -> None:
         """RabbitMQ delivers a dead consumer's messages again by itself."""
 

@@ -13,7 +13,7 @@ from uuid import uuid4
 import redis
 from dramatiq import Message, get_encoder
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis, dq_name
+from dramatiq.common import current_millis, dq_name, xq_name
 
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
@@ -181,6 +181,11 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
         keys = [f"{self.namespace}:{name}{suffix}" for name in (queue, dq_name(queue)) for suffix in ("", ".msgs")]
         self.client.delete(*keys)
         return dropped
+
+    def delete_queue(self, queue: str) -> None:
+        """An empty queue is no key on Redis: purged, with Dramatiq's dead letters (``.XQ``)."""
+        self.purge_queue(queue)
+        self.client.delete(*(f"{self.namespace}:{xq_name(queue)}{suffix}" for suffix in ("", ".msgs")))
 
     def requeue_now(self, consumer: Any, message: Any) -> None:
         consumer.requeue([message])

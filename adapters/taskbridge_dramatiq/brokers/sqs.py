@@ -229,6 +229,13 @@ class TaskbridgeSQSBroker(RoutesUnknownActors, SQSBroker):
             self.sqs.meta.client.purge_queue(QueueUrl=url)
         return dropped
 
+    def delete_queue(self, queue: str) -> None:
+        """DeleteQueue; a later enqueue creates the queue again."""
+        url = self._existing_url(queue)
+        if url is not None:
+            self.sqs.meta.client.delete_queue(QueueUrl=url)
+        self.queues.pop(queue, None)
+
     def reap(self, queue: str) -> None:
         """SQS delivers an unacknowledged message again once its visibility timeout passes."""
 
