@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
-from measure import SIGNING_KEY, group_cpu, rate, signing, signing_cost, timed, timed_cpu
+from measure import SIGNING_KEY, group_cpu, rate, raw_celery_worker, signing, signing_cost, timed, timed_cpu
 from taskbridge_celery.broker import broker_for
 
 import taskbridge
@@ -39,35 +39,23 @@ from taskbridge.engine import delete_queue
 HERE = Path(__file__).resolve().parent
 BROKER_ENV = "TB_BENCH_BROKER"
 
+_COMMON = {
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "result_backend": None,
+    "task_ignore_result": True,
+    "worker_disable_rate_limits": True,
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    "broker_connection_retry_on_startup": True,
+}
 raw_app = Celery("bench_raw", set_as_current=False)
-raw_app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    worker_disable_rate_limits=True,
-    worker_send_task_events=False,
-    task_send_sent_event=False,
-    broker_connection_retry_on_startup=True,
-)
-
-
+# taskbridge's delivery settings: acknowledged after the run, requeued if the child dies, prefetch 1.
+raw_app.conf.update(_COMMON, task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1)
 raw_default_app = Celery("bench_raw_defaults", set_as_current=False)
-raw_default_app.conf.update(
-    # Celery's own delivery defaults (task_acks_late=False, worker_prefetch_multiplier=4): a job
-    # is acknowledged before it runs, so a worker that dies loses it.
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    worker_disable_rate_limits=True,
-    worker_send_task_events=False,
-    task_send_sent_event=False,
-    broker_connection_retry_on_startup=True,
-)
+# Celery's own delivery defaults (task_acks_late=False, worker_prefetch_multiplier=4): a job is
+# acknowledged before it runs, so a worker that dies loses it.
+raw_default_app.conf.update(_COMMON)
 
 
 def _use_broker(url: str) -> None:
@@ -128,32 +116,6 @@ def _drain(command: list[str], env: dict[str, str], depth: Callable[[], int], to
             worker.wait(10)
 
 
-def _raw_worker(app: str, queue: str, name: str, options: tuple[str, ...] = ()) -> list[str]:
-    """The command of a raw Celery worker with prefork concurrency 2 on ``queue``."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        f"bench_celery:{app}",
-        "worker",
-        "-Q",
-        queue,
-        "-c",
-        "2",
-        "-P",
-        "prefork",
-        "--loglevel",
-        "WARNING",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        *options,
-        "-n",
-        f"{name}@%h",
-    ]
-
-
 def _one_round(
     n: int, tag: str, env: dict[str, str], signed: bool, signed_first: bool, drains: bool = True
 ) -> dict[str, float]:
@@ -182,14 +144,20 @@ def _one_round(
             delete_queue(engine, queue)
         return result
     result["raw_drain"], result["raw_cpu"] = _drain(
-        _raw_worker("raw_app", raw_queue, f"raw-{tag}", ("-O", "fair")), env, lambda: engine.depth(raw_queue), n
+        raw_celery_worker("bench_celery:raw_app", raw_queue, f"raw-{tag}", ("-O", "fair")),
+        env,
+        lambda: engine.depth(raw_queue),
+        n,
     )
     default_queue = f"bench-rawdef-{tag}"
     raw_default_app.conf.task_default_queue = default_queue
     for i in range(n):
         raw_default_noop.delay(i)
     result["raw_default_drain"], result["raw_default_cpu"] = _drain(
-        _raw_worker("raw_default_app", default_queue, f"rawdef-{tag}"), env, lambda: engine.depth(default_queue), n
+        raw_celery_worker("bench_celery:raw_default_app", default_queue, f"rawdef-{tag}"),
+        env,
+        lambda: engine.depth(default_queue),
+        n,
     )
     python = sys.executable
     queues = {"tb": (tb_queue, env)}

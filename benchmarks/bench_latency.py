@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure import raw_celery_worker
+
 from taskbridge import job
 from taskbridge.engine import delete_queue
 
@@ -212,29 +214,7 @@ def main() -> int:
     if args.engine == "celery":
         app = celery_app()
         task = app.tasks["bench.raw_latency"]
-        raw_command = [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "bench_latency:raw_app",
-            "worker",
-            "-Q",
-            raw_queue,
-            "-c",
-            "2",
-            "-P",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-O",
-            "fair",
-            "-n",
-            f"latency-{run}@%h",
-        ]
+        raw_command = raw_celery_worker("bench_latency:raw_app", raw_queue, f"latency-{run}", ("-O", "fair"))
         raw_send: Callable[[float], object] = task.delay
         workers = ["--concurrency", "2"]
     else:

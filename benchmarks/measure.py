@@ -4,8 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+
+
+def raw_celery_worker(app: str, queue: str, name: str, options: tuple[str, ...] = ()) -> list[str]:
+    """The command of a raw Celery worker (``app`` as ``module:attribute``) with prefork
+    concurrency 2 on ``queue``, logging at WARNING, without the cluster chatter (gossip, mingle,
+    heartbeats) that taskbridge's worker also leaves off."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        "2",
+        "-P",
+        "prefork",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        *options,
+        "-n",
+        f"{name}@%h",
+    ]
 
 
 def rate(count: int, seconds: float) -> float:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
 from kombu import Connection
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
@@ -25,6 +25,8 @@ from taskbridge.transports import SQS_BATCH, SQS_MAX_DELAY
 from .broker import SQS_MAX_BODY
 from .connection import ProcessConnection
 from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers, task_id_for
+
+T = TypeVar("T")
 
 
 class SqsQueues:
@@ -58,50 +60,43 @@ class SqsQueues:
     def depth(self, name: str) -> int:
         """Visible plus delayed messages (SQS only knows approximately)."""
 
-        def count(connection: Connection) -> int:
-            channel: Any = connection.default_channel
-            try:
-                url = channel._resolve_queue_url(name)
-            except DoesNotExistQueueException:
-                return 0
-            client = channel.sqs(queue=channel.canonical_queue_name(name))
+        def count(channel: Any, client: Any, url: str) -> int:
             attributes = client.get_queue_attributes(
                 QueueUrl=url,
                 AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
             )["Attributes"]
             return sum(int(value) for value in attributes.values())
 
-        return self._connection.call(count)
+        return self._on_queue(name, count) or 0
 
     def purge(self, name: str) -> int:
         """PurgeQueue (AWS allows one per queue per minute); returns the count seen before it."""
         waiting = self.depth(name)
-
-        def purge(connection: Connection) -> None:
-            channel: Any = connection.default_channel
-            try:
-                url = channel._resolve_queue_url(name)
-            except DoesNotExistQueueException:
-                return
-            channel.sqs(queue=channel.canonical_queue_name(name)).purge_queue(QueueUrl=url)
-
-        self._connection.call(purge)
+        self._on_queue(name, lambda channel, client, url: client.purge_queue(QueueUrl=url))
         return waiting
 
     def delete(self, name: str) -> None:
         """DeleteQueue, and kombu forgets the queue's URL (a later publish creates it again)."""
 
-        def delete(connection: Connection) -> None:
+        def delete(channel: Any, client: Any, url: str) -> None:
+            client.delete_queue(QueueUrl=url)
+            channel._queue_cache.pop(channel.canonical_queue_name(name), None)
+
+        self._on_queue(name, delete)
+
+    def _on_queue(self, name: str, action: Callable[[Any, Any, str], T]) -> T | None:
+        """``action(channel, client, url)`` on SQS queue ``name`` through kombu's channel (its
+        names, endpoint and credentials); None, doing nothing, if the queue does not exist."""
+
+        def call(connection: Connection) -> T | None:
             channel: Any = connection.default_channel
             try:
                 url = channel._resolve_queue_url(name)
             except DoesNotExistQueueException:
-                return
-            canonical = channel.canonical_queue_name(name)
-            channel.sqs(queue=canonical).delete_queue(QueueUrl=url)
-            channel._queue_cache.pop(canonical, None)
+                return None
+            return action(channel, channel.sqs(queue=channel.canonical_queue_name(name)), url)
 
-        self._connection.call(delete)
+        return self._connection.call(call)
 
 
 def _sqs_body(channel: Any, envelope: Envelope, eta: float | None) -> str:
