@@ -94,21 +94,7 @@ def plan_of(envelope: Envelope, settings: Settings) -> Plan | None:
                     _plans[key] = plan
             return plan
     handle = lookup(envelope.job)
-    if handle is None:
-        return None
-    spec = handle.spec
-    known = _worker_plans.get(id(spec))
-    # The spec and settings are kept in the entry, so an id is not taken by another object meanwhile.
-    if known is not None and known[0] is spec and known[1] is settings:
-        return known[2]
-    plan = plan_for(spec, settings)
-    if len(_worker_plans) < 1024:
-        _worker_plans[id(spec)] = (spec, settings, plan)
-    return plan
-
-
-_worker_plans: dict[int, tuple[JobSpec, Settings, Plan | None]] = {}
-"""A worker's own plan per job, asked for each message that carries none (the default)."""
+    return plan_for(handle.spec, settings) if handle is not None else None
 
 
 def _ttl(plan: Plan, envelope: Envelope, settings: Settings, now: float) -> float:
