@@ -66,6 +66,14 @@ SHORTEST_DEFERRAL = 1.0
 LOST_ACK_WINDOW = 300.0
 """Seconds a finished mark is kept on a transport that flags a message whose acknowledgement was lost
 (RabbitMQ hands it out again as soon as the connection that held it closes)."""
+NEWEST_LOST_ACK_MARKS = 10_000
+"""The finished marks of lost acknowledgements an in-process store keeps at most, the newest (a
+shared store keeps each for :data:`LOST_ACK_WINDOW`). A worker writes one per message, which for
+five minutes at thousands of messages a second would hold hundreds of MB. In one process the
+newest are the ones that matter: RabbitMQ hands a message whose ack was lost out again when the
+connection that held it closes, and while it is down the process finishes only the jobs it holds,
+so the marks of the acks in flight are among the newest when the copies come. SQS's copies come
+a visibility timeout later whatever the connection does: its marks are never dropped for room."""
 FLUSH_EVERY = 0.05
 """Seconds between two writes of the finished marks gathered meanwhile; a redelivered message waits
 twice that before it is looked up, so the mark of a run that just ended elsewhere is stored."""
@@ -218,7 +226,7 @@ def finished_marks_for(
     if facts.delivers_finished_again:
         return FinishedMarks(coordination, finished_ttl(visibility_timeout))
     if facts.flags_lost_acks:
-        return FinishedMarks(coordination, LOST_ACK_WINDOW)
+        return FinishedMarks(coordination, LOST_ACK_WINDOW, newest=NEWEST_LOST_ACK_MARKS)
     return None
 
 
@@ -228,9 +236,10 @@ class FinishedMarks:
     trip of its own. Hand-written rather than a library's: a list swapped under a lock and one
     thread per process is all it needs."""
 
-    def __init__(self, coordination: Coordination, ttl: float = LOST_ACK_WINDOW) -> None:
+    def __init__(self, coordination: Coordination, ttl: float = LOST_ACK_WINDOW, *, newest: int | None = None) -> None:
         self.coordination = coordination
         self.ttl = ttl
+        self.newest = newest
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._pid: int | None = None  # the process whose thread writes them (a forked child starts its own)
@@ -259,7 +268,7 @@ class FinishedMarks:
         if not keys:
             return
         try:
-            self.coordination.write_records(keys, FINISHED, self.ttl)
+            self.coordination.write_records(keys, FINISHED, self.ttl, newest=self.newest)
         except CoordinationError as exc:
             log.warning(
                 "%d finished marks not written (%s); those messages run again if delivered again", len(keys), exc

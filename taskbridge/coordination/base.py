@@ -108,9 +108,10 @@ class Coordination(Protocol):
         """Store ``value`` under ``key`` for ``ttl`` seconds if the record still holds ``expected``
         (None: if there is none); False, changing nothing, if it does not."""
 
-    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+    def write_records(self, keys: Sequence[str], value: str, ttl: float, *, newest: int | None = None) -> None:
         """Store ``value`` under each record of ``keys`` for ``ttl`` seconds, whatever they held, in
-        one round trip where the store allows."""
+        one round trip where the store allows. ``newest``: an in-process store may keep only that
+        many of the records written with it, the newest (a shared store keeps each for ``ttl``)."""
 
     def close(self) -> None:
         """Release connections."""

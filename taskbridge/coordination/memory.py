@@ -13,13 +13,6 @@ from ..units import Rate
 from .base import counts_of, slot_spacing_microseconds
 
 _SWEEP_INTERVAL = 60.0
-MAX_WRITTEN_RECORDS = 10_000
-"""Records written in bulk (:meth:`MemoryCoordination.write_records`: the finished marks of the
-runs of this process) kept at most; the oldest go first. A worker on RabbitMQ writes one per message
-and keeps each for minutes, which at thousands of messages a second would hold hundreds of MB. In
-one process the newest are the ones that matter: a mark is read when a message whose ack was lost
-with its connection comes back, and while the connection is down this process finishes at most the
-jobs it holds, so the marks of the acks that were in flight are among the newest."""
 
 
 @dataclass
@@ -50,7 +43,8 @@ class MemoryCoordination:
         self._uniques: dict[str, float] = {}  # key -> expiry
         self._groups: dict[str, _Group] = {}
         self._records: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
-        # Keys write_records stored, oldest first (an OrderedDict drops its first in O(1), a dict does not).
+        # Keys write_records stored with a bound (``newest``), oldest first (an OrderedDict drops its
+        # first in O(1), a dict does not).
         self._written: OrderedDict[str, None] = OrderedDict()
         self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
@@ -189,15 +183,18 @@ class MemoryCoordination:
             self._written.pop(key, None)  # a record swapped in is not dropped for room
             return True
 
-    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+    def write_records(self, keys: Sequence[str], value: str, ttl: float, *, newest: int | None = None) -> None:
         with self._lock:
             expiry = self._now() + ttl
-            written = self._written
             for key in keys:
                 self._records[key] = (value, expiry)
+            if newest is None:
+                return
+            written = self._written
+            for key in keys:
                 written[key] = None
                 written.move_to_end(key)
-            while len(written) > MAX_WRITTEN_RECORDS:
+            while len(written) > newest:
                 self._records.pop(written.popitem(last=False)[0], None)
 
     def close(self) -> None:

@@ -272,7 +272,7 @@ class RedisCoordination:
         return bool(self._swap(keys=[self._key("record", key)], args=args))
 
     @_store_call
-    def write_records(self, keys: Sequence[str], value: str, ttl: float) -> None:
+    def write_records(self, keys: Sequence[str], value: str, ttl: float, *, newest: int | None = None) -> None:
         # One script call packs far cheaper than a pipeline of SETs (one command, not one per key).
         prefix = f"{self.namespace}:record:"
         self._write_records(keys=[prefix + key for key in keys], args=[value, _milliseconds(ttl)])

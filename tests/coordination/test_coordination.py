@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -22,7 +22,8 @@ from taskbridge.coordination import (
 )
 from taskbridge.coordination.base import slot_margin, slot_spacing_microseconds
 from taskbridge.coordination.clock import ServerClock
-from taskbridge.coordination.memory import MAX_WRITTEN_RECORDS
+from taskbridge.duplicates import NEWEST_LOST_ACK_MARKS, finished_marks_for
+from taskbridge.engine import TransportFacts
 from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
@@ -482,24 +483,34 @@ def test_records_are_written_together_whatever_they_held_and_expire(coordination
     assert coordination.read_record("w1") is None and coordination.read_record("w2") is None
 
 
-def test_the_in_process_store_keeps_only_the_newest_marks_written_in_bulk() -> None:
+def test_the_in_process_store_keeps_only_the_newest_records_written_with_a_bound() -> None:
     store = MemoryCoordination()
     store.swap_record("delivery:claimed:1", None, "run", 300)
-    keys = [f"delivery:{n}:1" for n in range(MAX_WRITTEN_RECORDS + 500)]
+    store.write_records(["delivery:unbounded:1"], "done", 300)
+    keys = [f"delivery:{n}:1" for n in range(1_050)]
     for start in range(0, len(keys), 100):
-        store.write_records(keys[start : start + 100], "done", 300)
+        store.write_records(keys[start : start + 100], "done", 300, newest=1_000)
     assert store.read_record(keys[-1]) == "done"
-    assert store.read_record(keys[-MAX_WRITTEN_RECORDS]) == "done"
-    assert store.read_record(keys[-MAX_WRITTEN_RECORDS - 1]) is None
+    assert store.read_record(keys[-1_000]) == "done"
+    assert store.read_record(keys[-1_001]) is None
     assert store.read_record(keys[0]) is None
-    assert store.read_record("delivery:claimed:1") == "run"  # swapped in, not written in bulk
+    assert store.read_record("delivery:claimed:1") == "run"  # swapped in, not written with a bound
+    assert store.read_record("delivery:unbounded:1") == "done"
 
 
-def test_a_mark_written_again_counts_as_new() -> None:
+def test_a_record_written_again_counts_as_new() -> None:
     store = MemoryCoordination()
-    store.write_records(["delivery:first:1"], "done", 300)
-    store.write_records([f"delivery:{n}:1" for n in range(MAX_WRITTEN_RECORDS - 1)], "done", 300)
-    store.write_records(["delivery:first:1"], "done", 300)
-    store.write_records(["delivery:last:1"], "done", 300)
+    store.write_records(["delivery:first:1"], "done", 300, newest=100)
+    store.write_records([f"delivery:{n}:1" for n in range(99)], "done", 300, newest=100)
+    store.write_records(["delivery:first:1"], "done", 300, newest=100)
+    store.write_records(["delivery:last:1"], "done", 300, newest=100)
     assert store.read_record("delivery:first:1") == "done"
     assert store.read_record("delivery:0:1") is None
+
+
+def test_lost_ack_marks_are_bounded_in_process_and_sqs_marks_are_not() -> None:
+    facts = TransportFacts(max_native_delay=0.0, max_message_size=262_144, multi_process=False)
+    rabbitmq = finished_marks_for(replace(facts, flags_lost_acks=True), MemoryCoordination(), 30.0)
+    sqs = finished_marks_for(replace(facts, delivers_finished_again=True), MemoryCoordination(), 30.0)
+    assert rabbitmq is not None and rabbitmq.newest == NEWEST_LOST_ACK_MARKS
+    assert sqs is not None and sqs.newest is None
