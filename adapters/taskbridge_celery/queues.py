@@ -49,7 +49,8 @@ class BrokerQueues:
         return self._connection.call(purge)
 
     def delete(self, name: str) -> None:
-        """Remove queue ``name`` from RabbitMQ (on Redis an empty queue is no key: it is purged)."""
+        """Remove queue ``name`` from RabbitMQ; on Redis, where an empty list is no key, purge it
+        (kombu's binding keys stay)."""
         if not self._own_channel:
             self.purge(name)
             return

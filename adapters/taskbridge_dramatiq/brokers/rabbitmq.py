@@ -8,7 +8,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -30,6 +31,8 @@ from .guard import read_item
 _BATCH_ATTEMPTS = 3
 _DRAMATIQ_CONNECTION: property = vars(RabbitmqBroker)["connection"]
 _PERSISTENT = pika.BasicProperties(delivery_mode=2)
+
+T = TypeVar("T")
 
 
 class _QuietExpectedRefusal(logging.Filter):
@@ -367,15 +370,21 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
             return self._count(name, purge)
 
     def _count(self, name: str, purge: bool) -> int:
+        if purge:
+            return self._on_queue(lambda: int(self.channel.queue_purge(name).method.message_count), 0)
+        return self._on_queue(lambda: int(self.channel.queue_declare(name, passive=True).method.message_count), 0)
+
+    def _on_queue(self, call: Callable[[], T], missing: T) -> T:
+        """``call()`` on this thread's channel; ``missing`` when the queue it names does not exist
+        (RabbitMQ closes the channel then), which holds nothing. Any other fault drops the channel
+        or connection for the next call to open anew."""
         try:
-            if purge:
-                return int(self.channel.queue_purge(name).method.message_count)
-            return int(self.channel.queue_declare(name, passive=True).method.message_count)
+            return call()
         except pika.exceptions.ChannelClosedByBroker as exc:
             del self.channel
-            if exc.reply_code != 404:  # a queue never declared holds nothing
+            if exc.reply_code != 404:
                 raise
-            return 0
+            return missing
         except pika.exceptions.AMQPError:
             del self.connection
             raise
@@ -394,16 +403,11 @@ class TaskbridgeRabbitmqBroker(RoutesUnknownActors, RabbitmqBroker):
         them again."""
         with _expecting_refusals():
             for name in (queue, dq_name(queue), xq_name(queue)):
-                try:
-                    self.channel.queue_delete(name)
-                except pika.exceptions.ChannelClosedByBroker as exc:
-                    del self.channel
-                    if exc.reply_code != 404:
-                        raise
-                except pika.exceptions.AMQPError:
-                    del self.connection
-                    raise
+                self._on_queue(partial(self._delete_one, name), None)
         self.queues_pending.add(q_name(queue))
+
+    def _delete_one(self, name: str) -> None:
+        self.channel.queue_delete(name)
 
     def reap(self, queue: str) -> None:
         """RabbitMQ delivers a dead consumer's messages again by itself."""
