@@ -14,6 +14,7 @@ import pika.exceptions
 import pytest
 from support import unavailable
 
+from taskbridge.engine import delete_queue
 from taskbridge.layout import sqs_queue_name
 from taskbridge.testing import KNOWN, Harness, jobs, unavailable_reason
 from taskbridge.testing.harness import DEFAULT_SQS_ENDPOINT
@@ -75,3 +76,28 @@ def test_a_closed_harness_leaves_no_queue_on_the_broker(name: str, tmp_path: Pat
         assert _sqs_queues(namespace) == []
     else:
         assert _rabbitmq_queues(combination.broker_url, queues) == []
+
+
+@pytest.mark.parametrize("name", ["celery-amqp", "dramatiq-amqp", "celery-sqs", "dramatiq-sqs", "celery-redis"])
+def test_a_job_enqueued_after_its_queue_was_deleted_is_not_lost(name: str, tmp_path: Path) -> None:
+    combination = KNOWN[name]
+    reason = unavailable_reason(combination)
+    if reason:
+        unavailable(f"{combination}: {reason}")
+    harness = Harness(combination, tmp_path)
+    try:
+        jobs.echo.enqueue("before")
+        jobs.echo.enqueue_many([("before 1",), ("before 2",)])
+        delete_queue(harness.engine, harness.queue)
+        jobs.echo.enqueue_many([("batch 1",), ("batch 2",)])
+        jobs.echo.enqueue("after")
+        harness.wait_for(
+            lambda: harness.depth(harness.queue) == 3, 30, "the jobs enqueued after the delete are not queued"
+        )
+        harness.start_workers()
+        harness.wait_for(
+            lambda: len(harness.events("ran", "echo")) >= 3, 60, "the jobs enqueued after the delete never ran"
+        )
+        assert sorted(event["args"][0] for event in harness.events("ran", "echo")) == ["after", "batch 1", "batch 2"]
+    finally:
+        harness.close()

@@ -61,16 +61,18 @@ class CeleryEngine:
 
             sqs = SqsQueues(self._connection)
             self._publish = sqs.publish
+            self._publisher: Publisher | None = None
             self._queues: SqsQueues | BrokerQueues = sqs
         else:
             amqp = self.broker.scheme == "amqp"
             confirmed = amqp and self.options.amqp_confirm_publish
-            self._publish = Publisher(
+            self._publisher = Publisher(
                 self._connection,
                 declare_queues=amqp,
                 transactions=confirmed,
                 redis_batches=self.broker.scheme == "redis",
-            ).publish
+            )
+            self._publish = self._publisher.publish
             self._queues = BrokerQueues(self._connection, scheme=self.broker.scheme)
         self._declared = DeclaredRunner(self.name)
         self._taker: Take | None = None
@@ -173,8 +175,10 @@ class CeleryEngine:
 
     def delete_queue(self, queue: str) -> None:
         """Remove ``queue`` from the broker, messages and all (the optional Engine port method the
-        contract harness cleans up with)."""
+        contract harness cleans up with); a later enqueue declares it again."""
         self._queues.delete(queue)
+        if self._publisher is not None:
+            self._publisher.forget(queue)
 
     def take(self, queue: str, limit: int, *, dead_letters: bool = False) -> list[Taken]:
         """Up to ``limit`` waiting messages of ``queue`` (ETA ones included), or of its dead letters."""

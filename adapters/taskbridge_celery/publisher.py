@@ -44,6 +44,10 @@ class Publisher:
         self._tx_declared: set[str] = set()
         self._properties = CeleryProperties()
 
+    def forget(self, name: str) -> None:
+        """Queue ``name`` was deleted: declare it again before the next batch sent to it."""
+        self._tx_declared.discard(name)
+
     def publish(self, envelopes: Sequence[Envelope], delay: float) -> None:
         """Send ``envelopes``; each is delivered ``delay`` seconds from now (Celery's ETA)."""
         if not envelopes:

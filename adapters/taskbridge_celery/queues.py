@@ -58,6 +58,11 @@ class BrokerQueues:
         def delete(connection: Connection) -> None:
             with connection.channel() as channel, contextlib.suppress(*_MISSING):
                 channel.queue_delete(queue=name)
+            # kombu declares a queue once per connection before publishing to it: forget it, or the
+            # next publish goes to no queue and RabbitMQ drops it.
+            declared = connection.declared_entities
+            if declared is not None:
+                declared.discard(hash(queue(name)))  # kombu keeps the hash
 
         self._connection.call(delete)
 
