@@ -4,11 +4,11 @@ the core (``not_before``); messages that cannot run are written to their queue's
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import Settings, get_settings
-from .engine import Engine
+from .engine import Engine, start_publish
 from .envelope import Envelope, EnvelopeBatch, peek_job_name
 from .layout import dead_letter_queue
 from .signing import overhead, signed
@@ -27,18 +27,33 @@ def max_delay(engine: Engine, settings: Settings) -> float:
 
 def schedule(engine: Engine, envelopes: Sequence[Envelope], delay: float, settings: Settings | None = None) -> None:
     """Publish ``envelopes`` to run after ``delay`` seconds, hopping when the transport cannot hold it."""
-    if not envelopes:
-        return
+    if envelopes:
+        settings = settings or get_settings()
+        publish(engine, *_due(engine, envelopes, delay, settings), settings)
+
+
+def start_schedule(
+    engine: Engine, envelopes: Sequence[Envelope], delay: float, settings: Settings | None = None
+) -> Callable[[], None]:
+    """:func:`schedule` that returns before the broker answered (where the engine can); the function
+    returned waits for the answer (see :func:`taskbridge.engine.start_publish`)."""
     settings = settings or get_settings()
+    stamped, native_delay = _due(engine, envelopes, delay, settings)
+    return start_publish(engine, signed(stamped, settings), native_delay)
+
+
+def _due(
+    engine: Engine, envelopes: Sequence[Envelope], delay: float, settings: Settings
+) -> tuple[Sequence[Envelope], float]:
+    """The envelopes to publish for a run after ``delay``, and the delay the transport holds."""
     if delay <= 0:
-        publish(engine, envelopes, 0, settings)
-        return
+        return envelopes, 0
     due = time.time() + delay
     if isinstance(envelopes, EnvelopeBatch):
         stamped: Sequence[Envelope] = envelopes.with_not_before(due)
     else:
         stamped = [e.with_changes(not_before=due) for e in envelopes]
-    publish(engine, stamped, min(delay, max_delay(engine, settings)), settings)
+    return stamped, min(delay, max_delay(engine, settings))
 
 
 def publish(engine: Engine, envelopes: Sequence[Envelope], delay: float, settings: Settings) -> None:

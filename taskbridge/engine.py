@@ -193,6 +193,13 @@ class Engine(Protocol):
     #     case ends), not for a queue workers consume. Without it, :func:`delete_queue` purges.
     #     """
     #
+    # def start_publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> Callable[[], None]:
+    #     """:meth:`publish` that returns once the envelopes are written, before the broker answered;
+    #     the function returned waits for the answer and raises what ``publish`` would. The caller
+    #     publishes nothing else through the engine before calling it, and may build its next batch
+    #     meanwhile (``enqueue_many`` does). Without it, :func:`start_publish` publishes and waits.
+    #     """
+    #
     # def legacy_holdings(self, queue: str) -> Mapping[str, int]:
     #     """Queues outside the layout whose messages a worker on ``queue`` runs too (the Dramatiq
     #     engine on SQS: plain dramatiq-sqs producers' ``<namespace>_<queue>``), by their name on the
@@ -229,6 +236,20 @@ def delete_queue(engine: Engine, queue: str) -> None:
         engine.purge(queue)
     else:
         delete(queue)
+
+
+def start_publish(engine: Engine, envelopes: Sequence[Envelope], delay: float = 0) -> Callable[[], None]:
+    """``engine``'s optional ``start_publish`` (see :class:`Engine`); without it, the envelopes are
+    published here and the function returned has nothing left to wait for."""
+    start: Callable[[Sequence[Envelope], float], Callable[[], None]] | None = getattr(engine, "start_publish", None)
+    if start is not None:
+        return start(envelopes, delay)
+    engine.publish(envelopes, delay)
+    return _published
+
+
+def _published() -> None:
+    """The answer of a publish that already waited for it."""
 
 
 def legacy_holdings(engine: Engine, queue: str) -> Mapping[str, int]:

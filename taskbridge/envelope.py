@@ -221,7 +221,10 @@ class EnvelopeBatch(Sequence[Envelope]):
         self.not_before = not_before
         self.headers = headers
         self.ids: list[str] = []
-        self.args: list[list[Any]] = []
+        # The calls' own arguments, copied when an Envelope is made of them (an Envelope owns its
+        # list and dict): a batch of scalar tuples then holds no container per call of its own,
+        # which keeps the garbage collector from walking thousands of them per batch.
+        self.args: list[Sequence[Any]] = []
         self.kwargs: list[dict[str, Any]] = []
         self._args_texts: list[str] = []
         self._kwargs_texts: list[str] = []
@@ -243,7 +246,7 @@ class EnvelopeBatch(Sequence[Envelope]):
             self._spare_ids = [pool[i : i + 32] for i in range(0, 32 * _ID_POOL, 32)]
         envelope_id = self._spare_ids.pop()
         self.ids.append(envelope_id)
-        self.args.append(list(args))
+        self.args.append(tuple(args))
         self.kwargs.append(dict(kwargs))
         self._args_texts.append(args_text)
         self._kwargs_texts.append(kwargs_text)
@@ -258,14 +261,15 @@ class EnvelopeBatch(Sequence[Envelope]):
         kwargs_texts: Sequence[str],
     ) -> None:
         """:meth:`add` each of several calls (the i-th of each sequence is one call), with their ids
-        drawn from the system's random source at once."""
+        drawn from the system's random source at once. Tuples of arguments are kept as they are, other
+        sequences and the kwargs dicts are copied."""
         count = len(args_texts)
         if not count:
             return
         pool = os.urandom(16 * count).hex()
         self.ids += [pool[i : i + 32] for i in range(0, 32 * count, 32)]
-        self.args += map(list, args)
-        self.kwargs += map(dict, kwargs)
+        self.args += (call if type(call) is tuple else tuple(call) for call in args)
+        self.kwargs += (call if not call else dict(call) for call in kwargs)
         self._args_texts += args_texts
         self._kwargs_texts += kwargs_texts
         self._texts = None
@@ -327,8 +331,8 @@ class EnvelopeBatch(Sequence[Envelope]):
         return Envelope(
             job=self.job,
             queue=self.queue,
-            args=self.args[index],
-            kwargs=self.kwargs[index],
+            args=list(self.args[index]),
+            kwargs=dict(self.kwargs[index]),
             id=self.ids[index],
             enqueued_at=self.enqueued_at,
             expires_at=self.expires_at,

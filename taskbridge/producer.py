@@ -3,6 +3,7 @@ hands it to :mod:`taskbridge.dispatch`; one call, or many in bounded batches."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -14,7 +15,7 @@ from typing import Any
 from . import events
 from .config import Settings, get_settings
 from .coordination import Coordination, get_coordination
-from .dispatch import schedule
+from .dispatch import schedule, start_schedule
 from .engine import get_engine
 from .envelope import (
     Envelope,
@@ -277,10 +278,27 @@ class Producer:
         if self.tracker is not None and self.plan is not None and envelopes:
             self.tracker.enqueued(envelopes, self.plan)
         schedule(self.engine, envelopes, self.delay, self.settings)
-        if envelopes and events.has_subscribers():
-            events.emit(
-                events.EnqueuedEvent(job=self.spec.name, queue=self.queue, count=len(envelopes), delay=self.delay)
-            )
+        self._sent(len(envelopes))
+
+    def start_send(self, envelopes: Sequence[Envelope]) -> Callable[[], None]:
+        """:meth:`send` that returns before the broker answered where the engine can; the function
+        returned waits for the answer."""
+        if not envelopes:
+            return lambda: None
+        if self.tracker is not None and self.plan is not None:
+            self.tracker.enqueued(envelopes, self.plan)
+        wait = start_schedule(self.engine, envelopes, self.delay, self.settings)
+        count = len(envelopes)
+
+        def sent() -> None:
+            wait()
+            self._sent(count)
+
+        return sent
+
+    def _sent(self, count: int) -> None:
+        if count and events.has_subscribers():
+            events.emit(events.EnqueuedEvent(job=self.spec.name, queue=self.queue, count=count, delay=self.delay))
 
 
 def enqueue_one(
@@ -367,8 +385,9 @@ def enqueue_batches(
     progress: Callable[[int], None] | None = None,
     refs: bool = False,
 ) -> int | list[JobRef]:
-    """Publish many calls in batches of ``batch_size``; memory is bounded by one batch. Returns the
-    count, or with ``refs`` a :class:`JobRef` per published call.
+    """Publish many calls in batches of ``batch_size``; memory is bounded by two batches (one being
+    built while the broker stores the one before, where the engine can). Returns the count, or with
+    ``refs`` a :class:`JobRef` per published call.
 
     ``progress`` is called after each batch with the number of calls handled so far (published,
     or refused as duplicates of a ``unique`` job)."""
@@ -378,16 +397,36 @@ def enqueue_batches(
         raise EnqueueError(f"job {spec.name!r}: batch_size must be at least 1")
     total = consumed = 0
     sent: list[JobRef] = []
-    iterator = iter(calls)
-    while chunk := list(itertools.islice(iterator, size)):
-        batch = _build(publisher, chunk, consumed, total)
-        consumed += len(chunk)
-        del chunk  # memory holds one batch: the next chunk is read only after this one is sent and gone
-        publisher.send(batch)
-        total += len(batch)
-        if refs:
-            sent.extend(JobRef(envelope.id, envelope, publisher.settings) for envelope in batch)
-        del batch
+    # The batch written but not yet stored: how to wait for it, its size, the calls handled with it,
+    # and its envelopes only when refs are asked for (the engine holds what it still needs).
+    in_flight: tuple[Callable[[], None], int, int, Sequence[Envelope] | None] | None = None
+
+    def stored() -> None:
+        """Wait until the broker stored the batch in flight, and count it."""
+        nonlocal total, in_flight
+        if in_flight is None:
+            return
+        (wait, count, handled, envelopes), in_flight = in_flight, None
+        wait()
+        total += count
+        if envelopes is not None:
+            sent.extend(JobRef(envelope.id, envelope, publisher.settings) for envelope in envelopes)
         if progress is not None:
-            progress(consumed)
+            progress(handled)
+
+    iterator = iter(calls)
+    try:
+        while chunk := list(itertools.islice(iterator, size)):
+            published = total + (in_flight[1] if in_flight is not None else 0)
+            batch = _build(publisher, chunk, consumed, published)
+            consumed += len(chunk)
+            del chunk  # the next chunk is read only after this batch is written
+            stored()
+            in_flight = (publisher.start_send(batch), len(batch), consumed, batch if refs else None)
+            del batch
+        stored()
+    finally:
+        if in_flight is not None:  # an error or an interrupt while the batch before was in flight
+            with contextlib.suppress(Exception):
+                stored()
     return sent if refs else total

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
 from taskbridge.engine import DeclaredRunner, MessageRunner, Taken
+from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.extras import require
 from taskbridge.layout import dead_letter_queue, sqs_queue_name
@@ -33,6 +35,15 @@ _TRANSPORT_MODULES = {"redis": {"redis": "redis"}, "amqp": {}, "sqs": {"boto3": 
 """Per transport, the packages it needs beyond Celery (module -> extra); py-amqp comes with kombu."""
 
 log = logging.getLogger("taskbridge.celery")
+
+
+def _described(envelopes: Sequence[Envelope]) -> str:
+    queues = [envelopes.queue] if isinstance(envelopes, EnvelopeBatch) else sorted({e.queue for e in envelopes})
+    return f"{len(envelopes)} message(s) to {', '.join(queues)}"
+
+
+def _published() -> None:
+    """What a publish that already waited for the broker returns to wait with."""
 
 
 class CeleryEngine:
@@ -99,15 +110,37 @@ class CeleryEngine:
 
         Raises :class:`~taskbridge.errors.PublishError` (the transport's exception chained) when the
         broker did not store them; on RabbitMQ stored means confirmed by the broker."""
-        try:
+        with self._stored_or_raise(envelopes):
             self._publish(envelopes, delay)
+
+    def start_publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> Callable[[], None]:
+        """:meth:`publish` that returns once a batch for Redis is written; the function returned waits
+        until Redis stored it (elsewhere the publish waited already)."""
+        if self._publisher is None:
+            self.publish(envelopes, delay)
+            return _published
+        what = _described(envelopes)
+        with self._stored_or_raise(what):
+            written = self._publisher.start(envelopes, delay)
+
+        def stored() -> None:
+            with self._stored_or_raise(what):
+                written()
+
+        return stored
+
+    @contextlib.contextmanager
+    def _stored_or_raise(self, what: str | Sequence[Envelope]) -> Iterator[None]:
+        """Raise :class:`PublishError` for what the block fails to store (``what`` described lazily)."""
+        try:
+            yield
         except (EnqueueError, ValueError):
             raise
         except Exception as exc:
-            queues = ", ".join(sorted({e.queue for e in envelopes}))
+            described = what if isinstance(what, str) else _described(what)
             raise PublishError(
-                f"{len(envelopes)} message(s) to {queues} not stored: the {self.broker.scheme} broker "
-                f"failed ({type(exc).__name__}: {exc}); publish them again once it is reachable"
+                f"{described} not stored: the {self.broker.scheme} broker failed ({type(exc).__name__}: {exc}); "
+                "publish them again once it is reachable"
             ) from exc
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from amqp import spec
@@ -22,6 +22,10 @@ from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers,
 
 BATCH_OPERATIONS = 1000
 """Redis commands buffered in one pipeline before it is sent."""
+
+
+def _published() -> None:
+    """What a publish that already waited for the broker returns to wait with."""
 
 
 class Publisher:
@@ -55,6 +59,24 @@ class Publisher:
         eta = time.time() + delay if delay > 0 else None
         self._connection.call(lambda connection: self._send(connection, envelopes, eta))
 
+    def start(self, envelopes: Sequence[Envelope], delay: float) -> Callable[[], None]:
+        """:meth:`publish` that, for a batch on Redis, returns once it is written; the function
+        returned waits until Redis stored it."""
+        if not (self._redis_batches and len(envelopes) > 1):
+            self.publish(envelopes, delay)
+            return _published
+        eta = time.time() + delay if delay > 0 else None
+        # A write that failed on a broken connection is written again on a new one: no LPUSH of it
+        # reached its end, so none was stored.
+        written = self._connection.call(
+            lambda connection: redis_batch.start_push(connection.default_channel, envelopes, eta)
+        )
+
+        def stored() -> None:
+            written.wait()
+
+        return stored
+
     def _send(self, connection: Connection, envelopes: Sequence[Envelope], eta: float | None) -> None:
         if self._transactions and len(envelopes) > 1:
             channel = self._tx_channel(connection)
@@ -62,7 +84,7 @@ class Publisher:
             channel.tx_commit()  # returns once the broker stored the whole batch
             return
         if self._redis_batches and len(envelopes) > 1:
-            redis_batch.push(connection.default_channel, envelopes, eta)
+            redis_batch.start_push(connection.default_channel, envelopes, eta).wait()
             return
         producer = Producer(connection.default_channel)
         with _batch(producer):

@@ -18,11 +18,9 @@ from typing import Any
 
 from taskbridge import Envelope
 from taskbridge.envelope import EnvelopeBatch
+from taskbridge.redis_inflight import InFlight, pieces
 
 from .wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers, task_id_for
-
-PIPELINE_SIZE = 1000
-"""Messages sent in one pipeline round trip."""
 
 _TASK_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000body\ue000", "\ue000tag\ue000"
 _MARK = re.compile("(\ue000(?:task|body|tag)\ue000)")
@@ -107,19 +105,18 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
     return runs
 
 
-def push(channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> None:
-    """``LPUSH`` the batch through ``channel``'s client (which adds kombu's ``global_keyprefix``),
-    one transaction-free pipeline per :data:`PIPELINE_SIZE` messages, consecutive messages of one
-    queue in one command."""
-    pipe = channel.client.pipeline(transaction=False)
-    pending = 0
-    for queue, texts in stored_messages(envelopes, eta):
-        for start in range(0, len(texts), PIPELINE_SIZE):
-            part = texts[start : start + PIPELINE_SIZE]
-            pipe.lpush(queue, *part)
-            pending += len(part)
-            if pending >= PIPELINE_SIZE:
-                pipe.execute()
-                pending = 0
-    if len(pipe):
-        pipe.execute()
+def commands(envelopes: Sequence[Envelope], eta: float | None, key_prefix: str) -> list[tuple[str, ...]]:
+    """The ``LPUSH`` commands that store the batch as kombu's Redis channel would, in order, keys under
+    kombu's ``global_keyprefix``; several in one ``MULTI`` block, so a write cut short stores none."""
+    pushes: list[tuple[str, ...]] = [
+        ("LPUSH", key_prefix + queue, *piece)
+        for queue, texts in stored_messages(envelopes, eta)
+        for piece in pieces(texts, len)
+    ]
+    return [("MULTI",), *pushes, ("EXEC",)] if len(pushes) > 1 else pushes
+
+
+def start_push(channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> InFlight:
+    """Write the batch's ``LPUSH`` commands through ``channel``'s client without waiting for Redis."""
+    client = channel.client
+    return InFlight(client, commands(envelopes, eta, getattr(client, "global_keyprefix", "")))

@@ -38,6 +38,10 @@ _TRANSPORT_MODULES = {
 """Per transport, the packages its Dramatiq broker needs (module -> extra)."""
 
 
+def _published() -> None:
+    """What a publish that already waited for the broker returns to wait with."""
+
+
 class DramatiqEngine:
     """Runs taskbridge jobs on Dramatiq: one actor per job, a real Dramatiq worker per process.
 
@@ -82,6 +86,15 @@ class DramatiqEngine:
             self.broker.publish_batch(envelopes, delay_ms)
             return
         self.broker.publish([to_message(envelope) for envelope in envelopes], delay_ms)
+
+    def start_publish(self, envelopes: Sequence[Envelope], delay: float = 0) -> Callable[[], None]:
+        """:meth:`publish` without waiting for the broker where it can (a batch on Redis); the function
+        returned waits."""
+        start = getattr(self.broker, "start_publish_batch", None)
+        if start is None or not isinstance(envelopes, EnvelopeBatch) or len(envelopes) < 2:
+            self.publish(envelopes, delay)
+            return _published
+        return start(envelopes, math.ceil(delay * 1000) if delay > 0 else None)  # type: ignore[no-any-return]
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         """Run worker processes on ``queues`` in the foreground until SIGTERM or Ctrl-C.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
@@ -17,6 +17,7 @@ from dramatiq.common import current_millis, dq_name, xq_name
 
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
+from taskbridge.redis_inflight import Command, InFlight, pieces
 
 from ..outage import wait_before_reconnecting
 from .common import RoutesUnknownActors, message_bodies
@@ -39,6 +40,10 @@ def _stored_or_raise(what: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise PublishError(f"Redis did not store {what}: {exc}") from exc
+
+
+def _stored() -> None:
+    """What a publish that already waited for Redis returns to wait with."""
 
 
 class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
@@ -146,24 +151,50 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             self.emit_after("enqueue", message, delay_ms)
 
     def publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> None:
+        self.start_publish_batch(batch, delay_ms)()
+
+    def start_publish_batch(self, batch: EnvelopeBatch, delay_ms: int | None) -> Callable[[], None]:
+        """Write the batch's transaction and return at once; the function returned waits until Redis
+        stored it (raising :class:`PublishError` if it did not)."""
         if self.middleware:  # the enqueue hooks need Message objects
             from ..actors import to_message
 
             self.publish([to_message(envelope) for envelope in batch], delay_ms)
-            return
+            return _stored
         queue_name, eta = batch.queue, ""
         if delay_ms is not None:
             queue_name, eta = dq_name(queue_name), f',"eta":{current_millis() + delay_ms}'
         prefix = f"{uuid4().hex}-"
         redis_ids = [f"{prefix}{index}" for index in range(len(batch))]
         bodies = message_bodies(batch, queue_name, [f'{{"redis_message_id":"{rid}"{eta}}}' for rid in redis_ids])
-        pipe = self.client.pipeline(transaction=True)
-        # HSET's field-value pairs flattened in C (redis-py's mapping= loops over them in Python).
-        fields = itertools.chain.from_iterable(zip(redis_ids, bodies, strict=True))
-        pipe.execute_command("HSET", f"{self.namespace}:{queue_name}.msgs", *fields)
-        pipe.rpush(f"{self.namespace}:{queue_name}", *redis_ids)
-        with _stored_or_raise(f"a batch of {len(batch)} messages"):
-            pipe.execute()
+        what = f"a batch of {len(batch)} messages"
+        messages_key, ids_key = f"{self.namespace}:{queue_name}.msgs", f"{self.namespace}:{queue_name}"
+        fields = list(itertools.chain.from_iterable(zip(redis_ids, bodies, strict=True)))
+        commands: list[Command] = [("MULTI",)]
+        start = 0
+        for piece in pieces(bodies, len):
+            commands.append(("HSET", messages_key, *fields[2 * start : 2 * (start + len(piece))]))
+            start += len(piece)
+        commands += [("RPUSH", ids_key, *piece) for piece in pieces(redis_ids, len)]
+        commands.append(("EXEC",))
+        try:
+            written = InFlight(self.client, commands)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Nothing was stored (no EXEC reached Redis): the client's own pipeline retries.
+            pipe = self.client.pipeline(transaction=True)
+            for command in commands[1:-1]:
+                pipe.execute_command(*command)
+            with _stored_or_raise(what):
+                pipe.execute()
+            return _stored
+        except redis.RedisError as exc:
+            raise PublishError(f"Redis did not store {what}: {exc}") from exc
+
+        def wait() -> None:
+            with _stored_or_raise(what):
+                written.wait()
+
+        return wait
 
     def queue_depth(self, queue: str) -> int:
         return sum(self.holdings(queue).values())
