@@ -6,7 +6,10 @@
     .venv/bin/python benchmarks/bench_ceiling.py --broker redis://127.0.0.1:6379/0 --engine celery
 
 Redis: ``LPUSH`` pipelined in batches of 1,000. RabbitMQ: ``basic_publish`` on one pika channel,
-unconfirmed, then with publisher confirms (one round trip each, as a plain confirmed loop pays).
+unconfirmed, then with publisher confirms (one round trip each, as a plain confirmed loop pays);
+and what the broker itself takes when the Python client costs nothing: frames marshalled beforehand,
+written 1,000 at a time, unconfirmed (``ceiling_frames``) and in one transaction per write
+(``ceiling_frames_tx``); not for Celery's bodies, whose headers differ per message.
 Queues and keys are fresh and removed afterwards.
 
 The bodies are rendered before the clock starts. Without ``--engine`` each is a bare envelope of a
@@ -127,17 +130,62 @@ def amqp_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, float
         seconds, cpu = timed_cpu(publish)
         unconfirmed = rate(n, seconds)
         channel.queue_purge(queue)
+        plain = all(headers is None for _, headers in bodies_for(engine, "amqp", 1))
+        # Celery's headers differ per message: its frames cannot be marshalled once for all.
+        frames = _frames_ceilings(pika, connection, channel, queue, [body for body, _ in messages]) if plain else {}
         channel.confirm_delivery()
         confirmed = rate(n, timed(publish))
         return {
             "ceiling_publish": unconfirmed,
             "ceiling_publish_confirmed": confirmed,
+            **frames,
             "ceiling_cpu": cpu / n,
             "ceiling_body_bytes": len(messages[0][0]),
         }
     finally:
         channel.queue_delete(queue)
         connection.close()
+
+
+def _frames_ceilings(pika: Any, connection: Any, channel: Any, queue: str, bodies: list[bytes]) -> dict[str, float]:
+    """What the broker itself takes: the bodies' frames marshalled before the clock starts and
+    written 1,000 at a time, unconfirmed (until the queue holds them all) and with one AMQP
+    transaction per write (how taskbridge confirms a batch)."""
+    from taskbridge_dramatiq.brokers.amqp_frames import publish_frames
+
+    persistent = pika.BasicProperties(delivery_mode=2)
+    n = len(bodies)
+
+    def marshalled(number: int) -> list[bytes]:
+        return [
+            publish_frames(number, queue, bodies[start : start + BATCH], persistent, 1 << 30) or b""
+            for start in range(0, n, BATCH)
+        ]
+
+    plain = marshalled(channel.channel_number)
+
+    def unconfirmed() -> None:
+        for data in plain:
+            connection._impl._output_marshaled_frames([data])
+        connection.process_data_events(0)
+        while channel.queue_declare(queue, passive=True).method.message_count < n:
+            time.sleep(0.001)
+
+    figures = {"ceiling_frames": rate(n, timed(unconfirmed))}
+    channel.queue_purge(queue)
+    tx = connection.channel()
+    tx.tx_select()
+    pieces = marshalled(tx.channel_number)
+
+    def transactions() -> None:
+        for data in pieces:
+            connection._impl._output_marshaled_frames([data])
+            tx.tx_commit()
+
+    figures["ceiling_frames_tx"] = rate(n, timed(transactions))
+    tx.close()
+    channel.queue_purge(queue)
+    return figures
 
 
 def _properties(pika: Any, headers: dict[str, Any]) -> Any:

@@ -3,16 +3,18 @@
     .venv/bin/python benchmarks/bench_latency.py --engine dramatiq --broker redis://127.0.0.1:6379/0
     .venv/bin/python benchmarks/bench_latency.py --engine celery --broker amqp://guest:guest@127.0.0.1:5672//
 
-For each side (raw first, then taskbridge) it starts one worker, warms it up with ``--warmup`` jobs,
-then sends ``--jobs`` jobs (default 1,000) paced at ``--rate`` per second (default 100). Each job
-writes how long after its enqueue it started (the sender's clock, passed as its argument); the
-figures are the p50 and p99 of those delays in milliseconds. Both sides use the same delivery
-settings as ``bench_celery.py`` and ``bench_dramatiq.py`` (Celery: prefork concurrency 2, late
-acks, prefetch 1; Dramatiq: one process, 8 threads). On RabbitMQ, raw Dramatiq is measured a second
-time publishing with confirms, as taskbridge does by default (raw Celery already runs with
-taskbridge's transport options, confirms included). ``--taskbridge-first`` reverses the order of the
-sides (``run.py`` alternates it between rounds, so a machine that warms up or slows down over a run
-does not always favour one side). This file is also the job module of every worker.
+The sides (raw, taskbridge) each get a worker, all started at once and each warmed up with
+``--warmup`` jobs; then ``--jobs`` jobs per side are sent paced at ``--rate`` per second per side,
+the sides taking turns (one send every ``1 / (rate x sides)`` seconds), so a broker or machine that
+speeds up or slows down during the run changes every side alike. Each job writes how long after
+its enqueue it started (the sender's clock, passed as its argument); the figures are the p50 and
+p99 of those delays in milliseconds. Both sides use the same delivery settings as
+``bench_celery.py`` and ``bench_dramatiq.py`` (Celery: prefork concurrency 2, late acks, prefetch 1;
+Dramatiq: one process, 8 threads). On RabbitMQ, raw Dramatiq is measured a second time (its own
+queue and worker) publishing with confirms, as taskbridge does by default (raw Celery already runs
+with taskbridge's transport options, confirms included). ``--taskbridge-first`` puts taskbridge
+first in each turn (``run.py`` alternates it between rounds).
+This file is also the job module of every worker.
 """
 
 from __future__ import annotations
@@ -148,30 +150,60 @@ def _paced(send: Callable[[float], object], count: int, per_second: float, warmu
         send(WARMUP if warmup else time.time())
 
 
-def _side(
-    what: str, command: list[str], env: dict[str, str], send: Callable[[float], object], args: argparse.Namespace
-) -> dict[str, float]:
-    """Start a worker, warm it up, send the paced jobs; p50 and p99 in milliseconds."""
-    path = Path(env[OUT_ENV])
-    worker = subprocess.Popen(
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGTERM)
     try:
-        _paced(send, args.warmup, args.rate, warmup=True)
-        _wait_for(path, args.warmup, worker, what)
-        _paced(send, args.jobs, args.rate)
-        _wait_for(path, args.warmup + args.jobs, worker, what)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+
+def _in_turns(senders: list[Callable[[float], object]], count: int, per_second: float) -> None:
+    """``count`` sends per sender, the senders taking turns, each at ``per_second``."""
+    start, turns = time.perf_counter(), len(senders)
+    for index in range(count * turns):
+        pause = start + index / (per_second * turns) - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        senders[index % turns](time.time())
+
+
+def _figures(path: Path) -> dict[str, float]:
+    """p50 and p99 of a side's delays, in milliseconds."""
     delays = sorted(float(line) * 1000 for line in _lines(path) if line != "warm")
     cuts = statistics.quantiles(delays, n=100, method="inclusive")
     return {"p50": statistics.median(delays), "p99": cuts[98]}
+
+
+Side = tuple[str, list[str], dict[str, str], Callable[[], Callable[[float], object]]]
+"""What is measured, its worker command and environment, and how to get its sender."""
+
+
+def _measure(sides: list[Side], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Start every side's worker, warm each up, send the paced jobs in turns; each side's figures."""
+    workers = {what: _start(command, env) for what, command, env, _ in sides}
+    try:
+        senders = []
+        for what, _, env, sender in sides:
+            send = sender()
+            _paced(send, args.warmup, args.rate, warmup=True)
+            _wait_for(Path(env[OUT_ENV]), args.warmup, workers[what], what)
+            senders.append(send)
+        _in_turns(senders, args.jobs, args.rate)
+        for what, _, env, _ in sides:
+            _wait_for(Path(env[OUT_ENV]), args.warmup + args.jobs, workers[what], what)
+    finally:
+        for worker in workers.values():
+            _stop(worker)
+    return {what: _figures(Path(env[OUT_ENV])) for what, _, env, _ in sides}
 
 
 def main() -> int:
@@ -249,24 +281,33 @@ def main() -> int:
         f"{args.engine} on {args.broker}: {args.jobs} jobs at {args.rate:g}/s after {args.warmup} warm-up jobs",
         flush=True,
     )
-    sides: list[tuple[str, list[str], dict[str, str], Callable[[], Callable[[float], object]]]] = [
+    sides: list[Side] = [
         ("raw", raw_command, raw_env, lambda: raw_send),
         ("taskbridge", tb_command, tb_env, lambda: started.enqueue),
     ]
+    queues = [raw_queue, tb_queue]
     if args.engine == "dramatiq" and args.broker.startswith("amqp"):
         # taskbridge publishes with confirms by default; raw Dramatiq does not unless asked.
-        confirmed_env = {**env, OUT_ENV: str(workdir / "raw-confirmed.txt")}
-        confirmed = ("raw with confirms", raw_command, confirmed_env, lambda: setup_raw_dramatiq(True).send)
-        sides.insert(1, confirmed)
+        confirmed_queue = f"benchlatrawc{run}"
+        queues.append(confirmed_queue)
+        confirmed_env = {**env, OUT_ENV: str(workdir / "raw-confirmed.txt"), QUEUE_ENV: confirmed_queue}
+
+        def confirmed_sender() -> Callable[[float], object]:
+            os.environ[QUEUE_ENV] = confirmed_queue
+            try:
+                return setup_raw_dramatiq(True).send  # type: ignore[no-any-return]
+            finally:
+                os.environ[QUEUE_ENV] = raw_queue
+
+        confirmed_command = [confirmed_queue if part == raw_queue else part for part in raw_command]
+        sides.insert(1, ("raw with confirms", confirmed_command, confirmed_env, confirmed_sender))
     if args.taskbridge_first:
         sides.reverse()
-    measured: dict[str, dict[str, float]] = {}
     try:
-        for what, command, side_env, sender in sides:
-            measured[what] = _side(what, command, side_env, sender(), args)
+        measured = _measure(sides, args)
     finally:
         engine = get_engine()
-        for queue in (raw_queue, tb_queue):
+        for queue in queues:
             with contextlib.suppress(Exception):
                 delete_queue(engine, queue)
         engine.close()

@@ -175,8 +175,30 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {f.get('tb_p99_ms', nan):.1f} ({f.get('raw_p99_ms', nan):.1f}) "
             f"| {f.get('tb_cpu', nan) * 1e6:.0f} ({f.get('raw_cpu', nan) * 1e6:.0f}) |"
         )
-    rows += backlog_rows(results) + rate_limit_rows(results)
+    rows += frames_rows(results) + backlog_rows(results) + rate_limit_rows(results)
     return "\n".join(rows)
+
+
+def frames_rows(results: dict[str, Any]) -> list[str]:
+    """RabbitMQ: what the broker takes with no client cost (frames marshalled beforehand), against
+    ``enqueue_many``, which confirms each batch with a transaction."""
+    rows: list[str] = []
+    for name, figures in results["ceilings"].items():
+        if "ceiling_frames" not in figures or name not in results["combinations"]:
+            continue
+        if not rows:
+            rows = [
+                "",
+                "| combination | pika `basic_publish`/s | frames unconfirmed/s | frames, a transaction "
+                "per 1,000/s | `enqueue_many`/s | raw loop/s |",
+                "|---|---|---|---|---|---|",
+            ]
+        f = results["combinations"][name]
+        rows.append(
+            f"| {name} | {figures['ceiling_publish']:,.0f} | {figures['ceiling_frames']:,.0f} "
+            f"| {figures['ceiling_frames_tx']:,.0f} | {f['tb_many']:,.0f} | {f['raw_enqueue']:,.0f} |"
+        )
+    return rows
 
 
 def _with_confirms(figures: dict[str, Any]) -> str:
