@@ -43,49 +43,62 @@ class InFlight:
     """``commands`` written to one connection of ``client``'s pool; :meth:`wait` reads their replies.
 
     The connection stays checked out until :meth:`wait` returns it, so nothing else reads those
-    replies. Raises what redis-py raises when the write fails (the connection is
-    dropped first): the commands may be written again, since a write that failed never reached the
-    end of the commands, and a ``MULTI`` ... ``EXEC`` block without its ``EXEC`` changes nothing.
+    replies. Raises what redis-py raises when the write fails (the connection is dropped first): the
+    commands may be written again, since a write that failed never reached the end of the commands,
+    and a ``MULTI`` ... ``EXEC`` block without its ``EXEC`` changes nothing.
     """
 
     def __init__(self, client: redis.Redis, commands: Sequence[Command]) -> None:
         self._pool = client.connection_pool
-        self._connection: Any = self._pool.get_connection()
-        self._count = len(commands)
-        try:
-            self._connection.send_packed_command(self._connection.pack_commands(commands))
-        except BaseException:
-            self._release(broken=True)
-            raise
+        self._commands = commands
+        self._connection: Any = self._written()
 
     def wait(self) -> list[Any]:
         """Each command's reply, in order. Raises the first error reply once all were read (an
-        ``EXEC`` whose queued command failed counts as one), or the connection's error."""
-        connection = self._connection
-        if connection is None:
+        ``EXEC`` whose queued command failed counts as one), or the connection's error.
+
+        A connection lost before every reply came is replaced and the commands are written once
+        more, as redis-py's own pipeline retries: commands Redis ran before the loss run twice
+        (at least once, never lost)."""
+        if self._connection is None:
             raise RuntimeError("the replies of these commands were read already")
-        replies: list[Any] = []
         try:
-            for _ in range(self._count):
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:  # the reply was read whole: the connection is fine
-                    replies.append(exc)
-        except BaseException:
-            self._release(broken=True)
-            raise
-        self._release(broken=False)
+            replies = self._replies()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._connection = self._written()
+            replies = self._replies()
         for reply in replies:
             failed = reply if isinstance(reply, Exception) else _failed_in_exec(reply)
             if failed is not None:
                 raise failed
         return replies
 
-    def _release(self, *, broken: bool) -> None:
-        connection, self._connection = self._connection, None
-        if broken:
+    def _written(self) -> Any:
+        connection = self._pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(self._commands))
+        except BaseException:
             connection.disconnect()
-        self._pool.release(connection)
+            self._pool.release(connection)
+            raise
+        return connection
+
+    def _replies(self) -> list[Any]:
+        """Read every reply and give the connection back (dropped when reading failed)."""
+        connection, self._connection = self._connection, None
+        replies: list[Any] = []
+        try:
+            for _ in self._commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # the reply was read whole: the connection is fine
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+        return replies
 
 
 def _failed_in_exec(reply: Any) -> Exception | None:

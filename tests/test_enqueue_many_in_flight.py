@@ -15,8 +15,8 @@ import redis
 from support import open_harness
 
 from taskbridge import EnqueueError, PublishError, get_settings
-from taskbridge.envelope import decode
 from taskbridge.engine import settle
+from taskbridge.envelope import decode
 from taskbridge.testing import Harness
 from taskbridge.wire import unwrap
 
