@@ -67,9 +67,10 @@ def test_a_connection_lost_before_the_replies_is_replaced_and_nothing_is_lost(
 
 
 def test_pieces_keep_each_command_small_and_lose_no_value() -> None:
-    values = [b"x" * 1000] * 300 + [b"y" * (PIECE_BYTES * 2)] + [b"z"] * 5
-    runs = list(pieces(values, len))
-    assert [value for run in runs for value in run] == values
-    assert all(sum(map(len, run[:-1])) < PIECE_BYTES for run in runs), "only a run's last value crosses the line"
-    assert len(runs) > 1
-    assert list(pieces([], len)) == []
+    values = [f"{n:04}".encode() * 250 for n in range(300)]  # 1,000 bytes each
+    runs = pieces(values, len)
+    assert [value for run in runs for value in run] == values, "every value, in order"
+    assert len(runs) == -(-300_000 // PIECE_BYTES)
+    assert all(sum(map(len, run)) <= PIECE_BYTES + 1000 for run in runs)
+    assert pieces(values[:3], len) == [values[:3]], "small enough for one command"
+    assert pieces([], len) == []

@@ -77,8 +77,8 @@ def delivery_tags(count: int) -> list[str]:
     the batch, then 48 bits that start at random and count up, so no two tags of a batch are alike."""
     seed = os.urandom(16).hex()
     head = f"{seed[:8]}-{seed[8:12]}-4{seed[13:16]}-{_VARIANT[int(seed[16], 16) & 3]}{seed[17:20]}-"
-    start = int(seed[20:], 16)
-    return [f"{head}{(start + index) & 0xFFFF_FFFF_FFFF:012x}" for index in range(count)]
+    start = int(seed[20:], 16) % (0x1_0000_0000_0000 - count)  # counting up stays within 12 digits
+    return list(map(f"{head}%012x".__mod__, range(start, start + count)))
 
 
 def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tuple[str, list[str]]]:
