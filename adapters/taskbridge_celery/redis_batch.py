@@ -14,13 +14,15 @@ import os
 import re
 from binascii import b2a_base64
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskbridge import Envelope
 from taskbridge.envelope import EnvelopeBatch
-from taskbridge.redis_inflight import InFlight, pieces
 
 from .wire import BODY_HEAD, BODY_TAIL, CONTENT_ENCODING, CONTENT_TYPE, message_headers, task_id_for
+
+if TYPE_CHECKING:
+    from taskbridge.redis_inflight import InFlight
 
 _TASK_ID, _BODY, _TAG = "\ue000task\ue000", "\ue000body\ue000", "\ue000tag\ue000"
 _MARK = re.compile("(\ue000(?:task|body|tag)\ue000)")
@@ -108,6 +110,8 @@ def stored_messages(envelopes: Sequence[Envelope], eta: float | None) -> list[tu
 def commands(envelopes: Sequence[Envelope], eta: float | None, key_prefix: str) -> list[tuple[str, ...]]:
     """The ``LPUSH`` commands that store the batch as kombu's Redis channel would, in order, keys under
     kombu's ``global_keyprefix``; several in one ``MULTI`` block, so a write cut short stores none."""
+    from taskbridge.redis_inflight import pieces  # imports redis-py: installed with the redis extra only
+
     pushes: list[tuple[str, ...]] = [
         ("LPUSH", key_prefix + queue, *piece)
         for queue, texts in stored_messages(envelopes, eta)
@@ -118,5 +122,7 @@ def commands(envelopes: Sequence[Envelope], eta: float | None, key_prefix: str) 
 
 def start_push(channel: Any, envelopes: Sequence[Envelope], eta: float | None) -> InFlight:
     """Write the batch's ``LPUSH`` commands through ``channel``'s client without waiting for Redis."""
+    from taskbridge.redis_inflight import InFlight  # imports redis-py: installed with the redis extra only
+
     client = channel.client
     return InFlight(client, commands(envelopes, eta, getattr(client, "global_keyprefix", "")))
