@@ -3,7 +3,6 @@ hands it to :mod:`taskbridge.dispatch`; one call, or many in bounded batches."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -425,8 +424,9 @@ def enqueue_batches(
             in_flight = (publisher.start_send(batch), len(batch), consumed, batch if refs else None)
             del batch
         stored()
-    finally:
-        if in_flight is not None:  # an error or an interrupt while the batch before was in flight
-            with contextlib.suppress(Exception):
-                stored()
+    except BaseException:
+        # A bad call or an interrupt while a batch was in flight: that batch still counts as
+        # published once stored, and if it was not, that failure is raised (the first chained to it).
+        stored()
+        raise
     return sent if refs else total
