@@ -13,7 +13,10 @@ p99 of those delays in milliseconds. Both sides use the same delivery settings a
 Dramatiq: one process, 8 threads). On RabbitMQ, raw Dramatiq is measured a second time (its own
 queue and worker) publishing with confirms, as taskbridge does by default (raw Celery already runs
 with taskbridge's transport options, confirms included). ``--taskbridge-first`` puts taskbridge
-first in each turn (``run.py`` alternates it between rounds).
+first in each turn (``run.py`` alternates it between rounds). ``--stages`` (Dramatiq on RabbitMQ)
+also prints, per side, the median time from enqueue to the delivery reaching pika, a worker thread
+and taskbridge's runner (``latency_stages/sitecustomize.py``), which shows where a gap between the
+sides comes from.
 This file is also the job module of every worker.
 """
 
@@ -42,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 OUT_ENV = "BENCH_LATENCY_FILE"
 QUEUE_ENV = "BENCH_LATENCY_RAW_QUEUE"
 BROKER_ENV = "BENCH_LATENCY_BROKER"
+STAGES_ENV = "BENCH_LATENCY_STAGES"
 WARMUP = -1.0
 
 
@@ -206,6 +210,19 @@ def _measure(sides: list[Side], args: argparse.Namespace) -> dict[str, dict[str,
     return {what: _figures(Path(env[OUT_ENV])) for what, _, env, _ in sides}
 
 
+def _print_stages(path: Path, sides: list[str]) -> None:
+    """Median milliseconds from enqueue to each stage, per side (the job's start is its p50 above)."""
+    stamps: dict[tuple[str, str], list[float]] = {}
+    for line in _lines(path):
+        side, stage, delay = line.split()
+        stamps.setdefault((side, stage), []).append(float(delay) * 1000)
+    files = {"raw": "raw", "raw with confirms": "raw-confirmed", "taskbridge": "taskbridge"}
+    print("median ms from enqueue to: arrived at pika / a worker thread's process_message / Runner.run")
+    for what in sides:
+        cells = [stamps.get((files[what], stage)) for stage in ("arrived", "dequeued", "runner")]
+        print(f"{what:<18} " + " / ".join(f"{statistics.median(c):.3f}" if c else "-" for c in cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=("celery", "dramatiq"), default="dramatiq")
@@ -217,7 +234,14 @@ def main() -> int:
     parser.add_argument(
         "--taskbridge-first", action="store_true", help="measure taskbridge before the raw engine (run.py alternates)"
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="Dramatiq on RabbitMQ: also print when messages reach pika, a worker thread and the runner",
+    )
     args = parser.parse_args()
+    if args.stages and not (args.engine == "dramatiq" and args.broker.startswith("amqp")):
+        parser.error("--stages is for --engine dramatiq on an amqp:// broker")
 
     run = uuid.uuid4().hex[:8]
     raw_queue, tb_queue = f"benchlatraw{run}", f"benchlattb{run}"
@@ -235,6 +259,10 @@ def main() -> int:
         BROKER_ENV: args.broker,
         QUEUE_ENV: raw_queue,
     }
+    if args.stages:
+        # Workers load latency_stages/sitecustomize.py, which stamps each stage (see its docstring).
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE / "latency_stages"), env["PYTHONPATH"]])
+        env[STAGES_ENV] = str(workdir / "stages.txt")
     os.environ.update(env)
     import taskbridge
     from taskbridge import get_engine
@@ -323,6 +351,8 @@ def main() -> int:
         )
     print(f"raw         p50 {raw['p50']:7.2f} ms   p99 {raw['p99']:7.2f} ms")
     print(f"taskbridge  p50 {tb['p50']:7.2f} ms   p99 {tb['p99']:7.2f} ms   (p50 {tb['p50'] / raw['p50']:.2f}x raw)")
+    if args.stages:
+        _print_stages(workdir / "stages.txt", [what for what, *_ in sides])
     if args.json is not None:
         args.json.write_text(
             json.dumps(
