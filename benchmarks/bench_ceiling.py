@@ -5,7 +5,9 @@
 
     .venv/bin/python benchmarks/bench_ceiling.py --broker redis://127.0.0.1:6379/0 --engine celery
 
-Redis: ``LPUSH`` pipelined in batches of 1,000. RabbitMQ: ``basic_publish`` on one pika channel,
+Redis: ``LPUSH`` pipelined in batches of 1,000; with ``--engine dramatiq`` also the same bodies
+stored as Dramatiq stores a message (``HSET`` into the queue's hash, ``RPUSH`` of the id, one
+transaction per 1,000: ``ceiling_dramatiq_layout``). RabbitMQ: ``basic_publish`` on one pika channel,
 unconfirmed, then with publisher confirms (one round trip each, as a plain confirmed loop pays);
 and what the broker itself takes when the Python client costs nothing: frames marshalled beforehand,
 written 1,000 at a time, unconfirmed (``ceiling_frames``) and in one transaction per write
@@ -100,11 +102,24 @@ def redis_ceiling(url: str, n: int, engine: str | None = None) -> dict[str, floa
             pipe.lpush(key, *bodies[start : start + BATCH])
             pipe.execute()
 
+    def push_as_dramatiq() -> None:
+        # Dramatiq's own layout: each body into the queue's hash under its id, the ids onto the list.
+        for start in range(0, n, BATCH):
+            ids = [f"{key}-{index}" for index in range(start, min(start + BATCH, n))]
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(f"{key}.msgs", mapping=dict(zip(ids, bodies[start : start + BATCH], strict=True)))
+            pipe.rpush(key, *ids)
+            pipe.execute()
+
     try:
         seconds, cpu = timed_cpu(push)
-        return {"ceiling_publish": rate(n, seconds), "ceiling_cpu": cpu / n, "ceiling_body_bytes": len(bodies[0])}
+        figures = {"ceiling_publish": rate(n, seconds), "ceiling_cpu": cpu / n, "ceiling_body_bytes": len(bodies[0])}
+        if engine == "dramatiq":
+            client.delete(key)
+            figures["ceiling_dramatiq_layout"] = rate(n, timed(push_as_dramatiq))
+        return figures
     finally:
-        client.delete(key)
+        client.delete(key, f"{key}.msgs")
         client.close()
 
 
