@@ -245,11 +245,12 @@ def start_publish(engine: Engine, envelopes: Sequence[Envelope], delay: float = 
     if start is not None:
         return start(envelopes, delay)
     engine.publish(envelopes, delay)
-    return _published
+    return already_stored
 
 
-def _published() -> None:
-    """The answer of a publish that already waited for it."""
+def already_stored() -> None:
+    """What ``start_publish`` returns when the publish already waited for the broker: nothing is
+    left to wait for."""
 
 
 def legacy_holdings(engine: Engine, queue: str) -> Mapping[str, int]:

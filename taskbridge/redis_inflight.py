@@ -42,15 +42,19 @@ class InFlight:
     """``commands`` written to one connection of ``client``'s pool; :meth:`wait` reads their replies.
 
     The connection stays checked out until :meth:`wait` returns it, so nothing else reads those
-    replies. Raises what redis-py raises when the write fails (the connection is dropped first): the
-    commands may be written again, since a write that failed never reached the end of the commands,
-    and a ``MULTI`` ... ``EXEC`` block without its ``EXEC`` changes nothing.
+    replies. A write that fails on a lost connection is made once more on a new one: a write that
+    failed never reached the end of the commands, and a ``MULTI`` ... ``EXEC`` block without its
+    ``EXEC`` changes nothing (send several commands in one, as the engines do). A second failure
+    raises what redis-py raises.
     """
 
     def __init__(self, client: redis.Redis, commands: Sequence[Command]) -> None:
         self._pool = client.connection_pool
         self._commands = commands
-        self._connection: Any = self._written()
+        try:
+            self._connection: Any = self._written()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._connection = self._written()
 
     def wait(self) -> list[Any]:
         """Each command's reply, in order. Raises the first error reply once all were read (an

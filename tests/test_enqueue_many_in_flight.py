@@ -4,6 +4,8 @@ of calls published before it."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,35 @@ def test_every_call_of_many_batches_is_stored_once_in_order(harness: Harness) ->
     assert jobs.noop.enqueue_many((n,) for n in range(total)) == total
     assert harness.engine.depth(harness.queue) == total
     assert _waiting_args(harness) == list(range(total))
+
+
+def test_batches_are_stored_in_each_engines_own_layout_read_by_its_own_decoder(harness: Harness) -> None:
+    """Read straight from Redis with the engine library's own code, not taskbridge's consumer: the
+    commands of one batch (several per batch, cut by size) leave the layout Dramatiq or kombu reads."""
+    total = 700
+    assert jobs.noop.enqueue_many((n,) for n in range(total)) == total
+    client = _redis()
+    engine: Any = harness.engine
+    try:
+        if get_settings().engine == "dramatiq":
+            from dramatiq import Message
+
+            key = f"{get_settings().namespace}:{harness.queue}"
+            ids = client.lrange(key, 0, -1)
+            bodies = client.hmget(f"{key}.msgs", ids)
+            assert len(ids) == len(set(ids)) == total and None not in bodies
+            envelopes = [decode(Message.decode(body).args[0]) for body in bodies]
+        else:
+            from kombu.utils.json import loads
+
+            key = str(engine.broker.transport_options.get("global_keyprefix", "")) + harness.queue
+            stored = [loads(item) for item in reversed(client.lrange(key, 0, -1))]  # kombu pops from the right
+            assert len(stored) == total
+            envelopes = [decode(json.dumps(loads(base64.b64decode(m["body"]))[0][0])) for m in stored]
+    finally:
+        client.close()
+    assert [envelope.args for envelope in envelopes] == [[n] for n in range(total)]
+    settle(harness.engine.take(harness.queue, total), ack=True)
 
 
 def test_refs_name_every_stored_call(harness: Harness) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from taskbridge import Envelope, JobSpec, Settings, TransportFacts, get_settings
-from taskbridge.engine import DeclaredRunner, MessageRunner, Taken
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken, already_stored
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import EnqueueError, PublishError
 from taskbridge.extras import require
@@ -40,10 +40,6 @@ log = logging.getLogger("taskbridge.celery")
 def _described(envelopes: Sequence[Envelope]) -> str:
     queues = [envelopes.queue] if isinstance(envelopes, EnvelopeBatch) else sorted({e.queue for e in envelopes})
     return f"{len(envelopes)} message(s) to {', '.join(queues)}"
-
-
-def _published() -> None:
-    """What a publish that already waited for the broker returns to wait with."""
 
 
 class CeleryEngine:
@@ -118,7 +114,7 @@ class CeleryEngine:
         until Redis stored it (elsewhere the publish waited already)."""
         if self._publisher is None:
             self.publish(envelopes, delay)
-            return _published
+            return already_stored
         what = _described(envelopes)
         with self._stored_or_raise(what):
             written = self._publisher.start(envelopes, delay)

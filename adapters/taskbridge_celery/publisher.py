@@ -12,6 +12,7 @@ from amqp import spec
 from kombu import Connection, Producer
 
 from taskbridge import Envelope
+from taskbridge.engine import already_stored
 from taskbridge.envelope import EnvelopeBatch, envelope_texts
 
 from . import amqp_batch, redis_batch
@@ -22,10 +23,6 @@ from .wire import CONTENT_ENCODING, CONTENT_TYPE, message_body, message_headers,
 
 BATCH_OPERATIONS = 1000
 """Redis commands buffered in one pipeline before it is sent."""
-
-
-def _published() -> None:
-    """What a publish that already waited for the broker returns to wait with."""
 
 
 class Publisher:
@@ -64,10 +61,9 @@ class Publisher:
         returned waits until Redis stored it."""
         if not (self._redis_batches and len(envelopes) > 1):
             self.publish(envelopes, delay)
-            return _published
+            return already_stored
         eta = time.time() + delay if delay > 0 else None
-        # A write that failed on a broken connection is written again on a new one: no LPUSH of it
-        # reached its end, so none was stored.
+        # InFlight writes once more on a new Redis connection; this call on a new kombu connection.
         written = self._connection.call(
             lambda connection: redis_batch.start_push(connection.default_channel, envelopes, eta)
         )

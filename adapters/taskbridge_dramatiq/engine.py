@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge.config import Settings, get_settings
-from taskbridge.engine import DeclaredRunner, MessageRunner, Taken, TransportFacts
+from taskbridge.engine import DeclaredRunner, MessageRunner, Taken, TransportFacts, already_stored
 from taskbridge.envelope import Envelope, EnvelopeBatch
 from taskbridge.errors import ConfigurationError
 from taskbridge.extras import require
@@ -36,10 +36,6 @@ _TRANSPORT_MODULES = {
     "sqs": {"boto3": "sqs", "dramatiq_sqs": "sqs"},
 }
 """Per transport, the packages its Dramatiq broker needs (module -> extra)."""
-
-
-def _published() -> None:
-    """What a publish that already waited for the broker returns to wait with."""
 
 
 class DramatiqEngine:
@@ -93,7 +89,7 @@ class DramatiqEngine:
         start = getattr(self.broker, "start_publish_batch", None)
         if start is None or not isinstance(envelopes, EnvelopeBatch) or len(envelopes) < 2:
             self.publish(envelopes, delay)
-            return _published
+            return already_stored
         return start(envelopes, math.ceil(delay * 1000) if delay > 0 else None)  # type: ignore[no-any-return]
 
     def work(self, queues: Sequence[str], concurrency: int) -> None:

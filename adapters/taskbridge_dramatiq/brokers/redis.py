@@ -15,6 +15,7 @@ from dramatiq import Message, get_encoder
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 
+from taskbridge.engine import already_stored
 from taskbridge.envelope import EnvelopeBatch
 from taskbridge.errors import PublishError
 from taskbridge.redis_inflight import Command, InFlight, pieces
@@ -40,10 +41,6 @@ def _stored_or_raise(what: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise PublishError(f"Redis did not store {what}: {exc}") from exc
-
-
-def _stored() -> None:
-    """What a publish that already waited for Redis returns to wait with."""
 
 
 class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
@@ -160,7 +157,7 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             from ..actors import to_message
 
             self.publish([to_message(envelope) for envelope in batch], delay_ms)
-            return _stored
+            return already_stored
         queue_name, eta = batch.queue, ""
         if delay_ms is not None:
             queue_name, eta = dq_name(queue_name), f',"eta":{current_millis() + delay_ms}'
@@ -177,18 +174,8 @@ class TaskbridgeRedisBroker(RoutesUnknownActors, RedisBroker):
             start += len(piece)
         commands += [("RPUSH", ids_key, *piece) for piece in pieces(redis_ids, len)]
         commands.append(("EXEC",))
-        try:
+        with _stored_or_raise(what):
             written = InFlight(self.client, commands)
-        except (redis.ConnectionError, redis.TimeoutError):
-            # Nothing was stored (no EXEC reached Redis): the client's own pipeline retries.
-            pipe = self.client.pipeline(transaction=True)
-            for command in commands[1:-1]:
-                pipe.execute_command(*command)
-            with _stored_or_raise(what):
-                pipe.execute()
-            return _stored
-        except redis.RedisError as exc:
-            raise PublishError(f"Redis did not store {what}: {exc}") from exc
 
         def wait() -> None:
             with _stored_or_raise(what):
