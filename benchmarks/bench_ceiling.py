@@ -10,8 +10,9 @@ stored as Dramatiq stores a message (``HSET`` into the queue's hash, ``RPUSH`` o
 transaction per 1,000: ``ceiling_dramatiq_layout``). RabbitMQ: ``basic_publish`` on one pika channel,
 unconfirmed, then with publisher confirms (one round trip each, as a plain confirmed loop pays);
 and what the broker itself takes when the Python client costs nothing: frames marshalled beforehand,
-written 1,000 at a time, unconfirmed (``ceiling_frames``) and in one transaction per write
-(``ceiling_frames_tx``); not for Celery's bodies, whose headers differ per message.
+written 1,000 at a time, unconfirmed (``ceiling_frames``), in one transaction per write
+(``ceiling_frames_tx``) and with publisher confirms awaited one write behind
+(``ceiling_frames_confirmed``); not for Celery's bodies, whose headers differ per message.
 Queues and keys are fresh and removed afterwards.
 
 The bodies are rendered before the clock starts. Without ``--engine`` each is a bare envelope of a
@@ -200,7 +201,40 @@ def _frames_ceilings(pika: Any, connection: Any, channel: Any, queue: str, bodie
     figures["ceiling_frames_tx"] = rate(n, timed(transactions))
     tx.close()
     channel.queue_purge(queue)
+    figures["ceiling_frames_confirmed"] = _confirmed_frames(pika, connection, queue, bodies, marshalled)
+    channel.queue_purge(queue)
     return figures
+
+
+def _confirmed_frames(pika: Any, connection: Any, queue: str, bodies: list[bytes], marshalled: Any) -> float:
+    """Frames written 1,000 at a time on a channel in publisher-confirm mode, each write's confirms
+    awaited after the next write (one batch always in flight): what the broker takes when it must
+    store persistent messages before it answers, with no client cost and no round trip per batch."""
+    confirmed = connection.channel()
+    state = {"acked": 0, "selected": False}
+
+    def on_confirm(frame: Any) -> None:
+        if isinstance(frame.method, pika.spec.Basic.Nack):
+            raise RuntimeError("RabbitMQ refused a message of the ceiling run")
+        state["acked"] = max(state["acked"], frame.method.delivery_tag)
+
+    confirmed._impl.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _: state.update(selected=True))
+    connection._flush_output(lambda: state["selected"])
+    pieces = marshalled(confirmed.channel_number)
+
+    def publish() -> None:
+        written = 0
+        for data in pieces:
+            before = written
+            connection._impl._output_marshaled_frames([data])
+            written += min(BATCH, len(bodies) - written)
+            connection._flush_output(lambda before=before: state["acked"] >= before)
+        connection._flush_output(lambda: state["acked"] >= written)
+
+    try:
+        return rate(len(bodies), timed(publish))
+    finally:
+        confirmed.close()
 
 
 def _properties(pika: Any, headers: dict[str, Any]) -> Any:

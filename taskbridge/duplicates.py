@@ -26,7 +26,7 @@ written within :data:`FLUSH_EVERY` seconds in a batch with the other messages' (
 no round trip of its own; a copy that comes meanwhile still finds the claim and is deferred); a
 deferral gives the claim back at once.
 
-On RabbitMQ (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no message is claimed
+On RabbitMQ and on Celery's Redis (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no message is claimed
 before it runs: the finished marks are written the same way, and only a message flagged as
 redelivered is looked up (and claimed) before it runs.
 """

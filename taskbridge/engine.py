@@ -106,9 +106,10 @@ class TransportFacts:
     (its acknowledgement was lost) is checked."""
     flags_lost_acks: bool = False
     """The transport hands out again soon, flagged as redelivered, a message whose acknowledgement was
-    lost (RabbitMQ: as the connection that held it closes). The runner then keeps a short-lived
-    finished mark of every message it ran (gathered and written in batches, no round trip of its
-    own) and a redelivered message whose run finished is not run again."""
+    lost (RabbitMQ, and kombu's Redis channel under Celery: as the connection that held it closes).
+    The runner then keeps a short-lived finished mark of every message it ran (gathered and written
+    in batches, no round trip of its own) and a redelivered message whose run finished is not run
+    again."""
 
 
 class Taken(Protocol):

@@ -105,16 +105,22 @@ _encode = _compact_encoder(_chunks)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _STRINGS = frozenset({str})
 _TUPLES = frozenset({tuple})
+_INTS = frozenset({int})
 
 
 def scalar_args_texts(calls: Sequence[Any]) -> list[str] | None:
     """The JSON texts of ``calls`` when each is a tuple of positional arguments that are all plain
     scalars (str, int, float, bool, None), encoded together; None for anything else, or for a float
     that is NaN or infinite (then each call takes :func:`json_arguments`, which names what is wrong)."""
-    if not _TUPLES.issuperset(map(type, calls)) or not _SCALARS.issuperset(
-        map(type, itertools.chain.from_iterable(calls))
-    ):
+    if not _TUPLES.issuperset(map(type, calls)):
         return None
+    kinds = set(map(type, itertools.chain.from_iterable(calls)))
+    if not _SCALARS.issuperset(kinds):
+        return None
+    if kinds <= _INTS and calls:
+        lengths = set(map(len, calls))
+        if len(lengths) == 1:  # the common call, ids: an int's JSON is its decimal text, as %d writes it
+            return list(map(f"[{','.join(['%d'] * lengths.pop())}]".__mod__, calls))
     try:
         if _chunks is None:
             return list(map(_encode, calls))

@@ -135,3 +135,35 @@ def test_a_finished_mark_outlives_two_short_visibility_timeouts(make_embedded: E
     time.sleep(3.0)
     copy = runner.run(raw)
     assert isinstance(copy, Skip) and copy.reason == Reason.DUPLICATE
+
+
+def test_a_finished_celery_message_kombu_puts_back_on_redis_is_acknowledged_unrun(tmp_path: Path) -> None:
+    """kombu's Redis channel puts back, flagged as redelivered, each message its worker had not
+    acknowledged when it closes (a warm stop, a ``--reload`` restart); one whose run finished
+    before the ack went out must not run again. The copy is written as kombu's restore writes it."""
+    import json
+
+    from taskbridge_celery.redis_batch import stored_messages
+
+    combination = KNOWN["celery-redis"]
+    reason = unavailable_reason(combination)
+    if reason:
+        unavailable(reason)
+    harness = Harness(combination, tmp_path)
+    try:
+        envelope = Envelope(job=jobs.echo.name, queue=harness.queue, args=["once"])
+        [(_, [stored])] = stored_messages([envelope], None)
+        harness.start_workers()
+        harness.put_raw(RawItem("first delivery", stored.encode()))
+        harness.wait_for(lambda: harness.events("ran", "echo"), 60, "the message never ran")
+        time.sleep(0.5)  # the finished mark is written within 50 ms of the run's end
+        restored = json.loads(stored)
+        restored["headers"]["redelivered"] = True
+        restored["properties"]["delivery_info"]["redelivered"] = True
+        harness.put_raw(RawItem("put back by kombu", json.dumps(restored).encode()))
+        jobs.echo.enqueue("after")
+        harness.wait_for(lambda: _duplicates(harness, "echo"), 60, "the copy was not reported as a duplicate")
+        harness.wait_for(lambda: len(harness.events("ran", "echo")) >= 2, 60, "the job behind the copy never ran")
+        assert sorted(e["args"][0] for e in harness.events("ran", "echo")) == ["after", "once"]
+    finally:
+        harness.close()

@@ -8,6 +8,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from taskbridge.envelope import (
     VERSION,
@@ -19,6 +21,7 @@ from taskbridge.envelope import (
     json_arguments,
     peek_job_name,
     peek_queue,
+    scalar_args_texts,
 )
 from taskbridge.errors import EnqueueError, EnvelopeError
 
@@ -272,3 +275,19 @@ def test_a_batch_keeps_the_arguments_as_they_were_added() -> None:
     batch.add((), kwargs, *json_arguments("billing.charge", (), kwargs))
     kwargs["n"] = 2  # a generator reusing one dict between items
     assert batch[0].kwargs == {"n": 1} == decode(batch.texts[0]).kwargs
+
+
+_SCALAR = st.one_of(
+    st.integers(), st.booleans(), st.none(), st.text(), st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+@given(st.lists(st.tuples(st.integers()), max_size=5) | st.lists(st.lists(_SCALAR, max_size=3).map(tuple), max_size=5))
+def test_calls_of_scalars_encode_together_as_each_alone(calls: list[tuple[Any, ...]]) -> None:
+    assert scalar_args_texts(calls) == [json.dumps(list(call), separators=(",", ":")) for call in calls]
+
+
+def test_calls_that_are_not_tuples_of_scalars_are_left_to_the_one_by_one_path() -> None:
+    assert scalar_args_texts([(1,), [2]]) is None
+    assert scalar_args_texts([(1, {"a": 1})]) is None
+    assert scalar_args_texts([(float("nan"),)]) is None

@@ -70,7 +70,10 @@ class Broker:
             # second late (billiard checks time limits once a second).
             native_soft_timeout=False,
             delivers_finished_again=self.scheme == "sqs",
-            flags_lost_acks=self.scheme == "amqp",
+            # kombu's Redis channel puts a worker's unacknowledged messages back, flagged as
+            # redelivered, when its connection closes: a warm stop (or --reload) whose ack did not
+            # go out before the close hands out a finished job again, as RabbitMQ does.
+            flags_lost_acks=self.scheme in ("amqp", "redis"),
         )
 
 
