@@ -40,6 +40,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from .coordination import Coordination
@@ -230,6 +231,15 @@ def finished_marks_for(
     return None
 
 
+def flush_finished_marks() -> None:
+    """Write now every finished mark this process gathered and has not written yet. For a process
+    that ends without running ``atexit`` handlers (a Celery pool child, a multiprocessing child):
+    the engine calls it as the process stops."""
+    for marks in list(_ALL_MARKS):
+        if marks._pid == os.getpid():
+            marks.flush()
+
+
 class FinishedMarks:
     """The finished marks of the messages this process ran, written in one round trip every
     :data:`FLUSH_EVERY` seconds from a daemon thread, so that a message costs its worker no round
@@ -243,6 +253,7 @@ class FinishedMarks:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._pid: int | None = None  # the process whose thread writes them (a forked child starts its own)
+        _ALL_MARKS.add(self)
 
     def add(self, envelope: Envelope) -> None:
         """Mark ``envelope``'s delivery finished, within :data:`FLUSH_EVERY` seconds."""
@@ -279,3 +290,6 @@ class FinishedMarks:
         while True:
             time.sleep(FLUSH_EVERY)
             self.flush()
+
+
+_ALL_MARKS: weakref.WeakSet[FinishedMarks] = weakref.WeakSet()

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange
 
 from taskbridge import Settings
+from taskbridge.duplicates import flush_finished_marks
 from taskbridge.layout import amqp_queue_arguments
 
 from .broker import Broker
@@ -20,6 +21,15 @@ from .layout_queue import LayoutQueue
 DEFAULT_EXCHANGE = Exchange("", type="direct")
 """Messages go through the broker's default exchange straight to the queue named by the routing
 key, so no exchange or binding has to exist (and Redis needs no binding table)."""
+
+
+def _flush_finished_marks(**_: Any) -> None:
+    """A pool child ends with ``os._exit`` (no ``atexit`` handlers): its last finished marks are
+    written as it stops."""
+    flush_finished_marks()
+
+
+signals.worker_process_shutdown.connect(_flush_finished_marks, weak=False, dispatch_uid="taskbridge-finished-marks")
 
 
 @lru_cache(maxsize=4096)

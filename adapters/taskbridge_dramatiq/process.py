@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from taskbridge import carrying
+from taskbridge.duplicates import flush_finished_marks
 
 from .actors import legacy_item, message_queue, raw_body
 from .brokers import consumer_timeout_ms
@@ -94,6 +95,7 @@ class WorkerProcess:
         worker.stop(timeout=_JOIN_MS)
         for running in [*self._held, *self.middleware.running()]:
             self._requeue(running)
+        flush_finished_marks()  # this child process ends without atexit handlers
         broker_: Any = broker
         broker_.close()
         return self._exit_code

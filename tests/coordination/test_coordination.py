@@ -22,8 +22,9 @@ from taskbridge.coordination import (
 )
 from taskbridge.coordination.base import slot_margin, slot_spacing_microseconds
 from taskbridge.coordination.clock import ServerClock
-from taskbridge.duplicates import NEWEST_LOST_ACK_MARKS, finished_marks_for
+from taskbridge.duplicates import NEWEST_LOST_ACK_MARKS, finished_marks_for, flush_finished_marks, record_key
 from taskbridge.engine import TransportFacts
+from taskbridge.envelope import Envelope
 from taskbridge.units import Rate
 
 RATE = Rate(count=20, period=1.0)
@@ -514,3 +515,17 @@ def test_lost_ack_marks_are_bounded_in_process_and_sqs_marks_are_not() -> None:
     sqs = finished_marks_for(replace(facts, delivers_finished_again=True), MemoryCoordination(), 30.0)
     assert rabbitmq is not None and rabbitmq.newest == NEWEST_LOST_ACK_MARKS
     assert sqs is not None and sqs.newest is None
+
+
+def test_marks_not_yet_written_are_written_when_the_process_stops() -> None:
+    """A pool child ends without atexit handlers: the engine flushes the marks as it stops, before
+    the writer thread's next round (every 50 ms)."""
+    facts = TransportFacts(max_native_delay=0.0, max_message_size=262_144, multi_process=False)
+    store = MemoryCoordination()
+    marks = finished_marks_for(replace(facts, flags_lost_acks=True), store, 30.0)
+    assert marks is not None
+    envelopes = [Envelope(job="j", queue="q") for _ in range(3)]
+    for envelope in envelopes:
+        marks.add(envelope)
+    flush_finished_marks()
+    assert [store.read_record(record_key(envelope)) for envelope in envelopes] == ["done"] * 3
