@@ -48,6 +48,19 @@ reconnecting to a lost broker): a requested stop is then Celery's warm shutdown 
 STOP_SIGNALS = ("SIGTERM", "SIGINT")
 """The signals whose first one drains the jobs the worker took."""
 
+_running: GracefulStop | None = None
+"""The step of the worker running in this process, if any."""
+
+
+def request_stop() -> bool:
+    """Stop the worker running in this process as its first SIGTERM does (the jobs it took finish
+    and are acknowledged first); False, having done nothing, when no such worker runs."""
+    step = _running
+    if step is None:
+        return False
+    step._requested = True  # only a flag: the event loop acts on it (_check)
+    return True
+
 
 class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
     """Worker bootstep: SIGTERM or Ctrl-C drains the jobs the worker took before the warm shutdown."""
@@ -68,6 +81,7 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         return bool(parent.use_eventloop)
 
     def start(self, parent: Any) -> None:
+        global _running
         # Celery installed its handlers before the steps started (WorkController.on_start).
         self._worker = parent
         for name in STOP_SIGNALS:
@@ -76,8 +90,12 @@ class GracefulStop(bootsteps.StartStopStep):  # type: ignore[misc]
         # Registered before the consumer starts, so a reconnection does not cancel it.
         self._timer = parent.hub.call_repeatedly(CHECK_INTERVAL, self._check, parent)
         threading.Thread(target=self._watch, name="taskbridge-graceful-stop", daemon=True).start()
+        _running = self
 
     def stop(self, parent: Any) -> None:
+        global _running
+        if _running is self:
+            _running = None
         self._stopped.set()
         if self._timer is not None:
             self._timer.cancel()

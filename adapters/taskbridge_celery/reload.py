@@ -1,7 +1,7 @@
 """``taskbridge worker --reload`` on Celery: a change to a ``*.py`` file under the current directory
-stops the worker warmly (running jobs finish), then the whole command starts again in the same
-process (exec), so the changed code is imported anew. Files are watched with watchdog, as the
-Dramatiq engine's ``--reload`` does."""
+stops the worker as SIGTERM does (the jobs it took finish and are acknowledged), then the whole
+command starts again in the same process (exec), so the changed code is imported anew. Files are
+watched with watchdog, as the Dramatiq engine's ``--reload`` does."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from celery import platforms
 from celery.worker import state
 
 from taskbridge.extras import require
+
+from .graceful_stop import request_stop
 
 log = logging.getLogger("taskbridge.celery")
 
@@ -53,7 +55,10 @@ class SourceWatcher:
         if self.changed is None:
             self.changed = path
             log.info("%s changed: stopping the worker (running jobs finish) to start it again", path)
-            state.should_stop = 0  # Celery's warm shutdown, seen by the worker's event loop within a second
+            # As a first SIGTERM: the jobs the worker took finish and are acknowledged before Celery's
+            # warm shutdown, which could miss a job's result and leave it to run again after the restart.
+            if not request_stop():
+                state.should_stop = 0  # no worker loop yet: Celery's warm shutdown
 
     def stop(self) -> None:
         if self._observer is not None:
