@@ -26,9 +26,9 @@ written within :data:`FLUSH_EVERY` seconds in a batch with the other messages' (
 no round trip of its own; a copy that comes meanwhile still finds the claim and is deferred); a
 deferral gives the claim back at once.
 
-On RabbitMQ and on Celery's Redis (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no message is claimed
-before it runs: the finished marks are written the same way, and only a message flagged as
-redelivered is looked up (and claimed) before it runs.
+On RabbitMQ and on Celery's Redis (:attr:`~taskbridge.engine.TransportFacts.flags_lost_acks`) no
+message is claimed before it runs: the finished marks are written the same way, and only a message
+flagged as redelivered is looked up (and claimed) before it runs.
 """
 
 from __future__ import annotations
@@ -231,6 +231,10 @@ def finished_marks_for(
     return None
 
 
+_ALL_MARKS: weakref.WeakSet[FinishedMarks] = weakref.WeakSet()
+"""Every :class:`FinishedMarks` of this process, for :func:`flush_finished_marks`."""
+
+
 def flush_finished_marks() -> None:
     """Write now every finished mark this process gathered and has not written yet. For a process
     that ends without running ``atexit`` handlers (a Celery pool child, a multiprocessing child):
@@ -290,6 +294,3 @@ class FinishedMarks:
         while True:
             time.sleep(FLUSH_EVERY)
             self.flush()
-
-
-_ALL_MARKS: weakref.WeakSet[FinishedMarks] = weakref.WeakSet()

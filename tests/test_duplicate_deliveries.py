@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Embedded, EmbeddedFactory, unavailable
+from support import Embedded, EmbeddedFactory, open_harness, unavailable
 
 from taskbridge.envelope import Envelope
 from taskbridge.outcomes import Defer, Done, Reason, Skip
@@ -145,12 +145,7 @@ def test_a_finished_celery_message_kombu_puts_back_on_redis_is_acknowledged_unru
 
     from taskbridge_celery.redis_batch import stored_messages
 
-    combination = KNOWN["celery-redis"]
-    reason = unavailable_reason(combination)
-    if reason:
-        unavailable(reason)
-    harness = Harness(combination, tmp_path)
-    try:
+    with open_harness("celery-redis", tmp_path, "taskbridge.testing.jobs") as harness:
         envelope = Envelope(job=jobs.echo.name, queue=harness.queue, args=["once"])
         [(_, [stored])] = stored_messages([envelope], None)
         harness.start_workers()
@@ -165,5 +160,3 @@ def test_a_finished_celery_message_kombu_puts_back_on_redis_is_acknowledged_unru
         harness.wait_for(lambda: _duplicates(harness, "echo"), 60, "the copy was not reported as a duplicate")
         harness.wait_for(lambda: len(harness.events("ran", "echo")) >= 2, 60, "the job behind the copy never ran")
         assert sorted(e["args"][0] for e in harness.events("ran", "echo")) == ["after", "once"]
-    finally:
-        harness.close()

@@ -531,7 +531,7 @@ def test_two_schedulers_fire_each_run_of_a_periodic_job_once_with_its_scheduled_
 # -- workflows: chunked fan-out --------------------------------------------------------------
 
 FAN_OUT_IDS = os.environ.get("TASKBRIDGE_CONTRACT_FANOUT_IDS")
-"""How many ids the fan-out case walks (the issue's figure is 200,000; by default 10,000, and 1,000 on
+"""How many ids the fan-out case walks (the issue's figure is 200,000; by default 10,000, and 2,000 on
 SQS, where moto answers each receive in about 0.4 s). The chunk is a fortieth of it and
 ``max_depth`` four chunks."""
 
@@ -550,7 +550,7 @@ def test_fan_out_respects_max_depth_visits_each_id_once_and_survives_a_killed_di
     from taskbridge.workflows import fan_out, ids, progress
 
     sqs = urlsplit(harness.combination.broker_url).scheme == "sqs"
-    count = int(FAN_OUT_IDS) if FAN_OUT_IDS else (1_000 if sqs else 10_000)
+    count = int(FAN_OUT_IDS) if FAN_OUT_IDS else (2_000 if sqs else 10_000)
     chunk = max(1, count // 40)  # 20,000 ids: chunks of 500 and a bound of 2,000
     max_depth = 4 * chunk
     dispatch_queue = f"{harness.queue}_fan"
