@@ -8,7 +8,10 @@ For each side (the raw engine and taskbridge, with the workers of ``bench_celery
 ``bench_dramatiq.py``) and each backlog (``--jobs`` and ten times as many) it fills a fresh queue
 with no-op jobs, starts one worker and measures its drain rate over the same number of jobs
 (80% of ``--jobs``, after the first 10%), while the queue is still that deep. The worker's
-resident memory (all its processes) is sampled over that window. Sides alternate (raw small, taskbridge
+resident memory (all its processes) is sampled over that window, and the CPU time per job of the
+worker (all its processes) and of the broker (when it runs on this machine) is taken over it: a
+per-message cost that grows with the queue shows in the worker's CPU per job, a broker that slows
+with a deep queue in the broker's, whatever the rate does. Sides alternate (raw small, taskbridge
 small, taskbridge big, raw big; reversed in odd rounds) and the table gives medians over
 ``--rounds``: the big/small drain ratio of each side (1.0 = no per-message cost that grows with
 the queue) and the memory growth over the window.
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from measure import group_rss
+from measure import broker_cpu, group_cpu, group_rss
 
 from taskbridge.engine import delete_queue
 
@@ -108,7 +111,7 @@ def _tb_worker() -> list[str]:
     return [sys.executable, "-m", "taskbridge", "--log-level", "WARNING", "worker"]
 
 
-def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path) -> dict[str, float]:
+def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path, broker: str) -> dict[str, float]:
     """Fill ``queue`` with ``depth`` jobs, start a worker, and time jobs ``skip`` to ``skip + window``."""
     from taskbridge import get_engine
 
@@ -131,18 +134,23 @@ def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path)
             left = engine.depth(queue)
             if started is None and left <= depth - skip:
                 started, first = time.perf_counter(), left
+                worker_cpu, server_cpu = group_cpu(worker.pid), broker_cpu(broker)
             if started is not None:
                 samples.append(group_rss(worker.pid))
                 if left <= depth - skip - window:
                     seconds = time.perf_counter() - started
+                    worker_cpu, server_cpu = group_cpu(worker.pid) - worker_cpu, _spent(broker_cpu(broker), server_cpu)
                     break
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see {log}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not drain {window} jobs in 30 minutes; see {log}")
             time.sleep(0.05 if started is None else 0.25)
+        done = first - left
         return {
-            "rate": (first - left) / seconds,
+            "rate": done / seconds,
+            "worker_cpu_us": worker_cpu / done * 1e6,
+            "broker_cpu_us": server_cpu / done * 1e6 if server_cpu is not None else float("nan"),
             # A tenth into the window: a worker process still starting up is not its steady size.
             "rss_start_mb": samples[len(samples) // 10] / MB,
             "rss_end_mb": samples[-1] / MB,
@@ -157,6 +165,10 @@ def drain(side: Side, queue: str, depth: int, skip: int, window: int, log: Path)
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
         delete_queue(engine, queue)
+
+
+def _spent(now: float | None, before: float | None) -> float | None:
+    return now - before if now is not None and before is not None else None
 
 
 def main() -> int:
@@ -204,11 +216,12 @@ def main() -> int:
     for index in range(rounds):
         for name, depth in order if index % 2 == 0 else order[::-1]:
             queue = f"benchbl-{name}-{depth}-{tag}-{index}"
-            figures = drain(sides[name], queue, depth, skip, window, logs / f"{queue}.log")
+            figures = drain(sides[name], queue, depth, skip, window, logs / f"{queue}.log", args.broker)
             results[f"{name}-{depth}"].append(figures)
             print(
                 f"round {index} {name:>10} backlog {depth:>7,}: {figures['rate']:8,.0f} jobs/s, RSS "
-                f"{figures['rss_start_mb']:.1f} -> {figures['rss_end_mb']:.1f} MB (max {figures['rss_max_mb']:.1f})",
+                f"{figures['rss_start_mb']:.1f} -> {figures['rss_end_mb']:.1f} MB (max {figures['rss_max_mb']:.1f}), "
+                f"CPU per job: worker {figures['worker_cpu_us']:.0f} us, broker {figures['broker_cpu_us']:.0f} us",
                 flush=True,
             )
     summary: dict[str, Any] = {"engine": args.engine, "broker": args.broker, "small": small, "big": big}
@@ -222,16 +235,26 @@ def main() -> int:
         summary[f"{name}_big_vs_small"] = statistics.median(rates)
         summary[f"{name}_rss_growth_mb"] = statistics.median(growth)
         summary[f"{name}_rss_max_mb"] = max(r["rss_max_mb"] for r in results[f"{name}-{big}"])
+        for part in ("worker", "broker"):
+            for size in (small, big):
+                label = "small" if size == small else "big"
+                cpu = statistics.median(r[f"{part}_cpu_us"] for r in results[f"{name}-{size}"])
+                summary[f"{name}_{part}_cpu_us_{label}"] = cpu
     summary["tb_vs_raw_small"] = summary["taskbridge_small_rate"] / summary["raw_small_rate"]
     summary["tb_vs_raw_big"] = summary["taskbridge_big_rate"] / summary["raw_big_rate"]
     summary["rounds"] = results
-    print("| side | drain/s at small | drain/s at 10x | 10x / small | RSS growth over the 10x window MB | max RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| side | drain/s at small | drain/s at 10x | 10x / small | RSS growth over the 10x window MB | max RSS MB "
+        "| worker CPU us/job at small, 10x | broker CPU us/job at small, 10x |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name in ("raw", "taskbridge"):
         print(
             f"| {name} | {summary[f'{name}_small_rate']:,.0f} | {summary[f'{name}_big_rate']:,.0f} "
             f"| {summary[f'{name}_big_vs_small']:.3f} | {summary[f'{name}_rss_growth_mb']:+.1f} "
-            f"| {summary[f'{name}_rss_max_mb']:.1f} |"
+            f"| {summary[f'{name}_rss_max_mb']:.1f} "
+            f"| {summary[f'{name}_worker_cpu_us_small']:.0f}, {summary[f'{name}_worker_cpu_us_big']:.0f} "
+            f"| {summary[f'{name}_broker_cpu_us_small']:.0f}, {summary[f'{name}_broker_cpu_us_big']:.0f} |"
         )
     print(
         f"taskbridge/raw drain: {summary['tb_vs_raw_small']:.2f} at {small:,}, "

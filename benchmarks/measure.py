@@ -137,6 +137,28 @@ def group_cpu(pgid: int) -> float:
     return total / _TICK
 
 
+def broker_cpu(broker: str) -> float | None:
+    """CPU seconds (user + system) the broker of URL ``broker`` has used so far, when it runs on this
+    machine (a ``redis-server`` or RabbitMQ's ``beam.smp``; Linux /proc), else None."""
+    wanted = "redis-server" if broker.startswith("redis") else "beam.smp"
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                name, rest = stat.read().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        if name == wanted:
+            fields = rest.split()
+            return (int(fields[11]) + int(fields[12])) / _TICK
+    return None
+
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

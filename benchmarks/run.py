@@ -224,8 +224,9 @@ def backlog_rows(results: dict[str, Any]) -> list[str]:
     rows = [
         "",
         "| combination | backlogs | drain 10x / 1x, taskbridge (raw) | taskbridge drain/s at 1x, 10x "
-        "| raw drain/s at 1x, 10x | worker RSS growth MB over the 10x drain, taskbridge (raw) |",
-        "|---|---|---|---|---|---|",
+        "| raw drain/s at 1x, 10x | worker RSS growth MB over the 10x drain, taskbridge (raw) "
+        "| worker CPU us/job at 1x, 10x, taskbridge (raw) | broker CPU us/job at 1x, 10x, taskbridge (raw) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, b in results["backlog"].items():
         rows.append(
@@ -233,9 +234,17 @@ def backlog_rows(results: dict[str, Any]) -> list[str]:
             f"| {b['taskbridge_big_vs_small']:.3f} ({b['raw_big_vs_small']:.3f}) "
             f"| {b['taskbridge_small_rate']:,.0f}, {b['taskbridge_big_rate']:,.0f} "
             f"| {b['raw_small_rate']:,.0f}, {b['raw_big_rate']:,.0f} "
-            f"| {b['taskbridge_rss_growth_mb']:+.1f} ({b['raw_rss_growth_mb']:+.1f}) |"
+            f"| {b['taskbridge_rss_growth_mb']:+.1f} ({b['raw_rss_growth_mb']:+.1f}) "
+            f"| {_cpu_pair(b, 'taskbridge', 'worker')} ({_cpu_pair(b, 'raw', 'worker')}) "
+            f"| {_cpu_pair(b, 'taskbridge', 'broker')} ({_cpu_pair(b, 'raw', 'broker')}) |"
         )
     return rows
+
+
+def _cpu_pair(backlog: dict[str, Any], side: str, part: str) -> str:
+    """CPU microseconds per job at the small and the big backlog ("-" in results from before they were taken)."""
+    small, big = backlog.get(f"{side}_{part}_cpu_us_small"), backlog.get(f"{side}_{part}_cpu_us_big")
+    return "-" if small is None or big is None else f"{small:.0f}, {big:.0f}"
 
 
 def rate_limit_rows(results: dict[str, Any]) -> list[str]:
