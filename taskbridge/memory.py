@@ -19,6 +19,7 @@ from .engine import MessageRunner, Taken, TransportFacts
 from .envelope import Envelope, peek_job_name
 from .runner import Runner
 from .spec import JobSpec
+from .stop_signals import stopped_by_signals
 
 log = logging.getLogger("taskbridge.memory")
 
@@ -113,8 +114,9 @@ class MemoryEngine:
     def work(self, queues: Sequence[str], concurrency: int) -> None:
         self.start(queues or None, concurrency)
         try:
-            while not self._stopping.wait(0.5):
-                pass
+            with stopped_by_signals(self._stopping.set, "worker"):
+                while not self._stopping.wait(0.5):
+                    pass
         except KeyboardInterrupt:
             pass
         finally:

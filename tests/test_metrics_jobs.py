@@ -16,6 +16,9 @@ from taskbridge import Backoff, job
 from taskbridge.testing.jobs import record
 
 SEED_ENV = "TB_OBSERVED_SEED"
+PAUSED_SEED_ENV = "TB_OBSERVED_PAUSED"
+"""With it set to seconds, importing this module enqueues one ``observed.holder`` (key "paused") that
+runs that long."""
 
 
 @job(name="observed.ok")
@@ -106,3 +109,5 @@ def seed() -> None:
 
 if os.environ.get(SEED_ENV):
     seed()
+if os.environ.get(PAUSED_SEED_ENV):
+    holder.enqueue("paused", float(os.environ[PAUSED_SEED_ENV]))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Iterable, Sequence
 
 from ..config import Settings, banner, get_settings
 from ..errors import ConfigurationError
 from ..job import Job, registry
+from ..stop_signals import stopped_by_signals
 from .scheduler import Scheduler, periodic_jobs
 
 log = logging.getLogger("taskbridge.scheduler")
@@ -83,7 +81,7 @@ def run_scheduler(modules: Sequence[str]) -> None:
     parent = os.environ.get(PARENT_ENV)
     if parent:
         _stop_when_gone(scheduler, int(parent))
-    with stopped_by_signals(scheduler):
+    with stopped_by_signals(scheduler.stop, "scheduler"):
         scheduler.run()
 
 
@@ -126,19 +124,3 @@ def _stop_when_gone(scheduler: Scheduler, parent: int) -> None:
         scheduler.stop()
 
     threading.Thread(target=watch, name="taskbridge-scheduler-parent", daemon=True).start()
-
-
-@contextlib.contextmanager
-def stopped_by_signals(scheduler: Scheduler) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT stop ``scheduler`` (which then gives its lease up)."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("scheduler: %s received, stopping", signal.Signals(signum).name)
-        scheduler.stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
