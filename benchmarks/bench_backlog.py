@@ -236,8 +236,7 @@ def main() -> int:
         summary[f"{name}_rss_growth_mb"] = statistics.median(growth)
         summary[f"{name}_rss_max_mb"] = max(r["rss_max_mb"] for r in results[f"{name}-{big}"])
         for part in ("worker", "broker"):
-            for size in (small, big):
-                label = "small" if size == small else "big"
+            for label, size in (("small", small), ("big", big)):
                 cpu = statistics.median(r[f"{part}_cpu_us"] for r in results[f"{name}-{size}"])
                 summary[f"{name}_{part}_cpu_us_{label}"] = cpu
     summary["tb_vs_raw_small"] = summary["taskbridge_small_rate"] / summary["raw_small_rate"]

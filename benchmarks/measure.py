@@ -113,38 +113,16 @@ def signing_cost(drain_rate: float, count: int = 5_000) -> str:
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
-    (Linux /proc; 0.0 elsewhere). Unlike wall time it barely moves with other load on the machine."""
-    total = 0
+def _processes() -> Iterator[tuple[str, str, list[str]]]:
+    """``(pid, command name, the stat fields after the name)`` of each live process (Linux /proc;
+    nothing elsewhere). After the name, state is field 0, pgrp 2, utime 11 and stime 12 (proc(5))."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return 0.0
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state is field 3, pgrp 5, utime 14, stime 15 (1-based, proc(5)).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
-
-
-def broker_cpu(broker: str) -> float | None:
-    """CPU seconds (user + system) the broker of URL ``broker`` has used so far, when it runs on this
-    machine (a ``redis-server`` or RabbitMQ's ``beam.smp``; Linux /proc), else None."""
-    wanted = "redis-server" if broker.startswith("redis") else "beam.smp"
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
+        return
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -153,31 +131,34 @@ def broker_cpu(broker: str) -> float | None:
                 name, rest = stat.read().split(" (", 1)[1].rsplit(")", 1)
         except (OSError, IndexError, ValueError):
             continue
+        yield entry, name, rest.split()
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
+    (Linux /proc; 0.0 elsewhere). Unlike wall time it barely moves with other load on the machine."""
+    ticks = sum(int(f[11]) + int(f[12]) for _, _, f in _processes() if int(f[2]) == pgid)
+    return ticks / _TICK
+
+
+def broker_cpu(broker: str) -> float | None:
+    """CPU seconds (user + system) the broker of URL ``broker`` has used so far, when it runs on this
+    machine (a ``redis-server`` or RabbitMQ's ``beam.smp``; Linux /proc), else None."""
+    wanted = "redis-server" if broker.startswith("redis") else "beam.smp"
+    for _, name, fields in _processes():
         if name == wanted:
-            fields = rest.split()
             return (int(fields[11]) + int(fields[12])) / _TICK
     return None
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def group_rss(pgid: int) -> int:
     """Resident bytes of the live processes of process group ``pgid`` (Linux /proc; 0 elsewhere)."""
     total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.isdigit():
+    for pid, _, fields in _processes():
+        if int(fields[2]) != pgid:
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            with open(f"/proc/{entry}/statm") as statm:
+            with open(f"/proc/{pid}/statm") as statm:
                 total += int(statm.read().split()[1]) * _PAGE
         except OSError:
             continue

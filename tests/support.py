@@ -21,6 +21,15 @@ from taskbridge.testing import KNOWN, Combination, Harness, unavailable_reason
 TESTS_DIR = Path(__file__).parent
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``taskbridge`` command a test starts: this one without taskbridge's,
+    Prometheus's and Sentry's settings, ``tests/`` importable, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKBRIDGE_", "PROMETHEUS_", "SENTRY_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
 def unavailable(reason: str) -> NoReturn:
     """Skip the test because a server is missing; in CI (``CI=true``) fail it instead."""
     if os.environ.get("CI", "").lower() == "true":

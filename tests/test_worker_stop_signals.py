@@ -3,22 +3,19 @@ workers do: after the jobs it runs, whatever disposition of the signals it was s
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from support import TESTS_DIR
+from support import command_env
 
 from taskbridge.testing.jobs import EVENTS_ENV
 
 
 def _start(tmp_path: Path, ignore_sigint: bool, **extra: str) -> tuple[subprocess.Popen[bytes], Path]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKBRIDGE_", "PROMETHEUS_", "SENTRY_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
-    env.update(TASKBRIDGE_BROKER_URL="memory://?autostart=0", TASKBRIDGE_DEFAULT_QUEUE="signals", **extra)
+    env = command_env(TASKBRIDGE_BROKER_URL="memory://?autostart=0", TASKBRIDGE_DEFAULT_QUEUE="signals", **extra)
     log_path = tmp_path / "worker.log"
 
     def as_a_background_job() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_metrics_processes import _env
+from support import command_env
 
 pytest.importorskip("sentry_sdk")
 
@@ -60,7 +60,7 @@ def test_job_exceptions_are_reported_with_job_id_and_attempt(tmp_path: Path) -> 
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "taskbridge", "worker", "test_metrics_jobs"],
-                env=_env(
+                env=command_env(
                     TB_OBSERVED_SEED="1",
                     TASKBRIDGE_BROKER_URL="memory://?autostart=0",
                     TASKBRIDGE_DEFAULT_QUEUE="reported",
@@ -111,7 +111,9 @@ def test_nothing_is_needed_without_sentry(tmp_path: Path) -> None:
         "from taskbridge.worker import init_process; init_process()\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=command_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
@@ -125,5 +127,7 @@ def test_not_configured_means_not_installed() -> None:
         "print('ok')\n"
     )
     assert error_reporting.available()
-    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=command_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

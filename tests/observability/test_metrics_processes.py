@@ -17,17 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from support import TESTS_DIR
+from support import command_env
 from test_metrics import free_port, scrape, series
 
 from taskbridge.observability.logging import MaskPasswords, mask_passwords
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKBRIDGE_", "PROMETHEUS_", "SENTRY_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
 
 
 def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) -> None:
@@ -37,7 +30,7 @@ def test_worker_command_serves_metrics_of_the_embedded_engine(tmp_path: Path) ->
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "taskbridge", "worker", "test_metrics_jobs", "--metrics-port", str(port)],
-            env=_env(
+            env=command_env(
                 TB_OBSERVED_SEED="1",
                 TASKBRIDGE_BROKER_URL="memory://?autostart=0",
                 TASKBRIDGE_DEFAULT_QUEUE="seeded",
@@ -136,7 +129,7 @@ def test_exited_processes_leave_their_counts_and_no_files(tmp_path: Path) -> Non
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "prom")],
-        env=_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -178,7 +171,9 @@ def test_a_killed_workers_private_directory_is_removed_by_the_next_worker(tmp_pa
     abandoned.mkdir()
     (abandoned / "counter_1-ab.db").write_bytes(b"\0" * 16)
     script = "from taskbridge import metrics; d = metrics.use_directory(); print(d); import shutil; shutil.rmtree(d)"
-    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=command_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert not abandoned.exists()
     assert Path(result.stdout.strip()).name.startswith("taskbridge-metrics-")
@@ -196,12 +191,14 @@ def test_multiprocess_mode_is_refused_once_prometheus_client_is_imported_without
         "except ConfigurationError as exc:\n"
         "    print(exc)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=command_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "PROMETHEUS_MULTIPROC_DIR" in result.stdout
     with_variable = subprocess.run(
         [sys.executable, "-c", script.replace("print(exc)", "raise")],
-        env=_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)),
+        env=command_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=60,
