@@ -14,6 +14,8 @@ from taskbridge import JobSpec
 from taskbridge.engine import MessageRunner
 from taskbridge.outcomes import Outcome
 
+from . import pool_trace
+from .pool_trace import DECIDED
 from .states import settle
 from .wire import envelope_text, read_whole_body
 
@@ -40,27 +42,32 @@ class EnvelopeTask(Task):  # type: ignore[misc]
 def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
     """Register the task named after ``spec``; ``hard_timeout`` becomes Celery's ``time_limit``."""
 
-    def handle(task: Task, *args: Any, **kwargs: Any) -> Any:
-        delivery = task.request.delivery_info or {}
+    def run_delivered(args: tuple[Any, ...], kwargs: dict[str, Any], delivery: dict[str, Any]) -> Outcome:
         queue = delivery.get("routing_key")
         redelivered = delivery.get("redelivered") is True
         try:
             if len(args) == 1 and type(args[0]) is bytes:  # the whole body (wire.whole_body)
                 envelope = read_whole_body(args[0])
                 if envelope is not None:
-                    outcome = runner.run(envelope, queue, redelivered=redelivered)
-                else:
-                    fallback = queue or spec.resolved_queue(app.conf.task_default_queue)
-                    outcome = runner.run_item(args[0], fallback, redelivered=redelivered)
-            else:
-                outcome = _run_decoded(args, kwargs, queue, redelivered)
+                    return runner.run(envelope, queue, redelivered=redelivered)
+                fallback = queue or spec.resolved_queue(app.conf.task_default_queue)
+                return runner.run_item(args[0], fallback, redelivered=redelivered)
+            return _run_decoded(args, kwargs, queue, redelivered)
         except Exception as exc:
             # The runner stores a decided outcome until it sticks (taskbridge.carrying); it raises only
             # when it could not decide one, before the job ran: keep the message for another try.
             log.exception("job %s: the message could not be handled; it is requeued", spec.name)
             time.sleep(REQUEUE_PAUSE)
             raise Reject(exc, requeue=True) from exc
-        return settle(outcome)
+
+    def handle(task: Task, *args: Any, **kwargs: Any) -> Any:
+        request = task.request
+        decided = getattr(request, DECIDED, None)  # the pool process already ran it (pool_trace)
+        if decided is None:
+            decided = run_delivered(args, kwargs, request.delivery_info or {})
+        elif isinstance(decided, Exception):
+            raise decided
+        return settle(decided)
 
     def _run_decoded(args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None, redelivered: bool) -> Outcome:
         """Arguments Celery decoded from a body taskbridge's producers did not write byte for byte."""
@@ -82,4 +89,5 @@ def register(app: Celery, spec: JobSpec, runner: MessageRunner) -> Task:
         soft_time_limit=None,
         reads_whole_body=True,
     )(handle)
+    pool_trace.register(app, spec.name, run_delivered)
     return task
