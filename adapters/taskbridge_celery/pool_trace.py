@@ -45,7 +45,6 @@ RunDelivered = Callable[[tuple[Any, ...], dict[str, Any], dict[str, Any]], Outco
 """A job task's run: ``(args, kwargs, delivery_info) -> outcome``; raises Reject when the message
 goes back to the queue."""
 
-_ORIGINAL_BUILD_TRACER = celery_trace.build_tracer
 _LISTENED = (signals.task_prerun, signals.task_postrun, signals.task_success)
 _RUNS: weakref.WeakKeyDictionary[Celery, dict[str, RunDelivered]] = weakref.WeakKeyDictionary()
 """Per app, the job tasks (by name) and their runs."""
@@ -85,9 +84,15 @@ def _lean(task: Task, run: RunDelivered, full: Callable[..., Any]) -> Callable[.
     return trace
 
 
+def _tracer_wrapped() -> bool:
+    """Whether an integration replaced Celery's ``build_tracer`` (whenever it was imported)."""
+    built = celery_trace.build_tracer
+    return hasattr(built, "__wrapped__") or getattr(built, "__module__", None) != celery_trace.__name__
+
+
 def _install(**_: Any) -> None:
     """In a pool process, after Celery built each task's tracer (``worker_process_init``)."""
-    if celery_trace.build_tracer is not _ORIGINAL_BUILD_TRACER:
+    if _tracer_wrapped():
         return
     for app, runs in list(_RUNS.items()):
         for name, run in runs.items():
