@@ -6,13 +6,13 @@ to a job that ran (the runner already carried out the outcome, there is no resul
 body carries no Celery callbacks), yet it costs about as much CPU per message as the runner
 itself, and on a prefetch-bound drain (late acks) every microsecond of the pool process delays
 the next delivery. So a job that ran goes back to the worker's main process as Celery's tracer
-would send it (its value, shown as Celery shows it, and its run time), and Celery's tracer is used
-whenever it would do more than that:
+would send it (its value, shown as Celery shows it, and its run time), with Celery's own success
+log line when its trace logger logs at INFO, and Celery's tracer is used whenever it would do more
+than that:
 
 * something listens to Celery's ``task_prerun``, ``task_postrun`` or ``task_success`` signals
   (Django's fixup, OpenTelemetry's instrumentation, the user's own handlers);
-* Celery's trace logger logs successes (the worker runs at INFO), or the app's loader does work
-  as a task starts;
+* the app's loader does work as a task starts;
 * ``celery.app.trace.build_tracer`` was wrapped by an integration (Sentry's, for one);
 * the job did not simply run to the end (retried, deferred, skipped, dead-lettered, or the message
   could not be handled): the outcome, already carried out, is handed to Celery's tracer, which
@@ -34,6 +34,7 @@ from celery import Celery, Task, signals
 from celery.app import trace as celery_trace
 from celery.loaders.base import BaseLoader
 from celery.utils.saferepr import saferepr
+from kombu.utils.encoding import safe_repr
 
 from taskbridge.outcomes import Done, Outcome
 
@@ -59,8 +60,6 @@ def register(app: Celery, name: str, run: RunDelivered) -> None:
 def _celery_would_do_more(task: Task) -> bool:
     if any(signal.receivers for signal in _LISTENED):
         return True
-    if celery_trace.logger.isEnabledFor(logging.INFO):
-        return True
     return type(task.app.loader).on_task_init is not BaseLoader.on_task_init
 
 
@@ -76,8 +75,11 @@ def _lean(task: Task, run: RunDelivered, full: Callable[..., Any]) -> Callable[.
         except Exception as exc:  # Reject: Celery's tracer requeues the message
             decided = exc
         if type(decided) is Done:
-            value = decided.value
-            return celery_trace.trace_ok_t(value, None, time.monotonic() - started, saferepr(value, maxsize))
+            value, runtime = decided.value, time.monotonic() - started
+            shown = saferepr(value, maxsize)
+            if celery_trace.logger.isEnabledFor(logging.INFO):
+                _log_success(task, uuid, args, kwargs, request, shown, runtime)
+            return celery_trace.trace_ok_t(value, None, runtime, shown)
         request[DECIDED] = decided
         return full(uuid, args, kwargs, request)
 
@@ -88,6 +90,21 @@ def _tracer_wrapped() -> bool:
     """Whether an integration replaced Celery's ``build_tracer`` (whenever it was imported)."""
     built = celery_trace.build_tracer
     return hasattr(built, "__wrapped__") or getattr(built, "__module__", None) != celery_trace.__name__
+
+
+def _log_success(
+    task: Task, uuid: str, args: Any, kwargs: Any, request: dict[str, Any], shown: str, runtime: float
+) -> None:
+    """Celery's ``Task ...[id] succeeded in ...s: <value>`` line, as its tracer logs it."""
+    context = {
+        "id": uuid,
+        "name": request.get("shadow") or task.name,
+        "return_value": shown,
+        "runtime": runtime,
+        "args": request.get("argsrepr") or safe_repr(args),
+        "kwargs": request.get("kwargsrepr") or safe_repr(kwargs),
+    }
+    celery_trace.info(celery_trace.LOG_SUCCESS, context)
 
 
 def _install(**_: Any) -> None:
